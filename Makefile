@@ -1,0 +1,81 @@
+# Machina: build, test and install.  `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
+DEBIAN_PACKAGES := bubblewrap libcap-dev libseccomp2 libseccomp-dev bats mandoc
+PYTEST_ARGS ?=
+
+.PHONY: help setup deps venv test test-systemd lint bench install clean
+
+help:
+	@echo "make setup         install Debian packages (as root, when missing) and create $(VENV)"
+	@echo "make test          run the whole test suite (pytest, shell-level bats tests included)"
+	@echo "make test-systemd  opt-in: run the units under a real systemd --user manager"
+	@echo "make lint          ruff and mypy"
+	@echo "make bench         run the benchmarks in bench/ and print figures"
+	@echo "make install       install executables, units, man pages, machina.env (PREFIX, DESTDIR)"
+	@echo "make clean         remove build outputs and $(VENV)"
+
+setup: deps venv
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        echo "installing Debian packages:$$missing"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else \
+	        echo "missing Debian packages:$$missing (run 'sudo make deps' or install them)" >&2; exit 1; \
+	    fi; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-systemd: venv
+	$(PY) -m pytest -m systemd --run-systemd tests/systemd $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check machina tests bench scripts
+	$(VENV)/bin/ruff format --check machina
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) bench/run_all.py
+
+install:
+	$(PYTHON) -m pip install --no-deps --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	install -d $(DESTDIR)$(SYSCONFDIR)/machina $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)
+	test -e $(DESTDIR)$(SYSCONFDIR)/machina/machina.env || \
+	    install -m 0640 etc/machina/machina.env $(DESTDIR)$(SYSCONFDIR)/machina/machina.env
+	@if ls systemd/*.service >/dev/null 2>&1; then \
+	    for f in systemd/*.service systemd/*.socket systemd/*.target systemd/*.timer; do \
+	        [ -e "$$f" ] || continue; \
+	        sed 's|@BINDIR@|$(PREFIX)/bin|g' "$$f" > $(DESTDIR)$(UNITDIR)/$$(basename $$f); \
+	    done; \
+	fi
+	@for page in man/*.[0-9]; do \
+	    [ -e "$$page" ] || continue; \
+	    sec=$${page##*.}; install -d $(DESTDIR)$(MANDIR)/man$$sec; \
+	    install -m 0644 "$$page" $(DESTDIR)$(MANDIR)/man$$sec/; \
+	done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

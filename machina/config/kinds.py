@@ -1,0 +1,200 @@
+"""Value kinds for configuration variables: each parses a raw string and says what it expects.
+
+A kind never guesses: ``parse`` either returns a typed value or raises ``ValueError`` whose text completes
+the sentence "expected ..." in the error the operator sees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Kind:
+    """How one variable's raw text becomes a value."""
+
+    def parse(self, raw: str) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def expects(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def render(self, value: Any) -> str:
+        """The value written back as an operator would type it."""
+        if value is None:
+            return ""
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Bool(Kind):
+    def parse(self, raw: str) -> bool:
+        text = raw.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(self.expects())
+
+    def expects(self) -> str:
+        return "0 or 1 (also true/false, yes/no, on/off)"
+
+    def render(self, value: Any) -> str:
+        return "1" if value else "0"
+
+
+@dataclass(frozen=True)
+class Int(Kind):
+    """An integer within [minimum, maximum]; ``unit`` is part of the message (ms, bytes, s)."""
+
+    minimum: int | None = 0
+    maximum: int | None = None
+    unit: str = ""
+
+    def parse(self, raw: str) -> int:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise ValueError(self.expects())
+        value = int(text)
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(self.expects())
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(self.expects())
+        return value
+
+    def expects(self) -> str:
+        what = "an integer"
+        if self.unit:
+            what += f" in {self.unit}"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{what} from {self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"{what} >= {self.minimum}"
+        if self.maximum is not None:
+            return f"{what} <= {self.maximum}"
+        return what
+
+
+@dataclass(frozen=True)
+class Float(Kind):
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def parse(self, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(self.expects()) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(self.expects())
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(self.expects())
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(self.expects())
+        return value
+
+    def expects(self) -> str:
+        return f"a number from {self.minimum} to {self.maximum}"
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """One of a fixed set; matched case-insensitively and returned in its declared spelling."""
+
+    choices: tuple[str, ...]
+
+    def parse(self, raw: str) -> str:
+        text = raw.strip()
+        for choice in self.choices:
+            if text.lower() == choice.lower():
+                return choice
+        raise ValueError(self.expects())
+
+    def expects(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    """Free text; ``pattern`` (a full-match regular expression) restricts it where a shape is known."""
+
+    pattern: str | None = None
+    description: str = "text"
+
+    def parse(self, raw: str) -> str:
+        if self.pattern is not None and not re.fullmatch(self.pattern, raw):
+            raise ValueError(self.expects())
+        if "\x00" in raw or "\n" in raw:
+            raise ValueError(self.expects() + " on one line")
+        return raw
+
+    def expects(self) -> str:
+        return self.description
+
+
+@dataclass(frozen=True)
+class List(Kind):
+    """Comma-separated items, blanks dropped; each item must full-match ``item_pattern``."""
+
+    item_pattern: str = r"[^,\s]+"
+    description: str = "a comma-separated list"
+
+    def parse(self, raw: str) -> tuple[str, ...]:
+        items = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for item in items:
+            if not re.fullmatch(self.item_pattern, item):
+                raise ValueError(f"{self.expects()} ({item!r} is not valid)")
+        return items
+
+    def expects(self) -> str:
+        return self.description
+
+    def render(self, value: Any) -> str:
+        return ",".join(value or ())
+
+
+@dataclass(frozen=True)
+class Path(Kind):
+    """A file-system path; absolute when ``absolute`` (services must not depend on their cwd)."""
+
+    absolute: bool = True
+
+    def parse(self, raw: str) -> str:
+        text = raw.strip()
+        if not text or "\x00" in text:
+            raise ValueError(self.expects())
+        if self.absolute and not os.path.isabs(text):
+            raise ValueError(self.expects())
+        return os.path.normpath(text)
+
+    def expects(self) -> str:
+        return "an absolute path" if self.absolute else "a path"
+
+
+@dataclass(frozen=True)
+class Command(Kind):
+    """A command line split like a shell would split words, but never run through a shell."""
+
+    def parse(self, raw: str) -> tuple[str, ...]:
+        import shlex
+
+        try:
+            argv = tuple(shlex.split(raw))
+        except ValueError as exc:
+            raise ValueError(f"{self.expects()} ({exc})") from None
+        if not argv:
+            raise ValueError(self.expects())
+        return argv
+
+    def expects(self) -> str:
+        return "a command line (program and arguments, shell-quoted; no shell is used)"
+
+    def render(self, value: Any) -> str:
+        import shlex
+
+        return shlex.join(value) if value else ""

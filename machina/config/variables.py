@@ -1,0 +1,349 @@
+"""Every configuration variable Machina reads, declared once: name, kind, default, unit and one line of doc.
+
+This table is the contract of OPERATIONS.md.  Nothing else in Machina reads ``os.environ`` for a
+``MACHINA_*`` value: code asks the loaded :class:`machina.config.Config`.  ``machina config show`` and
+``etc/machina/machina.env`` are generated from this table, so a variable added here is documented there.
+
+Units live in the names where the manual put them (``_MS``, ``_SEC``, ``_MB``); byte sizes without a unit
+suffix are bytes.  Where the earlier C++ runtime had a default, we keep it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from machina.config.kinds import Bool, Choice, Command, Int, Kind, List, Path, Text
+
+MS_MAX = 7 * 24 * 3600 * 1000  # one week: no timeout or interval is sensibly longer
+KIB = 1024
+MIB = 1024 * 1024
+
+HOST_PATTERN = r"(\*|\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\*"
+AID_PATTERN = r"AID\.[A-Z0-9_.]+\*?|\*"
+EXE_PATTERN = r"[A-Za-z0-9._+-]+"
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    kind: Kind
+    default: Any
+    doc: str
+    section: str
+    secret: bool = False
+
+    def expects(self) -> str:
+        return self.kind.expects()
+
+
+_VARS: list[Var] = []
+_section = ""
+
+
+def _section_start(name: str) -> None:
+    global _section
+    _section = name
+
+
+def _var(name: str, kind: Kind, default: Any, doc: str, *, secret: bool = False) -> None:
+    _VARS.append(Var(name, kind, default, doc, _section, secret))
+
+
+def _rlimits(prefix: str, what: str, cpu: int, as_mb: int, fsize_mb: int, nofile: int, nproc: int) -> None:
+    """The five rlimit knobs the manual names ``<PREFIX>_RLIMIT_*``; 0 means unlimited."""
+    _var(f"{prefix}_RLIMIT_CPU_SEC", Int(0, 86400, "seconds"), cpu, f"CPU-time limit of {what} (0 = none)")
+    _var(f"{prefix}_RLIMIT_AS_MB", Int(0, 1 << 20, "MiB"), as_mb, f"address-space limit of {what} (0 = none)")
+    _var(
+        f"{prefix}_RLIMIT_FSIZE_MB",
+        Int(0, 1 << 20, "MiB"),
+        fsize_mb,
+        f"largest file {what} may write (0 = none)",
+    )
+    _var(f"{prefix}_RLIMIT_NOFILE", Int(0, 1 << 20), nofile, f"open-file limit of {what} (0 = none)")
+    _var(f"{prefix}_RLIMIT_NPROC", Int(0, 1 << 20), nproc, f"process limit of {what}, per uid (0 = none)")
+
+
+# --- suite-wide ------------------------------------------------------------------------------------------
+_section_start("suite")
+_var(
+    "MACHINA_PROFILE",
+    Choice(("dev", "prod")),
+    "dev",
+    "profile whose table of defaults applies (see Profile system)",
+)
+_var("MACHINA_ROOT", Path(), None, "working root holding the queue, logs, memory, packs and state; must exist")
+_var(
+    "MACHINA_ENV_FILE",
+    Path(),
+    "/etc/machina/machina.env",
+    "optional KEY=VALUE file read between the defaults and the environment (ignored when missing)",
+)
+_var(
+    "MACHINA_LOG_LEVEL",
+    Choice(("debug", "info", "warning", "error")),
+    "info",
+    "lowest level logged to stderr",
+)
+_var(
+    "MACHINA_RUNTIME_DIR",
+    Path(),
+    None,
+    "directory for sockets and pid files (default: $RUNTIME_DIRECTORY under systemd, else $MACHINA_ROOT/run)",
+)
+
+# --- serve / HTTP ingress --------------------------------------------------------------------------------
+_section_start("serve")
+_var(
+    "MACHINA_API_HOST",
+    Text(r"[A-Za-z0-9.:\[\]-]+", "a host name or IP address"),
+    "127.0.0.1",
+    "address machina-enqueued listens on",
+)
+_var("MACHINA_API_PORT", Int(1, 65535), 8080, "TCP port machina-enqueued listens on")
+_var("MACHINA_API_TOKEN", Text(), None, "bearer token for the HTTP API", secret=True)
+_var(
+    "MACHINA_API_HMAC_SECRET",
+    Text(),
+    None,
+    "HMAC-SHA256 request-signing secret for the HTTP API",
+    secret=True,
+)
+_var("MACHINA_API_HMAC_TTL_SEC", Int(1, 3600, "seconds"), 60, "largest accepted |now - X-Machina-Ts|")
+_var("MACHINA_API_MAX_BODY_BYTES", Int(1, 256 * MIB, "bytes"), 2 * MIB, "largest accepted request body")
+_var(
+    "MACHINA_API_RPM",
+    Int(0, 10**9, "requests per minute"),
+    0,
+    "token-bucket rate limit on all authenticated requests (0 = off)",
+)
+_var(
+    "MACHINA_API_ENQUEUE_RPM",
+    Int(0, 10**9, "requests per minute"),
+    0,
+    "token-bucket rate limit on POST /enqueue (0 = off)",
+)
+_var("MACHINA_METRICS_PUBLIC", Bool(), False, "serve GET /metrics without auth")
+_var(
+    "MACHINA_WORKERS",
+    Int(1, 64),
+    2,
+    "worker processes started by `machina up` / `machina serve` (capped at 64)",
+)
+
+# --- queue and durability --------------------------------------------------------------------------------
+_section_start("queue")
+_var("MACHINA_WAL_ENABLE", Bool(), True, "keep the write-ahead log and checkpoint for fast restart and dedup")
+_var("MACHINA_WAL_CHECKPOINT_MS", Int(1, MS_MAX, "ms"), 5000, "interval between WAL checkpoints")
+_var("MACHINA_WAL_FSYNC", Bool(), False, "fsync files and directories before a queue change is reported")
+_var("MACHINA_WAL_CRC32", Bool(), False, "add a CRC32 checksum to every WAL record")
+_var("MACHINA_SERVE_SCAN_MS", Int(1, MS_MAX, "ms"), 150, "fallback rescan interval of idle workers")
+_var("MACHINA_RETRY_MIN_MS", Int(0, MS_MAX, "ms"), 1000, "first retry delay (exponential backoff with jitter)")
+_var("MACHINA_RETRY_MAX_MS", Int(0, MS_MAX, "ms"), 60000, "cap of the retry delay")
+_var("MACHINA_MAX_ATTEMPTS", Int(1, 1000), 5, "attempts before a job goes to dlq/")
+_var("MACHINA_DEDUP_TTL_MS", Int(0, 30 * 24 * 3600 * 1000, "ms"), 300000, "request_id idempotency window")
+_var(
+    "MACHINA_CLAIM_TIMEOUT_MS",
+    Int(1000, MS_MAX, "ms"),
+    600000,
+    "a claimed job whose owner has not been seen for this long is recovered to the inbox",
+)
+_var(
+    "MACHINA_JOB_TIMEOUT_MS",
+    Int(100, MS_MAX, "ms"),
+    300000,
+    "wall-clock limit of one job attempt in a worker",
+)
+
+# --- chat ------------------------------------------------------------------------------------------------
+_section_start("chat")
+_var("MACHINA_CHAT_CMD", Command(), None, "chat driver command (argv, no shell)")
+_var(
+    "MACHINA_CHAT_BACKEND",
+    Choice(("oai_compat", "anthropic")),
+    "oai_compat",
+    "LLM wire protocol of the chat driver",
+)
+_var("MACHINA_CHAT_TIMEOUT_MS", Int(1, MS_MAX, "ms"), 60000, "chat driver timeout")
+_var("MACHINA_MAX_CYCLES", Int(1, 100000), 100, "Pulse Loop cycle budget per conversation")
+_var("MACHINA_PULSE_BUDGET_S", Int(1, 86400, "seconds"), 3600, "Pulse Loop wall-clock budget per conversation")
+
+# --- shell tool ------------------------------------------------------------------------------------------
+_section_start("shell")
+_var("MACHINA_SHELL_TIMEOUT_MS", Int(1, MS_MAX, "ms"), 30000, "AID.SHELL.EXEC.v1 wall-clock limit")
+_var("MACHINA_SHELL_STDOUT_MAX", Int(0, 64 * MIB, "bytes"), 128 * KIB, "AID.SHELL.EXEC.v1 stdout cap")
+_var("MACHINA_SHELL_STDERR_MAX", Int(0, 64 * MIB, "bytes"), 64 * KIB, "AID.SHELL.EXEC.v1 stderr cap")
+_var(
+    "MACHINA_SHELL_ALLOWED_EXE",
+    List(EXE_PATTERN, "a comma-separated list of executable basenames"),
+    ("cat", "date", "echo", "grep", "head", "ls", "sort", "tail", "true", "uniq", "wc"),
+    "executables AID.SHELL.EXEC.v1 may run, matched on the canonical (symlink-resolved) path's basename",
+)
+_rlimits("MACHINA_SHELL", "shell tool processes", cpu=3, as_mb=1024, fsize_mb=16, nofile=64, nproc=32)
+
+# --- HTTP tool -------------------------------------------------------------------------------------------
+_section_start("http")
+_var(
+    "MACHINA_HTTP_ALLOWED_HOSTS",
+    List(HOST_PATTERN, "a comma-separated list of host names (*.example.com allowed)"),
+    (),
+    "hosts AID.NET.HTTP_GET.v1 may fetch from (empty = any public host unless default-deny)",
+)
+_var("MACHINA_HTTP_DEFAULT_DENY", Bool(), False, "refuse every host when MACHINA_HTTP_ALLOWED_HOSTS is empty")
+_var("MACHINA_HTTP_TIMEOUT_MS", Int(1, MS_MAX, "ms"), 3000, "AID.NET.HTTP_GET.v1 wall-clock limit")
+_var("MACHINA_HTTP_STDOUT_MAX", Int(0, 64 * MIB, "bytes"), 128 * KIB, "AID.NET.HTTP_GET.v1 body cap")
+_rlimits("MACHINA_HTTP", "HTTP tool processes", cpu=2, as_mb=512, fsize_mb=1, nofile=32, nproc=16)
+
+# --- policy driver ---------------------------------------------------------------------------------------
+_section_start("policy")
+_var("MACHINA_POLICY_CMD", Command(), None, "external policy selector command (argv, no shell)")
+_var("MACHINA_POLICY_TIMEOUT_MS", Int(1, MS_MAX, "ms"), 60000, "policy driver wall-clock limit")
+_var("MACHINA_POLICY_STDOUT_MAX", Int(1, 64 * MIB, "bytes"), 64 * KIB, "policy driver stdout cap")
+_var(
+    "MACHINA_POLICY_ALLOWED_EXE",
+    List(EXE_PATTERN, "a comma-separated list of executable basenames"),
+    ("python3", "python", "bash", "sh", "node"),
+    "executables the policy command may start",
+)
+_var(
+    "MACHINA_POLICY_ALLOWED_SCRIPT_ROOT",
+    Path(),
+    None,
+    "directory the policy script must live under (default: $MACHINA_ROOT/policies)",
+)
+_rlimits("MACHINA_POLICY", "the policy driver", cpu=2, as_mb=768, fsize_mb=10, nofile=64, nproc=32)
+_var(
+    "MACHINA_POLICY_BREAKER_FAILURES",
+    Int(1, 1000),
+    3,
+    "consecutive policy failures that open the circuit breaker",
+)
+_var(
+    "MACHINA_POLICY_BREAKER_COOLDOWN_MS",
+    Int(0, MS_MAX, "ms"),
+    30000,
+    "how long an open breaker skips the policy",
+)
+
+# --- embeddings and selection ----------------------------------------------------------------------------
+_section_start("embed")
+_var("MACHINA_EMBED_PROVIDER", Choice(("hash", "cmd")), "hash", "embedding provider")
+_var("MACHINA_EMBED_CMD", Command(), None, "embedding command (argv, no shell), used when the provider is cmd")
+_var(
+    "MACHINA_EMBED_TIMEOUT_MS",
+    Int(1, MS_MAX, "ms"),
+    5000,
+    "embedding command timeout (raise it for a first model load)",
+)
+_var("MACHINA_EMBED_CPU_MS", Int(0, MS_MAX, "ms"), 4000, "CPU-time limit of the embedding command (0 = none)")
+_var(
+    "MACHINA_EMBED_AS_MB",
+    Int(0, 1 << 20, "MiB"),
+    0,
+    "address-space limit of the embedding command (0 = none)",
+)
+_var("MACHINA_EMBED_NPROC", Int(0, 1 << 20), 0, "process limit of the embedding command (0 = none)")
+_var("MACHINA_GPU_DIM", Int(2, 8192), 128, "embedding vector dimension")
+_var("MACHINA_SELECTOR", Choice(("HEURISTIC", "GPU_CENTROID")), "HEURISTIC", "tool selector of the goal engine")
+
+# --- sandbox ---------------------------------------------------------------------------------------------
+_section_start("sandbox")
+_var("MACHINA_SECCOMP_ENABLE", Bool(), False, "apply the seccomp-BPF filter to tool processes")
+_var(
+    "MACHINA_SECCOMP_PROFILE",
+    Choice(("strict", "net")),
+    "strict",
+    "seccomp profile: strict blocks network syscalls",
+)
+_var("MACHINA_SECCOMP_ALLOW_NET", Bool(), False, "legacy toggle: same as MACHINA_SECCOMP_PROFILE=net")
+_var("MACHINA_BWRAP_REQUIRED", Bool(), False, "fail instead of running a tool when bubblewrap is missing")
+_var(
+    "MACHINA_TOOLHOST_ISOLATE",
+    Bool(),
+    False,
+    "run tools in the sandbox (bubblewrap namespaces) rather than bare",
+)
+_var("MACHINA_TOOLHOST_TIMEOUT", Int(1, 86400, "seconds"), 90, "client-side limit of one toolhost call")
+_var(
+    "MACHINA_TOOL_UID",
+    Int(1, 2**32 - 2),
+    65534,
+    "unprivileged uid tool processes run as when the toolhost is root",
+)
+_var(
+    "MACHINA_TOOL_GID",
+    Int(1, 2**32 - 2),
+    65534,
+    "unprivileged gid tool processes run as when the toolhost is root",
+)
+_var("MACHINA_CODE_TIMEOUT", Int(1, 86400, "seconds"), 60, "code execution tool limit")
+
+# --- permissions and leases ------------------------------------------------------------------------------
+_section_start("permissions")
+_var("MACHINA_LEASE_ENFORCE", Bool(), False, "tier > 0 tools need a single-use lease token")
+_var(
+    "MACHINA_PERMISSION_MODE",
+    Choice(("open", "standard", "locked", "supervised")),
+    "standard",
+    "permission mode deciding allow / ask / deny per tier",
+)
+_var(
+    "MACHINA_TOOLHOST_ALLOWED_UIDS",
+    List(r"[0-9]+", "a comma-separated list of uids"),
+    (),
+    "uids allowed to call the toolhost besides its own uid and root",
+)
+_var(
+    "MACHINA_TOOLHOST_ADMIN_UIDS",
+    List(r"[0-9]+", "a comma-separated list of uids"),
+    (),
+    "uids allowed to issue and collect leases besides root",
+)
+_var(
+    "MACHINA_PLUGIN_ALLOWED_CAPS",
+    List(
+        r"FILE_READ|FILE_WRITE|SHELL|NETWORK|MEMORY|GENESIS|GPU",
+        "a comma-separated list of plugin capabilities",
+    ),
+    ("FILE_READ", "MEMORY"),
+    "largest capability set a plugin may declare",
+)
+
+# --- audit -----------------------------------------------------------------------------------------------
+_section_start("audit")
+_var(
+    "MACHINA_AUDIT_KEY",
+    Text(),
+    None,
+    "key of the HMAC hash chain of run logs (plain SHA-256 when unset)",
+    secret=True,
+)
+
+# --- autonomic and self-improvement ----------------------------------------------------------------------
+_section_start("autonomic")
+_var("MACHINA_GENESIS_ENABLE", Bool(), True, "allow Genesis (self-written tools)")
+_var("MACHINA_GENESIS_GUARD", Bool(), False, "run Genesis output through the safety guard")
+_var("MACHINA_GENESIS_PROD_MODE", Bool(), False, "Genesis production restrictions")
+_var("MACHINA_SELF_EVOLVE", Bool(), False, "allow autonomous source patching under the safety gates")
+_var("MACHINA_DEV_EXPLORE", Bool(), False, "aggressive self-improvement timings for development")
+_var("MACHINA_AUTONOMIC_APPROVE_ALL_ASK", Bool(), False, "self-improvement loops auto-accept ASK tools")
+_var(
+    "MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS",
+    List(AID_PATTERN, "a comma-separated list of AIDs"),
+    (),
+    "low-risk ASK tools the autonomic engine may approve by itself",
+)
+
+# --- telegram --------------------------------------------------------------------------------------------
+_section_start("telegram")
+_var("TELEGRAM_BOT_TOKEN", Text(), None, "Telegram bot token", secret=True)
+_var(
+    "TELEGRAM_CHAT_ID",
+    Text(r"-?[0-9]+(,-?[0-9]+)*", "a chat id or comma-separated chat ids"),
+    None,
+    "chats allowed to drive the bot (the bot refuses to start without it)",
+)
+
+
+VARIABLES: dict[str, Var] = {v.name: v for v in _VARS}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(v.section for v in _VARS))

@@ -1,0 +1,248 @@
+"""Newline-delimited JSON RPC over a Unix stream socket: one request object per line, one reply per line.
+
+Used by machina-toolhost and machina-embed.  The server checks every peer with SO_PEERCRED before reading
+a byte, bounds line length, and answers malformed input with an error reply instead of dropping the
+connection silently.  Each connection is served by its own thread; requests on one connection are
+answered in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from machina.exitcodes import ExitCode, MachinaError
+from machina.ipc.peercred import PeerCred, peer_cred
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE = 8 * 1024 * 1024
+Handler = Callable[[dict[str, Any], PeerCred], dict[str, Any]]
+Authorizer = Callable[[PeerCred], bool]
+
+
+class ServiceUnavailable(MachinaError):
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class ProtocolError(MachinaError):
+    exit_code = ExitCode.PROTOCOL
+
+
+def bind_unix(path: str, mode: int = 0o660, backlog: int = 128) -> socket.socket:
+    """Listen on ``path`` with ``mode`` from the first instant (bound under a temporary name, then renamed).
+
+    A stale socket file left by a dead server is replaced; a live one is an error.
+    """
+    if os.path.exists(path):
+        if _is_listening(path):
+            raise ServiceUnavailable(f"{path}: another server is already listening", ExitCode.CANTCREAT)
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}")
+    try:
+        sock.bind(tmp)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    sock.listen(backlog)
+    return sock
+
+
+def _is_listening(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class JsonLineServer:
+    def __init__(
+        self,
+        listener: socket.socket,
+        handler: Handler,
+        authorize: Authorizer,
+        max_line: int = DEFAULT_MAX_LINE,
+        owned_path: str | None = None,
+    ) -> None:
+        self.listener = listener
+        self.handler = handler
+        self.authorize = authorize
+        self.max_line = max_line
+        self.owned_path = owned_path  # unlinked on close; None for a socket systemd owns
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.connections_total = 0
+
+    def serve(self, stop: threading.Event, poll: float = 0.2) -> None:
+        """Accept connections until ``stop`` is set."""
+        self.listener.settimeout(poll)
+        while not stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if stop.is_set() or exc.errno == errno.EBADF:
+                    break
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("accept failed: %s; backing off", exc)
+                    stop.wait(poll)
+                    continue
+                raise
+            self._start_connection(conn)
+
+    def _start_connection(self, conn: socket.socket) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True, name="ipc-conn")
+        with self._lock:
+            self._threads.add(thread)
+            self.connections_total += 1
+        thread.start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(None)
+            peer = peer_cred(conn)
+            stream = conn.makefile("rwb", buffering=0)
+            if not self.authorize(peer):
+                log.warning("refused peer pid=%d uid=%d gid=%d", peer.pid, peer.uid, peer.gid)
+                _write(
+                    stream,
+                    {"ok": False, "status": "forbidden", "error": f"peer uid {peer.uid} is not allowed"},
+                )
+                return
+            while not self._closing.is_set():
+                line = stream.readline(self.max_line + 1)
+                if not line:
+                    return
+                if len(line) > self.max_line and not line.endswith(b"\n"):
+                    _write(stream, {"ok": False, "status": "bad_request", "error": "request line too long"})
+                    return
+                _write(stream, self._dispatch(line, peer))
+        except (ConnectionError, BrokenPipeError):
+            pass
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            conn.close()
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _dispatch(self, line: bytes, peer: PeerCred) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return {"ok": False, "status": "bad_request", "error": f"not JSON: {exc}"}
+        if not isinstance(request, dict):
+            return {"ok": False, "status": "bad_request", "error": "request must be a JSON object"}
+        try:
+            return self.handler(request, peer)
+        except MachinaError as exc:
+            return {"ok": False, "status": "error", "error": str(exc)}
+        except Exception as exc:
+            log.exception("request handler failed")
+            return {"ok": False, "status": "internal_error", "error": type(exc).__name__}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish (up to ``timeout``), remove the socket we made."""
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        if self.owned_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.owned_path)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
+
+
+def _write(stream: Any, obj: dict[str, Any]) -> None:
+    stream.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+class JsonLineClient:
+    """A persistent connection to a JSON-lines server.  Not thread-safe: one per thread."""
+
+    def __init__(self, path: str, timeout: float = 30.0, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.max_line = max_line
+        self._sock: socket.socket | None = None
+        self._stream: Any = None
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise ServiceUnavailable(f"{self.path}: service not running ({exc.strerror})") from None
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._stream = sock, sock.makefile("rwb", buffering=0)
+
+    def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        payload = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+        for attempt in (1, 2):
+            if self._sock is None:
+                self._connect()
+            assert self._sock is not None
+            self._sock.settimeout(timeout or self.timeout)
+            try:
+                self._stream.write(payload)
+                break
+            except (BrokenPipeError, ConnectionResetError):
+                # The server closed an idle connection; nothing was sent, so one fresh try is safe.
+                self.close()
+                if attempt == 2:
+                    raise ServiceUnavailable(f"{self.path}: connection lost") from None
+        try:
+            line = self._stream.readline(self.max_line + 1)
+        except TimeoutError:
+            self.close()
+            raise ServiceUnavailable(
+                f"{self.path}: no reply within {timeout or self.timeout:g}s", ExitCode.TEMPFAIL
+            ) from None
+        if not line:
+            self.close()
+            raise ServiceUnavailable(f"{self.path}: server closed the connection without a reply")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            self.close()
+            raise ProtocolError(f"{self.path}: reply is not JSON") from None
+        if not isinstance(reply, dict):
+            raise ProtocolError(f"{self.path}: reply is not a JSON object")
+        return reply
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = self._stream = None
+
+    def __enter__(self) -> JsonLineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

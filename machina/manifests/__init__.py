@@ -1,0 +1,1 @@
+"""Tool and goal manifests: JSON files validated with JSON Schema."""

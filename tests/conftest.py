@@ -1,0 +1,125 @@
+"""Shared fixtures, and collection of the shell-level bats tests (tests/**/*.bats) as pytest items."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+BIN = CHECKOUT / "bin"
+_SCRUB_PREFIXES = (
+    "MACHINA_",
+    "TELEGRAM_",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_",
+    "JOURNAL_STREAM",
+    "LISTEN_",
+    "RUNTIME_DIRECTORY",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's MACHINA_* settings or an installed /etc/machina/machina.env."""
+    for key in list(os.environ):
+        if key.startswith(_SCRUB_PREFIXES):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MACHINA_ENV_FILE", "/dev/null")
+
+
+@pytest.fixture
+def machina_root(tmp_path: Path) -> Path:
+    from machina.root import init_root
+
+    root = tmp_path / "root"
+    init_root(str(root))
+    return root
+
+
+def bin_env(**extra: str) -> dict[str, str]:
+    """Environment for running bin/ tools as an operator's shell would: checkout bin/ first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["MACHINA_ENV_FILE"] = "/dev/null"
+    env.update(extra)
+    return env
+
+
+def run_bin(
+    *argv: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run a bin/ executable through /bin/sh, the way a pipeline or cron line would."""
+    import shlex
+
+    command = " ".join(shlex.quote(a) for a in argv)
+    return subprocess.run(
+        ["/bin/sh", "-c", command],
+        env=env or bin_env(),
+        input=input,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        cwd=CHECKOUT,
+    )
+
+
+# --- bats collection ---------------------------------------------------------------------------------------
+
+_BATS_TEST = re.compile(r'^\s*@test\s+"((?:[^"\\]|\\.)*)"', re.MULTILINE)
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix == ".bats":
+        return BatsFile.from_parent(parent, path=file_path)
+    return None
+
+
+class BatsFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        for match in _BATS_TEST.finditer(self.path.read_text()):
+            yield BatsItem.from_parent(self, name=match.group(1))
+
+
+class BatsFailure(Exception):
+    pass
+
+
+class BatsItem(pytest.Item):
+    def runtest(self) -> None:
+        bats = shutil.which("bats")
+        if bats is None:
+            pytest.fail("bats is not installed (make setup installs Debian's bats package)")
+        env = bin_env(MACHINA_CHECKOUT=str(CHECKOUT), PYTHON=sys.executable)
+        proc = subprocess.run(
+            [bats, "--tap", "--filter", "^" + re.escape(self.name) + "$", str(self.path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=CHECKOUT,
+        )
+        results = [line for line in proc.stdout.splitlines() if re.match(r"(not )?ok \d+", line)]
+        if len(results) != 1:
+            raise BatsFailure(f"expected one bats result, got {len(results)}\n{proc.stdout}\n{proc.stderr}")
+        line = results[0]
+        if line.startswith("not ok"):
+            raise BatsFailure(proc.stdout + proc.stderr)
+        skip = re.search(r"# skip\b\s*(.*)$", line)
+        if skip:
+            pytest.skip(skip.group(1) or "skipped by bats")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: object = None) -> str:
+        if isinstance(excinfo.value, BatsFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"bats: {self.name}"
