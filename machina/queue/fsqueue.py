@@ -174,6 +174,7 @@ class FileQueue(BaseQueue):
             if reservation is not None:
                 # The job file exists now, so a repeat must point at it even if the fsync failed.
                 self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
+        self._inbox.push(ref.file)
         log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
         return EnqueueResult(ref.name, rid, False)
 
@@ -370,6 +371,7 @@ class FileQueue(BaseQueue):
     def release(self, claim: Claim) -> None:
         registry = self._registry_for(claim)
         self._finish(registry, claim, "inbox", claim.file, "RELEASE")
+        self._inbox.push(claim.file)
         log.info("released", extra=fields(job=claim.name))
 
     def _finish(
@@ -504,6 +506,8 @@ class FileQueue(BaseQueue):
         if not self._move("processing", file, state, target):
             return []
         self._log(kind, file=file, to=target, reason=reason)
+        if state == "inbox":
+            self._inbox.push(target)
         self._sync("out", state, "processing")
         log.warning("recovered claim (%s) to %s/: %s", file, state, reason, extra=fields(job=ref.name))
         return [ref.name]
@@ -520,6 +524,8 @@ class FileQueue(BaseQueue):
                 self._sweep()
             if self._index is not None and now - self._checkpoint_checked_at >= self.config.checkpoint_ms / 1000:
                 self._checkpoint_checked_at = now
+                if self._writer is not None:
+                    self._writer.check()
                 if self._index.checkpoint_due(self.config.checkpoint_ms):
                     self.checkpoint()
         finally:
@@ -613,6 +619,7 @@ class FileQueue(BaseQueue):
         if not self._move(status.state, status.file, "inbox", target):
             raise JobNotFound(name, "moved while being retried")
         self._log("RETRY", file=status.file, to=target)
+        self._inbox.push(target)
         self._sync("inbox", status.state)
         log.info("requeued from %s/ as %s", status.state, target, extra=fields(job=status.name))
         return target

@@ -89,6 +89,10 @@ class InboxIndex:
             return None
 
     def push(self, name: str) -> None:
+        """A file this process just put in the inbox: claimable at once, without waiting for its event.
+        Ignored while no watcher runs (an enqueue-only process never pops, so must not collect names)."""
+        if self._watcher is None:
+            return
         with self._cond:
             if name not in self._present:
                 self._present.add(name)

@@ -217,6 +217,13 @@ class WalWriter:
             except OSError as exc:
                 self._fail("fsync", exc)
 
+    def check(self) -> None:
+        """Start a new segment if ours was deleted under us (an operator removed wal/)."""
+        with self._lock:
+            if self._fd is not None and not os.path.exists(os.path.join(self.wal_dir, self._name)):
+                log.warning("WAL segment %s was deleted; starting a new one", self._name)
+                self._rotate()
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
