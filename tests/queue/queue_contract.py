@@ -133,7 +133,9 @@ class QueueContract:
     def test_concurrent_copies_of_one_request_make_one_job(self, make_queue: Any) -> None:
         q = make_queue()
         results: list[Any] = []
-        threads = [threading.Thread(target=lambda: results.append(q.enqueue(req(), request_id="once"))) for _ in range(8)]
+        threads = [
+            threading.Thread(target=lambda: results.append(q.enqueue(req(), request_id="once"))) for _ in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -99,9 +99,7 @@ def test_torn_wal_tail_keeps_dedup_of_acknowledged_jobs(machina_root: Path) -> N
             assert again.deduplicated and again.name == name
 
 
-@pytest.mark.parametrize(
-    "point", ["claim.intent", "claim.moved", "complete.result", "complete.moved", "wal.append"]
-)
+@pytest.mark.parametrize("point", ["claim.intent", "claim.moved", "complete.result", "complete.moved", "wal.append"])
 def test_kill_between_claim_and_result(machina_root: Path, point: str) -> None:
     jobs = enqueue_here(machina_root, 6)
     after = "6" if point == "wal.append" else "3"  # wal.append: the 3rd job's CLAIM record

@@ -31,7 +31,9 @@ def make_queue(machina_root: Path) -> Iterator[Callable[..., FileQueue]]:
 
     def make(**overrides: Any) -> FileQueue:
         clock = overrides.pop("clock", None)
-        queue = FileQueue(str(machina_root), QueueConfig(**{"scan_ms": 20, **overrides}), **({"clock": clock} if clock else {}))
+        queue = FileQueue(
+            str(machina_root), QueueConfig(**{"scan_ms": 20, **overrides}), **({"clock": clock} if clock else {})
+        )
         opened.append(queue)
         return queue
 
@@ -70,7 +72,10 @@ def test_results_land_in_out_per_attempt(make_queue: Any, machina_root: Path) ->
     stem = name[: -len(".json")]
     queue.fail(queue.claim("w1"), "first")
     queue.complete(queue.claim("w1"), {"n": 2})
-    assert sorted(os.listdir(qdir(machina_root, "out"))) == [f"{stem}.attempt1.result.json", f"{stem}.attempt2.result.json"]
+    assert sorted(os.listdir(qdir(machina_root, "out"))) == [
+        f"{stem}.attempt1.result.json",
+        f"{stem}.attempt2.result.json",
+    ]
     assert os.listdir(qdir(machina_root, "done")) == [f"{stem}.a2.json"]
     second = json.loads((qdir(machina_root, "out") / f"{stem}.attempt2.result.json").read_text())
     assert second["status"] == "done" and second["result"] == {"n": 2} and second["worker_id"] == "w1"
@@ -298,8 +303,14 @@ def test_claims_of_a_previous_boot_are_recovered(make_queue: Any, machina_root: 
     os.rename(qdir(machina_root, "inbox") / name, qdir(machina_root, "processing") / name)
     claims = machina_root / "state" / "claims"
     claims.mkdir(exist_ok=True)
-    owner = {"worker_id": "w9", "pid": 1, "boot_id": "another-boot", "started_ms": 1, "heartbeat_ms": 1,
-             "claims": {name: 1}}
+    owner = {
+        "worker_id": "w9",
+        "pid": 1,
+        "boot_id": "another-boot",
+        "started_ms": 1,
+        "heartbeat_ms": 1,
+        "claims": {name: 1},
+    }
     (claims / "w9.json").write_bytes(encode(owner, crc=True))
     assert queue.recover() == [name]
     assert queue.job_status(name).attempt == 2
@@ -318,7 +329,9 @@ def test_a_claim_nobody_owns_is_recovered_after_the_claim_timeout(make_queue: An
 
 
 def _enqueue_from_another_process(root: Path) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from machina.queue import FileQueue; print(FileQueue(sys.argv[1]).enqueue({'goal_id':'g'}).name)"
+    code = (
+        "import sys; from machina.queue import FileQueue; print(FileQueue(sys.argv[1]).enqueue({'goal_id':'g'}).name)"
+    )
     return subprocess.run(
         [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True, cwd=CHECKOUT, timeout=60
     )

@@ -76,7 +76,7 @@ def test_retry_bounds_must_be_ordered() -> None:
 
 
 def test_boolean_is_not_an_integer_setting() -> None:
-    with pytest.raises(InvalidRequest, match="_queue.priority"):
+    with pytest.raises(InvalidRequest, match=r"_queue\.priority"):
         validate_request({"goal_id": "g", "_queue": {"priority": True}})
 
 
@@ -104,8 +104,14 @@ def test_names_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["../p5000_rq_1700000000000_0000000000.json", "p5000_rq_1_0000000000.json", "p5000_rq_1700000000000_00.json",
-     "p5000_rq_1700000000000_0000000000.a1.json", "p5000_rq_1700000000000_0000000000.json/x", "x.json"],
+    [
+        "../p5000_rq_1700000000000_0000000000.json",
+        "p5000_rq_1_0000000000.json",
+        "p5000_rq_1700000000000_00.json",
+        "p5000_rq_1700000000000_0000000000.a1.json",
+        "p5000_rq_1700000000000_0000000000.json/x",
+        "x.json",
+    ],
 )
 def test_non_names_do_not_parse(bad: str) -> None:
     assert parse_file(bad) is None and parse_name(bad) is None
