@@ -32,6 +32,7 @@ class ReplayReport:
     log: LogReport
     problems: list[str] = field(default_factory=list)
     result: RunResult | None = None
+    replayed: list[dict[str, Any]] = field(default_factory=list)  # the replay's own events (its log is gone)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +55,7 @@ def strict_replay(
             request, run_id="replay_" + new_run_id(engine.clock), chooser=ReplayChooser(selections), logs_dir=private
         )
         again = verify_log(report.result.log_path, key)
+    report.replayed = again.events
     report.problems += again.problems or compare(log.events, again.events)
     return report
 

@@ -1,4 +1,4 @@
-"""A stand-in for machina-toolhost at the ToolClient boundary (another service, like a fake LLM server).
+"""Support for the engine tests: a stand-in for machina-toolhost at the ToolClient boundary (another service, like a fake LLM server).
 
 It answers the built-in tools the goalpacks use, the way the toolhost's protocol describes (validating
 inputs against the manifests first), reading and writing under the working root.  Tests assert on the
@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
+
+from machina import config
 
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.manifests.tools import builtin_toolpack, load_tools
 from machina.toolapi import INVALID_INPUT, OK, TOOL_ERROR, UNKNOWN_TOOL, ToolReply
 
 _SPECS = load_tools([builtin_toolpack()])
+CHECKOUT = Path(__file__).resolve().parents[2]
+EXAMPLES = CHECKOUT / "examples"
+ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
 
 
 class ToolhostDouble:
@@ -105,3 +111,20 @@ class ToolhostDouble:
     def _proc_self_metrics(self, inputs: dict[str, Any]) -> dict[str, Any]:
         self.counter += 1
         return {"calls": self.counter}
+
+
+def load_cfg(root: Path, **env: str) -> config.Config:
+    return config.load(environ={"MACHINA_ROOT": str(root), "MACHINA_ENV_FILE": "/dev/null", **env})
+
+
+def events(log_path: str, kind: str | None = None) -> list[dict[str, Any]]:
+    with open(log_path, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    return [r for r in records if kind is None or r["event"] == kind]
+
+
+def operator_goalpack(root: Path, *goals: dict[str, Any], pack: str = "test") -> Path:
+    path = root / "goalpacks" / pack / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pack": pack, "version": 1, "goals": list(goals)}))
+    return path
