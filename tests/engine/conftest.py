@@ -9,13 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from engine_support import EXAMPLES, ToolhostDouble, load_cfg
 
 from machina.clock import FakeClock
 from machina.engine import Engine
 from machina.root import Root
-
-sys.path.insert(0, str(Path(__file__).parent))
-from engine_support import EXAMPLES, ToolhostDouble, load_cfg  # noqa: E402
 
 
 @pytest.fixture

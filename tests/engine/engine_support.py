@@ -1,4 +1,6 @@
-"""Support for the engine tests: a stand-in for machina-toolhost at the ToolClient boundary (another service, like a fake LLM server).
+"""Support for the engine tests: a stand-in for machina-toolhost at the ToolClient boundary.
+
+The toolhost is another service (as a fake LLM server stands in for an LLM API).
 
 It answers the built-in tools the goalpacks use, the way the toolhost's protocol describes (validating
 inputs against the manifests first), reading and writing under the working root.  Tests assert on the
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from machina import config
-
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.manifests.tools import builtin_toolpack, load_tools
 from machina.toolapi import INVALID_INPUT, OK, TOOL_ERROR, UNKNOWN_TOOL, ToolReply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def rewrite(path: Path, records: list[dict], key: str | None = None) -> None:
 def test_lines_are_canonical_and_chained(log: Path) -> None:
     records = [json.loads(line) for line in lines(log)]
     assert records[0]["chain_prev"] == GENESIS
-    for prev, record in zip(records, records[1:], strict=False):
+    for prev, record in itertools.pairwise(records):
         assert record["chain_prev"] == prev["chain_hash"]
     assert all(canonical(r) + b"\n" == raw for r, raw in zip(records, lines(log), strict=True))
     assert records[0]["chain_alg"] == "sha256" and records[0]["key_id"] is None
