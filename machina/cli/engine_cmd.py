@@ -174,9 +174,11 @@ def audit() -> None:
 def verify(logs: tuple[str, ...], allow_unkeyed: bool, allow_incomplete: bool, as_json: bool, root: str | None) -> int:
     """Verify run logs: every logs/run_*.jsonl of the root, or the LOGs given.
 
-    Prints one line per problem and a summary; exit status 0 when every log verifies, 1 otherwise,
-    66 when a LOG does not exist. A keyed log needs MACHINA_AUDIT_KEY; with the key set, an
-    unkeyed log is a problem unless --allow-unkeyed.
+    Prints one line per problem and a summary. A keyed log needs MACHINA_AUDIT_KEY; with the key
+    set, an unkeyed log is a problem unless --allow-unkeyed. A run without a done event (still
+    running, or its process died) is a problem unless --allow-incomplete.
+
+    Exit status: 0 every log verifies; 1 problems found; 66 a LOG does not exist.
     """
     from machina.audit.verify import run_logs, verify_log
     from machina.root import open_root

@@ -37,7 +37,7 @@ class ReplyError(ValueError):
     """The reply is not in the grammar (the driver's failure code is ``garbage``)."""
 
 
-class ReservedKeyError(ValueError):
+class ReservedKeyError(ReplyError):
     """The patch tries to set a ``_`` key (failure code ``reserved_key``)."""
 
 
