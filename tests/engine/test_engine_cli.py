@@ -208,5 +208,5 @@ def test_example_policy_through_machina_run(root: Path, toolhost: str, env: dict
     ran = run_bin("machina", "run", "--json", str(EXAMPLES / "requests" / "error_scan_blended.json"), env=policy_env)
     assert ran.returncode == 0, ran.stderr
     log = json.loads(ran.stdout)["log_path"]
-    sources = {json.loads(line).get("source") for line in open(log)} - {None}
+    sources = {json.loads(line).get("source") for line in Path(log).read_text().splitlines()} - {None}
     assert sources == {"POLICY"}

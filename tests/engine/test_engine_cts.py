@@ -11,7 +11,7 @@ from engine_support import operator_goalpack
 
 from machina.engine import Catalog
 from machina.engine.cts import DESCRIPTIONS, lint
-from machina.manifests.goals import builtin_goalpack, load_goals, parse_pointer, PointerError
+from machina.manifests.goals import PointerError, builtin_goalpack, load_goals, parse_pointer
 from machina.manifests.tools import ManifestError, builtin_toolpack
 from machina.root import Root
 
@@ -160,7 +160,7 @@ def test_a_broken_operator_goalpack_stops_catalog_loading(root: Path) -> None:
 
 def test_a_schema_error_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, {"pack": "t", "goals": [goal(budget={"max_steps": 0})]})
-    with pytest.raises(ManifestError, match="manifest.json: .*max_steps"):
+    with pytest.raises(ManifestError, match=r"manifest\.json: .*max_steps"):
         load_goals([path])
 
 
