@@ -11,10 +11,12 @@ import hashlib
 import json
 from typing import Any
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def canonical(obj: Any) -> bytes:
     """``obj`` as canonical JSON bytes; ValueError for NaN/infinity, TypeError for non-JSON values."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def digest(obj: Any) -> str:

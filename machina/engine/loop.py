@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from machina import __version__
@@ -219,7 +219,7 @@ class _Run:
         goal = self.engine.catalog.goals.get(request.goal_id)
         if goal is None:
             return self._finish(_End(rs.FAILED, "unknown_goal", f"no goal {request.goal_id}"), request.goal_id)
-        errors = goal.input_errors(request.inputs)
+        errors = self.engine.catalog.goal_input_errors(goal, request.inputs)
         if errors:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
         self.goal = goal
@@ -288,7 +288,7 @@ class _Run:
             inputs = apply_patch(bound_inputs(ctx.goal, entry.tool, self.state), selection.patch)
         except (NotReady, ValueError) as exc:
             return self._invalid(ctx, str(exc), entry.aid)
-        errors = entry.tool.input_errors(inputs)
+        errors = self.engine.catalog.tool_input_errors(entry.tool, inputs)
         if errors:
             return self._invalid(ctx, "inputs do not match the inputs_schema: " + "; ".join(errors), entry.aid)
         key = (self.state.digest, entry.aid, digest(inputs))
@@ -391,7 +391,9 @@ class _Run:
     def _finish(self, end: _End, goal_id: str | None) -> RunResult:
         if self.log.seq == 0:
             self._start(None, None)
-        tool_stats = {aid: asdict(f) for aid, f in sorted(self.figures.items())}
+        tool_stats = {
+            aid: {"ok": f.ok, "fail": f.fail, "duration_ms": f.duration_ms} for aid, f in sorted(self.figures.items())
+        }
         self.log.emit(
             "done",
             status=end.status,
