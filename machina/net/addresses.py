@@ -40,7 +40,6 @@ IPv6 (refused unless it says "judged")::
     2001:db8::/32       documentation (RFC 3849)
     2002::/16           6to4: refused outright (it embeds an IPv4 address and routes through relays)
     3fff::/20           documentation (RFC 9637)
-    5f00::/16           SRv6 segment identifiers (RFC 9602)
     fc00::/7            unique local (fd00:ec2::254 is the AWS metadata service)
     fe80::/10           link-local
     fec0::/10           site-local (deprecated)
@@ -107,7 +106,6 @@ IPV6_RULES: tuple[tuple[IPv6Network, str, str], ...] = tuple(
         ("2001:db8::/32", REFUSE, "documentation (RFC 3849)"),
         ("2002::/16", REFUSE, "6to4 (embeds an IPv4 address)"),
         ("3fff::/20", REFUSE, "documentation (RFC 9637)"),
-        ("5f00::/16", REFUSE, "SRv6 segment identifiers (RFC 9602)"),
         ("fc00::/7", REFUSE, "unique local (ULA)"),
         ("fe80::/10", REFUSE, "link-local"),
         ("fec0::/10", REFUSE, "site-local (deprecated)"),

@@ -132,7 +132,10 @@ def host_allowed(host: str, literal: IPAddress | None, allowed_hosts: Iterable[s
 def _parse(url: str) -> tuple[str, str, IPAddress | None, int, str]:
     if _UNSAFE_CHARS.search(url):
         raise SsrfRefused("refusing URL with a control character, space or backslash (percent-encode it)")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # unbalanced or invalid brackets
+        raise SsrfRefused(f"refusing malformed URL ({exc})") from None
     if parts.scheme not in SCHEMES:
         shown = parts.scheme or "none"
         raise SsrfRefused(f"refusing URL scheme {shown!r}: only http and https are allowed")
