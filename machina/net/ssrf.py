@@ -116,7 +116,7 @@ def validate_allowed_hosts(allowed_hosts: Iterable[str]) -> tuple[str, ...]:
     return tuple(_normalise_pattern(entry) for entry in allowed_hosts)
 
 
-def host_allowed(host: str, literal: IPAddress | None, allowed_hosts: Iterable[str]) -> bool:
+def _host_allowed(host: str, literal: IPAddress | None, allowed_hosts: Iterable[str]) -> bool:
     """Does the normalised ``host`` match an allowlist entry (see the module docstring)?"""
     for pattern in validate_allowed_hosts(allowed_hosts):
         if pattern == "*" or pattern == host:
@@ -167,7 +167,7 @@ def _split_netloc(netloc: str) -> tuple[str, IPAddress | None, str]:
         host_text, port_text = netloc, ""
     if ":" in host_text:
         raise SsrfRefused("refusing IPv6 address without brackets")
-    host, literal = normalise_host(host_text)
+    host, literal = _normalise_host(host_text)
     return host, literal, port_text
 
 
@@ -180,7 +180,7 @@ def _parse_port(text: str, default: int) -> int:
     return port
 
 
-def normalise_host(text: str) -> tuple[str, IPAddress | None]:
+def _normalise_host(text: str) -> tuple[str, IPAddress | None]:
     """Lower-case, IDNA, one trailing dot dropped; IPv4 literals in any libc form become a dotted quad."""
     if not text.isascii():
         try:
@@ -210,7 +210,7 @@ def _normalise_pattern(entry: str) -> str:
             raise ValueError(entry)
         if ":" in body:
             return ipaddress.IPv6Address(body.strip("[]")).compressed
-        host, literal = normalise_host(body)
+        host, literal = _normalise_host(body)
         if wildcard and literal is not None:
             raise ValueError(entry)
     except (SsrfRefused, ValueError):
@@ -227,7 +227,7 @@ def _normalise_pattern(entry: str) -> str:
 
 def _check_allowlist(host: str, literal: IPAddress | None, allowed_hosts: tuple[str, ...], default_deny: bool) -> None:
     if allowed_hosts:
-        if not host_allowed(host, literal, allowed_hosts):
+        if not _host_allowed(host, literal, allowed_hosts):
             raise SsrfRefused(f"refusing {host}: not in MACHINA_HTTP_ALLOWED_HOSTS")
     elif default_deny:
         raise SsrfRefused(f"refusing {host}: MACHINA_HTTP_DEFAULT_DENY=1 and MACHINA_HTTP_ALLOWED_HOSTS is empty")
