@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.engine.catalog import Catalog
 from machina.engine.loop import Engine, SuccessHook, new_run_id
-from machina.engine.result import ASKED, BREAKER, DONE, FAILED, NOOP, STATUSES, RunResult, ToolFigures
+from machina.engine.result import ASKED, BREAKER, DONE, FAILED, NOOP, STATUSES, RunResult, ToolTotals
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,7 +39,7 @@ __all__ = [
     "Engine",
     "RunResult",
     "SuccessHook",
-    "ToolFigures",
+    "ToolTotals",
     "new_run_id",
     "run_goal",
 ]

@@ -209,7 +209,8 @@ class _Run:
         self.step = 0
         self.invalid = 0
         self.repeats: Counter[tuple[str, str, str]] = Counter()
-        self.figures: dict[str, rs.ToolFigures] = {}
+        self.figures: dict[str, rs.ToolTotals] = {}
+        self.calls: list[tuple[str, bool, float]] = []
 
     def execute(self) -> RunResult:
         try:
@@ -359,7 +360,8 @@ class _Run:
         before: RunState,
         diff: list[dict[str, Any]],
     ) -> None:
-        self.figures.setdefault(entry.aid, rs.ToolFigures()).add(reply.ok, reply.duration_ms)
+        self.figures.setdefault(entry.aid, rs.ToolTotals()).add(reply.ok, reply.duration_ms)
+        self.calls.append((entry.aid, reply.ok, reply.duration_ms))
         record: dict[str, Any] = {
             "step": ctx.step,
             "sid": entry.sid,
@@ -414,6 +416,7 @@ class _Run:
             state_digest=self.state.digest,
             log_path=self.log.path,
             tool_stats=dict(self.figures),
+            tool_calls=self.calls,
             outputs=self.state.snapshot()["outputs"],
             error=end.error,
             retryable=end.retryable,

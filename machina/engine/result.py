@@ -14,8 +14,8 @@ STATUSES = (DONE, FAILED, ASKED, NOOP, BREAKER)
 
 
 @dataclass
-class ToolFigures:
-    """Per-tool counters of one run, for the metrics (machina_tool_ok_total and friends)."""
+class ToolTotals:
+    """One tool's totals over one run (the summary ``machina run`` prints and the done event records)."""
 
     ok: int = 0
     fail: int = 0
@@ -39,7 +39,9 @@ class RunResult:
     steps: int
     state_digest: str | None
     log_path: str
-    tool_stats: dict[str, ToolFigures] = field(default_factory=dict)
+    tool_stats: dict[str, ToolTotals] = field(default_factory=dict)
+    #: Every tool call as (aid, ok, duration_ms), in order: what machina.metrics.figures.Figures.record_job takes.
+    tool_calls: list[tuple[str, bool, float]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     #: True when the failure is the infrastructure's (toolhost unreachable): the same job may well succeed later.

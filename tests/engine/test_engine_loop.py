@@ -212,3 +212,22 @@ def test_a_run_with_fsync_on_completes_and_verifies(make_engine) -> None:
 def test_an_unsafe_run_id_is_refused(make_engine) -> None:
     with pytest.raises(ValueError, match="safe file-name"):
         make_engine().run(ERROR_SCAN, run_id="../../etc/x")
+
+
+def test_tool_calls_feed_the_metrics_figures(make_engine, double) -> None:
+    from machina.metrics.figures import Figures
+
+    double.fail["AID.REPORT_SUMMARY.v1"] = (TIMEOUT, "no reply within 30 s")
+    result = make_engine().run(ERROR_SCAN)
+    assert [(aid, ok) for aid, ok, _ in result.tool_calls] == [
+        ("AID.ERROR_SCAN.v1", True),
+        ("AID.REPORT_SUMMARY.v1", False),
+        ("AID.REPORT_SUMMARY.v1", False),
+    ]
+    figures = Figures()
+    figures.record_job(result.ok, result.tool_calls)
+    assert (figures.jobs_fail, figures.tools["AID.REPORT_SUMMARY.v1"].fail, figures.tools["AID.ERROR_SCAN.v1"].ok) == (
+        1,
+        2,
+        1,
+    )
