@@ -1,0 +1,42 @@
+"""Canonical JSON: the one byte form that digests, chain hashes and run-log lines are computed over.
+
+Sorted keys, no insignificant whitespace, UTF-8, and no NaN or infinities (they have no JSON spelling, so
+two implementations could not agree on them).  Python's float repr round-trips, so a canonical line parsed
+and dumped again gives the same bytes: the verifier relies on that to reject lines edited by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical(obj: Any) -> bytes:
+    """``obj`` as canonical JSON bytes; ValueError for NaN/infinity, TypeError for non-JSON values."""
+    return _ENCODER.encode(obj).encode()
+
+
+def digest(obj: Any) -> str:
+    """Hex SHA-256 of the canonical form: the digest of a request, a goal, a state or a tool's inputs."""
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse JSON refusing NaN/Infinity and duplicate keys (input we did not write ourselves)."""
+    return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)

@@ -1,0 +1,66 @@
+"""The hash chain of a run log.
+
+Every record carries ``chain_prev`` (the previous record's hash; 64 zeros for the first) and
+``chain_hash``, computed over the previous hash and the record without its own hash::
+
+    chain_hash = H(chain_prev + "\\n" + canonical(record minus chain_hash))
+
+``H`` is SHA-256, or HMAC-SHA256 keyed with MACHINA_AUDIT_KEY when one is set.  Plain SHA-256 detects
+accidental damage and edits made without recomputing the chain; only the keyed form stops someone who can
+rewrite the file from recomputing it.  The first record names the algorithm and a key id (an HMAC of a
+fixed label, so it says "which key" without helping to guess it) so that a wrong key is told apart from a
+tampered log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from machina.audit.canonical import canonical
+
+GENESIS = "0" * 64
+ALG_SHA256 = "sha256"
+ALG_HMAC = "hmac-sha256"
+_KEY_ID_LABEL = b"machina-audit-key-id-v1"
+
+
+class Chain:
+    """Computes chain hashes for one algorithm (and key)."""
+
+    def __init__(self, key: str | bytes | None = None) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        self._key = key or None
+
+    @property
+    def alg(self) -> str:
+        return ALG_HMAC if self._key else ALG_SHA256
+
+    @property
+    def key_id(self) -> str | None:
+        if self._key is None:
+            return None
+        return hmac.new(self._key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+    def hash(self, prev: str, record: dict[str, Any]) -> str:
+        """The chain hash of ``record`` (which holds ``chain_prev`` and no ``chain_hash``)."""
+        message = prev.encode() + b"\n" + canonical(record)
+        if self._key is None:
+            return hashlib.sha256(message).hexdigest()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def seal(self, prev: str, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with ``chain_prev`` and ``chain_hash`` filled in."""
+        sealed = dict(record, chain_prev=prev)
+        sealed["chain_hash"] = self.hash(prev, sealed)
+        return sealed
+
+    def check(self, prev: str, sealed: dict[str, Any]) -> bool:
+        """Whether ``sealed`` follows ``prev`` and its hash is right (constant-time compare)."""
+        body = {k: v for k, v in sealed.items() if k != "chain_hash"}
+        claimed = sealed.get("chain_hash")
+        if not isinstance(claimed, str) or not hmac.compare_digest(str(body.get("chain_prev")), prev):
+            return False
+        return hmac.compare_digest(claimed, self.hash(prev, body))

@@ -1,0 +1,83 @@
+"""The menu of one run: the tools a selector may pick, each behind an opaque id (``SID0001``...).
+
+A tool is on the menu when one of its tags is among the goal's candidate tags or the request's, and the
+request's ``_capabilities`` allow its AID.  Entries are in AID order and numbered from SID0001, so the same
+goal, tools and request always give the same menu (strict replay depends on it).  The menu is built once
+per run: neither the tags nor the capabilities change during a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from machina.audit.canonical import digest
+from machina.engine.request import Capabilities
+from machina.manifests.tools import ToolSpec
+
+MAX_MENU = 9999  # SIDs have four digits
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    sid: str
+    tool: ToolSpec
+
+    @property
+    def aid(self) -> str:
+        return self.tool.aid
+
+    def public(self) -> dict[str, object]:
+        """What a policy sees of the entry (DESIGN.md section 5)."""
+        return {"sid": self.sid, "aid": self.aid, "name": self.tool.name, "tags": list(self.tool.tags)}
+
+
+@dataclass(frozen=True)
+class Menu:
+    entries: tuple[MenuEntry, ...]
+    refused: tuple[tuple[str, str], ...] = ()  # (aid, "blocked" | "not_allowed"): matched the tags only
+
+    def by_sid(self, sid: str) -> MenuEntry | None:
+        for entry in self.entries:
+            if entry.sid == sid:
+                return entry
+        return None
+
+    def by_aid(self, aid: str) -> MenuEntry | None:
+        for entry in self.entries:
+            if entry.aid == aid:
+                return entry
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def log_fields(self) -> dict[str, object]:
+        listed = [{"sid": e.sid, "aid": e.aid} for e in self.entries]
+        return {
+            "entries": listed,
+            "refused": [{"aid": aid, "why": why} for aid, why in self.refused],
+            "menu_digest": digest(listed),
+        }
+
+
+def sid(index: int) -> str:
+    return f"SID{index:04d}"
+
+
+def build_menu(tools: Mapping[str, ToolSpec], tags: Iterable[str], capabilities: Capabilities) -> Menu:
+    wanted = set(tags)
+    entries: list[MenuEntry] = []
+    refused: list[tuple[str, str]] = []
+    for aid in sorted(tools):
+        tool = tools[aid]
+        if not wanted.intersection(tool.tags):
+            continue
+        why = capabilities.why_not(aid)
+        if why is not None:
+            refused.append((aid, why))
+            continue
+        if len(entries) == MAX_MENU:
+            break
+        entries.append(MenuEntry(sid(len(entries) + 1), tool))
+    return Menu(tuple(entries), tuple(refused))

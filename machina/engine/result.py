@@ -1,0 +1,55 @@
+"""What one run gives back to its caller (``machina run``, the worker): status, digests, figures, log path."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DONE = "done"  # the goal is complete
+FAILED = "failed"  # the request cannot run (invalid, unknown goal), a tool was denied, or the toolhost is down
+ASKED = "asked"  # the selector asked for a supervisor, or a tool needs an approval
+NOOP = "noop"  # the selector found nothing to do (or the menu is empty) before the goal was complete
+BREAKER = "breaker"  # a budget ran out (max steps, max invalid picks), the loop guard, or an open policy breaker
+STATUSES = (DONE, FAILED, ASKED, NOOP, BREAKER)
+
+
+@dataclass
+class ToolTotals:
+    """One tool's totals over one run (the summary ``machina run`` prints and the done event records)."""
+
+    ok: int = 0
+    fail: int = 0
+    duration_ms: float = 0.0
+
+    def add(self, ok: bool, duration_ms: float) -> None:
+        if ok:
+            self.ok += 1
+        else:
+            self.fail += 1
+        self.duration_ms += duration_ms
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    request_id: str
+    goal_id: str | None
+    status: str
+    reason: str
+    steps: int
+    state_digest: str | None
+    log_path: str
+    tool_stats: dict[str, ToolTotals] = field(default_factory=dict)
+    #: Every tool call as (aid, ok, duration_ms), in order: what machina.metrics.figures.Figures.record_job takes.
+    tool_calls: list[tuple[str, bool, float]] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    #: True when the failure is the infrastructure's (toolhost unreachable): the same job may well succeed later.
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DONE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

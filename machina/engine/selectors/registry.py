@@ -1,0 +1,79 @@
+"""Fallback selectors by MACHINA_SELECTOR name, built on demand.
+
+``GPU_CENTROID`` is built from ``machina.embed.selector.CentroidSelector`` (the embedding part), imported
+only when asked for, so a build without numpy-heavy parts still runs HEURISTIC.  Its
+``choose(goal_text, menu) -> (aid | None, scores)`` picks among the tools that can advance the goal now;
+``None`` (below its similarity floor), or an AID it was not offered, falls back to HEURISTIC for that step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from machina.engine.bindings import unmet
+from machina.engine.completion import satisfies
+from machina.engine.selectors import PICK, Selection, Selector, StepContext
+from machina.engine.selectors.heuristic import HeuristicSelector
+from machina.exitcodes import ExitCode, MachinaError
+
+if TYPE_CHECKING:
+    from machina.config import Config
+    from machina.root import Root
+
+
+class Chooses(Protocol):
+    def choose(self, goal_text: str, menu: list[dict[str, Any]]) -> tuple[str | None, dict[str, float]]: ...
+
+
+class CentroidAdapter:
+    """Makes a similarity chooser a fallback selector that always answers."""
+
+    name = "GPU_CENTROID"
+
+    def __init__(self, chooser: Chooses, fallback: Selector | None = None) -> None:
+        self.chooser = chooser
+        self.fallback = fallback or HeuristicSelector()
+
+    def select(self, ctx: StepContext) -> Selection:
+        pending = ctx.pending()
+        offered = [
+            e
+            for e in ctx.menu.entries
+            if any(satisfies(e.tool, r) for r in pending) and not unmet(ctx.goal, e.tool, ctx.state)
+        ]
+        if offered:
+            aid, _scores = self.chooser.choose(ctx.goal.text, [e.public() for e in offered])
+            picked = next((e for e in offered if e.aid == aid), None)
+            if picked is not None:
+                return Selection(PICK, picked.sid)
+        return self.fallback.select(ctx)
+
+
+def _heuristic(cfg: Config, root: Root) -> Selector:
+    return HeuristicSelector()
+
+
+def _gpu_centroid(cfg: Config, root: Root) -> Selector:
+    try:
+        from machina.embed.selector import CentroidSelector  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("machina.embed"):
+            raise MachinaError(
+                "MACHINA_SELECTOR=GPU_CENTROID needs machina.embed.selector, which this build does not have "
+                "(use MACHINA_SELECTOR=HEURISTIC)",
+                ExitCode.CONFIG,
+            ) from None
+        raise
+    return CentroidAdapter(CentroidSelector.from_config(cfg, root))
+
+
+SELECTORS: dict[str, Callable[[Config, Root], Selector]] = {
+    "HEURISTIC": _heuristic,
+    "GPU_CENTROID": _gpu_centroid,
+}
+
+
+def build_selector(cfg: Config, root: Root) -> Selector:
+    """The fallback selector MACHINA_SELECTOR names."""
+    return SELECTORS[cfg["MACHINA_SELECTOR"]](cfg, root)

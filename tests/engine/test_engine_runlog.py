@@ -1,0 +1,186 @@
+"""Run logs: canonical lines, the hash chain with and without MACHINA_AUDIT_KEY, and tamper detection."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from engine_support import ERROR_SCAN
+
+from machina.audit.canonical import canonical
+from machina.audit.chain import GENESIS, Chain
+from machina.audit.runlog import RunLogWriter
+from machina.audit.verify import verify_log
+
+KEY = "k3y-for-the-audit-chain"
+
+
+@pytest.fixture
+def log(make_engine) -> Path:
+    return Path(make_engine().run(ERROR_SCAN).log_path)
+
+
+@pytest.fixture
+def keyed_log(make_engine) -> Path:
+    return Path(make_engine(MACHINA_AUDIT_KEY=KEY).run(ERROR_SCAN).log_path)
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def rewrite(path: Path, records: list[dict], key: str | None = None) -> None:
+    """Re-seal records with a fresh chain: what someone who can rewrite the file could do."""
+    chain, prev, out = Chain(key), GENESIS, []
+    for seq, record in enumerate(records):
+        body = {k: v for k, v in record.items() if k not in ("chain_hash", "chain_prev")}
+        body["seq"] = seq
+        sealed = chain.seal(prev, body)
+        prev = sealed["chain_hash"]
+        out.append(canonical(sealed) + b"\n")
+    path.write_bytes(b"".join(out))
+
+
+def test_lines_are_canonical_and_chained(log: Path) -> None:
+    records = [json.loads(line) for line in lines(log)]
+    assert records[0]["chain_prev"] == GENESIS
+    for prev, record in itertools.pairwise(records):
+        assert record["chain_prev"] == prev["chain_hash"]
+    assert all(canonical(r) + b"\n" == raw for r, raw in zip(records, lines(log), strict=True))
+    assert records[0]["chain_alg"] == "sha256" and records[0]["key_id"] is None
+    assert verify_log(str(log)).ok
+
+
+def test_keyed_log_verifies_only_with_its_key(keyed_log: Path) -> None:
+    start = json.loads(lines(keyed_log)[0])
+    assert start["chain_alg"] == "hmac-sha256" and start["key_id"] == Chain(KEY).key_id
+    assert KEY not in keyed_log.read_text()
+    assert verify_log(str(keyed_log), KEY).ok
+    without = verify_log(str(keyed_log))
+    assert without.problems == ["log is keyed (hmac-sha256): set MACHINA_AUDIT_KEY to verify it"]
+    wrong = verify_log(str(keyed_log), "another-key")
+    assert len(wrong.problems) == 1 and wrong.problems[0].startswith("wrong MACHINA_AUDIT_KEY")
+
+
+def test_an_unkeyed_log_is_refused_when_a_key_is_set_unless_allowed(log: Path) -> None:
+    assert "not keyed" in verify_log(str(log), KEY).problems[0]
+    assert verify_log(str(log), KEY, allow_unkeyed=True).ok
+
+
+def _tamper_field(path: Path) -> None:
+    raw = lines(path)
+    record = json.loads(raw[3])  # the scan's tool event
+    record["diff"][0]["value"]["matches"] = 0
+    raw[3] = canonical(record) + b"\n"
+    path.write_bytes(b"".join(raw))
+
+
+def _delete_line(path: Path) -> None:
+    raw = lines(path)
+    del raw[4]
+    path.write_bytes(b"".join(raw))
+
+
+def _reorder(path: Path) -> None:
+    raw = lines(path)
+    raw[2], raw[4] = raw[4], raw[2]
+    path.write_bytes(b"".join(raw))
+
+
+def _reorder_and_renumber(path: Path) -> None:
+    raw = [json.loads(line) for line in lines(path)]
+    raw[2], raw[4] = raw[4], raw[2]
+    raw[2]["seq"], raw[4]["seq"] = 2, 4
+    path.write_bytes(b"".join(canonical(r) + b"\n" for r in raw))
+
+
+def _respell(path: Path) -> None:
+    raw = lines(path)
+    raw[1] = json.dumps(json.loads(raw[1]), sort_keys=True).encode() + b"\n"  # same content, spaces added
+    path.write_bytes(b"".join(raw))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+def _drop_tail(path: Path) -> None:
+    path.write_bytes(b"".join(lines(path)[:-1]))
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"not json\n")
+
+
+TAMPERS = {
+    "changed field": (_tamper_field, "chain hash mismatch"),
+    "deleted line": (_delete_line, "seq 5, expected 4"),
+    "reordered lines": (_reorder, "seq 4, expected 2"),
+    "reordered and renumbered": (_reorder_and_renumber, "chain hash mismatch"),
+    "respelled line": (_respell, "not in canonical form"),
+    "torn last line": (_truncate, "torn last line"),
+    "dropped done": (_drop_tail, "incomplete: no done event"),
+    "appended garbage": (_garbage, "not JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERS))
+@pytest.mark.parametrize("keyed", [False, True])
+def test_tampering_is_detected(make_engine, case: str, keyed: bool) -> None:
+    key = KEY if keyed else None
+    engine = make_engine(MACHINA_AUDIT_KEY=KEY) if keyed else make_engine()
+    path = Path(engine.run(ERROR_SCAN).log_path)
+    tamper, expected = TAMPERS[case]
+    tamper(path)
+    report = verify_log(str(path), key)
+    assert not report.ok
+    assert any(expected in p for p in report.problems), report.problems
+
+
+def test_rewriting_the_whole_chain_is_caught_only_by_the_key(make_engine) -> None:
+    unkeyed = Path(make_engine().run(ERROR_SCAN).log_path)
+    records = [json.loads(line) for line in lines(unkeyed)]
+    records[3]["diff"][0]["value"]["matches"] = 0
+    rewrite(unkeyed, records)
+    assert verify_log(str(unkeyed)).ok  # plain SHA-256 cannot stop a full rewrite: that is what the key is for
+
+    keyed = Path(make_engine(MACHINA_AUDIT_KEY=KEY).run(ERROR_SCAN).log_path)
+    records = [json.loads(line) for line in lines(keyed)]
+    records[3]["diff"][0]["value"]["matches"] = 0
+    rewrite(keyed, records, key="attacker-guess")  # keeps the logged key_id, but cannot make the hashes
+    assert any("chain hash mismatch" in p for p in verify_log(str(keyed), KEY).problems)
+    for record in records:
+        record.update(chain_alg="sha256", key_id=None)
+    rewrite(keyed, records)  # downgraded to plain SHA-256: refused while the key is configured
+    assert "not keyed" in verify_log(str(keyed), KEY).problems[0]
+
+
+def test_structure_checks_catch_a_forged_but_chained_log(make_engine) -> None:
+    path = Path(make_engine().run(ERROR_SCAN).log_path)
+    records = [json.loads(line) for line in lines(path)]
+    records[3]["request_id"] = "someone-else"
+    records[5]["state_before"] = "0" * 64
+    rewrite(path, records)
+    problems = verify_log(str(path)).problems
+    assert any("run_id/request_id differ" in p for p in problems)
+    assert any("state_before does not follow" in p for p in problems)
+
+
+def test_a_run_in_progress_is_told_apart_from_a_dead_one(tmp_path: Path) -> None:
+    path = tmp_path / "run_x.jsonl"
+    writer = RunLogWriter(str(path), run_id="x", request_id="r", chain=Chain(None))
+    writer.emit("start", chain_alg="sha256", key_id=None, log_format=1, state_digest="s")
+    report = verify_log(str(path))
+    assert report.in_progress and report.problems == ["incomplete: run in progress (its writer holds the lock)"]
+    assert verify_log(str(path), allow_incomplete=True).ok
+    writer.close()
+    report = verify_log(str(path))
+    assert not report.in_progress and "process died" in report.problems[0]
+
+
+def test_missing_and_empty_logs(tmp_path: Path) -> None:
+    assert "cannot read" in verify_log(str(tmp_path / "nope.jsonl")).problems[0]
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert verify_log(str(tmp_path / "empty.jsonl")).problems == ["empty log"]
