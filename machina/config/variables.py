@@ -154,6 +154,24 @@ _var(
     300000,
     "wall-clock limit of one job attempt in a worker",
 )
+_var(
+    "MACHINA_WORKER_CONCURRENCY",
+    Int(1, 16, "jobs"),
+    2,
+    "jobs one machina-worker runs at once, each in its own pre-started job child (one more child waits spare)",
+)
+_var(
+    "MACHINA_WORKER_CHILD_MAX_JOBS",
+    Int(0, 10**9, "jobs"),
+    1000,
+    "a job child is replaced by a fresh one after this many jobs (0 = only when it dies or misbehaves)",
+)
+_var(
+    "MACHINA_WORKER_STOP_GRACE_MS",
+    Int(0, MS_MAX, "ms"),
+    30000,
+    "on SIGTERM a worker lets running jobs finish this long, then gives them back to the inbox",
+)
 
 # --- chat ------------------------------------------------------------------------------------------------
 _section_start("chat")

@@ -1,0 +1,150 @@
+"""A job child: the process a worker runs its jobs in, one at a time, so a job that crashes, runs out of
+memory or hangs takes down only this process.
+
+Started by the worker as ``python -P -m machina.worker.child FD PARENT_PID`` with a cleared environment,
+in its own session (the worker kills its whole process group on a timeout).  It dies with its worker
+(``PR_SET_PDEATHSIG``), loads the configuration the worker sends over the pipe (:mod:`.protocol`), builds
+one :class:`machina.engine.Engine` with a toolhost client, says ``ready``, then runs each job it is sent
+and answers with a summary of the :class:`~machina.engine.RunResult`.
+
+An exception while running a job is reported as a fatal error and the child exits: after an unexpected
+failure (``MemoryError`` included) nothing in this process is trusted with another job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import prctl
+
+from machina import config, log
+from machina.engine import Engine
+from machina.engine.toolhost_link import connect_toolhost
+from machina.exitcodes import ExitCode, MachinaError
+from machina.root import Root, open_root
+from machina.worker import protocol
+from machina.worker.results import summarize
+
+logger = logging.getLogger(__name__)
+
+#: Test seam (as ``machina.queue.faults``): called with each ``run`` message before the engine sees it.
+#: None in production; only a test's own child script sets it, nothing in the environment can.
+fault_hook: Callable[[dict[str, Any]], None] | None = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("machina.worker.child is started by machina-worker, not by hand", file=sys.stderr)
+        return ExitCode.USAGE
+    fd, parent_pid = int(args[0]), int(args[1])
+    prctl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the worker died before the line above took effect
+        return ExitCode.UNAVAILABLE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the worker, which decides
+    conn = Connection(fd)
+    try:
+        engine = _start(conn)
+        if engine is None:
+            return ExitCode.UNAVAILABLE
+        _serve(conn, engine)
+    except (EOFError, BrokenPipeError, ConnectionResetError, protocol.ProtocolViolation):
+        pass  # the worker went away or closed the pipe: nothing left to do
+    return ExitCode.OK
+
+
+def _start(conn: Connection) -> Engine | None:
+    """Read the init message and build the engine; report ``ready`` or the reason it cannot start."""
+    message = protocol.receive(conn)
+    if message.get("op") != protocol.INIT or not isinstance(message.get("config"), dict):
+        raise protocol.ProtocolViolation("expected an init message")
+    try:
+        cfg = config.load(environ={}, overrides={str(k): str(v) for k, v in message["config"].items()})
+        program = f"machina-worker@{message.get('worker_id', '?')}/child"
+        log.setup(program, cfg["MACHINA_LOG_LEVEL"], cfg.secret_values())
+        root = open_root(cfg)
+        tools = connect_toolhost(cfg, root)
+        engine = Engine.from_config(cfg, root, tools, on_success=success_hook(cfg, root))
+    except MachinaError as exc:
+        protocol.send(conn, {"op": protocol.ERROR, "error": log.redact(str(exc)), "exit_code": int(exc.exit_code)})
+        return None
+    except Exception as exc:  # a bug or a broken install: say what, the worker backs off and retries
+        protocol.send(conn, {"op": protocol.ERROR, "error": f"{type(exc).__name__}: {log.redact(str(exc))}"})
+        return None
+    protocol.send(conn, {"op": protocol.READY, "pid": os.getpid()})
+    return engine
+
+
+def _serve(conn: Connection, engine: Engine) -> None:
+    while True:
+        message = protocol.receive(conn)
+        op = message.get("op")
+        if op == protocol.EXIT:
+            return
+        if op != protocol.RUN:
+            raise protocol.ProtocolViolation(f"unexpected op {op!r}")
+        try:
+            if fault_hook is not None:
+                fault_hook(message)
+            result = engine.run(message["request"], run_id=message["run_id"])
+        except OSError as exc:  # the run log could not be written (disk full): this child is still sound
+            protocol.send(conn, {"op": protocol.ERROR, "error": f"run log not writable: {exc}", "fatal": False})
+            continue
+        except BaseException as exc:
+            _report_fatal(conn, exc)
+            raise SystemExit(ExitCode.SOFTWARE) from None
+        protocol.send(conn, {"op": protocol.RESULT, "result": summarize(result)})
+
+
+def _report_fatal(conn: Connection, exc: BaseException) -> None:
+    if isinstance(exc, MemoryError):
+        exc.__traceback__ = None  # lets go of what the job held, so that reporting it can allocate
+        error = "MemoryError: the job ran out of memory"
+        logger.error("job child ran out of memory")
+    else:
+        error = f"{type(exc).__name__}: {log.redact(str(exc))}"
+        logger.error("job child failed: %s", error, exc_info=exc)
+    with contextlib.suppress(OSError, MemoryError):  # if this fails too, the worker sees the pipe close
+        protocol.send(conn, {"op": protocol.ERROR, "error": error, "fatal": True})
+
+
+def success_hook(cfg: config.Config, root: Root) -> Callable[[str, str], None] | None:
+    """Under MACHINA_SELECTOR=GPU_CENTROID, teach machina-embed each tool of a done run (its centroid).
+
+    Best effort: when machina-embed is not installed or not running, or a call fails, it is logged and
+    the run stays done."""
+    if cfg["MACHINA_SELECTOR"] != "GPU_CENTROID":
+        return None
+    try:
+        from machina.embed.client import EmbedClient  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError:
+        logger.warning("MACHINA_SELECTOR=GPU_CENTROID but machina.embed is not installed: successes are not recorded")
+        return None
+    socket_path = root.socket_path("embed")
+    client = EmbedClient(socket_path, timeout=EMBED_TIMEOUT_S)
+
+    def record(aid: str, goal_text: str) -> None:
+        if not os.path.exists(socket_path):
+            logger.debug("machina-embed is not running (%s): success of %s not recorded", socket_path, aid)
+            return
+        try:
+            client.record_success(aid, goal_text)
+        except (MachinaError, OSError, ValueError) as exc:
+            logger.warning("machina-embed did not record the success of %s: %s", aid, exc)
+
+    return record
+
+
+#: A success report must not hold a job up for long: the centroid can do without one sample.
+EMBED_TIMEOUT_S = 2.0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""What a worker and its job children say to each other, and what a child is given to start with.
+
+The two ends of a ``socketpair`` carry length-prefixed JSON messages (``multiprocessing.connection``
+framing, never pickle: the parent treats what a child sends as untrusted data).  One exchange at a time::
+
+    parent -> child   {"op": "init", "worker_id": "1", "config": {NAME: raw value, ...}}
+    child  -> parent  {"op": "ready", "pid": 1234}  |  {"op": "error", "error": "...", "exit_code": 69}
+    parent -> child   {"op": "run", "job": NAME, "attempt": 1, "run_id": ID, "request": {...}}
+    child  -> parent  {"op": "result", "result": {...}}  |  {"op": "error", "error": "...", "fatal": true}
+    parent -> child   {"op": "exit"}
+
+The configuration travels in the ``init`` message as the raw text of every variable that is not at its
+default, so the child resolves exactly what the parent did without reading the environment or the env
+file.  Secrets stay behind except ``MACHINA_AUDIT_KEY``, which keys the run-log chain: it reaches the
+child over the pipe, never through its environment (``/proc/<pid>/environ``) or its command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import machina
+from machina.config import Config, Source
+
+#: Largest message either side accepts.  Results are summarised by the child to stay far below it.
+MESSAGE_MAX = 4 * 1024 * 1024
+#: The one secret a job child needs (the run-log chain key); every other secret stays with the parent.
+CHILD_SECRETS = frozenset({"MACHINA_AUDIT_KEY"})
+#: Environment variables a child keeps from its parent besides the fixed ones: none of them is a secret.
+PASSED_ENVIRONMENT = ("TZ", "JOURNAL_STREAM", "CUDA_VISIBLE_DEVICES")
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+INIT, READY, RUN, RESULT, ERROR, EXIT = "init", "ready", "run", "result", "error", "exit"
+
+
+class ProtocolViolation(Exception):
+    """The other end sent something that is not a message of this protocol."""
+
+
+def send(conn: Connection, message: Mapping[str, Any]) -> None:
+    conn.send_bytes(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def receive(conn: Connection) -> dict[str, Any]:
+    """The next message; EOFError when the other end is gone, ProtocolViolation when it is not ours."""
+    try:
+        data = conn.recv_bytes(MESSAGE_MAX)
+    except OSError as exc:  # "bad message length": over MESSAGE_MAX, or garbage where a header should be
+        raise ProtocolViolation(f"unreadable message: {exc}") from None
+    try:
+        message = json.loads(data)
+    except ValueError:
+        raise ProtocolViolation("message is not JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise ProtocolViolation("message is not an object with an op")
+    return message
+
+
+def child_config(cfg: Config, runtime_dir: str) -> dict[str, str]:
+    """The raw settings a job child loads its configuration from: the parent's, minus its secrets.
+
+    ``MACHINA_RUNTIME_DIR`` is pinned to the directory the parent resolved (under systemd it comes from
+    ``$RUNTIME_DIRECTORY``, which the child's cleared environment does not have), and the env file is not
+    read again.
+    """
+    values: dict[str, str] = {}
+    for setting in cfg:
+        if setting.source is Source.DEFAULT or setting.value is None:
+            continue
+        if setting.var.secret and setting.name not in CHILD_SECRETS:
+            continue
+        values[setting.name] = setting.var.kind.render(setting.value)
+    values["MACHINA_RUNTIME_DIR"] = runtime_dir
+    values["MACHINA_ENV_FILE"] = "/dev/null"
+    return values
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """A job child's whole environment: a fixed PATH and locale, where to import Machina from, and a few
+    harmless variables of the parent's (time zone, journal stream, GPU selection).  No MACHINA_* value and
+    no secret: the configuration arrives over the pipe."""
+    env = {
+        "PATH": SAFE_PATH,
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(machina.__file__))),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.update({name: environ[name] for name in PASSED_ENVIRONMENT if environ.get(name)})
+    return env
