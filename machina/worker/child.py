@@ -17,9 +17,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import prctl
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != parent_pid:  # the worker died before the line above took effect
         return ExitCode.UNAVAILABLE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the worker, which decides
-    conn = Connection(fd)
+    conn = protocol.Channel(socket.socket(fileno=fd))
     try:
         engine = _start(conn)
         if engine is None:
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     return ExitCode.OK
 
 
-def _start(conn: Connection) -> Engine | None:
+def _start(conn: protocol.Channel) -> Engine | None:
     """Read the init message and build the engine; report ``ready`` or the reason it cannot start."""
-    message = protocol.receive(conn)
+    message = conn.receive()
     if message.get("op") != protocol.INIT or not isinstance(message.get("config"), dict):
         raise protocol.ProtocolViolation("expected an init message")
     try:
@@ -73,18 +73,18 @@ def _start(conn: Connection) -> Engine | None:
         tools = connect_toolhost(cfg, root)
         engine = Engine.from_config(cfg, root, tools, on_success=success_hook(cfg, root))
     except MachinaError as exc:
-        protocol.send(conn, {"op": protocol.ERROR, "error": log.redact(str(exc)), "exit_code": int(exc.exit_code)})
+        conn.send({"op": protocol.ERROR, "error": log.redact(str(exc)), "exit_code": int(exc.exit_code)})
         return None
     except Exception as exc:  # a bug or a broken install: say what, the worker backs off and retries
-        protocol.send(conn, {"op": protocol.ERROR, "error": f"{type(exc).__name__}: {log.redact(str(exc))}"})
+        conn.send({"op": protocol.ERROR, "error": f"{type(exc).__name__}: {log.redact(str(exc))}"})
         return None
-    protocol.send(conn, {"op": protocol.READY, "pid": os.getpid()})
+    conn.send({"op": protocol.READY, "pid": os.getpid()})
     return engine
 
 
-def _serve(conn: Connection, engine: Engine) -> None:
+def _serve(conn: protocol.Channel, engine: Engine) -> None:
     while True:
-        message = protocol.receive(conn)
+        message = conn.receive()
         op = message.get("op")
         if op == protocol.EXIT:
             return
@@ -95,15 +95,15 @@ def _serve(conn: Connection, engine: Engine) -> None:
                 fault_hook(message)
             result = engine.run(message["request"], run_id=message["run_id"])
         except OSError as exc:  # the run log could not be written (disk full): this child is still sound
-            protocol.send(conn, {"op": protocol.ERROR, "error": f"run log not writable: {exc}", "fatal": False})
+            conn.send({"op": protocol.ERROR, "error": f"run log not writable: {exc}", "fatal": False})
             continue
         except BaseException as exc:
             _report_fatal(conn, exc)
             raise SystemExit(ExitCode.SOFTWARE) from None
-        protocol.send(conn, {"op": protocol.RESULT, "result": summarize(result)})
+        conn.send({"op": protocol.RESULT, "result": summarize(result)})
 
 
-def _report_fatal(conn: Connection, exc: BaseException) -> None:
+def _report_fatal(conn: protocol.Channel, exc: BaseException) -> None:
     if isinstance(exc, MemoryError):
         exc.__traceback__ = None  # lets go of what the job held, so that reporting it can allocate
         error = "MemoryError: the job ran out of memory"
@@ -112,7 +112,7 @@ def _report_fatal(conn: Connection, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {log.redact(str(exc))}"
         logger.error("job child failed: %s", error, exc_info=exc)
     with contextlib.suppress(OSError, MemoryError):  # if this fails too, the worker sees the pipe close
-        protocol.send(conn, {"op": protocol.ERROR, "error": error, "fatal": True})
+        conn.send({"op": protocol.ERROR, "error": error, "fatal": True})
 
 
 def success_hook(cfg: config.Config, root: Root) -> Callable[[str, str], None] | None:

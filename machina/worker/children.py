@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.connection import Connection
 from typing import Any
 
 from machina.exitcodes import ExitCode, MachinaError
@@ -37,7 +36,7 @@ class ChildStartError(MachinaError):
 
 
 class JobChild:
-    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], conn: protocol.Channel) -> None:
         self.proc = proc
         self.conn = conn
         self.pid = proc.pid
@@ -72,9 +71,9 @@ class JobChild:
             raise ChildStartError(f"cannot start a job child ({argv[0]}): {exc}", ExitCode.OSERR) from None
         finally:
             theirs.close()
-        child = cls(proc, Connection(ours.detach()))
+        child = cls(proc, protocol.Channel(ours))
         with contextlib.suppress(OSError):  # it died at once: wait_ready says why
-            protocol.send(child.conn, init)
+            child.conn.send(init)
         return child
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S, cancelled: Callable[[], bool] = lambda: False) -> None:
@@ -86,7 +85,7 @@ class JobChild:
                     raise ChildStartError(f"job child {self.pid} no longer needed")
                 if time.monotonic() >= deadline:
                     raise ChildStartError(f"job child {self.pid} did not get ready within {timeout:g} s")
-            message = protocol.receive(self.conn)
+            message = self.conn.receive()
         except EOFError:
             reason = exit_reason(self.kill())
             raise ChildStartError(f"job child {self.pid} ended before it was ready ({reason})") from None
@@ -103,17 +102,17 @@ class JobChild:
     # --- jobs ------------------------------------------------------------------------------------------
 
     def send(self, message: Mapping[str, Any]) -> None:
-        protocol.send(self.conn, message)
+        self.conn.send(message)
 
     def poll(self, timeout: float) -> bool:
         """True when a message (or the end of the pipe) is waiting."""
         try:
-            return self.conn.poll(max(timeout, 0.0))
-        except OSError:
+            return self.conn.poll(timeout)
+        except (OSError, ValueError):
             return True  # receive() will say what happened
 
     def receive(self) -> dict[str, Any]:
-        return protocol.receive(self.conn)
+        return self.conn.receive()
 
     # --- ending ----------------------------------------------------------------------------------------
     #
@@ -151,7 +150,7 @@ class JobChild:
     def ask_to_exit(self) -> None:
         """Ask an idle child to exit; :meth:`finish_exit` collects it."""
         with contextlib.suppress(OSError):
-            protocol.send(self.conn, {"op": protocol.EXIT})
+            self.conn.send({"op": protocol.EXIT})
         self.close()
 
     def finish_exit(self, deadline: float) -> bool:

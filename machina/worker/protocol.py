@@ -1,7 +1,7 @@
 """What a worker and its job children say to each other, and what a child is given to start with.
 
-The two ends of a ``socketpair`` carry length-prefixed JSON messages (``multiprocessing.connection``
-framing, never pickle: the parent treats what a child sends as untrusted data).  One exchange at a time::
+The two ends of a ``socketpair`` carry length-prefixed JSON messages (:class:`Channel`; never pickle:
+the parent treats what a child sends as untrusted data).  One exchange at a time::
 
     parent -> child   {"op": "init", "worker_id": "1", "config": {NAME: raw value, ...}}
     child  -> parent  {"op": "ready", "pid": 1234}  |  {"op": "error", "error": "...", "exit_code": 69}
@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import socket
+import struct
+import time
 from collections.abc import Mapping
-from multiprocessing.connection import Connection
 from typing import Any
 
 import machina
@@ -28,6 +31,9 @@ from machina.config import Config, Source
 
 #: Largest message either side accepts.  Results are summarised by the child to stay far below it.
 MESSAGE_MAX = 4 * 1024 * 1024
+#: Once a message has begun, the rest of it must follow within this long.
+BODY_TIMEOUT_S = 10.0
+_HEADER = struct.Struct("!I")
 #: The one secret a job child needs (the run-log chain key); every other secret stays with the parent.
 CHILD_SECRETS = frozenset({"MACHINA_AUDIT_KEY"})
 #: Environment variables a child keeps from its parent besides the fixed ones: none of them is a secret.
@@ -41,23 +47,61 @@ class ProtocolViolation(Exception):
     """The other end sent something that is not a message of this protocol."""
 
 
-def send(conn: Connection, message: Mapping[str, Any]) -> None:
-    conn.send_bytes(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+class Channel:
+    """One end of the socketpair: messages framed by a 4-byte big-endian length, JSON inside.
 
+    A message whose header has arrived must arrive whole within :data:`BODY_TIMEOUT_S`: a child that sends
+    half a message and stops cannot hold its worker's slot.
+    """
 
-def receive(conn: Connection) -> dict[str, Any]:
-    """The next message; EOFError when the other end is gone, ProtocolViolation when it is not ours."""
-    try:
-        data = conn.recv_bytes(MESSAGE_MAX)
-    except OSError as exc:  # "bad message length": over MESSAGE_MAX, or garbage where a header should be
-        raise ProtocolViolation(f"unreadable message: {exc}") from None
-    try:
-        message = json.loads(data)
-    except ValueError:
-        raise ProtocolViolation("message is not JSON") from None
-    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
-        raise ProtocolViolation("message is not an object with an op")
-    return message
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(True)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        self.sock.sendall(_HEADER.pack(len(data)) + data)
+
+    def poll(self, timeout: float) -> bool:
+        """True when a message, or the end of the pipe, is waiting."""
+        readable, _, _ = select.select([self.sock], [], [], max(timeout, 0.0))
+        return bool(readable)
+
+    def receive(self) -> dict[str, Any]:
+        """The next message; EOFError when the other end is gone, ProtocolViolation when it is not ours."""
+        header = self._read(_HEADER.size, None)
+        (length,) = _HEADER.unpack(header)
+        if length > MESSAGE_MAX:
+            raise ProtocolViolation(f"message of {length} bytes is over the {MESSAGE_MAX} byte limit")
+        data = self._read(length, time.monotonic() + BODY_TIMEOUT_S)
+        try:
+            message = json.loads(data)
+        except ValueError:
+            raise ProtocolViolation("message is not JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise ProtocolViolation("message is not an object with an op")
+        return message
+
+    def _read(self, size: int, deadline: float | None) -> bytes:
+        chunks, missing = [], size
+        while missing:
+            if deadline is not None and not self.poll(deadline - time.monotonic()):
+                raise ProtocolViolation(f"message incomplete after {BODY_TIMEOUT_S:g} s")
+            chunk = self.sock.recv(min(missing, 1 << 20))
+            if not chunk:
+                if missing == size and deadline is None:
+                    raise EOFError("the other end closed the pipe")
+                raise ProtocolViolation("the pipe closed in the middle of a message")
+            chunks.append(chunk)
+            missing -= len(chunk)
+            deadline = deadline or time.monotonic() + BODY_TIMEOUT_S
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def child_config(cfg: Config, runtime_dir: str) -> dict[str, str]:

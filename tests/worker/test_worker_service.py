@@ -133,7 +133,9 @@ def test_children_get_no_secret_but_the_audit_key_over_their_pipe(suite: Suite) 
         for value in secrets.values():
             assert value not in environ and value not in cmdline
     # The run log's chain is keyed all the same: the key reached the child over its pipe.
-    replay = suite.run_machina("replay", job.results[0]["result"]["log_path"], MACHINA_AUDIT_KEY=secrets["MACHINA_AUDIT_KEY"])
+    replay = suite.run_machina(
+        "replay", job.results[0]["result"]["log_path"], MACHINA_AUDIT_KEY=secrets["MACHINA_AUDIT_KEY"]
+    )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     unkeyed = suite.run_machina("replay", job.results[0]["result"]["log_path"])
     assert unkeyed.returncode != 0

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BIN, CHECKOUT, bin_env
-
 from machina.queue import FileQueue, JobStatus, QueueConfig
+from tests.conftest import BIN, CHECKOUT, bin_env
 
 HERE = Path(__file__).resolve().parent
 ENGINE_TESTS = CHECKOUT / "tests" / "engine"
