@@ -140,7 +140,13 @@ class Suite:
         wait_for(self.toolhost_socket.exists, what="the toolhost socket")
 
     def start_worker(
-        self, worker_id: str = "1", *, faulty: bool = False, notify: NotifySocket | None = None, **env: str
+        self,
+        worker_id: str = "1",
+        *,
+        faulty: bool = False,
+        notify: NotifySocket | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> Worker:
         """``machina-worker --id ID`` (bin/, through /bin/sh), or fault_worker.py with the same arguments."""
         self._logs += 1
@@ -149,9 +155,9 @@ class Suite:
         if notify is not None:
             full_env.update(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=env.get("WATCHDOG_USEC", "1000000"))
         if faulty:
-            argv = [sys.executable, str(FAULT_WORKER), "--id", worker_id]
+            argv = [sys.executable, str(FAULT_WORKER), "--id", worker_id, *args]
         else:
-            argv = ["/bin/sh", "-c", f'exec {BIN}/machina-worker --id "$0"', worker_id]
+            argv = ["/bin/sh", "-c", f'exec {BIN}/machina-worker --id "$@"', "sh", worker_id, *args]
         with open(log, "wb") as handle:
             proc = subprocess.Popen(argv, env=full_env, stderr=handle, stdout=handle, cwd=CHECKOUT)
         worker = Worker(proc, log)
