@@ -1,0 +1,316 @@
+"""machina-worker end to end: jobs/s with 1 and 2 workers (fsync off and on), and the latency of one job at a
+time on an idle suite.
+
+    python bench/bench_worker.py [--jobs N] [--quick] [--profile DIR]
+
+Throughput: N jobs are queued first, then the workers (``bin/machina-worker``, the default concurrency)
+start; jobs/s counts the jobs finished after every worker said READY, over the time until the last one
+(``finished_ms`` of each out/ envelope).  Latency: with the workers idle, one job is enqueued
+(``FileQueue.enqueue``, durable when it returns) and waited for before the next; enqueue->start is the run
+log's ``start`` event, enqueue->done the envelope's ``finished_ms``.
+
+Baseline, measured in the same run: a bare loop in one process — claim, ``Engine.run`` against the same
+toolhost, complete — with no job children, no pool, no pipe: what the isolation costs is the ratio.
+
+Tools run in machina-toolhost when this checkout has it (``machina.toolhost``), else in the engine tests'
+stand-in (tests/engine/fake_toolhost.py: the toolhost protocol on the real socket, tools run in-process,
+no sandbox); the output says which.  ``--profile DIR`` samples one worker and its children with py-spy
+during a 2-worker fsync-on no-op run and writes flame graphs (SVG) and top functions there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT))
+
+from machina import config  # noqa: E402
+from machina.engine import Engine  # noqa: E402
+from machina.engine.toolhost_link import connect_toolhost  # noqa: E402
+from machina.queue import FileQueue, QueueConfig  # noqa: E402
+from machina.root import Root, init_root  # noqa: E402
+
+NOOP = {"goal_id": "goal.NOOP.v1"}
+ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
+GOALS = {"noop": NOOP, "error_scan": ERROR_SCAN}
+REAL_TOOLHOST = importlib.util.find_spec("machina.toolhost") is not None
+TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync on (issue 5)
+C_RUNTIME = {"error_scan": 250.0}  # the earlier C++ runtime, 2 workers, on this machine
+
+
+def env_for(root: Path, fsync: bool, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MACHINA_", "NOTIFY_", "WATCHDOG_"))}
+    env.update(
+        MACHINA_ROOT=str(root),
+        MACHINA_ENV_FILE="/dev/null",
+        MACHINA_WAL_FSYNC="1" if fsync else "0",
+        MACHINA_LOG_LEVEL="warning",
+        MACHINA_DEDUP_TTL_MS="0",
+        **extra,
+    )
+    return env
+
+
+def new_root(base: Path, name: str) -> Path:
+    root = base / name
+    init_root(str(root))
+    shutil.copytree(CHECKOUT / "examples" / "data", root / "data")
+    return root
+
+
+@contextmanager
+def toolhost(root: Path, env: dict[str, str]) -> Iterator[None]:
+    sock = root / "run" / "toolhost.sock"
+    if REAL_TOOLHOST:
+        argv = [str(CHECKOUT / "bin" / "machina-toolhost")]
+        cwd, proc_env = CHECKOUT, env
+    else:
+        engine_tests = CHECKOUT / "tests" / "engine"
+        argv = [sys.executable, str(engine_tests / "fake_toolhost.py"), str(sock), str(root)]
+        cwd, proc_env = engine_tests, dict(env, PYTHONPATH=f"{engine_tests}:{CHECKOUT}")
+    proc = subprocess.Popen(argv, cwd=cwd, env=proc_env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"the toolhost did not start ({argv[0]})")
+            time.sleep(0.02)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Workers:
+    """``bin/machina-worker --id N`` processes, each with its own notify socket."""
+
+    def __init__(self, root: Path, env: dict[str, str], count: int) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.sockets: list[socket.socket] = []
+        for n in range(1, count + 1):
+            path = str(root / "run" / f"notify-{n}.sock")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            self.sockets.append(sock)
+            proc = subprocess.Popen(
+                [str(CHECKOUT / "bin" / "machina-worker"), "--id", str(n)],
+                env=dict(env, NOTIFY_SOCKET=path),
+                cwd=CHECKOUT,
+            )
+            self.procs.append(proc)
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds since the epoch when the last worker said READY=1."""
+        last = 0.0
+        for sock in self.sockets:
+            sock.settimeout(timeout)
+            while not sock.recv(4096).startswith(b"READY=1"):
+                pass
+            last = time.time()
+        return last
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for sock in self.sockets:
+            sock.close()
+
+
+def fill(root: Path, request: dict[str, Any], count: int, fsync: bool) -> FileQueue:
+    queue = FileQueue(str(root), QueueConfig(fsync=fsync, dedup_ttl_ms=0))
+    for _ in range(count):
+        queue.enqueue(dict(request))
+    return queue
+
+
+def envelopes(root: Path) -> list[dict[str, Any]]:
+    out = root / "queue" / "out"
+    return [json.loads((out / name).read_text()) for name in os.listdir(out)]
+
+
+def wait_done(root: Path, count: int, timeout: float = 600) -> None:
+    done = root / "queue" / "done"
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(done)) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(os.listdir(done))} of {count} jobs done after {timeout:g} s")
+        time.sleep(0.05)
+
+
+# --- measurements --------------------------------------------------------------------------------------------
+
+
+def throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, profile: Path | None = None) -> float:
+    root = new_root(base, f"tp-{goal}-{workers}-{int(fsync)}")
+    env = env_for(root, fsync)
+    fill(root, GOALS[goal], jobs, fsync).close()
+    with toolhost(root, env):
+        suite = Workers(root, env, workers)
+        try:
+            ready = suite.wait_ready()
+            spies = _start_profiler(profile, suite.pids()[0]) if profile else []
+            wait_done(root, jobs)
+            _stop_profiler(spies)
+        finally:
+            suite.stop()
+    finished = sorted(e["finished_ms"] / 1000 for e in envelopes(root) if e["status"] == "done")
+    counted = [t for t in finished if t >= ready]
+    if len(finished) != jobs:
+        raise SystemExit(f"{jobs - len(finished)} jobs did not finish done")
+    if len(counted) < jobs // 4:
+        raise SystemExit(f"only {len(counted)} jobs ran after every worker was ready: use more --jobs")
+    return len(counted) / max(counted[-1] - ready, 1e-9)
+
+
+def bare_loop(base: Path, goal: str, fsync: bool, jobs: int) -> float:
+    """The baseline: one process claiming, running the engine in-process and completing, one job at a time."""
+    root = new_root(base, f"bare-{goal}-{int(fsync)}")
+    env = env_for(root, fsync)
+    queue = fill(root, GOALS[goal], jobs, fsync)
+    cfg = config.load(environ=env)
+    with toolhost(root, env):
+        engine = Engine.from_config(cfg, Root(str(root)), connect_toolhost(cfg, Root(str(root))))
+        started = time.perf_counter()
+        while (claim := queue.claim("bare")) is not None:
+            result = engine.run(claim.request)
+            queue.complete(claim, {"run_id": result.run_id, "status": result.status})
+        took = time.perf_counter() - started
+    queue.close()
+    return jobs / took
+
+
+def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float], list[float]]:
+    """enqueue->start and enqueue->done in ms, one job at a time, one idle worker."""
+    root = new_root(base, f"lat-{goal}-{int(fsync)}")
+    env = env_for(root, fsync)
+    queue = FileQueue(str(root), QueueConfig(fsync=fsync, dedup_ttl_ms=0))
+    to_start, to_done = [], []
+    with toolhost(root, env):
+        suite = Workers(root, env, 1)
+        try:
+            suite.wait_ready()
+            for i in range(jobs + 5):
+                before = time.time()
+                name = queue.enqueue(dict(GOALS[goal])).name
+                status = _wait_finished(queue, name)
+                result = status.results[-1]
+                if i < 5:
+                    continue  # warm-up: the first jobs of a child load what it imports lazily
+                with open(result["result"]["log_path"], encoding="utf-8") as handle:
+                    start = json.loads(handle.readline())["ts"]
+                to_start.append((start - before) * 1000)
+                to_done.append((result["finished_ms"] / 1000 - before) * 1000)
+                time.sleep(0.02)  # idle between jobs
+        finally:
+            suite.stop()
+            queue.close()
+    return to_start, to_done
+
+
+def _wait_finished(queue: FileQueue, name: str) -> Any:
+    deadline = time.monotonic() + 30
+    while True:
+        status = queue.job_status(name)
+        if status is not None and status.state == "done":
+            return status
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} not done after 30 s")
+        time.sleep(0.0005)
+
+
+def _start_profiler(directory: Path | None, worker_pid: int) -> list[subprocess.Popen[bytes]]:
+    if directory is None or shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        print("py-spy is not installed (pip install py-spy): no profile", file=sys.stderr)
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / "worker.svg"
+    return [subprocess.Popen([spy, "record", "--subprocesses", "--pid", str(worker_pid), "-o", str(out), "--rate", "250"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
+
+
+def _stop_profiler(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1500, help="jobs per throughput run (default 1500)")
+    parser.add_argument("--latency-jobs", type=int, default=200, help="jobs per latency run (default 200)")
+    parser.add_argument("--quick", action="store_true", help="fewer jobs, fsync on only")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy flame graph of a 2-worker run")
+    args = parser.parse_args()
+    jobs = 400 if args.quick else args.jobs
+    fsyncs = (True,) if args.quick else (False, True)
+    print(f"toolhost: {'machina-toolhost' if REAL_TOOLHOST else 'stand-in (tests/engine/fake_toolhost.py)'}; "
+          f"{os.cpu_count()} CPUs; {jobs} jobs per run; worker concurrency: default")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        base = Path(tmp)
+        print(f"\n{'goal':<11} {'fsync':<5} {'bare loop/s':>12} {'1 worker/s':>11} {'2 workers/s':>12} "
+              f"{'2w/bare':>8} {'2w/target':>9}")  # fmt: skip
+        for goal in GOALS:
+            for fsync in fsyncs:
+                bare = bare_loop(base, goal, fsync, max(jobs // 3, 100))
+                one = throughput(base, goal, 1, fsync, jobs)
+                two = throughput(base, goal, 2, fsync, jobs)
+                target = f"{two / TARGETS[goal]:.2f}" if fsync else "-"
+                print(f"{goal:<11} {'on' if fsync else 'off':<5} {bare:>12.0f} {one:>11.0f} {two:>12.0f} "
+                      f"{two / bare:>8.2f} {target:>9}", flush=True)  # fmt: skip
+        print(f"\nlatency, one job at a time, 1 idle worker ({args.latency_jobs} jobs):")
+        print(f"{'goal':<11} {'fsync':<5} {'enq->start p50':>15} {'p99':>8} {'enq->done p50':>14} {'p99':>8}  (ms)")
+        for goal in GOALS:
+            for fsync in fsyncs:
+                start, done = latency(base, goal, fsync, args.latency_jobs)
+                print(f"{goal:<11} {'on' if fsync else 'off':<5} {statistics.median(start):>15.2f} "
+                      f"{percentile(start, 99):>8.2f} {statistics.median(done):>14.2f} {percentile(done, 99):>8.2f}",
+                      flush=True)  # fmt: skip
+        if args.profile:
+            throughput(base, "noop", 2, True, jobs, profile=args.profile)
+            print(f"\nprofile of worker 1 and its children: {args.profile / 'worker.svg'}")
+    print("\nreference (issue 5): the C++ runtime did ~250 ERROR_SCAN jobs/s with 2 workers, enqueue->pickup 0.5 ms,"
+          " enqueue->done 5.8 ms p50; targets: >=500 ERROR_SCAN and >=1000 no-op jobs/s with 2 workers and fsync on,"
+          " enqueue->done p50 <= 6 ms.")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
