@@ -208,12 +208,15 @@ def bare_loop(base: Path, goal: str, fsync: bool, jobs: int) -> float:
     return jobs / took
 
 
-def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float], list[float]]:
-    """enqueue->start and enqueue->done in ms, one job at a time, one idle worker."""
+def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float], list[float], list[float]]:
+    """enqueue->start, enqueue->done and the enqueue call itself in ms, one job at a time, one idle worker.
+
+    Both are counted from the moment ``enqueue`` is called: the job is visible to workers once it is
+    renamed into inbox/, before the call returns (with fsync, the directory and WAL syncs follow)."""
     root = new_root(base, f"lat-{goal}-{int(fsync)}")
     env = env_for(root, fsync)
     queue = FileQueue(str(root), QueueConfig(fsync=fsync, dedup_ttl_ms=0))
-    to_start, to_done = [], []
+    to_start, to_done, acked = [], [], []
     with toolhost(root, env):
         suite = Workers(root, env, 1)
         try:
@@ -221,6 +224,7 @@ def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float],
             for i in range(jobs + 5):
                 before = time.time()
                 name = queue.enqueue(dict(GOALS[goal])).name
+                after = time.time()
                 status = _wait_finished(queue, name)
                 result = status.results[-1]
                 if i < 5:
@@ -229,11 +233,12 @@ def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float],
                     start = json.loads(handle.readline())["ts"]
                 to_start.append((start - before) * 1000)
                 to_done.append((result["finished_ms"] / 1000 - before) * 1000)
+                acked.append((after - before) * 1000)
                 time.sleep(0.02)  # idle between jobs
         finally:
             suite.stop()
             queue.close()
-    return to_start, to_done
+    return to_start, to_done, acked
 
 
 def _wait_finished(queue: FileQueue, name: str) -> Any:
@@ -264,6 +269,10 @@ def _stop_profiler(spies: list[subprocess.Popen[bytes]]) -> None:
         spy.wait(60)
 
 
+def _median(measure: Any, times: int) -> float:
+    return statistics.median(measure() for _ in range(times))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -276,33 +285,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1500, help="jobs per throughput run (default 1500)")
     parser.add_argument("--latency-jobs", type=int, default=200, help="jobs per latency run (default 200)")
-    parser.add_argument("--quick", action="store_true", help="fewer jobs, fsync on only")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure; the median is shown")
+    parser.add_argument("--quick", action="store_true", help="fewer jobs, fsync on only, one run each")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy flame graph of a 2-worker run")
     args = parser.parse_args()
     jobs = 400 if args.quick else args.jobs
     fsyncs = (True,) if args.quick else (False, True)
+    repeat = 1 if args.quick else max(1, args.repeat)
     print(f"toolhost: {'machina-toolhost' if REAL_TOOLHOST else 'stand-in (tests/engine/fake_toolhost.py)'}; "
-          f"{os.cpu_count()} CPUs; {jobs} jobs per run; worker concurrency: default")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, median of {repeat} runs; "
+          f"worker concurrency: default")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         base = Path(tmp)
         print(f"\n{'goal':<11} {'fsync':<5} {'bare loop/s':>12} {'1 worker/s':>11} {'2 workers/s':>12} "
               f"{'2w/bare':>8} {'2w/target':>9}")  # fmt: skip
         for goal in GOALS:
             for fsync in fsyncs:
-                bare = bare_loop(base, goal, fsync, max(jobs // 3, 100))
-                one = throughput(base, goal, 1, fsync, jobs)
-                two = throughput(base, goal, 2, fsync, jobs)
+                bare = _median(lambda: bare_loop(base, goal, fsync, max(jobs // 3, 100)), repeat)
+                one = _median(lambda: throughput(base, goal, 1, fsync, jobs), repeat)
+                two = _median(lambda: throughput(base, goal, 2, fsync, jobs), repeat)
                 target = f"{two / TARGETS[goal]:.2f}" if fsync else "-"
                 print(f"{goal:<11} {'on' if fsync else 'off':<5} {bare:>12.0f} {one:>11.0f} {two:>12.0f} "
                       f"{two / bare:>8.2f} {target:>9}", flush=True)  # fmt: skip
         print(f"\nlatency, one job at a time, 1 idle worker ({args.latency_jobs} jobs):")
-        print(f"{'goal':<11} {'fsync':<5} {'enq->start p50':>15} {'p99':>8} {'enq->done p50':>14} {'p99':>8}  (ms)")
+        print(f"{'goal':<11} {'fsync':<5} {'enq->start p50':>15} {'p99':>8} {'enq->done p50':>14} {'p99':>8} "
+              f"{'enqueue call p50':>17}  (ms)")  # fmt: skip
         for goal in GOALS:
             for fsync in fsyncs:
-                start, done = latency(base, goal, fsync, args.latency_jobs)
+                start, done, acked = latency(base, goal, fsync, args.latency_jobs)
                 print(f"{goal:<11} {'on' if fsync else 'off':<5} {statistics.median(start):>15.2f} "
-                      f"{percentile(start, 99):>8.2f} {statistics.median(done):>14.2f} {percentile(done, 99):>8.2f}",
-                      flush=True)  # fmt: skip
+                      f"{percentile(start, 99):>8.2f} {statistics.median(done):>14.2f} {percentile(done, 99):>8.2f} "
+                      f"{statistics.median(acked):>17.2f}", flush=True)  # fmt: skip
         if args.profile:
             throughput(base, "noop", 2, True, jobs, profile=args.profile)
             print(f"\nprofile of worker 1 and its children: {args.profile / 'worker.svg'}")
