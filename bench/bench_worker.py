@@ -21,6 +21,7 @@ during a 2-worker fsync-on no-op run and writes flame graphs (SVG) and top funct
 from __future__ import annotations
 
 import argparse
+import itertools
 import importlib.util
 import json
 import os
@@ -67,8 +68,11 @@ def env_for(root: Path, fsync: bool, **extra: str) -> dict[str, str]:
     return env
 
 
+_RUNS = itertools.count(1)
+
+
 def new_root(base: Path, name: str) -> Path:
-    root = base / name
+    root = base / f"{name}-{next(_RUNS)}"
     init_root(str(root))
     shutil.copytree(CHECKOUT / "examples" / "data", root / "data")
     return root
@@ -253,14 +257,14 @@ def _wait_finished(queue: FileQueue, name: str) -> Any:
 
 
 def _start_profiler(directory: Path | None, worker_pid: int) -> list[subprocess.Popen[bytes]]:
-    if directory is None or shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    if directory is None or spy is None:
         print("py-spy is not installed (pip install py-spy): no profile", file=sys.stderr)
         return []
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     directory.mkdir(parents=True, exist_ok=True)
-    out = directory / "worker.svg"
-    return [subprocess.Popen([spy, "record", "--subprocesses", "--pid", str(worker_pid), "-o", str(out), "--rate", "250"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
+    argv = [spy, "record", "--subprocesses", "--pid", str(worker_pid), "-o", str(directory / "worker.svg")]
+    return [subprocess.Popen([*argv, "--rate", "250"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
 
 
 def _stop_profiler(spies: list[subprocess.Popen[bytes]]) -> None:
@@ -269,13 +273,9 @@ def _stop_profiler(spies: list[subprocess.Popen[bytes]]) -> None:
         spy.wait(60)
 
 
-def _median(measure: Any, times: int) -> float:
-    return statistics.median(measure() for _ in range(times))
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -293,17 +293,17 @@ def main() -> int:
     fsyncs = (True,) if args.quick else (False, True)
     repeat = 1 if args.quick else max(1, args.repeat)
     print(f"toolhost: {'machina-toolhost' if REAL_TOOLHOST else 'stand-in (tests/engine/fake_toolhost.py)'}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, median of {repeat} runs; "
-          f"worker concurrency: default")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, "
+          f"median of {repeat} runs; worker concurrency: default")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         base = Path(tmp)
         print(f"\n{'goal':<11} {'fsync':<5} {'bare loop/s':>12} {'1 worker/s':>11} {'2 workers/s':>12} "
               f"{'2w/bare':>8} {'2w/target':>9}")  # fmt: skip
         for goal in GOALS:
             for fsync in fsyncs:
-                bare = _median(lambda: bare_loop(base, goal, fsync, max(jobs // 3, 100)), repeat)
-                one = _median(lambda: throughput(base, goal, 1, fsync, jobs), repeat)
-                two = _median(lambda: throughput(base, goal, 2, fsync, jobs), repeat)
+                bare = statistics.median(bare_loop(base, goal, fsync, max(jobs // 3, 100)) for _ in range(repeat))
+                one = statistics.median(throughput(base, goal, 1, fsync, jobs) for _ in range(repeat))
+                two = statistics.median(throughput(base, goal, 2, fsync, jobs) for _ in range(repeat))
                 target = f"{two / TARGETS[goal]:.2f}" if fsync else "-"
                 print(f"{goal:<11} {'on' if fsync else 'off':<5} {bare:>12.0f} {one:>11.0f} {two:>12.0f} "
                       f"{two / bare:>8.2f} {target:>9}", flush=True)  # fmt: skip
