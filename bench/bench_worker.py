@@ -21,8 +21,8 @@ during a 2-worker fsync-on no-op run and writes flame graphs (SVG) and top funct
 from __future__ import annotations
 
 import argparse
-import itertools
 import importlib.util
+import itertools
 import json
 import os
 import shutil
