@@ -1,0 +1,169 @@
+"""Embedding providers: ``hash`` (built in, always available) and ``cmd`` (an external command).
+
+The command protocol (MACHINA_EMBED_CMD, run without a shell and with a cleared environment):
+
+    stdin   {"text": "...", "dim": N}            one text
+            {"texts": ["...", ...], "dim": N}    several texts
+    stdout  {"embedding": [x, ...]}              for "text"
+            {"embeddings": [[x, ...], ...]}      for "texts", in order
+
+Exit 0 on success.  The reply must hold exactly one vector per text, each of ``dim`` finite numbers and not
+all zero; we L2-normalise it.  Anything else -- a start failure, a non-zero exit or a signal, the
+deadline, output that is not that JSON, a wrong dimension or count, NaN or infinity -- is a *failure*:
+logged, counted by reason (see :data:`FAILURE_REASONS`), and the caller falls back to ``hash`` for the
+whole request, so one answer never mixes vectors from two embedding spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from machina.embed.command import Limits, Outcome, run_command
+from machina.embed.hashing import hash_embed
+from machina.embed.ranking import normalise_rows
+from machina.log import fields
+
+log = logging.getLogger(__name__)
+
+FAILURE_REASONS = ("spawn", "exit", "timeout", "garbage", "dim", "count", "nan", "zero")
+OUTPUT_BYTES_PER_NUMBER = 32  # generous: "-0.012345678901234567, " is 24
+
+
+class CommandFailed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class HashProvider:
+    name = "hash"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return hash_embed(texts, self.dim)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    argv: tuple[str, ...]
+    timeout_ms: int
+    limits: Limits
+    batch_max: int
+
+
+class CommandProvider:
+    """Runs the embedding command; :meth:`try_embed` gives vectors, or None after a counted failure."""
+
+    name = "cmd"
+
+    def __init__(self, spec: CommandSpec, dim: int) -> None:
+        self.spec = spec
+        self.dim = dim
+        self.failures: Counter[str] = Counter({reason: 0 for reason in FAILURE_REASONS})
+        self.runs = 0
+        self.runs_ok = 0
+        self._lock = threading.Lock()
+        # One command at a time: a model process is large, and the next request reuses the warm page cache.
+        self._one_at_a_time = threading.Semaphore(1)
+
+    def try_embed(self, texts: list[str]) -> np.ndarray | None:
+        """Vectors for ``texts`` (unit rows), or None when any batch failed (the failure is logged and counted)."""
+        chunks = [texts[i : i + self.spec.batch_max] for i in range(0, len(texts), self.spec.batch_max)]
+        parts = []
+        for chunk in chunks:
+            try:
+                parts.append(self._run(chunk))
+            except CommandFailed as exc:
+                with self._lock:
+                    self.failures[exc.reason] += 1
+                log.warning(
+                    "embedding command failed, falling back to hash: %s",
+                    exc,
+                    extra=fields(reason=exc.reason, texts=len(chunk)),
+                )
+                return None
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            return {"runs": self.runs, "ok": self.runs_ok, "failures": dict(self.failures)}
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        single = len(texts) == 1
+        request: dict[str, Any] = {"text": texts[0]} if single else {"texts": texts}
+        request["dim"] = self.dim
+        cap = 4096 + len(texts) * (self.dim + 2) * OUTPUT_BYTES_PER_NUMBER
+        limits = Limits(
+            cpu_ms=self.spec.limits.cpu_ms,
+            as_mb=self.spec.limits.as_mb,
+            nproc=self.spec.limits.nproc,
+            nofile=self.spec.limits.nofile,
+            fsize_bytes=cap,
+        )
+        with self._one_at_a_time:
+            with self._lock:
+                self.runs += 1
+            try:
+                outcome = run_command(
+                    self.spec.argv,
+                    json.dumps(request).encode(),
+                    timeout_s=self.spec.timeout_ms / 1000,
+                    limits=limits,
+                )
+            except OSError as exc:
+                raise CommandFailed("spawn", f"cannot start {self.spec.argv[0]!r}: {exc.strerror or exc}") from None
+        vectors = self._parse(outcome, single, len(texts))
+        with self._lock:
+            self.runs_ok += 1
+        log.debug("embedding command ok", extra=fields(texts=len(texts), duration_ms=outcome.duration_ms))
+        return vectors
+
+    def _parse(self, outcome: Outcome, single: bool, count: int) -> np.ndarray:
+        if outcome.timed_out:
+            raise CommandFailed("timeout", f"no reply within {self.spec.timeout_ms} ms")
+        if outcome.returncode != 0:
+            how = (
+                f"killed by signal {-outcome.returncode}"
+                if outcome.returncode is not None and outcome.returncode < 0
+                else f"exit status {outcome.returncode}"
+            )
+            tail = outcome.stderr_tail.strip().splitlines()[-1:] or [""]
+            raise CommandFailed("exit", f"{how}" + (f" ({tail[0][:200]})" if tail[0] else ""))
+        if outcome.output_capped:
+            raise CommandFailed("garbage", "output reached the size cap")
+        try:
+            reply = json.loads(outcome.stdout)
+        except (ValueError, UnicodeDecodeError):
+            raise CommandFailed("garbage", "stdout is not JSON") from None
+        key = "embedding" if single else "embeddings"
+        if not isinstance(reply, dict) or key not in reply:
+            raise CommandFailed("garbage", f"stdout is not an object with {key!r}")
+        rows = [reply[key]] if single else reply[key]
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise CommandFailed("garbage", f"{key!r} is not a list of number lists")
+        if len(rows) != count:
+            raise CommandFailed("count", f"{len(rows)} vectors for {count} texts")
+        for row in rows:
+            if len(row) != self.dim:
+                raise CommandFailed("dim", f"a vector of {len(row)} numbers, expected MACHINA_GPU_DIM={self.dim}")
+            if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in row):
+                raise CommandFailed("garbage", "a vector holds something that is not a number")
+            if not all(math.isfinite(x) for x in row):
+                raise CommandFailed("nan", "a vector holds NaN or infinity")
+        vectors = np.asarray(rows, dtype=np.float64)
+        if not np.all(np.any(vectors != 0, axis=1)):
+            raise CommandFailed("zero", "a vector is all zeros")
+        return normalise_rows(vectors)
