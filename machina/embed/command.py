@@ -4,7 +4,9 @@ The request goes in and the reply comes out through unlinked temporary files rat
 command that ignores its input or floods its output can neither deadlock us nor fill our memory: the
 output is capped by ``RLIMIT_FSIZE`` in the child (the kernel stops the write), and the deadline by
 killing the command's whole process group.  A limit of 0 means unlimited, as OPERATIONS.md notes for
-PyTorch (which needs ``NPROC`` and ``AS`` unlimited).
+PyTorch (which needs ``NPROC`` and ``AS`` unlimited).  The command runs in machina-embed's working
+directory (``WorkingDirectory=`` under systemd), so relative paths in MACHINA_EMBED_CMD resolve there;
+the program itself is looked up on a fixed PATH (:data:`COMMAND_ENV`).
 """
 
 from __future__ import annotations
@@ -79,7 +81,6 @@ def run_command(argv: tuple[str, ...], request: bytes, *, timeout_s: float, limi
             stdout=stdout,
             stderr=stderr,
             env=COMMAND_ENV,
-            cwd="/",
             close_fds=True,
             start_new_session=True,  # its own process group, so the deadline kills helpers it forked too
             preexec_fn=(lambda: _apply_limits(pairs)) if pairs else None,  # only setrlimit calls

@@ -160,17 +160,26 @@ class EmbedEngine:
 
     def select(self, goal: str, menu: Sequence[MenuItem], top_k: int = 1) -> dict[str, Any]:
         """Rank ``menu`` for ``goal``: picks best first (ties by menu order), scores by sid, the floor verdict."""
-        self._count("selections")
-        if not menu:
-            return self._reply([], {}, self.provider)
-        goal_vector, space, keys, centroids = self._goal_and_centroids(goal[: self.settings.max_chars], menu)
+        return self.select_many([goal], menu, top_k)[0]
+
+    def select_many(self, goals: Sequence[str], menu: Sequence[MenuItem], top_k: int = 1) -> list[dict[str, Any]]:
+        """:meth:`select` for several goals against one menu: one provider call and one matrix product."""
+        self._count("selections", len(goals))
+        if not menu or not goals:
+            return [self._reply([], {}, self.provider) for _ in goals]
+        cut = [goal[: self.settings.max_chars] for goal in goals]
+        goal_vectors, space, keys, centroids = self._goals_and_centroids(cut, menu)
         matrix = self._matrix(keys, centroids)
-        scores = matrix.scores(goal_vector)
-        ranked = rank_scores(scores, top_k, matrix.xp)[0]
-        picks = [{"sid": menu[i].sid, "aid": menu[i].aid, "score": round(score, SCORE_DIGITS)} for i, score in ranked]
-        row = to_host(scores)[0]
-        by_sid = {item.sid: round(float(s), SCORE_DIGITS) for item, s in zip(menu, row, strict=True)}
-        return self._reply(picks, by_sid, space)
+        scores = matrix.scores(goal_vectors)
+        host_scores = to_host(scores)
+        replies = []
+        for ranked, row in zip(rank_scores(scores, top_k, matrix.xp), host_scores, strict=True):
+            picks = [
+                {"sid": menu[i].sid, "aid": menu[i].aid, "score": round(score, SCORE_DIGITS)} for i, score in ranked
+            ]
+            by_sid = {item.sid: round(float(s), SCORE_DIGITS) for item, s in zip(menu, row, strict=True)}
+            replies.append(self._reply(picks, by_sid, space))
+        return replies
 
     def _reply(self, picks: list[dict[str, Any]], scores: dict[str, float], space: str) -> dict[str, Any]:
         below = not picks or picks[0]["score"] < self.settings.floor
@@ -185,28 +194,28 @@ class EmbedEngine:
             "fallback": space != self.provider,
         }
 
-    def _goal_and_centroids(
-        self, goal: str, menu: Sequence[MenuItem]
+    def _goals_and_centroids(
+        self, goals: list[str], menu: Sequence[MenuItem]
     ) -> tuple[np.ndarray, str, tuple[CentroidKey, ...], dict[CentroidKey, np.ndarray]]:
-        """Embed the goal and every centroid not cached, in one provider call and one space."""
+        """Embed the goals and every centroid not cached, in one provider call and one space."""
         spaces = ("cmd", "hash") if self.command is not None else ("hash",)
         for space in spaces:
             keys = tuple(self._key(item, space) for item in menu)
             centroids, missing = self._lookup(keys, menu)
             docs = [self._documents(item) for item in missing.values()]
-            texts = [goal, *(text for item_docs in docs for text in item_docs)]
+            texts = [*goals, *(text for item_docs in docs for text in item_docs)]
             vectors = self._embed_in(space, texts)
             if vectors is None:
                 self._count("fallbacks")
                 continue
             self._count("texts_embedded", len(texts))
-            start = 1
+            start = len(goals)
             for key, item_docs in zip(missing, docs, strict=True):
                 block = vectors[start : start + len(item_docs)]
                 start += len(item_docs)
                 centroids[key] = normalise_rows(block.mean(axis=0, keepdims=True))[0]
                 self._remember(key, centroids[key])
-            return vectors[0], space, keys, centroids
+            return vectors[: len(goals)], space, keys, centroids
         raise AssertionError("the hash space never fails")
 
     def _documents(self, item: MenuItem) -> list[str]:

@@ -1,0 +1,109 @@
+"""The cmd provider against real child processes: the good path, and every failure falling back, counted."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+from embed_support import FAKE
+from fake_embedder import vector
+
+from machina.embed.command import Limits
+from machina.embed.providers import FAILURE_REASONS, CommandProvider, CommandSpec
+from machina.embed.ranking import normalise_rows
+
+
+DIM = 16
+
+
+def provider(mode: str, *, timeout_ms: int = 10000, batch_max: int = 256, **limits: int) -> CommandProvider:
+    argv = (sys.executable, str(FAKE), mode)
+    return CommandProvider(CommandSpec(argv, timeout_ms, Limits(**limits), batch_max), DIM)
+
+
+def failures(p: CommandProvider) -> dict[str, int]:
+    return {k: v for k, v in p.counters()["failures"].items() if v}
+
+
+def test_good_command_gives_normalised_vectors_in_order() -> None:
+    p = provider("good")
+    texts = ["alpha", "beta", "gamma"]
+    out = p.try_embed(texts)
+    assert out is not None and out.shape == (3, DIM)
+    np.testing.assert_allclose(out, normalise_rows(np.array([vector(t, DIM) for t in texts])), rtol=1e-6)
+    single = p.try_embed(["alpha"])  # the {"text": ...} form of the protocol
+    assert single is not None
+    np.testing.assert_allclose(single[0], out[0], rtol=1e-6)
+    assert p.counters() == {"runs": 2, "ok": 2, "failures": dict.fromkeys(FAILURE_REASONS, 0)}
+
+
+def test_large_requests_are_split_into_batches() -> None:
+    p = provider("good", batch_max=2)
+    out = p.try_embed([f"text {i}" for i in range(5)])
+    assert out is not None and out.shape == (5, DIM)
+    assert p.counters()["runs"] == 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("exit3", "exit"),
+        ("garbage", "garbage"),
+        ("dim", "dim"),
+        ("count", "count"),
+        ("nan", "nan"),
+        ("zero", "zero"),
+    ],
+)
+def test_each_failure_mode_is_counted_and_gives_none(mode: str, reason: str) -> None:
+    p = provider(mode)
+    assert p.try_embed(["one", "two"]) is None
+    assert p.try_embed(["one", "two"]) is None
+    assert failures(p) == {reason: 2}
+    assert p.counters()["ok"] == 0
+
+
+def test_a_hanging_command_is_killed_at_the_deadline() -> None:
+    p = provider("hang", timeout_ms=500)
+    started = time.monotonic()
+    assert p.try_embed(["x"]) is None
+    assert time.monotonic() - started < 5
+    assert failures(p) == {"timeout": 1}
+
+
+def test_cpu_limit_stops_a_runaway_command_before_the_deadline() -> None:
+    p = provider("cpu", timeout_ms=30000, cpu_ms=500)
+    started = time.monotonic()
+    assert p.try_embed(["x"]) is None
+    assert time.monotonic() - started < 15  # SIGXCPU/SIGKILL after ~1 s of CPU, not the 30 s deadline
+    assert failures(p) == {"exit": 1}
+
+
+def test_flooding_output_is_capped_not_buffered() -> None:
+    p = provider("flood", timeout_ms=20000)
+    assert p.try_embed(["x"]) is None
+    assert failures(p) in ({"garbage": 1}, {"exit": 1})  # stopped by RLIMIT_FSIZE either way
+
+
+def test_a_missing_program_counts_as_spawn() -> None:
+    p = CommandProvider(CommandSpec(("/nonexistent/embedder",), 1000, Limits(), 8), DIM)
+    assert p.try_embed(["x"]) is None
+    assert failures(p) == {"spawn": 1}
+
+
+def test_the_command_gets_a_cleared_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MACHINA_API_TOKEN", "s3cret-token")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another")
+    p = provider("env")
+    assert p.try_embed(["x"]) is not None, p.counters()
+    assert "MACHINA_API_TOKEN" in os.environ
+
+
+def test_nofile_limit_is_applied() -> None:
+    # NOFILE=3 leaves no descriptor for the interpreter to open its modules: the start fails, counted.
+    p = provider("good", nofile=3)
+    assert p.try_embed(["x"]) is None
+    assert failures(p) == {"exit": 1}
