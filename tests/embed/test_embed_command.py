@@ -15,7 +15,6 @@ from machina.embed.command import Limits
 from machina.embed.providers import FAILURE_REASONS, CommandProvider, CommandSpec
 from machina.embed.ranking import normalise_rows
 
-
 DIM = 16
 
 
