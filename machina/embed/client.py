@@ -58,6 +58,10 @@ class EmbedClient:
         """``{"picks": [{sid, aid, score}], "scores": {sid: score}, "below_floor": bool, "floor", ...}``."""
         return self.call({"op": "select", "goal": goal_text, "menu": menu, "top_k": top_k})
 
+    def select_many(self, goal_texts: list[str], menu: list[dict[str, Any]], top_k: int = 1) -> list[dict[str, Any]]:
+        """:meth:`select` for several goals against one menu, in one request."""
+        return list(self.call({"op": "select", "goals": list(goal_texts), "menu": menu, "top_k": top_k})["results"])
+
     def record_success(self, aid: str, goal_text: str) -> int:
         """Add a successful run's goal to the tool's centroid (durable when this returns); its success count."""
         return int(self.call({"op": "success", "aid": aid, "goal": goal_text})["successes"])

@@ -16,6 +16,9 @@ or one of MACHINA_EMBED_ALLOWED_UIDS (otherwise one ``forbidden`` reply and the 
     "floor": F, "provider": ..., "fallback": bool}``.  Picks are best first, ties broken by menu order;
     ``below_floor`` is true when the best score is under MACHINA_EMBED_MIN_SCORE (or the menu is empty):
     the caller should then not use the pick.
+``{"op": "select", "goals": ["...", ...], "menu": [...], "top_k": 1}``
+    -> ``{"ok": true, "results": [<one select reply without "ok" per goal>, ...]}``: many goals against one
+    menu in one matrix product.
 ``{"op": "success", "aid": "AID...", "goal": "..."}``
     -> ``{"ok": true, "aid": ..., "successes": N}`` once the goal is durably added to the tool's centroid.
 ``{"op": "stats"}``
@@ -122,6 +125,10 @@ class EmbedService:
         except BadRequest as exc:
             return {"ok": False, "status": "bad_request", "error": str(exc)}
 
+    @property
+    def _max_texts(self) -> int:
+        return self.engine.settings.max_texts
+
     def _identity(self) -> dict[str, Any]:
         return {"provider": self.engine.provider, "dim": self.engine.settings.dim, "backend": self.engine.xp.__name__}
 
@@ -134,7 +141,7 @@ class EmbedService:
                 raise BadRequest("'text' must be a string")
             texts = [request["text"]]
         else:
-            texts = check_texts(request["texts"], "'texts'", self.engine.settings.max_texts)
+            texts = check_texts(request["texts"], "'texts'", self._max_texts)
         vectors, space = self.engine.embed(texts)
         rows = np.round(vectors.astype(np.float64), VECTOR_DECIMALS).tolist()
         reply: dict[str, Any] = {"ok": True, "dim": self.engine.settings.dim, "provider": space}
@@ -146,14 +153,18 @@ class EmbedService:
         return reply
 
     def _select(self, request: dict[str, Any]) -> dict[str, Any]:
-        goal = request.get("goal")
-        if not isinstance(goal, str):
+        has_goal, has_goals = "goal" in request, "goals" in request
+        if has_goal == has_goals:
+            raise BadRequest("select needs exactly one of 'goal' (a string) or 'goals' (a list of strings)")
+        if has_goal and not isinstance(request["goal"], str):
             raise BadRequest("'goal' must be a string")
+        goals = [request["goal"]] if has_goal else check_texts(request["goals"], "'goals'", self._max_texts)
         top_k = request.get("top_k", 1)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise BadRequest("'top_k' must be an integer >= 1")
-        menu = parse_menu(request.get("menu"), self.engine.settings.max_texts)
-        return {"ok": True, **self.engine.select(goal, menu, top_k)}
+        menu = parse_menu(request.get("menu"), self._max_texts)
+        results = self.engine.select_many(goals, menu, top_k)
+        return {"ok": True, **results[0]} if has_goal else {"ok": True, "results": results}
 
     def _success(self, request: dict[str, Any]) -> dict[str, Any]:
         aid, goal = request.get("aid"), request.get("goal")

@@ -58,9 +58,9 @@ def model_python() -> str | None:
 class EmbedProcess:
     """``bin/machina-embed`` started as an operator would, stopped by SIGTERM (or killed by SIGKILL)."""
 
-    def __init__(self, root: Path, **env: str) -> None:
+    def __init__(self, root: Path, socket: str | None = None, **env: str) -> None:
         self.root = root
-        self.socket = str(root / "run" / "embed.sock")
+        self.socket = socket or str(root / "run" / "embed.sock")
         self.env = bin_env(MACHINA_ROOT=str(root), **env)
         self.proc: subprocess.Popen[str] | None = None
         self.log = root / "embed.log"
@@ -73,14 +73,14 @@ class EmbedProcess:
         self.wait_ready()
         return self
 
-    def wait_ready(self, socket: str | None = None, deadline_s: float = 30.0) -> None:
+    def wait_ready(self, deadline_s: float = 30.0) -> None:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"machina-embed exited {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                with EmbedClient(socket or self.socket, timeout=5) as client:
+                with EmbedClient(self.socket, timeout=5) as client:
                     client.ping()
                 return
             except Exception:
