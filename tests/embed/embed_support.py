@@ -19,11 +19,12 @@ from machina.manifests.tools import builtin_toolpack, read_toolpack
 _CHECKOUT = str(Path(__file__).resolve().parents[2])
 if _CHECKOUT not in sys.path:
     sys.path.insert(0, _CHECKOUT)
-from tests.conftest import BIN, CHECKOUT, bin_env  # noqa: E402
+from tests.conftest import BIN, CHECKOUT, bin_env, run_bin  # noqa: E402, F401
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_embedder.py"
 MODEL_COMMAND = CHECKOUT / "tools" / "embed" / "embed_minilm.py"
+GOAL_MENU_MANIFEST = builtin_toolpack()
 
 
 def fake_command(mode: str) -> str:
