@@ -288,6 +288,18 @@ _var(
     "tool centroids machina-embed keeps in memory (least recently used dropped first)",
 )
 _var(
+    "MACHINA_EMBED_BREAKER_FAILURES",
+    Int(0, 1000),
+    3,
+    "consecutive embedding-command failures after which hash answers alone for a cooldown (0 = never)",
+)
+_var(
+    "MACHINA_EMBED_BREAKER_COOLDOWN_MS",
+    Int(0, MS_MAX, "ms"),
+    30000,
+    "how long an open breaker skips the embedding command before trying it again",
+)
+_var(
     "MACHINA_EMBED_ALLOWED_UIDS",
     List(r"[0-9]+", "a comma-separated list of uids"),
     (),

@@ -12,6 +12,10 @@ all zero; we L2-normalise it.  Anything else -- a start failure, a non-zero exit
 deadline, output that is not that JSON, a wrong dimension or count, NaN or infinity -- is a *failure*:
 logged, counted by reason (see :data:`FAILURE_REASONS`), and the caller falls back to ``hash`` for the
 whole request, so one answer never mixes vectors from two embedding spaces.
+
+After ``breaker_failures`` failures in a row the breaker opens: for ``breaker_cooldown_ms`` the command is
+not run at all (counted as ``skipped``) and ``hash`` answers at once, instead of every request waiting out
+the timeout of a broken command.  The first request after the cooldown tries the command again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from machina.clock import SYSTEM_CLOCK, Clock
 from machina.embed.command import Limits, Outcome, run_command
 from machina.embed.hashing import hash_embed
 from machina.embed.ranking import normalise_rows
@@ -60,6 +65,8 @@ class CommandSpec:
     timeout_ms: int
     limits: Limits
     batch_max: int
+    breaker_failures: int = 3  # 0: never open
+    breaker_cooldown_ms: int = 30000
 
 
 class CommandProvider:
@@ -67,39 +74,77 @@ class CommandProvider:
 
     name = "cmd"
 
-    def __init__(self, spec: CommandSpec, dim: int) -> None:
+    def __init__(self, spec: CommandSpec, dim: int, clock: Clock = SYSTEM_CLOCK) -> None:
         self.spec = spec
         self.dim = dim
+        self.clock = clock
         self.failures: Counter[str] = Counter({reason: 0 for reason in FAILURE_REASONS})
         self.runs = 0
         self.runs_ok = 0
+        self.skipped = 0
+        self._failing_in_a_row = 0
+        self._open_until: float | None = None
         self._lock = threading.Lock()
         # One command at a time: a model process is large, and the next request reuses the warm page cache.
         self._one_at_a_time = threading.Semaphore(1)
 
     def try_embed(self, texts: list[str]) -> np.ndarray | None:
         """Vectors for ``texts`` (unit rows), or None when any batch failed (the failure is logged and counted)."""
+        if self._breaker_open():
+            return None
         chunks = [texts[i : i + self.spec.batch_max] for i in range(0, len(texts), self.spec.batch_max)]
         parts = []
         for chunk in chunks:
             try:
                 parts.append(self._run(chunk))
             except CommandFailed as exc:
-                with self._lock:
-                    self.failures[exc.reason] += 1
                 log.warning(
                     "embedding command failed, falling back to hash: %s",
                     exc,
                     extra=fields(reason=exc.reason, texts=len(chunk)),
                 )
+                self._failed(exc.reason)
                 return None
+        with self._lock:
+            self._failing_in_a_row = 0
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(parts)
 
     def counters(self) -> dict[str, Any]:
         with self._lock:
-            return {"runs": self.runs, "ok": self.runs_ok, "failures": dict(self.failures)}
+            return {
+                "runs": self.runs,
+                "ok": self.runs_ok,
+                "failures": dict(self.failures),
+                "skipped": self.skipped,
+                "breaker_open": self._open_until is not None and self.clock.monotonic() < self._open_until,
+            }
+
+    def _breaker_open(self) -> bool:
+        with self._lock:
+            if self._open_until is None:
+                return False
+            if self.clock.monotonic() < self._open_until:
+                self.skipped += 1
+                return True
+            self._open_until = None  # cooled down: the next run decides
+            return False
+
+    def _failed(self, reason: str) -> None:
+        with self._lock:
+            self.failures[reason] += 1
+            self._failing_in_a_row += 1
+            limit = self.spec.breaker_failures
+            if not limit or self._failing_in_a_row < limit:
+                return
+            self._failing_in_a_row = 0
+            self._open_until = self.clock.monotonic() + self.spec.breaker_cooldown_ms / 1000
+        log.error(
+            "embedding command failed %d times in a row: hash answers alone for the next %d ms",
+            limit,
+            self.spec.breaker_cooldown_ms,
+        )
 
     def _run(self, texts: list[str]) -> np.ndarray:
         single = len(texts) == 1

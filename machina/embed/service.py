@@ -24,7 +24,8 @@ or one of MACHINA_EMBED_ALLOWED_UIDS (otherwise one ``forbidden`` reply and the 
 ``{"op": "stats"}``
     -> ``{"ok": true, "requests": {op: n}, "connections": n, "provider", "dim", "floor", "backend",
     "centroids_cached", "tools_with_history", "texts_embedded", "selections", "below_floor", "successes",
-    "fallbacks", "command": {"runs", "ok", "failures": {reason: n}}}`` (``command`` only with ``cmd``).
+    "fallbacks", "command": {"runs", "ok", "failures": {reason: n}, "skipped", "breaker_open"}}`` (``command``
+    only with ``cmd``; ``skipped`` counts requests answered by hash while the breaker was open).
 
 Error statuses: ``bad_request`` (not JSON, not an object, unknown op, a missing or mistyped field, more than
 MACHINA_EMBED_MAX_TEXTS texts or menu items, a line over 8 MiB), ``forbidden`` (peer uid not allowed),

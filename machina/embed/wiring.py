@@ -24,6 +24,8 @@ def command_provider(cfg: Config) -> CommandProvider | None:
             nofile=cfg["MACHINA_EMBED_NOFILE"],
         ),
         batch_max=cfg["MACHINA_EMBED_BATCH_MAX"],
+        breaker_failures=cfg["MACHINA_EMBED_BREAKER_FAILURES"],
+        breaker_cooldown_ms=cfg["MACHINA_EMBED_BREAKER_COOLDOWN_MS"],
     )
     return CommandProvider(spec, cfg["MACHINA_GPU_DIM"])
 

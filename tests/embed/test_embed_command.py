@@ -11,6 +11,7 @@ import pytest
 from embed_support import FAKE
 from fake_embedder import vector
 
+from machina.clock import FakeClock
 from machina.embed.command import Limits
 from machina.embed.providers import FAILURE_REASONS, CommandProvider, CommandSpec
 from machina.embed.ranking import normalise_rows
@@ -18,9 +19,12 @@ from machina.embed.ranking import normalise_rows
 DIM = 16
 
 
-def provider(mode: str, *, timeout_ms: int = 10000, batch_max: int = 256, **limits: int) -> CommandProvider:
+def provider(
+    mode: str, *, timeout_ms: int = 10000, batch_max: int = 256, clock: FakeClock | None = None, **limits: int
+) -> CommandProvider:
     argv = (sys.executable, str(FAKE), mode)
-    return CommandProvider(CommandSpec(argv, timeout_ms, Limits(**limits), batch_max), DIM)
+    spec = CommandSpec(argv, timeout_ms, Limits(**limits), batch_max, breaker_failures=3, breaker_cooldown_ms=10000)
+    return CommandProvider(spec, DIM, clock or FakeClock())
 
 
 def failures(p: CommandProvider) -> dict[str, int]:
@@ -36,7 +40,13 @@ def test_good_command_gives_normalised_vectors_in_order() -> None:
     single = p.try_embed(["alpha"])  # the {"text": ...} form of the protocol
     assert single is not None
     np.testing.assert_allclose(single[0], out[0], rtol=1e-6)
-    assert p.counters() == {"runs": 2, "ok": 2, "failures": dict.fromkeys(FAILURE_REASONS, 0)}
+    assert p.counters() == {
+        "runs": 2,
+        "ok": 2,
+        "failures": dict.fromkeys(FAILURE_REASONS, 0),
+        "skipped": 0,
+        "breaker_open": False,
+    }
 
 
 def test_large_requests_are_split_into_batches() -> None:
@@ -106,3 +116,29 @@ def test_nofile_limit_is_applied() -> None:
     p = provider("good", nofile=3)
     assert p.try_embed(["x"]) is None
     assert failures(p) == {"exit": 1}
+
+
+def test_the_breaker_opens_after_failures_in_a_row_and_retries_after_the_cooldown() -> None:
+    clock = FakeClock()
+    p = provider("exit3", clock=clock)
+    for _ in range(3):
+        assert p.try_embed(["x"]) is None
+    assert p.counters()["breaker_open"] is True and p.counters()["runs"] == 3
+    started = time.monotonic()
+    assert p.try_embed(["x"]) is None  # not run at all: hash answers at once
+    assert time.monotonic() - started < 0.5
+    assert p.counters()["runs"] == 3 and p.counters()["skipped"] == 1
+    clock.advance(10.001)
+    p.spec = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Limits(), 256, 3, 10000)  # repaired
+    assert p.try_embed(["x"]) is not None
+    assert p.counters()["breaker_open"] is False and p.counters()["runs"] == 4
+
+
+def test_a_success_resets_the_count_of_failures_in_a_row() -> None:
+    p = provider("exit3")
+    good = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Limits(), 256, 3, 10000)
+    bad = p.spec
+    for spec in (bad, bad, good, bad, bad):
+        p.spec = spec
+        p.try_embed(["x"])
+    assert p.counters()["breaker_open"] is False and p.counters()["failures"]["exit"] == 4

@@ -32,6 +32,8 @@ def test_defaults() -> None:
         ("MACHINA_EMBED_HISTORY", "-5", "an integer from 0"),
         ("MACHINA_EMBED_CACHE_ENTRIES", "1e6", "an integer from 0"),
         ("MACHINA_EMBED_ALLOWED_UIDS", "1000,bob", "a comma-separated list of uids"),
+        ("MACHINA_EMBED_BREAKER_FAILURES", "1001", "an integer from 0 to 1000"),
+        ("MACHINA_EMBED_BREAKER_COOLDOWN_MS", "soon", "an integer in ms from 0"),
         ("MACHINA_EMBED_PROVIDER", "model", "one of hash, cmd"),
         ("MACHINA_GPU_DIM", "1", "an integer from 2"),
     ],
