@@ -1,4 +1,4 @@
-"""Embedding providers: ``hash`` (built in, always available) and ``cmd`` (an external command).
+"""The ``cmd`` embedding provider: an external command (``hash`` is :mod:`machina.embed.hashing`).
 
 The command protocol (MACHINA_EMBED_CMD, run without a shell and with a cleared environment):
 
@@ -32,7 +32,6 @@ import numpy as np
 
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.embed.command import Limits, Outcome, run_command
-from machina.embed.hashing import hash_embed
 from machina.embed.ranking import normalise_rows
 from machina.log import fields
 
@@ -47,16 +46,6 @@ class CommandFailed(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class HashProvider:
-    name = "hash"
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        return hash_embed(texts, self.dim)
 
 
 @dataclass(frozen=True)
