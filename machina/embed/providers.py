@@ -13,6 +13,12 @@ deadline, output that is not that JSON, a wrong dimension or count, NaN or infin
 logged, counted by reason (see :data:`FAILURE_REASONS`), and the caller falls back to ``hash`` for the
 whole request, so one answer never mixes vectors from two embedding spaces.
 
+The command runs through :func:`machina.proc.run_bounded`: no shell, an environment holding only
+:data:`COMMAND_ENV`, its own process group killed at the deadline, the configured rlimits (0 = unlimited,
+as OPERATIONS.md notes for PyTorch), stdout capped at what ``dim`` numbers per text can need.  It runs in
+machina-embed's working directory (``WorkingDirectory=`` under systemd), where relative paths in
+MACHINA_EMBED_CMD resolve.
+
 After ``breaker_failures`` failures in a row the breaker opens: for ``breaker_cooldown_ms`` the command is
 not run at all (counted as ``skipped``) and ``hash`` answers at once, instead of every request waiting out
 the timeout of a broken command.  The first request after the cooldown tries the command again.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import subprocess
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -31,14 +38,17 @@ from typing import Any
 import numpy as np
 
 from machina.clock import SYSTEM_CLOCK, Clock
-from machina.embed.command import Limits, Outcome, run_command
 from machina.embed.ranking import normalise_rows
 from machina.log import fields
+from machina.proc import BoundedResult, Rlimits, run_bounded
 
 log = logging.getLogger(__name__)
 
 FAILURE_REASONS = ("spawn", "exit", "timeout", "garbage", "dim", "count", "nan", "zero")
 OUTPUT_BYTES_PER_NUMBER = 32  # generous: "-0.012345678901234567, " is 24
+STDERR_MAX = 4096
+# The whole environment of the command: no MACHINA_* value, token or secret of the service reaches it.
+COMMAND_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class CommandFailed(Exception):
@@ -52,7 +62,7 @@ class CommandFailed(Exception):
 class CommandSpec:
     argv: tuple[str, ...]
     timeout_ms: int
-    limits: Limits
+    rlimits: Rlimits
     batch_max: int
     breaker_failures: int = 3  # 0: never open
     breaker_cooldown_ms: int = 30000
@@ -140,44 +150,38 @@ class CommandProvider:
         request: dict[str, Any] = {"text": texts[0]} if single else {"texts": texts}
         request["dim"] = self.dim
         cap = 4096 + len(texts) * (self.dim + 2) * OUTPUT_BYTES_PER_NUMBER
-        limits = Limits(
-            cpu_ms=self.spec.limits.cpu_ms,
-            as_mb=self.spec.limits.as_mb,
-            nproc=self.spec.limits.nproc,
-            nofile=self.spec.limits.nofile,
-            fsize_bytes=cap,
-        )
         with self._one_at_a_time:
             with self._lock:
                 self.runs += 1
             try:
-                outcome = run_command(
+                outcome = run_bounded(
                     self.spec.argv,
-                    json.dumps(request).encode(),
+                    env=COMMAND_ENV,
                     timeout_s=self.spec.timeout_ms / 1000,
-                    limits=limits,
+                    stdout_max=cap,
+                    stderr_max=STDERR_MAX,
+                    stdin=json.dumps(request).encode(),
+                    rlimits=self.spec.rlimits,
                 )
-            except OSError as exc:
-                raise CommandFailed("spawn", f"cannot start {self.spec.argv[0]!r}: {exc.strerror or exc}") from None
+            except (OSError, subprocess.SubprocessError) as exc:  # missing, not executable, a limit it may not set
+                detail = getattr(exc, "strerror", None) or exc
+                raise CommandFailed("spawn", f"cannot start {self.spec.argv[0]!r}: {detail}") from None
         vectors = self._parse(outcome, single, len(texts))
         with self._lock:
             self.runs_ok += 1
-        log.debug("embedding command ok", extra=fields(texts=len(texts), duration_ms=outcome.duration_ms))
+        log.debug("embedding command ok", extra=fields(texts=len(texts), duration_ms=int(outcome.duration_ms)))
         return vectors
 
-    def _parse(self, outcome: Outcome, single: bool, count: int) -> np.ndarray:
+    def _parse(self, outcome: BoundedResult, single: bool, count: int) -> np.ndarray:
         if outcome.timed_out:
             raise CommandFailed("timeout", f"no reply within {self.spec.timeout_ms} ms")
-        if outcome.returncode != 0:
-            how = (
-                f"killed by signal {-outcome.returncode}"
-                if outcome.returncode is not None and outcome.returncode < 0
-                else f"exit status {outcome.returncode}"
-            )
-            tail = outcome.stderr_tail.strip().splitlines()[-1:] or [""]
-            raise CommandFailed("exit", f"{how}" + (f" ({tail[0][:200]})" if tail[0] else ""))
-        if outcome.output_capped:
-            raise CommandFailed("garbage", "output reached the size cap")
+        if outcome.exit_code != 0:
+            code = outcome.exit_code
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            last = outcome.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            raise CommandFailed("exit", how + (f" ({last[0][:200]})" if last[0] else ""))
+        if outcome.stdout_truncated:
+            raise CommandFailed("garbage", "output longer than any valid reply")
         try:
             reply = json.loads(outcome.stdout)
         except (ValueError, UnicodeDecodeError):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from machina.config import Config
-from machina.embed.command import Limits
 from machina.embed.engine import EmbedEngine, EngineSettings
 from machina.embed.history import SuccessHistory
 from machina.embed.providers import CommandProvider, CommandSpec
 from machina.fsutil import ensure_dir
+from machina.proc import Rlimits
 from machina.root import open_root
 
 
@@ -17,8 +17,8 @@ def command_provider(cfg: Config) -> CommandProvider | None:
     spec = CommandSpec(
         argv=tuple(cfg["MACHINA_EMBED_CMD"]),
         timeout_ms=cfg["MACHINA_EMBED_TIMEOUT_MS"],
-        limits=Limits(
-            cpu_ms=cfg["MACHINA_EMBED_CPU_MS"],
+        rlimits=Rlimits(
+            cpu_sec=-(-cfg["MACHINA_EMBED_CPU_MS"] // 1000),  # RLIMIT_CPU counts whole seconds: round up, not to 0
             as_mb=cfg["MACHINA_EMBED_AS_MB"],
             nproc=cfg["MACHINA_EMBED_NPROC"],
             nofile=cfg["MACHINA_EMBED_NOFILE"],

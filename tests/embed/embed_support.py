@@ -14,12 +14,7 @@ from typing import Any
 
 from machina.embed.client import EmbedClient
 from machina.manifests.tools import builtin_toolpack, read_toolpack
-
-# The suite's helpers live in tests/conftest.py; make `tests` importable however pytest was started.
-_CHECKOUT = str(Path(__file__).resolve().parents[2])
-if _CHECKOUT not in sys.path:
-    sys.path.insert(0, _CHECKOUT)
-from tests.conftest import BIN, CHECKOUT, bin_env, run_bin  # noqa: E402, F401
+from tests.conftest import BIN, CHECKOUT, bin_env, run_bin  # noqa: F401 - re-exported to the embed tests
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_embedder.py"

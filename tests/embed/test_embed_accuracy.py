@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from embed_support import MODEL_COMMAND, builtin_menu, labelled_goals, model_python
 
-from machina.embed.command import Limits
 from machina.embed.engine import EmbedEngine, EngineSettings, parse_menu
 from machina.embed.history import SuccessHistory
 from machina.embed.providers import CommandProvider, CommandSpec
+from machina.proc import Rlimits
 
 MODEL_DIM = 384
 
@@ -62,7 +62,7 @@ def test_model_top1_accuracy(tmp_path: Path) -> None:
     if python is None:
         pytest.skip("the embedding model is not installed: run `make setup-model` (or set EMBED_MODEL_PYTHON)")
     command = CommandProvider(
-        CommandSpec((python, str(MODEL_COMMAND)), timeout_ms=180000, limits=Limits(), batch_max=256), MODEL_DIM
+        CommandSpec((python, str(MODEL_COMMAND)), timeout_ms=180000, rlimits=Rlimits(), batch_max=256), MODEL_DIM
     )
     engine = EmbedEngine(
         EngineSettings(MODEL_DIM, 0.1, 4096, 20000, 50000), SuccessHistory(str(tmp_path), 256, False), command, np

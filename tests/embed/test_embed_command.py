@@ -12,18 +12,18 @@ from embed_support import FAKE
 from fake_embedder import vector
 
 from machina.clock import FakeClock
-from machina.embed.command import Limits
 from machina.embed.providers import FAILURE_REASONS, CommandProvider, CommandSpec
 from machina.embed.ranking import normalise_rows
+from machina.proc import Rlimits
 
 DIM = 16
 
 
 def provider(
-    mode: str, *, timeout_ms: int = 10000, batch_max: int = 256, clock: FakeClock | None = None, **limits: int
+    mode: str, *, timeout_ms: int = 10000, batch_max: int = 256, clock: FakeClock | None = None, **rlimits: int
 ) -> CommandProvider:
     argv = (sys.executable, str(FAKE), mode)
-    spec = CommandSpec(argv, timeout_ms, Limits(**limits), batch_max, breaker_failures=3, breaker_cooldown_ms=10000)
+    spec = CommandSpec(argv, timeout_ms, Rlimits(**rlimits), batch_max, breaker_failures=3, breaker_cooldown_ms=10000)
     return CommandProvider(spec, DIM, clock or FakeClock())
 
 
@@ -84,7 +84,7 @@ def test_a_hanging_command_is_killed_at_the_deadline() -> None:
 
 
 def test_cpu_limit_stops_a_runaway_command_before_the_deadline() -> None:
-    p = provider("cpu", timeout_ms=30000, cpu_ms=500)
+    p = provider("cpu", timeout_ms=30000, cpu_sec=1)
     started = time.monotonic()
     assert p.try_embed(["x"]) is None
     assert time.monotonic() - started < 15  # SIGXCPU/SIGKILL after ~1 s of CPU, not the 30 s deadline
@@ -92,13 +92,13 @@ def test_cpu_limit_stops_a_runaway_command_before_the_deadline() -> None:
 
 
 def test_flooding_output_is_capped_not_buffered() -> None:
-    p = provider("flood", timeout_ms=20000)
+    p = provider("flood", timeout_ms=1500)
     assert p.try_embed(["x"]) is None
-    assert failures(p) in ({"garbage": 1}, {"exit": 1})  # stopped by RLIMIT_FSIZE either way
+    assert failures(p) == {"timeout": 1}  # output past the cap is discarded until the deadline kills it
 
 
 def test_a_missing_program_counts_as_spawn() -> None:
-    p = CommandProvider(CommandSpec(("/nonexistent/embedder",), 1000, Limits(), 8), DIM)
+    p = CommandProvider(CommandSpec(("/nonexistent/embedder",), 1000, Rlimits(), 8), DIM)
     assert p.try_embed(["x"]) is None
     assert failures(p) == {"spawn": 1}
 
@@ -129,14 +129,14 @@ def test_the_breaker_opens_after_failures_in_a_row_and_retries_after_the_cooldow
     assert time.monotonic() - started < 0.5
     assert p.counters()["runs"] == 3 and p.counters()["skipped"] == 1
     clock.advance(10.001)
-    p.spec = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Limits(), 256, 3, 10000)  # repaired
+    p.spec = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Rlimits(), 256, 3, 10000)  # repaired
     assert p.try_embed(["x"]) is not None
     assert p.counters()["breaker_open"] is False and p.counters()["runs"] == 4
 
 
 def test_a_success_resets_the_count_of_failures_in_a_row() -> None:
     p = provider("exit3")
-    good = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Limits(), 256, 3, 10000)
+    good = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Rlimits(), 256, 3, 10000)
     bad = p.spec
     for spec in (bad, bad, good, bad, bad):
         p.spec = spec
