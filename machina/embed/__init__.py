@@ -3,8 +3,7 @@
 Modules, each with one job:
 
 * :mod:`~machina.embed.hashing`   the ``hash`` provider (feature hashing; stable across processes)
-* :mod:`~machina.embed.command`   running the embedding command (no shell, cleared env, rlimits, deadline)
-* :mod:`~machina.embed.providers` the ``cmd`` provider: protocol checks, failure counters, breaker
+* :mod:`~machina.embed.providers` the ``cmd`` provider (run by machina.proc): protocol checks, counters, breaker
 * :mod:`~machina.embed.arrays`    the one numpy/cupy switch
 * :mod:`~machina.embed.ranking`   centroid matrix and deterministic top-k
 * :mod:`~machina.embed.history`   goal texts of successful runs, persisted under ``state/``
