@@ -123,22 +123,19 @@ class JsonLineServer:
         try:
             conn.settimeout(None)
             peer = peer_cred(conn)
-            reader = conn.makefile("rb")  # buffered: a line costs a few recv() calls, not one per byte
             if not self.authorize(peer):
                 log.warning("refused peer pid=%d uid=%d gid=%d", peer.pid, peer.uid, peer.gid)
-                _write(
-                    conn,
-                    {"ok": False, "status": "forbidden", "error": f"peer uid {peer.uid} is not allowed"},
-                )
+                _send(conn, {"ok": False, "status": "forbidden", "error": f"peer uid {peer.uid} is not allowed"})
                 return
+            reader = conn.makefile("rb")  # buffered: one read per chunk, not one per byte
             while not self._closing.is_set():
                 line = reader.readline(self.max_line + 1)
                 if not line:
                     return
                 if len(line) > self.max_line and not line.endswith(b"\n"):
-                    _write(conn, {"ok": False, "status": "bad_request", "error": "request line too long"})
+                    _send(conn, {"ok": False, "status": "bad_request", "error": "request line too long"})
                     return
-                _write(conn, self._dispatch(line, peer))
+                _send(conn, self._dispatch(line, peer))
         except (ConnectionError, BrokenPipeError):
             pass
         except Exception:
@@ -177,8 +174,8 @@ class JsonLineServer:
             thread.join(timeout)
 
 
-def _write(conn: socket.socket, obj: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")  # sendall: a raw write may be partial
+def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
 
 
 class JsonLineClient:
@@ -202,8 +199,7 @@ class JsonLineClient:
         except OSError:
             sock.close()
             raise
-        self._sock = sock
-        self._reader = sock.makefile("rb")  # buffered: a reply costs a few recv() calls, not one per byte
+        self._sock, self._reader = sock, sock.makefile("rb")
 
     def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         payload = json.dumps(request, separators=(",", ":")).encode() + b"\n"
@@ -213,7 +209,7 @@ class JsonLineClient:
             assert self._sock is not None
             self._sock.settimeout(timeout or self.timeout)
             try:
-                self._sock.sendall(payload)  # a raw write may be partial
+                self._sock.sendall(payload)
                 break
             except (BrokenPipeError, ConnectionResetError):
                 # The server closed an idle connection; nothing was sent, so one fresh try is safe.
