@@ -35,7 +35,7 @@ from machina.queue.base import (
 )
 from machina.queue.claims import ClaimRegistry, clear_claims, foreign_registry, list_registries
 from machina.queue.dedup import DedupTable
-from machina.queue.durable import GroupCommit, place, write_new
+from machina.queue.durable import GroupCommit, create_new, place
 from machina.queue.errors import (
     ClaimLost,
     DedupConflict,
@@ -200,11 +200,7 @@ class FileQueue(BaseQueue):
         return EnqueueResult(entry.name, rid, True)
 
     def _write_job(self, req: Request, priority: int) -> JobRef:
-        tmp = self._tmp_path()
-        try:
-            write_new(tmp, req.canonical, fsync=self.config.fsync)
-        except OSError as exc:
-            raise self._not_writable("write job", exc) from exc
+        tmp = self._write_tmp(req.canonical, "write job")
         faults.point("enqueue.tmp_written")
         try:
             for _ in range(16):
@@ -403,10 +399,9 @@ class FileQueue(BaseQueue):
             data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         except (TypeError, ValueError) as exc:
             raise QueueError(f"result of {ref.name} is not JSON: {exc}") from None
-        tmp = self._tmp_path()
+        tmp = self._write_tmp(data, "write result")
         dst = os.path.join(self.dirs["out"], ref.result_file())
         try:
-            write_new(tmp, data, fsync=self.config.fsync)
             if replace:
                 os.rename(tmp, dst)
             else:
@@ -777,6 +772,7 @@ class FileQueue(BaseQueue):
             self._registries.clear()
         if self._writer is not None:
             self._writer.close()
+        self._commit.close()
 
     def _registry_for(self, claim: Claim) -> ClaimRegistry:
         registry = self._registries.get(claim.worker_id)
@@ -808,7 +804,7 @@ class FileQueue(BaseQueue):
         if not self.config.fsync:
             return
         try:
-            self._commit.sync(self.dirs[s] for s in states)
+            self._commit.sync(dirs=[self.dirs[s] for s in states])
         except OSError as exc:
             raise self._not_writable("fsync", exc) from exc
 
@@ -824,8 +820,25 @@ class FileQueue(BaseQueue):
             return QueueNotWritable(what, exc)
         return exc
 
-    def _tmp_path(self) -> str:
-        return os.path.join(self.dirs["tmp"], f"{os.getpid()}_{secrets.token_hex(6)}.tmp")
+    def _write_tmp(self, data: bytes, what: str) -> str:
+        """A new file in tmp/ holding ``data``, durable (fsync shared with concurrent writers) under fsync."""
+        tmp = os.path.join(self.dirs["tmp"], f"{os.getpid()}_{secrets.token_hex(6)}.tmp")
+        try:
+            fd = create_new(tmp, data)
+        except OSError as exc:
+            raise self._not_writable(what, exc) from exc
+        try:
+            if self.config.fsync:
+                self._commit.sync(fds=(fd,), wal=False)
+        except BaseException as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._not_writable(what, exc) from exc
+            raise
+        os.close(fd)
+        return tmp
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
