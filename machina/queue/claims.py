@@ -142,10 +142,10 @@ class ClaimRegistry:
         return file in self.owner.claims
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)  # releases the lock
-                self._fd = -1
+        """Release the id (closing the last descriptor of the open file drops the flock)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def _now(self) -> int:
         return int(self.clock.time() * 1000)

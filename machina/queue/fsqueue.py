@@ -14,6 +14,7 @@ import random
 import secrets
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -95,7 +96,12 @@ COUNTER_NAMES = {
 
 class FileQueue(BaseQueue):
     """The queue under ``root/queue``.  Open one per process (it holds locks, a WAL segment and a watcher
-    thread) and share it among threads; ``close()`` it at exit."""
+    thread) and share it among threads; ``close()`` it at exit.
+
+    A child made by ``fork`` without ``exec`` must open its own queue: in the child, the parent's claim
+    registries and WAL segment are let go at fork time (so that the parent's death is still noticed while
+    the child lives on) and the parent's queue object is unusable there.
+    """
 
     def __init__(
         self,
@@ -141,6 +147,7 @@ class FileQueue(BaseQueue):
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._clean_tmp()
+        _OPEN_QUEUES.add(self)
 
     # --- enqueue ---------------------------------------------------------------------------------------
 
@@ -774,6 +781,15 @@ class FileQueue(BaseQueue):
             self._writer.close()
         self._commit.close()
 
+    def _let_go_after_fork(self) -> None:
+        """In a forked child: close the inherited descriptors that carry the parent's locks."""
+        for registry in self._registries.values():
+            registry.close()
+        self._registries = {}
+        if self._writer is not None:
+            self._writer.forget()
+        self._stop.set()
+
     def _registry_for(self, claim: Claim) -> ClaimRegistry:
         registry = self._registries.get(claim.worker_id)
         if registry is None:
@@ -856,6 +872,17 @@ class FileQueue(BaseQueue):
                 if stale and int(pid_text) != os.getpid():
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+
+_OPEN_QUEUES: weakref.WeakSet[FileQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_OPEN_QUEUES):
+        queue._let_go_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pid_alive(pid: int) -> bool:

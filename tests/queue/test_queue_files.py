@@ -365,3 +365,29 @@ def test_without_inotify_the_rescan_finds_the_job(
     name = _enqueue_from_another_process(machina_root).stdout.strip()
     thread.join(timeout=30)
     assert got and got[0] is not None and got[0].name == name
+
+
+def test_a_forked_child_does_not_keep_the_parents_claims_alive(make_queue: Any, machina_root: Path) -> None:
+    """A work horse forked by a worker outliving it must not hide the worker's death."""
+    parent_code = (
+        "import os, sys, time\n"
+        "from machina.queue import FileQueue\n"
+        "q = FileQueue(sys.argv[1]); q.claim('horse-owner')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    null = os.open(os.devnull, os.O_RDWR); os.dup2(null, 1); os.dup2(null, 2)\n"
+        "    time.sleep(30); os._exit(0)\n"
+        "print(pid, flush=True)\n"
+        "os._exit(0)\n"  # the worker dies; its forked child lives on
+    )
+    queue = make_queue()
+    name = queue.enqueue({"goal_id": "g"}).name
+    proc = subprocess.run(
+        [sys.executable, "-c", parent_code, str(machina_root)], capture_output=True, text=True, timeout=60, cwd=CHECKOUT
+    )
+    child = int(proc.stdout.strip())
+    try:
+        os.kill(child, 0)  # the child is still alive, holding its copies of the worker's descriptors
+        assert queue.recover() == [name]
+    finally:
+        os.kill(child, 9)
