@@ -391,3 +391,16 @@ def test_a_forked_child_does_not_keep_the_parents_claims_alive(make_queue: Any, 
         assert queue.recover() == [name]
     finally:
         os.kill(child, 9)
+
+
+def test_a_busy_workers_index_does_not_grow_with_jobs_taken_by_others(make_queue: Any) -> None:
+    busy = make_queue()
+    assert busy.claim("busy") is None  # starts its watcher, then "runs a long job"
+    producer, other = make_queue(), make_queue()
+    for _ in range(1500):
+        producer.enqueue({"goal_id": "g"})
+        other.complete(other.claim("other", timeout=10))
+    deadline = time.monotonic() + 10
+    while busy._inbox._present and time.monotonic() < deadline:
+        time.sleep(0.05)  # let the watcher read the last events
+    assert len(busy._inbox._heap) <= 1024 + 2 * len(busy._inbox._present)
