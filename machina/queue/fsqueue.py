@@ -264,13 +264,17 @@ class FileQueue(BaseQueue):
             if ref is None:
                 self._adopt(file)
                 continue
-            registry.add(file)
-            faults.point("claim.intent")
             try:
+                registry.add(file)
+                faults.point("claim.intent")
                 os.rename(os.path.join(self.dirs["inbox"], file), os.path.join(self.dirs["processing"], file))
             except FileNotFoundError:
                 registry.remove(file)  # another worker was faster
                 continue
+            except OSError as exc:
+                registry.remove(file)
+                self._inbox.push(file)
+                raise self._not_writable("claim", exc) from exc
             faults.point("claim.moved")
             self._log("CLAIM", file=file, w=registry.worker_id)
             claimed = self._open_claim(registry, ref)
@@ -434,7 +438,10 @@ class FileQueue(BaseQueue):
             registry = self._registries.get(worker_id)
             if registry is not None:
                 return registry, []
-            registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
+            try:
+                registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
+            except OSError as exc:
+                raise self._not_writable("open the claim registry", exc) from exc
             self._registries[worker_id] = registry
         recovered: list[str] = []
         for file in registry.orphans:
