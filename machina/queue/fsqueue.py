@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from typing import Any
+from typing import Any, NoReturn
 
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
@@ -223,7 +223,7 @@ class FileQueue(BaseQueue):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
-                raise self._not_writable("place job", exc) from exc
+                self._reraise("place job", exc)
             raise
 
     def _new_ref(self, priority: int, request_id: str | None) -> JobRef:
@@ -274,7 +274,7 @@ class FileQueue(BaseQueue):
             except OSError as exc:
                 registry.remove(file)
                 self._inbox.push(file)
-                raise self._not_writable("claim", exc) from exc
+                self._reraise("claim", exc)
             faults.point("claim.moved")
             self._log("CLAIM", file=file, w=registry.worker_id)
             claimed = self._open_claim(registry, ref)
@@ -423,7 +423,7 @@ class FileQueue(BaseQueue):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise self._not_writable("write result", exc) from exc
+            self._reraise("write result", exc)
         return True
 
     # --- recovery --------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ class FileQueue(BaseQueue):
             try:
                 registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
             except OSError as exc:
-                raise self._not_writable("open the claim registry", exc) from exc
+                self._reraise("open the claim registry", exc)
             self._registries[worker_id] = registry
         recovered: list[str] = []
         for file in registry.orphans:
@@ -820,7 +820,7 @@ class FileQueue(BaseQueue):
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise self._not_writable(f"move {src_state}/{src_file}", exc) from exc
+            self._reraise(f"move {src_state}/{src_file}", exc)
         return True
 
     def _sync(self, *states: str) -> None:
@@ -829,7 +829,7 @@ class FileQueue(BaseQueue):
         try:
             self._commit.sync(dirs=[self.dirs[s] for s in states])
         except OSError as exc:
-            raise self._not_writable("fsync", exc) from exc
+            self._reraise("fsync", exc)
 
     def _log(self, kind: str, ts: int | None = None, **record: Any) -> None:
         with self._counts_lock:
@@ -837,11 +837,12 @@ class FileQueue(BaseQueue):
         if self._writer is not None:
             self._writer.append({"t": kind, "ts": ts if ts is not None else self._now_ms(), **record})
 
-    def _not_writable(self, what: str, exc: OSError) -> Exception:
+    def _reraise(self, what: str, exc: OSError) -> NoReturn:
+        """Raise a full, read-only or failing disk as QueueNotWritable; anything else as it is."""
         if is_not_writable(exc):
             log.error("queue not writable: %s: %s", what, exc)
-            return QueueNotWritable(what, exc)
-        return exc
+            raise QueueNotWritable(what, exc) from exc
+        raise exc
 
     def _write_tmp(self, data: bytes, what: str) -> str:
         """A new file in tmp/ holding ``data``, durable (fsync shared with concurrent writers) under fsync."""
@@ -849,7 +850,7 @@ class FileQueue(BaseQueue):
         try:
             fd = create_new(tmp, data)
         except OSError as exc:
-            raise self._not_writable(what, exc) from exc
+            self._reraise(what, exc)
         try:
             if self.config.fsync:
                 self._commit.sync(fds=(fd,), wal=False)
@@ -858,7 +859,7 @@ class FileQueue(BaseQueue):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
-                raise self._not_writable(what, exc) from exc
+                self._reraise(what, exc)
             raise
         os.close(fd)
         return tmp
