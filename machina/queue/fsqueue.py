@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from machina.clock import SYSTEM_CLOCK, Clock
@@ -527,18 +528,28 @@ class FileQueue(BaseQueue):
         if not self._maintain_lock.acquire(blocking=False):
             return
         try:
-            self._promote_due()
             now = time.monotonic()
+            self._duty("promote due retries", self._promote_due)
             if now - self._swept_at >= RECOVERY_SWEEP_S:
-                self._sweep()
+                self._duty("recover orphaned claims", self._sweep)
             if self._index is not None and now - self._checkpoint_checked_at >= self.config.checkpoint_ms / 1000:
                 self._checkpoint_checked_at = now
-                if self._writer is not None:
-                    self._writer.check()
-                if self._index.checkpoint_due(self.config.checkpoint_ms):
-                    self.checkpoint()
+                self._duty("checkpoint the WAL", self._checkpoint_if_due)
         finally:
             self._maintain_lock.release()
+
+    def _duty(self, what: str, step: Callable[[], object]) -> None:
+        """One maintenance step; its failure (a full disk, say) is logged and must not fail a claim."""
+        try:
+            step()
+        except (OSError, QueueError) as exc:
+            log.warning("could not %s: %s (will try again)", what, exc)
+
+    def _checkpoint_if_due(self) -> None:
+        if self._writer is not None:
+            self._writer.check()
+        if self._index is not None and self._index.checkpoint_due(self.config.checkpoint_ms):
+            self.checkpoint()
 
     def start_maintenance(self) -> None:
         """Run :meth:`maintain` every MACHINA_SERVE_SCAN_MS in a background thread (for machina-enqueued,
@@ -761,7 +772,8 @@ class FileQueue(BaseQueue):
             with os.scandir(self.dirs[state]) as entries:
                 sizes[state] = sum(1 for e in entries if is_candidate(e.name))
         if self._index is not None:
-            self._index.refresh()
+            with contextlib.suppress(OSError):  # an unreadable WAL: counters as last read
+                self._index.refresh()
             with self._index.lock:
                 counts = Counter(self._index.counts)
         else:
