@@ -404,3 +404,29 @@ def test_a_busy_workers_index_does_not_grow_with_jobs_taken_by_others(make_queue
     while busy._inbox._present and time.monotonic() < deadline:
         time.sleep(0.05)  # let the watcher read the last events
     assert len(busy._inbox._heap) <= 1024 + 2 * len(busy._inbox._present)
+
+
+def test_maintenance_thread_checkpoints_and_promotes_retries(make_queue: Any, machina_root: Path) -> None:
+    """What machina-enqueued runs: no claims of its own, yet checkpoints happen and due retries move."""
+    worker = make_queue(retry_min_ms=50, retry_max_ms=50)
+    name = worker.enqueue({"goal_id": "g"}).name
+    worker.fail(worker.claim("w1"), "later")
+    daemon = make_queue(checkpoint_ms=20)
+    daemon.start_maintenance()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = daemon.job_status(name)
+        if status.state == "inbox" and (qdir(machina_root, "wal") / "checkpoint.json").exists():
+            break
+        time.sleep(0.05)
+    assert daemon.job_status(name).state == "inbox"
+    assert read_checkpoint(str(qdir(machina_root, "wal") / "checkpoint.json"))["counts"]["SCHED"] == 1
+
+
+def test_a_failing_checkpoint_does_not_fail_a_claim(make_queue: Any, machina_root: Path, caplog: Any) -> None:
+    queue = make_queue(checkpoint_ms=1)
+    queue.enqueue({"goal_id": "g"})
+    (qdir(machina_root, "wal") / "checkpoint.json").mkdir()  # write_atomic's rename onto it fails
+    time.sleep(0.01)
+    assert queue.claim("w1") is not None
+    assert "could not checkpoint the WAL" in caplog.text
