@@ -83,7 +83,7 @@ class Redactor:
 
 def _quote(value: str) -> str:
     if value == "" or _NEEDS_QUOTES.search(value):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + _one_line(value).replace('"', '\\"') + '"'
     return value
 
 
@@ -99,11 +99,11 @@ class LineFormatter(logging.Formatter):
         self.redact = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [record.getMessage()]
+        parts = [_one_line(record.getMessage())]
         parts += [f"{k}={_quote(v)}" for k, v in current_fields(record).items()]
         if record.exc_info:
             parts.append("exc=" + _quote(self.formatException(record.exc_info)))
-        body = _one_line(" ".join(parts))
+        body = " ".join(parts)
         if self.journal:
             line = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{record.name}: {body}"
         else:
