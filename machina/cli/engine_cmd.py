@@ -101,7 +101,7 @@ def _print_summary(result: Any) -> None:
     click.echo(f"  state    {result.state_digest}")
     click.echo(f"  log      {result.log_path}")
     for aid, figures in sorted(result.tool_stats.items()):
-        click.echo(f"  tool     {aid} ok={figures.ok} fail={figures.fail} {figures.duration_ms:.1f} ms")
+        click.echo(f"  tool     {aid} ok={figures.ok} fail={figures.fail} {figures.duration_ms_total:.1f} ms")
 
 
 @click.command()
@@ -140,14 +140,7 @@ def replay(
         report = verify_log(log_path, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
         problems, detail = report.problems, f"{len(report.events)} events, {report.status}"
     else:
-        from machina.audit.replay import strict_replay
-
-        request = _read_request(request_path)
-        cfg, engine = _engine(root, socket_path)
-        outcome = strict_replay(request, log_path, engine, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
-        problems = outcome.problems
-        tools = sum(1 for e in outcome.log.events if e["event"] == "tool")
-        detail = f"replayed {tools} tool call(s) to the same states, {outcome.log.status}"
+        problems, detail = _strict(request_path, log_path, allow_unkeyed, socket_path, root)
     if as_json:
         echo_json({"log": log_path, "ok": not problems, "problems": problems, "strict": request_path is not None})
     elif problems:
@@ -156,6 +149,24 @@ def replay(
     else:
         click.echo(f"{log_path}: ok ({detail})")
     return ExitCode.FAILURE if problems else ExitCode.OK
+
+
+def _strict(
+    request_path: str, log_path: str, allow_unkeyed: bool, socket_path: str | None, root: str | None
+) -> tuple[list[str], str]:
+    """Strict replay; a log that does not verify is reported without reaching for the toolhost."""
+    from machina.audit.replay import strict_replay
+    from machina.audit.verify import verify_log
+
+    request = _read_request(request_path)
+    cfg = bootstrap("machina", overrides_from(root))
+    checked = verify_log(log_path, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
+    if not checked.ok:
+        return checked.problems, ""
+    cfg, engine = _engine(root, socket_path)
+    outcome = strict_replay(request, log_path, engine, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
+    tools = sum(1 for e in outcome.log.events if e["event"] == "tool")
+    return outcome.problems, f"replayed {tools} tool call(s) to the same states, {outcome.log.status}"
 
 
 @click.group()

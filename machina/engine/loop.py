@@ -42,6 +42,7 @@ from machina.engine.state import DIFF_VALUE_MAX, RunState
 from machina.exitcodes import MachinaError
 from machina.log import fields, log_context, redact
 from machina.manifests.goals import GoalSpec
+from machina.metrics.figures import ToolFigures
 from machina.toolapi import (
     APPROVAL_REQUIRED,
     DENIED,
@@ -209,7 +210,7 @@ class _Run:
         self.step = 0
         self.invalid = 0
         self.repeats: Counter[tuple[str, str, str]] = Counter()
-        self.figures: dict[str, rs.ToolTotals] = {}
+        self.figures: dict[str, ToolFigures] = {}
         self.calls: list[tuple[str, bool, float]] = []
 
     def execute(self) -> RunResult:
@@ -360,7 +361,7 @@ class _Run:
         before: RunState,
         diff: list[dict[str, Any]],
     ) -> None:
-        self.figures.setdefault(entry.aid, rs.ToolTotals()).add(reply.ok, reply.duration_ms)
+        self.figures.setdefault(entry.aid, ToolFigures()).observe(reply.ok, reply.duration_ms)
         self.calls.append((entry.aid, reply.ok, reply.duration_ms))
         record: dict[str, Any] = {
             "step": ctx.step,
@@ -393,9 +394,6 @@ class _Run:
     def _finish(self, end: _End, goal_id: str | None) -> RunResult:
         if self.log.seq == 0:
             self._start(None, None)
-        tool_stats = {
-            aid: {"ok": f.ok, "fail": f.fail, "duration_ms": f.duration_ms} for aid, f in sorted(self.figures.items())
-        }
         self.log.emit(
             "done",
             status=end.status,
@@ -404,7 +402,7 @@ class _Run:
             steps=self.step,
             invalid_picks=self.invalid,
             state_digest=self.state.digest,
-            tool_stats=tool_stats,
+            tool_stats=rs.tool_totals(self.figures),
         )
         return RunResult(
             run_id=self.log.run_id,

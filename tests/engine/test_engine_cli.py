@@ -87,7 +87,9 @@ def test_run_json_output(toolhost: str, env: dict) -> None:
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.stdout)
     assert (result["run_id"], result["status"], result["request_id"]) == ("fixed-id", "done", "example-noop")
-    assert result["tool_stats"] == {"AID.NOOP.v1": {"ok": 1, "fail": 0, "duration_ms": pytest.approx(0, abs=1000)}}
+    assert result["tool_stats"] == {
+        "AID.NOOP.v1": {"ok": 1, "fail": 0, "duration_ms_total": pytest.approx(0, abs=1000)}
+    }
     assert result["log_path"].endswith("logs/run_fixed-id.jsonl")
 
 
@@ -210,3 +212,11 @@ def test_example_policy_through_machina_run(root: Path, toolhost: str, env: dict
     log = json.loads(ran.stdout)["log_path"]
     sources = {json.loads(line).get("source") for line in Path(log).read_text().splitlines()} - {None}
     assert sources == {"POLICY"}
+
+
+def test_strict_replay_of_a_bad_log_needs_no_toolhost(make_engine, env: dict, tmp_path: Path) -> None:
+    request = {"goal_id": "goal.NOOP.v1"}
+    log = Path(make_engine().run(request).log_path)
+    log.write_text(log.read_text().replace('"status":"ok"', '"status":"OK"'))
+    ran = run_bin("machina", "replay", "--strict", request_file(tmp_path, request), str(log), env=env)
+    assert ran.returncode == 1 and "chain hash mismatch" in ran.stdout
