@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_support import ERROR_SCAN
+from engine_support import ERROR_SCAN, TAMPERS
 
 from machina.audit.canonical import canonical
 from machina.audit.chain import GENESIS, Chain
@@ -67,63 +67,6 @@ def test_keyed_log_verifies_only_with_its_key(keyed_log: Path) -> None:
 def test_an_unkeyed_log_is_refused_when_a_key_is_set_unless_allowed(log: Path) -> None:
     assert "not keyed" in verify_log(str(log), KEY).problems[0]
     assert verify_log(str(log), KEY, allow_unkeyed=True).ok
-
-
-def _tamper_field(path: Path) -> None:
-    raw = lines(path)
-    record = json.loads(raw[3])  # the scan's tool event
-    record["diff"][0]["value"]["matches"] = 0
-    raw[3] = canonical(record) + b"\n"
-    path.write_bytes(b"".join(raw))
-
-
-def _delete_line(path: Path) -> None:
-    raw = lines(path)
-    del raw[4]
-    path.write_bytes(b"".join(raw))
-
-
-def _reorder(path: Path) -> None:
-    raw = lines(path)
-    raw[2], raw[4] = raw[4], raw[2]
-    path.write_bytes(b"".join(raw))
-
-
-def _reorder_and_renumber(path: Path) -> None:
-    raw = [json.loads(line) for line in lines(path)]
-    raw[2], raw[4] = raw[4], raw[2]
-    raw[2]["seq"], raw[4]["seq"] = 2, 4
-    path.write_bytes(b"".join(canonical(r) + b"\n" for r in raw))
-
-
-def _respell(path: Path) -> None:
-    raw = lines(path)
-    raw[1] = json.dumps(json.loads(raw[1]), sort_keys=True).encode() + b"\n"  # same content, spaces added
-    path.write_bytes(b"".join(raw))
-
-
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:-20])
-
-
-def _drop_tail(path: Path) -> None:
-    path.write_bytes(b"".join(lines(path)[:-1]))
-
-
-def _garbage(path: Path) -> None:
-    path.write_bytes(path.read_bytes() + b"not json\n")
-
-
-TAMPERS = {
-    "changed field": (_tamper_field, "chain hash mismatch"),
-    "deleted line": (_delete_line, "seq 5, expected 4"),
-    "reordered lines": (_reorder, "seq 4, expected 2"),
-    "reordered and renumbered": (_reorder_and_renumber, "chain hash mismatch"),
-    "respelled line": (_respell, "not in canonical form"),
-    "torn last line": (_truncate, "torn last line"),
-    "dropped done": (_drop_tail, "incomplete: no done event"),
-    "appended garbage": (_garbage, "not JSON"),
-}
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERS))
