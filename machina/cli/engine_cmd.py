@@ -126,8 +126,9 @@ def replay(
 ) -> int:
     """Verify a run log's hash chain and structure; with --strict, replay it.
 
-    Strict replay runs the tools again through the running machina-toolhost: tools with side
-    effects repeat them. Exit status: 0 verified (and replayed identically); 1 problems found
+    Strict replay re-runs the engine with the logged decisions. Deterministic read-only tools run
+    again through the running machina-toolhost; tools with side effects (or not deterministic) are
+    answered from the log, never run twice. Exit status: 0 verified (and replayed identically); 1 problems found
     (tampered or damaged log, wrong key, or the replay differs); 65 bad REQUEST; 66 no such file;
     69 the toolhost is not running.
     """
@@ -165,8 +166,8 @@ def _strict(
         return checked.problems, ""
     cfg, engine = _engine(root, socket_path)
     outcome = strict_replay(request, log_path, engine, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
-    tools = sum(1 for e in outcome.log.events if e["event"] == "tool")
-    return outcome.problems, f"replayed {tools} tool call(s) to the same states, {outcome.log.status}"
+    detail = f"same states and end ({outcome.log.status}); re-ran {outcome.rerun} read-only tool call(s)"
+    return outcome.problems, detail + f", reused {outcome.reused} logged"
 
 
 @click.group()

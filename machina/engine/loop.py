@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from machina import __version__
-from machina.audit.canonical import canonical, digest
+from machina.audit.canonical import digest
 from machina.audit.chain import Chain
 from machina.audit.runlog import LOG_FORMAT, RunLogWriter, log_path
 from machina.clock import SYSTEM_CLOCK, Clock
@@ -38,7 +38,7 @@ from machina.engine.selectors.breaker import CircuitBreaker
 from machina.engine.selectors.chooser import Chooser, Decision, ModeChooser
 from machina.engine.selectors.driver import DriverSettings, PolicyDriver
 from machina.engine.selectors.registry import build_selector
-from machina.engine.state import DIFF_VALUE_MAX, RunState
+from machina.engine.state import RunState
 from machina.exitcodes import MachinaError
 from machina.log import fields, log_context, redact
 from machina.manifests.goals import GoalSpec
@@ -148,8 +148,11 @@ class Engine:
         run_id: str | None = None,
         chooser: Chooser | None = None,
         logs_dir: str | None = None,
+        tools: ToolClient | None = None,
     ) -> RunResult:
         """Run one request to its end; the run log is complete when this returns.
+
+        ``chooser``, ``logs_dir`` and ``tools`` replace the engine's own for this run (strict replay).
 
         Never raises for the request's own faults (they end the run ``failed``); raises OSError when the
         run log cannot be written (the run cannot be audited, so it does not start).
@@ -166,7 +169,7 @@ class Engine:
             clock=self.clock,
         )
         with writer, log_context(request_id=request_id):
-            run = _Run(self, request, writer, chooser or self.chooser)
+            run = _Run(self, request, writer, chooser or self.chooser, tools or self.tools)
             result = run.execute()
         logger.info(
             "run %s %s",
@@ -200,8 +203,11 @@ class _End:
 class _Run:
     """The state of one run while it executes."""
 
-    def __init__(self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser) -> None:
+    def __init__(
+        self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser, tools: ToolClient
+    ) -> None:
         self.engine = engine
+        self.tools = tools
         self.raw = request
         self.log = writer
         self.chooser = chooser
@@ -333,7 +339,7 @@ class _Run:
         diff: list[dict[str, Any]] = []
         with before.begin() as tx, log_context(aid=entry.aid):
             try:
-                reply = self.engine.tools.call(
+                reply = self.tools.call(
                     entry.aid,
                     inputs,
                     request_id=self.log.request_id,
@@ -372,7 +378,8 @@ class _Run:
             "duration_ms": round(reply.duration_ms, 3),
             "state_before": before.digest,
             "state_after": self.state.digest,
-            **_inputs_fields(inputs),
+            "inputs": inputs,
+            "inputs_digest": digest(inputs),
         }
         if reply.ok:
             record["diff"] = diff
@@ -426,13 +433,6 @@ def _request_digest(raw: Any) -> str | None:
         return digest(raw)
     except (TypeError, ValueError):
         return None
-
-
-def _inputs_fields(inputs: dict[str, Any]) -> dict[str, Any]:
-    encoded = canonical(inputs)
-    if len(encoded) <= DIFF_VALUE_MAX:
-        return {"inputs": inputs, "inputs_digest": digest(inputs)}
-    return {"inputs_digest": digest(inputs), "inputs_bytes": len(encoded)}
 
 
 __all__ = ["Engine", "Menu", "RunResult", "new_run_id"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from machina import config
 from machina.audit.canonical import canonical
+from machina.audit.chain import GENESIS, Chain
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.manifests.tools import builtin_toolpack, load_tools
 from machina.toolapi import INVALID_INPUT, OK, TOOL_ERROR, UNKNOWN_TOOL, ToolReply
@@ -190,3 +191,15 @@ TAMPERS = {
     "dropped done": (_drop_tail, "incomplete: no done event"),
     "appended garbage": (_garbage, "not JSON"),
 }
+
+
+def rewrite_chain(path: Path, records: list[dict], key: str | None = None) -> None:
+    """Re-seal records with a fresh chain: what someone who can rewrite the file could do."""
+    chain, prev, out = Chain(key), GENESIS, []
+    for seq, record in enumerate(records):
+        body = {k: v for k, v in record.items() if k not in ("chain_hash", "chain_prev")}
+        body["seq"] = seq
+        sealed = chain.seal(prev, body)
+        prev = sealed["chain_hash"]
+        out.append(canonical(sealed) + b"\n")
+    path.write_bytes(b"".join(out))

@@ -69,7 +69,7 @@ def test_run_error_scan_then_replay_and_audit(root: Path, toolhost: str, env: di
     assert (verified.returncode, verified.stdout.strip()) == (0, f"{log}: ok (7 events, done)")
     strict = run_bin("machina", "replay", "--strict", request, str(log), env=env)
     assert strict.returncode == 0, strict.stdout + strict.stderr
-    assert "replayed 2 tool call(s) to the same states" in strict.stdout
+    assert "same states and end (done); re-ran 1 read-only tool call(s), reused 1 logged" in strict.stdout
     audit = run_bin("machina", "audit", "verify", env=env)
     assert (audit.returncode, audit.stdout.strip()) == (0, "1 log(s) verified, 0 with problems")
 

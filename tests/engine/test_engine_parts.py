@@ -22,7 +22,7 @@ from machina.engine.selectors.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBre
 from machina.engine.selectors.grammar import ReplyError, ReservedKeyError, parse_reply
 from machina.engine.selectors.heuristic import HeuristicSelector
 from machina.engine.selectors.registry import CentroidAdapter, build_selector
-from machina.engine.state import DIFF_VALUE_MAX, RunState
+from machina.engine.state import RunState
 from machina.exitcodes import ExitCode, MachinaError
 from machina.root import Root
 
@@ -126,11 +126,6 @@ def test_values_the_log_cannot_hold_are_refused_at_once() -> None:
         tx.set(("outputs", "x"), {"v": math.nan})
     with pytest.raises(TypeError):
         tx.set(("outputs", "x"), {"v": object()})
-
-
-def test_a_large_value_is_logged_by_digest() -> None:
-    _, diff = _with(RunState.initial({}), ("outputs", "x"), "y" * (DIFF_VALUE_MAX + 1))
-    assert "value" not in diff[0] and diff[0]["value_bytes"] == DIFF_VALUE_MAX + 3
 
 
 def test_the_caller_cannot_change_a_committed_state_through_its_values() -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_support import ERROR_SCAN, TAMPERS
+from engine_support import ERROR_SCAN, TAMPERS, rewrite_chain
 
 from machina.audit.canonical import canonical
 from machina.audit.chain import GENESIS, Chain
@@ -29,18 +29,6 @@ def keyed_log(make_engine) -> Path:
 
 def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
-
-
-def rewrite(path: Path, records: list[dict], key: str | None = None) -> None:
-    """Re-seal records with a fresh chain: what someone who can rewrite the file could do."""
-    chain, prev, out = Chain(key), GENESIS, []
-    for seq, record in enumerate(records):
-        body = {k: v for k, v in record.items() if k not in ("chain_hash", "chain_prev")}
-        body["seq"] = seq
-        sealed = chain.seal(prev, body)
-        prev = sealed["chain_hash"]
-        out.append(canonical(sealed) + b"\n")
-    path.write_bytes(b"".join(out))
 
 
 def test_lines_are_canonical_and_chained(log: Path) -> None:
@@ -86,17 +74,17 @@ def test_rewriting_the_whole_chain_is_caught_only_by_the_key(make_engine) -> Non
     unkeyed = Path(make_engine().run(ERROR_SCAN).log_path)
     records = [json.loads(line) for line in lines(unkeyed)]
     records[3]["diff"][0]["value"]["matches"] = 0
-    rewrite(unkeyed, records)
+    rewrite_chain(unkeyed, records)
     assert verify_log(str(unkeyed)).ok  # plain SHA-256 cannot stop a full rewrite: that is what the key is for
 
     keyed = Path(make_engine(MACHINA_AUDIT_KEY=KEY).run(ERROR_SCAN).log_path)
     records = [json.loads(line) for line in lines(keyed)]
     records[3]["diff"][0]["value"]["matches"] = 0
-    rewrite(keyed, records, key="attacker-guess")  # keeps the logged key_id, but cannot make the hashes
+    rewrite_chain(keyed, records, key="attacker-guess")  # keeps the logged key_id, but cannot make the hashes
     assert any("chain hash mismatch" in p for p in verify_log(str(keyed), KEY).problems)
     for record in records:
         record.update(chain_alg="sha256", key_id=None)
-    rewrite(keyed, records)  # downgraded to plain SHA-256: refused while the key is configured
+    rewrite_chain(keyed, records)  # downgraded to plain SHA-256: refused while the key is configured
     assert "not keyed" in verify_log(str(keyed), KEY).problems[0]
 
 
@@ -105,7 +93,7 @@ def test_structure_checks_catch_a_forged_but_chained_log(make_engine) -> None:
     records = [json.loads(line) for line in lines(path)]
     records[3]["request_id"] = "someone-else"
     records[5]["state_before"] = "0" * 64
-    rewrite(path, records)
+    rewrite_chain(path, records)
     problems = verify_log(str(path)).problems
     assert any("run_id/request_id differ" in p for p in problems)
     assert any("state_before does not follow" in p for p in problems)
