@@ -71,7 +71,8 @@ def run(request_path: str, as_json: bool, run_id: str | None, socket_path: str |
 
     Exit status: 0 the goal is done; 1 it is not (failed, noop, asked, breaker); 65 the request is
     invalid (bad JSON, unknown goal, inputs that break the goal's schema); 66 no such file;
-    69 the toolhost is not running or stopped answering; 78 bad configuration.
+    69 the toolhost is not running or stopped answering; 73 the run log cannot be written;
+    78 bad configuration.
     """
     request = _read_request(request_path)
     _cfg, engine = _engine(root, socket_path)
@@ -79,6 +80,11 @@ def run(request_path: str, as_json: bool, run_id: str | None, socket_path: str |
         result = engine.run(request, run_id=run_id)
     except ValueError as exc:  # a run id that is not a safe file name
         raise MachinaError(str(exc), ExitCode.USAGE) from None
+    except OSError as exc:  # the run log cannot be created: the run is not started unaudited
+        raise MachinaError(
+            f"cannot write the run log: {exc} (does the root have logs/? `machina init` adds it)",
+            ExitCode.CANTCREAT,
+        ) from None
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -220,3 +220,9 @@ def test_strict_replay_of_a_bad_log_needs_no_toolhost(make_engine, env: dict, tm
     log.write_text(log.read_text().replace('"status":"ok"', '"status":"OK"'))
     ran = run_bin("machina", "replay", "--strict", request_file(tmp_path, request), str(log), env=env)
     assert ran.returncode == 1 and "chain hash mismatch" in ran.stdout
+
+
+def test_run_without_a_logs_directory_exits_73(root: Path, toolhost: str, env: dict) -> None:
+    (root / "logs").rmdir()
+    ran = run_bin("machina", "run", str(EXAMPLES / "requests" / "noop.json"), env=env)
+    assert ran.returncode == 73 and "cannot write the run log" in ran.stderr
