@@ -211,7 +211,6 @@ class _Run:
         self.raw = request
         self.log = writer
         self.chooser = chooser
-        self.goal: GoalSpec | None = None
         self.state = RunState.initial({})
         self.step = 0
         self.invalid = 0
@@ -230,7 +229,6 @@ class _Run:
         errors = self.engine.catalog.goal_input_errors(goal, request.inputs)
         if errors:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
-        self.goal = goal
         self.state = RunState.initial(request.inputs)
         return self._finish(self._loop(request, goal), request.goal_id)
 
@@ -284,7 +282,8 @@ class _Run:
             return self._breaker(reason, "") if status == rs.BREAKER else _End(status, reason)
         selection = decision.selection
         if selection is None:
-            return self._invalid(ctx, "the policy gave no usable answer", None)
+            failure = (decision.policy or {}).get("error", "no answer")
+            return self._invalid(ctx, f"the policy gave no usable answer ({failure})", None)
         if selection.kind == NOOP:
             return _End(rs.NOOP, "selector_noop")
         if selection.kind == ASK_SUP:
