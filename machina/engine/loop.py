@@ -50,6 +50,7 @@ from machina.toolapi import (
     INTERNAL_ERROR,
     INVALID_INPUT,
     LEASE_REQUIRED,
+    SANDBOX_ERROR,
     UNKNOWN_TOOL,
     ToolClient,
     ToolReply,
@@ -75,6 +76,8 @@ _ENDING_STATUSES: dict[str, str] = {
     FORBIDDEN: rs.FAILED,
 }
 _INVALID_STATUSES = (INVALID_INPUT, UNKNOWN_TOOL)  # the pick was wrong: counts as an invalid pick
+# The toolhost cannot run tools at all (unreachable, sandbox not available): end at once, retryable later.
+_INFRASTRUCTURE_STATUSES = (UNAVAILABLE, SANDBOX_ERROR)
 
 
 def new_run_id(clock: Clock = SYSTEM_CLOCK) -> str:
@@ -389,8 +392,9 @@ class _Run:
     def _after_tool(self, ctx: StepContext, entry: MenuEntry, reply: ToolReply) -> _End | None:
         if reply.ok:
             return _End(rs.ASKED, "tool_ask_sup") if entry.aid == ASK_SUP_TOOL else None
-        if reply.status == UNAVAILABLE:
-            return _End(rs.FAILED, "toolhost_unavailable", reply.error, retryable=True)
+        if reply.status in _INFRASTRUCTURE_STATUSES:
+            reason = "toolhost_unavailable" if reply.status == UNAVAILABLE else f"tool_{reply.status}"
+            return _End(rs.FAILED, reason, f"{entry.aid}: {reply.error}", retryable=True)
         if reply.status in _ENDING_STATUSES:
             return _End(_ENDING_STATUSES[reply.status], f"tool_{reply.status}", f"{entry.aid}: {reply.error}")
         if reply.status in _INVALID_STATUSES:

@@ -9,7 +9,7 @@ import pytest
 from engine_support import ERROR_SCAN, events, operator_goalpack
 
 from machina.audit.verify import verify_log
-from machina.toolapi import APPROVAL_REQUIRED, DENIED, TIMEOUT, TOOL_ERROR
+from machina.toolapi import APPROVAL_REQUIRED, DENIED, SANDBOX_ERROR, TIMEOUT, TOOL_ERROR
 
 
 def test_error_scan_runs_the_scan_then_the_report_with_its_findings(make_engine, root: Path) -> None:
@@ -148,6 +148,12 @@ def test_toolhost_down_fails_the_run_as_retryable(make_engine, double) -> None:
     tool = events(result.log_path, "tool")[0]
     assert (tool["ok"], tool["status"]) == (False, "unavailable")
     assert verify_log(result.log_path).ok
+
+
+def test_a_sandbox_error_ends_the_run_as_retryable(make_engine, double) -> None:
+    double.fail["AID.ERROR_SCAN.v1"] = (SANDBOX_ERROR, "bubblewrap is required and missing")
+    result = make_engine().run(ERROR_SCAN)
+    assert (result.status, result.reason, result.retryable, result.steps) == ("failed", "tool_sandbox_error", True, 1)
 
 
 def test_ask_supervisor_tool_ends_the_run_asked(make_engine, root: Path) -> None:
