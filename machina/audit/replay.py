@@ -30,10 +30,10 @@ from machina.engine.loop import new_run_id
 from machina.engine.selectors.replay import ReplayChooser
 from machina.manifests.goals import format_pointer
 from machina.manifests.tools import ToolSpec
-from machina.toolapi import ToolClient, ToolReply
+from machina.toolapi import ToolReply
 
 if TYPE_CHECKING:
-    from machina.engine.loop import Engine
+    from machina.engine.loop import Engine, JobToolClient
     from machina.engine.result import RunResult
 
 DIVERGED = "replay_diverged"
@@ -47,7 +47,7 @@ def reexecuted(tool: ToolSpec | None) -> bool:
 class ReplayTools:
     """A ToolClient for strict replay: re-runs read-only deterministic tools, answers the rest from the log."""
 
-    def __init__(self, live: ToolClient, tools: Mapping[str, ToolSpec], logged: list[dict[str, Any]]) -> None:
+    def __init__(self, live: JobToolClient, tools: Mapping[str, ToolSpec], logged: list[dict[str, Any]]) -> None:
         self.live = live
         self.tools = tools
         self.logged = logged
@@ -65,6 +65,7 @@ class ReplayTools:
         run_id: str | None = None,
         lease_token: str | None = None,
         idempotency_key: str | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> ToolReply:
         if self._next >= len(self.logged):
             return self._diverged(f"the replay calls {aid}, the log has no further tool call")

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from machina import __version__
 from machina.audit.canonical import digest
@@ -52,7 +52,6 @@ from machina.toolapi import (
     LEASE_REQUIRED,
     SANDBOX_ERROR,
     UNKNOWN_TOOL,
-    ToolClient,
     ToolReply,
 )
 
@@ -63,6 +62,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SuccessHook = Callable[[str, str], None]  # (aid, goal text): e.g. EmbedClient.record_success
+
+
+class JobToolClient(Protocol):
+    """:class:`machina.toolapi.ToolClient` that also takes the calling job's ``_capabilities``: the toolhost
+    narrows the capabilities of jobs a job enqueues (AID.QUEUE.ENQUEUE.v1) to them.  ToolhostClient is one."""
+
+    def call(
+        self,
+        aid: str,
+        inputs: dict[str, Any],
+        *,
+        request_id: str | None = None,
+        run_id: str | None = None,
+        lease_token: str | None = None,
+        idempotency_key: str | None = None,
+        capabilities: dict[str, Any] | None = None,
+    ) -> ToolReply: ...
+
+
 ERROR_LOG_MAX = 2000
 UNAVAILABLE = "unavailable"  # the tool event status when the toolhost could not be reached
 
@@ -90,7 +108,7 @@ class Engine:
     def __init__(
         self,
         *,
-        tools: ToolClient,
+        tools: JobToolClient,
         catalog: Catalog,
         logs_dir: str,
         selector: Selector,
@@ -118,7 +136,7 @@ class Engine:
         cls,
         cfg: Config,
         root: Root,
-        tools: ToolClient,
+        tools: JobToolClient,
         *,
         clock: Clock = SYSTEM_CLOCK,
         catalog: Catalog | None = None,
@@ -151,7 +169,7 @@ class Engine:
         run_id: str | None = None,
         chooser: Chooser | None = None,
         logs_dir: str | None = None,
-        tools: ToolClient | None = None,
+        tools: JobToolClient | None = None,
     ) -> RunResult:
         """Run one request to its end; the run log is complete when this returns.
 
@@ -207,7 +225,7 @@ class _Run:
     """The state of one run while it executes."""
 
     def __init__(
-        self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser, tools: ToolClient
+        self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser, tools: JobToolClient
     ) -> None:
         self.engine = engine
         self.tools = tools
@@ -220,6 +238,7 @@ class _Run:
         self.repeats: Counter[tuple[str, str, str]] = Counter()
         self.figures: dict[str, ToolFigures] = {}
         self.calls: list[tuple[str, bool, float]] = []
+        self.capabilities: dict[str, Any] | None = None  # the job's _capabilities, passed on to the toolhost
 
     def execute(self) -> RunResult:
         try:
@@ -233,6 +252,7 @@ class _Run:
         if errors:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
         self.state = RunState.initial(request.inputs)
+        self.capabilities = request.raw.get("_capabilities")
         return self._finish(self._loop(request, goal), request.goal_id)
 
     def _raw_goal_id(self) -> str | None:
@@ -347,6 +367,7 @@ class _Run:
                     request_id=self.log.request_id,
                     run_id=run_id,
                     idempotency_key=f"{run_id}/{ctx.step}",
+                    capabilities=self.capabilities,
                 )
             except (MachinaError, OSError, ValueError) as exc:
                 took = (time.monotonic() - started) * 1000

@@ -44,6 +44,7 @@ class ToolhostDouble:
         run_id: str | None = None,
         lease_token: str | None = None,
         idempotency_key: str | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> ToolReply:
         if self.down:
             raise ServiceUnavailable(f"{self.root}/run/toolhost.sock: service not running (No such file or directory)")
@@ -57,6 +58,8 @@ class ToolhostDouble:
         if aid in self.fail:
             status, error = self.fail[aid]
             return ToolReply(False, status, error=error)
+        if aid == "AID.QUEUE.ENQUEUE.v1":  # like the toolhost, report the capabilities the new job gets
+            return ToolReply(True, OK, output={"queued": "p5000_rq_x.json", "capabilities": capabilities})
         try:
             output = getattr(self, "_" + aid.split(".", 1)[1].rsplit(".", 1)[0].replace(".", "_").lower())(inputs)
         except OSError as exc:

@@ -237,3 +237,20 @@ def test_tool_calls_feed_the_metrics_figures(make_engine, double) -> None:
         2,
         1,
     )
+
+
+def test_the_jobs_capabilities_reach_the_toolhost(make_engine, root: Path) -> None:
+    goal = {
+        "goal_id": "goal.FOLLOW_UP.v1",
+        "name": "follow_up",
+        "candidate_tags": ["tag.enqueue"],
+        "inputs_schema": {"type": "object", "properties": {"request": {"type": "object"}}},
+        "complete_when": {"all_ok": ["AID.QUEUE.ENQUEUE.v1"]},
+    }
+    operator_goalpack(root, goal)
+    caps = {"allowed_tools": ["AID.QUEUE.*"], "blocked_tools": ["AID.SHELL.*"]}
+    request = {"goal_id": "goal.FOLLOW_UP.v1", "inputs": {"request": {"goal_id": "goal.NOOP.v1"}}}
+    limited = make_engine().run({**request, "_capabilities": caps})
+    assert limited.outputs["AID.QUEUE.ENQUEUE.v1"]["capabilities"] == caps
+    unlimited = make_engine().run(request)
+    assert unlimited.outputs["AID.QUEUE.ENQUEUE.v1"]["capabilities"] is None
