@@ -144,11 +144,14 @@ class Engine:
         on_success: SuccessHook | None = None,
     ) -> Engine:
         settings = DriverSettings.from_config(cfg, root.path)
+        selector = selector or build_selector(cfg, root)
+        if on_success is None:  # a selector that learns from successes (GPU_CENTROID) hears of them
+            on_success = getattr(selector, "record_success", None)
         return cls(
             tools=tools,
             catalog=catalog or Catalog.load(root),
             logs_dir=root.logs,
-            selector=selector or build_selector(cfg, root),
+            selector=selector,
             driver=PolicyDriver(settings) if settings else None,
             breaker=CircuitBreaker(
                 cfg["MACHINA_POLICY_BREAKER_FAILURES"], cfg["MACHINA_POLICY_BREAKER_COOLDOWN_MS"], clock

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import json
 import math
 
@@ -23,7 +22,6 @@ from machina.engine.selectors.grammar import ReplyError, ReservedKeyError, parse
 from machina.engine.selectors.heuristic import HeuristicSelector
 from machina.engine.selectors.registry import CentroidAdapter, build_selector
 from machina.engine.state import RunState
-from machina.exitcodes import ExitCode, MachinaError
 from machina.root import Root
 
 CATALOG = Catalog.load()
@@ -290,36 +288,23 @@ class _Similarity:
 
     def choose(self, goal_text: str, menu: list[dict]) -> tuple[str | None, dict[str, float]]:
         self.offered.append([m["aid"] for m in menu])
-        return self.answer, {m["aid"]: 0.5 for m in menu}
+        return self.answer, {m["sid"]: 0.5 for m in menu}
 
 
 @pytest.mark.parametrize(
-    ("answer", "expected"),
+    ("answer", "by"),
     [
-        ("AID.ERROR_SCAN.v1", "SID0001"),
-        (None, "SID0001"),  # below the similarity floor: the heuristic decides
-        ("AID.REPORT_SUMMARY.v1", "SID0001"),  # not offered (not ready): ignored
-        ("AID.SHELL.EXEC.v1", "SID0001"),  # not on the menu at all: ignored
+        ("SID0001", "GPU_CENTROID"),
+        (None, "HEURISTIC"),  # below the similarity floor: the heuristic decides
+        ("SID0002", "HEURISTIC"),  # the report: not offered (not ready), so ignored
+        ("SID0042", "HEURISTIC"),  # not on the menu at all: ignored
     ],
 )
-def test_centroid_adapter_offers_only_ready_tools_and_falls_back(answer, expected) -> None:
+def test_centroid_adapter_offers_only_ready_tools_and_falls_back(answer, by) -> None:
     similarity = _Similarity(answer)
-    assert CentroidAdapter(similarity).select(_ctx()) == Selection(PICK, expected)
+    selection = CentroidAdapter(similarity).select(_ctx())
+    assert (selection, selection.by) == (Selection(PICK, "SID0001"), by)
     assert similarity.offered == [["AID.ERROR_SCAN.v1"]]
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("machina.embed") is not None
-    and importlib.util.find_spec("machina.embed.selector") is not None,
-    reason="machina.embed.selector is present: GPU_CENTROID is built from it (covered by the embed tests)",
-)
-def test_gpu_centroid_without_the_embed_part_is_a_clear_configuration_error(tmp_path) -> None:
-    from machina import config
-
-    cfg = config.load(environ={"MACHINA_SELECTOR": "GPU_CENTROID", "MACHINA_ENV_FILE": "/dev/null"})
-    with pytest.raises(MachinaError, match=r"GPU_CENTROID needs machina\.embed\.selector") as err:
-        build_selector(cfg, Root(str(tmp_path)))
-    assert err.value.exit_code == ExitCode.CONFIG
 
 
 def test_selector_default_is_heuristic(tmp_path) -> None:
