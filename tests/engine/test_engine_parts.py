@@ -9,7 +9,7 @@ import json
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machina.clock import FakeClock
@@ -142,6 +142,7 @@ json_values = st.recursive(
 )
 
 
+@settings(deadline=None)  # the machine is shared: time says nothing here
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c/d"]), json_values), max_size=6))
 def test_transactions_match_plain_dict_updates(writes: list[tuple[str, object]]) -> None:
     base = RunState.initial({"k": 1})
@@ -214,6 +215,7 @@ def test_reserved_keys_in_a_patch_are_their_own_error() -> None:
         parse_reply('<PICK><SID0001><INP>{"list": [{"_x": 1}]}</INP><END>')
 
 
+@settings(deadline=None)  # the machine is shared: time says nothing here
 @given(st.text(max_size=200))
 def test_any_text_parses_or_raises_reply_error(text: str) -> None:
     with contextlib.suppress(ReplyError):
@@ -228,6 +230,7 @@ patch_values = st.recursive(
 )
 
 
+@settings(deadline=None)  # the machine is shared: time says nothing here
 @given(st.dictionaries(safe_keys, patch_values, max_size=4))
 def test_rendered_selections_parse_back(patch: dict) -> None:
     selection = Selection(PICK, "SID0007", patch)
