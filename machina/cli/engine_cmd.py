@@ -71,7 +71,8 @@ def run(request_path: str, as_json: bool, run_id: str | None, socket_path: str |
 
     Exit status: 0 the goal is done; 1 it is not (failed, noop, asked, breaker); 65 the request is
     invalid (bad JSON, unknown goal, inputs that break the goal's schema); 66 no such file;
-    69 the toolhost is not running or stopped answering; 78 bad configuration.
+    69 the toolhost is not running or stopped answering; 73 the run log cannot be written;
+    78 bad configuration.
     """
     request = _read_request(request_path)
     _cfg, engine = _engine(root, socket_path)
@@ -79,6 +80,11 @@ def run(request_path: str, as_json: bool, run_id: str | None, socket_path: str |
         result = engine.run(request, run_id=run_id)
     except ValueError as exc:  # a run id that is not a safe file name
         raise MachinaError(str(exc), ExitCode.USAGE) from None
+    except OSError as exc:  # the run log cannot be created: the run is not started unaudited
+        raise MachinaError(
+            f"cannot write the run log: {exc} (does the root have logs/? `machina init` adds it)",
+            ExitCode.CANTCREAT,
+        ) from None
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -101,7 +107,7 @@ def _print_summary(result: Any) -> None:
     click.echo(f"  state    {result.state_digest}")
     click.echo(f"  log      {result.log_path}")
     for aid, figures in sorted(result.tool_stats.items()):
-        click.echo(f"  tool     {aid} ok={figures.ok} fail={figures.fail} {figures.duration_ms:.1f} ms")
+        click.echo(f"  tool     {aid} ok={figures.ok} fail={figures.fail} {figures.duration_ms_total:.1f} ms")
 
 
 @click.command()
@@ -126,8 +132,9 @@ def replay(
 ) -> int:
     """Verify a run log's hash chain and structure; with --strict, replay it.
 
-    Strict replay runs the tools again through the running machina-toolhost: tools with side
-    effects repeat them. Exit status: 0 verified (and replayed identically); 1 problems found
+    Strict replay re-runs the engine with the logged decisions. Deterministic read-only tools run
+    again through the running machina-toolhost; tools with side effects (or not deterministic) are
+    answered from the log, never run twice. Exit status: 0 verified (and replayed identically); 1 problems found
     (tampered or damaged log, wrong key, or the replay differs); 65 bad REQUEST; 66 no such file;
     69 the toolhost is not running.
     """
@@ -140,14 +147,7 @@ def replay(
         report = verify_log(log_path, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
         problems, detail = report.problems, f"{len(report.events)} events, {report.status}"
     else:
-        from machina.audit.replay import strict_replay
-
-        request = _read_request(request_path)
-        cfg, engine = _engine(root, socket_path)
-        outcome = strict_replay(request, log_path, engine, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
-        problems = outcome.problems
-        tools = sum(1 for e in outcome.log.events if e["event"] == "tool")
-        detail = f"replayed {tools} tool call(s) to the same states, {outcome.log.status}"
+        problems, detail = _strict(request_path, log_path, allow_unkeyed, socket_path, root)
     if as_json:
         echo_json({"log": log_path, "ok": not problems, "problems": problems, "strict": request_path is not None})
     elif problems:
@@ -156,6 +156,24 @@ def replay(
     else:
         click.echo(f"{log_path}: ok ({detail})")
     return ExitCode.FAILURE if problems else ExitCode.OK
+
+
+def _strict(
+    request_path: str, log_path: str, allow_unkeyed: bool, socket_path: str | None, root: str | None
+) -> tuple[list[str], str]:
+    """Strict replay; a log that does not verify is reported without reaching for the toolhost."""
+    from machina.audit.replay import strict_replay
+    from machina.audit.verify import verify_log
+
+    request = _read_request(request_path)
+    cfg = bootstrap("machina", overrides_from(root))
+    checked = verify_log(log_path, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
+    if not checked.ok:
+        return checked.problems, ""
+    cfg, engine = _engine(root, socket_path)
+    outcome = strict_replay(request, log_path, engine, cfg["MACHINA_AUDIT_KEY"], allow_unkeyed=allow_unkeyed)
+    detail = f"same states and end ({outcome.log.status}); re-ran {outcome.rerun} read-only tool call(s)"
+    return outcome.problems, detail + f", reused {outcome.reused} logged"
 
 
 @click.group()

@@ -8,7 +8,8 @@ The API other parts use::
     result = run_goal(request, tools=..., cfg=cfg, root=root)   # the same, for a single run
 
 ``RunResult`` carries the run id, the status (done / failed / asked / noop / breaker) and its reason, the
-final state digest, per-tool figures (ok, fail, duration_ms) for metrics, the outputs, a ``retryable`` hint
+final state digest, per-tool figures for metrics (``tool_stats``: machina.metrics ToolFigures by AID, and
+``tool_calls``: every call as (aid, ok, duration_ms)), the outputs, a ``retryable`` hint
 and the path of the run log.
 """
 
@@ -18,15 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.engine.catalog import Catalog
-from machina.engine.loop import Engine, SuccessHook, new_run_id
-from machina.engine.result import ASKED, BREAKER, DONE, FAILED, NOOP, STATUSES, RunResult, ToolTotals
+from machina.engine.loop import Engine, JobToolClient, SuccessHook, new_run_id
+from machina.engine.result import ASKED, BREAKER, DONE, FAILED, NOOP, STATUSES, RunResult
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from machina.config import Config
     from machina.root import Root
-    from machina.toolapi import ToolClient
 
 __all__ = [
     "ASKED",
@@ -37,9 +37,9 @@ __all__ = [
     "STATUSES",
     "Catalog",
     "Engine",
+    "JobToolClient",
     "RunResult",
     "SuccessHook",
-    "ToolTotals",
     "new_run_id",
     "run_goal",
 ]
@@ -48,7 +48,7 @@ __all__ = [
 def run_goal(
     request: Mapping[str, Any],
     *,
-    tools: ToolClient,
+    tools: JobToolClient,
     cfg: Config,
     root: Root,
     clock: Clock = SYSTEM_CLOCK,

@@ -19,10 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from machina import __version__
-from machina.audit.canonical import canonical, digest
+from machina.audit.canonical import digest
 from machina.audit.chain import Chain
 from machina.audit.runlog import LOG_FORMAT, RunLogWriter, log_path
 from machina.clock import SYSTEM_CLOCK, Clock
@@ -38,10 +38,11 @@ from machina.engine.selectors.breaker import CircuitBreaker
 from machina.engine.selectors.chooser import Chooser, Decision, ModeChooser
 from machina.engine.selectors.driver import DriverSettings, PolicyDriver
 from machina.engine.selectors.registry import build_selector
-from machina.engine.state import DIFF_VALUE_MAX, RunState
+from machina.engine.state import RunState
 from machina.exitcodes import MachinaError
 from machina.log import fields, log_context, redact
 from machina.manifests.goals import GoalSpec
+from machina.metrics.figures import ToolFigures
 from machina.toolapi import (
     APPROVAL_REQUIRED,
     DENIED,
@@ -49,8 +50,8 @@ from machina.toolapi import (
     INTERNAL_ERROR,
     INVALID_INPUT,
     LEASE_REQUIRED,
+    SANDBOX_ERROR,
     UNKNOWN_TOOL,
-    ToolClient,
     ToolReply,
 )
 
@@ -61,6 +62,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SuccessHook = Callable[[str, str], None]  # (aid, goal text): e.g. EmbedClient.record_success
+
+
+class JobToolClient(Protocol):
+    """:class:`machina.toolapi.ToolClient` that also takes the calling job's ``_capabilities``: the toolhost
+    narrows the capabilities of jobs a job enqueues (AID.QUEUE.ENQUEUE.v1) to them.  ToolhostClient is one."""
+
+    def call(
+        self,
+        aid: str,
+        inputs: dict[str, Any],
+        *,
+        request_id: str | None = None,
+        run_id: str | None = None,
+        lease_token: str | None = None,
+        idempotency_key: str | None = None,
+        capabilities: dict[str, Any] | None = None,
+    ) -> ToolReply: ...
+
+
 ERROR_LOG_MAX = 2000
 UNAVAILABLE = "unavailable"  # the tool event status when the toolhost could not be reached
 
@@ -74,6 +94,8 @@ _ENDING_STATUSES: dict[str, str] = {
     FORBIDDEN: rs.FAILED,
 }
 _INVALID_STATUSES = (INVALID_INPUT, UNKNOWN_TOOL)  # the pick was wrong: counts as an invalid pick
+# The toolhost cannot run tools at all (unreachable, sandbox not available): end at once, retryable later.
+_INFRASTRUCTURE_STATUSES = (UNAVAILABLE, SANDBOX_ERROR)
 
 
 def new_run_id(clock: Clock = SYSTEM_CLOCK) -> str:
@@ -86,7 +108,7 @@ class Engine:
     def __init__(
         self,
         *,
-        tools: ToolClient,
+        tools: JobToolClient,
         catalog: Catalog,
         logs_dir: str,
         selector: Selector,
@@ -114,7 +136,7 @@ class Engine:
         cls,
         cfg: Config,
         root: Root,
-        tools: ToolClient,
+        tools: JobToolClient,
         *,
         clock: Clock = SYSTEM_CLOCK,
         catalog: Catalog | None = None,
@@ -122,11 +144,14 @@ class Engine:
         on_success: SuccessHook | None = None,
     ) -> Engine:
         settings = DriverSettings.from_config(cfg, root.path)
+        selector = selector or build_selector(cfg, root)
+        if on_success is None:  # a selector that learns from successes (GPU_CENTROID) hears of them
+            on_success = getattr(selector, "record_success", None)
         return cls(
             tools=tools,
             catalog=catalog or Catalog.load(root),
             logs_dir=root.logs,
-            selector=selector or build_selector(cfg, root),
+            selector=selector,
             driver=PolicyDriver(settings) if settings else None,
             breaker=CircuitBreaker(
                 cfg["MACHINA_POLICY_BREAKER_FAILURES"], cfg["MACHINA_POLICY_BREAKER_COOLDOWN_MS"], clock
@@ -147,8 +172,11 @@ class Engine:
         run_id: str | None = None,
         chooser: Chooser | None = None,
         logs_dir: str | None = None,
+        tools: JobToolClient | None = None,
     ) -> RunResult:
         """Run one request to its end; the run log is complete when this returns.
+
+        ``chooser``, ``logs_dir`` and ``tools`` replace the engine's own for this run (strict replay).
 
         Never raises for the request's own faults (they end the run ``failed``); raises OSError when the
         run log cannot be written (the run cannot be audited, so it does not start).
@@ -165,7 +193,7 @@ class Engine:
             clock=self.clock,
         )
         with writer, log_context(request_id=request_id):
-            run = _Run(self, request, writer, chooser or self.chooser)
+            run = _Run(self, request, writer, chooser or self.chooser, tools or self.tools)
             result = run.execute()
         logger.info(
             "run %s %s",
@@ -199,18 +227,21 @@ class _End:
 class _Run:
     """The state of one run while it executes."""
 
-    def __init__(self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser) -> None:
+    def __init__(
+        self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser, tools: JobToolClient
+    ) -> None:
         self.engine = engine
+        self.tools = tools
         self.raw = request
         self.log = writer
         self.chooser = chooser
-        self.goal: GoalSpec | None = None
         self.state = RunState.initial({})
         self.step = 0
         self.invalid = 0
         self.repeats: Counter[tuple[str, str, str]] = Counter()
-        self.figures: dict[str, rs.ToolTotals] = {}
+        self.figures: dict[str, ToolFigures] = {}
         self.calls: list[tuple[str, bool, float]] = []
+        self.capabilities: dict[str, Any] | None = None  # the job's _capabilities, passed on to the toolhost
 
     def execute(self) -> RunResult:
         try:
@@ -223,8 +254,8 @@ class _Run:
         errors = self.engine.catalog.goal_input_errors(goal, request.inputs)
         if errors:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
-        self.goal = goal
         self.state = RunState.initial(request.inputs)
+        self.capabilities = request.raw.get("_capabilities")
         return self._finish(self._loop(request, goal), request.goal_id)
 
     def _raw_goal_id(self) -> str | None:
@@ -277,7 +308,8 @@ class _Run:
             return self._breaker(reason, "") if status == rs.BREAKER else _End(status, reason)
         selection = decision.selection
         if selection is None:
-            return self._invalid(ctx, "the policy gave no usable answer", None)
+            failure = (decision.policy or {}).get("error", "no answer")
+            return self._invalid(ctx, f"the policy gave no usable answer ({failure})", None)
         if selection.kind == NOOP:
             return _End(rs.NOOP, "selector_noop")
         if selection.kind == ASK_SUP:
@@ -332,12 +364,13 @@ class _Run:
         diff: list[dict[str, Any]] = []
         with before.begin() as tx, log_context(aid=entry.aid):
             try:
-                reply = self.engine.tools.call(
+                reply = self.tools.call(
                     entry.aid,
                     inputs,
                     request_id=self.log.request_id,
                     run_id=run_id,
                     idempotency_key=f"{run_id}/{ctx.step}",
+                    capabilities=self.capabilities,
                 )
             except (MachinaError, OSError, ValueError) as exc:
                 took = (time.monotonic() - started) * 1000
@@ -360,7 +393,7 @@ class _Run:
         before: RunState,
         diff: list[dict[str, Any]],
     ) -> None:
-        self.figures.setdefault(entry.aid, rs.ToolTotals()).add(reply.ok, reply.duration_ms)
+        self.figures.setdefault(entry.aid, ToolFigures()).observe(reply.ok, reply.duration_ms)
         self.calls.append((entry.aid, reply.ok, reply.duration_ms))
         record: dict[str, Any] = {
             "step": ctx.step,
@@ -371,7 +404,8 @@ class _Run:
             "duration_ms": round(reply.duration_ms, 3),
             "state_before": before.digest,
             "state_after": self.state.digest,
-            **_inputs_fields(inputs),
+            "inputs": inputs,
+            "inputs_digest": digest(inputs),
         }
         if reply.ok:
             record["diff"] = diff
@@ -382,8 +416,9 @@ class _Run:
     def _after_tool(self, ctx: StepContext, entry: MenuEntry, reply: ToolReply) -> _End | None:
         if reply.ok:
             return _End(rs.ASKED, "tool_ask_sup") if entry.aid == ASK_SUP_TOOL else None
-        if reply.status == UNAVAILABLE:
-            return _End(rs.FAILED, "toolhost_unavailable", reply.error, retryable=True)
+        if reply.status in _INFRASTRUCTURE_STATUSES:
+            reason = "toolhost_unavailable" if reply.status == UNAVAILABLE else f"tool_{reply.status}"
+            return _End(rs.FAILED, reason, f"{entry.aid}: {reply.error}", retryable=True)
         if reply.status in _ENDING_STATUSES:
             return _End(_ENDING_STATUSES[reply.status], f"tool_{reply.status}", f"{entry.aid}: {reply.error}")
         if reply.status in _INVALID_STATUSES:
@@ -393,9 +428,6 @@ class _Run:
     def _finish(self, end: _End, goal_id: str | None) -> RunResult:
         if self.log.seq == 0:
             self._start(None, None)
-        tool_stats = {
-            aid: {"ok": f.ok, "fail": f.fail, "duration_ms": f.duration_ms} for aid, f in sorted(self.figures.items())
-        }
         self.log.emit(
             "done",
             status=end.status,
@@ -404,7 +436,7 @@ class _Run:
             steps=self.step,
             invalid_picks=self.invalid,
             state_digest=self.state.digest,
-            tool_stats=tool_stats,
+            tool_stats=rs.tool_totals(self.figures),
         )
         return RunResult(
             run_id=self.log.run_id,
@@ -428,13 +460,6 @@ def _request_digest(raw: Any) -> str | None:
         return digest(raw)
     except (TypeError, ValueError):
         return None
-
-
-def _inputs_fields(inputs: dict[str, Any]) -> dict[str, Any]:
-    encoded = canonical(inputs)
-    if len(encoded) <= DIFF_VALUE_MAX:
-        return {"inputs": inputs, "inputs_digest": digest(inputs)}
-    return {"inputs_digest": digest(inputs), "inputs_bytes": len(encoded)}
 
 
 __all__ = ["Engine", "Menu", "RunResult", "new_run_id"]

@@ -5,28 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from machina.metrics.figures import ToolFigures
+
 DONE = "done"  # the goal is complete
 FAILED = "failed"  # the request cannot run (invalid, unknown goal), a tool was denied, or the toolhost is down
 ASKED = "asked"  # the selector asked for a supervisor, or a tool needs an approval
 NOOP = "noop"  # the selector found nothing to do (or the menu is empty) before the goal was complete
 BREAKER = "breaker"  # a budget ran out (max steps, max invalid picks), the loop guard, or an open policy breaker
 STATUSES = (DONE, FAILED, ASKED, NOOP, BREAKER)
-
-
-@dataclass
-class ToolTotals:
-    """One tool's totals over one run (the summary ``machina run`` prints and the done event records)."""
-
-    ok: int = 0
-    fail: int = 0
-    duration_ms: float = 0.0
-
-    def add(self, ok: bool, duration_ms: float) -> None:
-        if ok:
-            self.ok += 1
-        else:
-            self.fail += 1
-        self.duration_ms += duration_ms
 
 
 @dataclass
@@ -39,7 +25,7 @@ class RunResult:
     steps: int
     state_digest: str | None
     log_path: str
-    tool_stats: dict[str, ToolTotals] = field(default_factory=dict)
+    tool_stats: dict[str, ToolFigures] = field(default_factory=dict)  # per tool: ok, fail, duration_ms_total
     #: Every tool call as (aid, ok, duration_ms), in order: what machina.metrics.figures.Figures.record_job takes.
     tool_calls: list[tuple[str, bool, float]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -52,4 +38,14 @@ class RunResult:
         return self.status == DONE
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        result = asdict(self)
+        result["tool_stats"] = tool_totals(self.tool_stats)
+        return result
+
+
+def tool_totals(stats: dict[str, ToolFigures]) -> dict[str, dict[str, Any]]:
+    """Per-tool totals as the done event and ``--json`` show them."""
+    return {
+        aid: {"ok": f.ok, "fail": f.fail, "duration_ms_total": round(f.duration_ms_total, 3)}
+        for aid, f in sorted(stats.items())
+    }

@@ -20,8 +20,6 @@ from typing import Any
 from machina.audit.canonical import canonical, digest
 from machina.manifests.goals import MISSING, format_pointer, resolve_pointer
 
-DIFF_VALUE_MAX = 16 * 1024  # larger values are logged as a digest and a size
-
 
 class RunState:
     """An immutable snapshot of a run's state."""
@@ -111,11 +109,6 @@ def _with(node: Mapping[str, Any], tokens: tuple[str, ...], value: Any) -> dict[
 
 
 def _diff_op(op: str, tokens: tuple[str, ...], value: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"op": op, "path": format_pointer(tokens)}
-    encoded = canonical(value)
-    if len(encoded) <= DIFF_VALUE_MAX:
-        entry["value"] = value
-    else:
-        entry["value_sha256"] = digest(value)
-        entry["value_bytes"] = len(encoded)
-    return entry
+    # The whole value: strict replay rebuilds a side-effecting tool's output from it (outputs are bounded by
+    # the toolhost's reply size).
+    return {"op": op, "path": format_pointer(tokens), "value": value}

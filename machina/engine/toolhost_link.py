@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.jsonlines import JsonLineClient
-from machina.toolapi import ToolClient, ToolReply
+from machina.toolapi import ToolReply
 
 if TYPE_CHECKING:
     from machina.config import Config
+    from machina.engine.loop import JobToolClient
     from machina.root import Root
 
 
@@ -35,16 +36,15 @@ class SocketToolClient:
         run_id: str | None = None,
         lease_token: str | None = None,
         idempotency_key: str | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> ToolReply:
-        request = {"aid": aid, "inputs": inputs, "request_id": request_id, "run_id": run_id}
-        if lease_token:
-            request["lease_token"] = lease_token
-        if idempotency_key:
-            request["idempotency_key"] = idempotency_key
+        request: dict[str, Any] = {"aid": aid, "inputs": inputs, "request_id": request_id, "run_id": run_id}
+        optional = {"lease_token": lease_token, "idempotency_key": idempotency_key, "capabilities": capabilities}
+        request.update({k: v for k, v in optional.items() if v is not None})
         return ToolReply.from_wire(self._client.call(request))
 
 
-def connect_toolhost(cfg: Config, root: Root, socket_path: str | None = None) -> ToolClient:
+def connect_toolhost(cfg: Config, root: Root, socket_path: str | None = None) -> JobToolClient:
     """A client of the running toolhost (default socket ``<runtime dir>/toolhost.sock``); exit 69 if absent."""
     path = socket_path or root.socket_path("toolhost")
     if not os.path.exists(path):

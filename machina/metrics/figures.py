@@ -30,7 +30,7 @@ DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 
 
 @dataclass
-class ToolTotals:
+class ToolFigures:
     ok: int = 0
     fail: int = 0
     duration_ms_total: float = 0.0
@@ -51,7 +51,7 @@ class ToolTotals:
             if seconds <= bound:
                 self.buckets[i] += 1
 
-    def add(self, other: ToolTotals) -> None:
+    def add(self, other: ToolFigures) -> None:
         self.ok += other.ok
         self.fail += other.fail
         self.duration_ms_total += other.duration_ms_total
@@ -63,7 +63,7 @@ class Figures:
     jobs_processed: int = 0
     jobs_ok: int = 0
     jobs_fail: int = 0
-    tools: dict[str, ToolTotals] = field(default_factory=dict)
+    tools: dict[str, ToolFigures] = field(default_factory=dict)
 
     def record_job(self, ok: bool, tool_calls: Iterable[tuple[str, bool, float]] = ()) -> None:
         """One finished job attempt and its tool calls as (aid, ok, duration_ms)."""
@@ -73,14 +73,14 @@ class Figures:
         else:
             self.jobs_fail += 1
         for aid, tool_ok, duration_ms in tool_calls:
-            self.tools.setdefault(aid, ToolTotals()).observe(tool_ok, duration_ms)
+            self.tools.setdefault(aid, ToolFigures()).observe(tool_ok, duration_ms)
 
     def add(self, other: Figures) -> None:
         self.jobs_processed += other.jobs_processed
         self.jobs_ok += other.jobs_ok
         self.jobs_fail += other.jobs_fail
         for aid, figures in other.tools.items():
-            self.tools.setdefault(aid, ToolTotals()).add(figures)
+            self.tools.setdefault(aid, ToolFigures()).add(figures)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,7 +99,7 @@ class Figures:
             buckets = [int(b) for b in t.get("buckets", [])]
             if len(buckets) != len(DURATION_BUCKETS_S):
                 buckets = [0] * len(DURATION_BUCKETS_S)
-            figures.tools[str(aid)] = ToolTotals(
+            figures.tools[str(aid)] = ToolFigures(
                 int(t.get("ok", 0)), int(t.get("fail", 0)), float(t.get("duration_ms_total", 0.0)), buckets
             )
         return figures

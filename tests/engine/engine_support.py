@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from machina import config
+from machina.audit.canonical import canonical
+from machina.audit.chain import GENESIS, Chain
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.manifests.tools import builtin_toolpack, load_tools
 from machina.toolapi import INVALID_INPUT, OK, TOOL_ERROR, UNKNOWN_TOOL, ToolReply
@@ -42,6 +44,7 @@ class ToolhostDouble:
         run_id: str | None = None,
         lease_token: str | None = None,
         idempotency_key: str | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> ToolReply:
         if self.down:
             raise ServiceUnavailable(f"{self.root}/run/toolhost.sock: service not running (No such file or directory)")
@@ -55,6 +58,8 @@ class ToolhostDouble:
         if aid in self.fail:
             status, error = self.fail[aid]
             return ToolReply(False, status, error=error)
+        if aid == "AID.QUEUE.ENQUEUE.v1":  # like the toolhost, report the capabilities the new job gets
+            return ToolReply(True, OK, output={"queued": "p5000_rq_x.json", "capabilities": capabilities})
         try:
             output = getattr(self, "_" + aid.split(".", 1)[1].rsplit(".", 1)[0].replace(".", "_").lower())(inputs)
         except OSError as exc:
@@ -129,3 +134,75 @@ def operator_goalpack(root: Path, *goals: dict[str, Any], pack: str = "test") ->
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pack": pack, "version": 1, "goals": list(goals)}))
     return path
+
+
+# --- ways to tamper with a run log (of goal.ERROR_SCAN.v1), and the problem each must cause --------------
+
+
+def _tamper_field(path: Path) -> None:
+    raw = path.read_bytes().splitlines(keepends=True)
+    record = json.loads(raw[3])  # the scan's tool event
+    record["diff"][0]["value"]["matches"] = 0
+    raw[3] = canonical(record) + b"\n"
+    path.write_bytes(b"".join(raw))
+
+
+def _delete_line(path: Path) -> None:
+    raw = path.read_bytes().splitlines(keepends=True)
+    del raw[4]
+    path.write_bytes(b"".join(raw))
+
+
+def _reorder(path: Path) -> None:
+    raw = path.read_bytes().splitlines(keepends=True)
+    raw[2], raw[4] = raw[4], raw[2]
+    path.write_bytes(b"".join(raw))
+
+
+def _reorder_and_renumber(path: Path) -> None:
+    raw = [json.loads(line) for line in path.read_bytes().splitlines(keepends=True)]
+    raw[2], raw[4] = raw[4], raw[2]
+    raw[2]["seq"], raw[4]["seq"] = 2, 4
+    path.write_bytes(b"".join(canonical(r) + b"\n" for r in raw))
+
+
+def _respell(path: Path) -> None:
+    raw = path.read_bytes().splitlines(keepends=True)
+    raw[1] = json.dumps(json.loads(raw[1]), sort_keys=True).encode() + b"\n"  # same content, spaces added
+    path.write_bytes(b"".join(raw))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+def _drop_tail(path: Path) -> None:
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"not json\n")
+
+
+TAMPERS = {
+    "changed field": (_tamper_field, "chain hash mismatch"),
+    "deleted line": (_delete_line, "seq 5, expected 4"),
+    "reordered lines": (_reorder, "seq 4, expected 2"),
+    "reordered and renumbered": (_reorder_and_renumber, "chain hash mismatch"),
+    "respelled line": (_respell, "not in canonical form"),
+    "torn last line": (_truncate, "torn last line"),
+    "dropped done": (_drop_tail, "incomplete: no done event"),
+    "appended garbage": (_garbage, "not JSON"),
+}
+
+
+def rewrite_chain(path: Path, records: list[dict], key: str | None = None) -> None:
+    """Re-seal records with a fresh chain: what someone who can rewrite the file could do."""
+    chain, prev, out = Chain(key), GENESIS, []
+    for seq, record in enumerate(records):
+        body = {k: v for k, v in record.items() if k not in ("chain_hash", "chain_prev")}
+        body["seq"] = seq
+        sealed = chain.seal(prev, body)
+        prev = sealed["chain_hash"]
+        out.append(canonical(sealed) + b"\n")
+    path.write_bytes(b"".join(out))

@@ -23,6 +23,7 @@ def main(socket_path: str, root: str) -> None:
             request_id=request.get("request_id"),
             run_id=request.get("run_id"),
             idempotency_key=request.get("idempotency_key"),
+            capabilities=request.get("capabilities"),
         )
         return reply.to_wire()
 

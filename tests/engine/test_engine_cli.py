@@ -69,7 +69,7 @@ def test_run_error_scan_then_replay_and_audit(root: Path, toolhost: str, env: di
     assert (verified.returncode, verified.stdout.strip()) == (0, f"{log}: ok (7 events, done)")
     strict = run_bin("machina", "replay", "--strict", request, str(log), env=env)
     assert strict.returncode == 0, strict.stdout + strict.stderr
-    assert "replayed 2 tool call(s) to the same states" in strict.stdout
+    assert "same states and end (done); re-ran 1 read-only tool call(s), reused 1 logged" in strict.stdout
     audit = run_bin("machina", "audit", "verify", env=env)
     assert (audit.returncode, audit.stdout.strip()) == (0, "1 log(s) verified, 0 with problems")
 
@@ -87,7 +87,9 @@ def test_run_json_output(toolhost: str, env: dict) -> None:
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.stdout)
     assert (result["run_id"], result["status"], result["request_id"]) == ("fixed-id", "done", "example-noop")
-    assert result["tool_stats"] == {"AID.NOOP.v1": {"ok": 1, "fail": 0, "duration_ms": pytest.approx(0, abs=1000)}}
+    assert result["tool_stats"] == {
+        "AID.NOOP.v1": {"ok": 1, "fail": 0, "duration_ms_total": pytest.approx(0, abs=1000)}
+    }
     assert result["log_path"].endswith("logs/run_fixed-id.jsonl")
 
 
@@ -210,3 +212,17 @@ def test_example_policy_through_machina_run(root: Path, toolhost: str, env: dict
     log = json.loads(ran.stdout)["log_path"]
     sources = {json.loads(line).get("source") for line in Path(log).read_text().splitlines()} - {None}
     assert sources == {"POLICY"}
+
+
+def test_strict_replay_of_a_bad_log_needs_no_toolhost(make_engine, env: dict, tmp_path: Path) -> None:
+    request = {"goal_id": "goal.NOOP.v1"}
+    log = Path(make_engine().run(request).log_path)
+    log.write_text(log.read_text().replace('"status":"ok"', '"status":"OK"'))
+    ran = run_bin("machina", "replay", "--strict", request_file(tmp_path, request), str(log), env=env)
+    assert ran.returncode == 1 and "chain hash mismatch" in ran.stdout
+
+
+def test_run_without_a_logs_directory_exits_73(root: Path, toolhost: str, env: dict) -> None:
+    (root / "logs").rmdir()
+    ran = run_bin("machina", "run", str(EXAMPLES / "requests" / "noop.json"), env=env)
+    assert ran.returncode == 73 and "cannot write the run log" in ran.stderr

@@ -9,7 +9,7 @@ import pytest
 from engine_support import ERROR_SCAN, events, operator_goalpack
 
 from machina.audit.verify import verify_log
-from machina.toolapi import APPROVAL_REQUIRED, DENIED, TIMEOUT, TOOL_ERROR
+from machina.toolapi import APPROVAL_REQUIRED, DENIED, SANDBOX_ERROR, TIMEOUT, TOOL_ERROR
 
 
 def test_error_scan_runs_the_scan_then_the_report_with_its_findings(make_engine, root: Path) -> None:
@@ -150,6 +150,12 @@ def test_toolhost_down_fails_the_run_as_retryable(make_engine, double) -> None:
     assert verify_log(result.log_path).ok
 
 
+def test_a_sandbox_error_ends_the_run_as_retryable(make_engine, double) -> None:
+    double.fail["AID.ERROR_SCAN.v1"] = (SANDBOX_ERROR, "bubblewrap is required and missing")
+    result = make_engine().run(ERROR_SCAN)
+    assert (result.status, result.reason, result.retryable, result.steps) == ("failed", "tool_sandbox_error", True, 1)
+
+
 def test_ask_supervisor_tool_ends_the_run_asked(make_engine, root: Path) -> None:
     goal = {
         "goal_id": "goal.ASK.v1",
@@ -231,3 +237,20 @@ def test_tool_calls_feed_the_metrics_figures(make_engine, double) -> None:
         2,
         1,
     )
+
+
+def test_the_jobs_capabilities_reach_the_toolhost(make_engine, root: Path) -> None:
+    goal = {
+        "goal_id": "goal.FOLLOW_UP.v1",
+        "name": "follow_up",
+        "candidate_tags": ["tag.enqueue"],
+        "inputs_schema": {"type": "object", "properties": {"request": {"type": "object"}}},
+        "complete_when": {"all_ok": ["AID.QUEUE.ENQUEUE.v1"]},
+    }
+    operator_goalpack(root, goal)
+    caps = {"allowed_tools": ["AID.QUEUE.*"], "blocked_tools": ["AID.SHELL.*"]}
+    request = {"goal_id": "goal.FOLLOW_UP.v1", "inputs": {"request": {"goal_id": "goal.NOOP.v1"}}}
+    limited = make_engine().run({**request, "_capabilities": caps})
+    assert limited.outputs["AID.QUEUE.ENQUEUE.v1"]["capabilities"] == caps
+    unlimited = make_engine().run(request)
+    assert unlimited.outputs["AID.QUEUE.ENQUEUE.v1"]["capabilities"] is None

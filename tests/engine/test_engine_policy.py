@@ -147,6 +147,16 @@ def test_an_allowed_name_that_is_a_symlink_to_another_program_is_refused(make_en
     assert selections(result)[0]["fallback_reason"] == "exe_not_allowed"
 
 
+def test_a_lone_program_under_the_script_root_may_run_if_its_name_is_allowed(make_engine, root: Path) -> None:
+    program = root / "policies" / "decide"
+    program.write_text("#!/bin/sh\necho '<NOOP><END>'\n")
+    program.chmod(0o755)
+    refused = make_engine(MACHINA_POLICY_CMD="policies/decide").run(blended())
+    assert selections(refused)[0]["fallback_reason"] == "exe_not_allowed"
+    allowed = make_engine(MACHINA_POLICY_CMD="policies/decide", MACHINA_POLICY_ALLOWED_EXE="decide").run(blended())
+    assert (allowed.status, selections(allowed)[0]["source"]) == ("noop", "POLICY")
+
+
 def test_a_script_outside_the_script_root_is_refused(make_engine, tmp_path: Path) -> None:
     outside = tmp_path / "outside.py"
     marker = tmp_path / "started"

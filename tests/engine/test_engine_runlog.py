@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_support import ERROR_SCAN
+from engine_support import ERROR_SCAN, TAMPERS, rewrite_chain
 
 from machina.audit.canonical import canonical
 from machina.audit.chain import GENESIS, Chain
@@ -29,18 +29,6 @@ def keyed_log(make_engine) -> Path:
 
 def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
-
-
-def rewrite(path: Path, records: list[dict], key: str | None = None) -> None:
-    """Re-seal records with a fresh chain: what someone who can rewrite the file could do."""
-    chain, prev, out = Chain(key), GENESIS, []
-    for seq, record in enumerate(records):
-        body = {k: v for k, v in record.items() if k not in ("chain_hash", "chain_prev")}
-        body["seq"] = seq
-        sealed = chain.seal(prev, body)
-        prev = sealed["chain_hash"]
-        out.append(canonical(sealed) + b"\n")
-    path.write_bytes(b"".join(out))
 
 
 def test_lines_are_canonical_and_chained(log: Path) -> None:
@@ -69,63 +57,6 @@ def test_an_unkeyed_log_is_refused_when_a_key_is_set_unless_allowed(log: Path) -
     assert verify_log(str(log), KEY, allow_unkeyed=True).ok
 
 
-def _tamper_field(path: Path) -> None:
-    raw = lines(path)
-    record = json.loads(raw[3])  # the scan's tool event
-    record["diff"][0]["value"]["matches"] = 0
-    raw[3] = canonical(record) + b"\n"
-    path.write_bytes(b"".join(raw))
-
-
-def _delete_line(path: Path) -> None:
-    raw = lines(path)
-    del raw[4]
-    path.write_bytes(b"".join(raw))
-
-
-def _reorder(path: Path) -> None:
-    raw = lines(path)
-    raw[2], raw[4] = raw[4], raw[2]
-    path.write_bytes(b"".join(raw))
-
-
-def _reorder_and_renumber(path: Path) -> None:
-    raw = [json.loads(line) for line in lines(path)]
-    raw[2], raw[4] = raw[4], raw[2]
-    raw[2]["seq"], raw[4]["seq"] = 2, 4
-    path.write_bytes(b"".join(canonical(r) + b"\n" for r in raw))
-
-
-def _respell(path: Path) -> None:
-    raw = lines(path)
-    raw[1] = json.dumps(json.loads(raw[1]), sort_keys=True).encode() + b"\n"  # same content, spaces added
-    path.write_bytes(b"".join(raw))
-
-
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:-20])
-
-
-def _drop_tail(path: Path) -> None:
-    path.write_bytes(b"".join(lines(path)[:-1]))
-
-
-def _garbage(path: Path) -> None:
-    path.write_bytes(path.read_bytes() + b"not json\n")
-
-
-TAMPERS = {
-    "changed field": (_tamper_field, "chain hash mismatch"),
-    "deleted line": (_delete_line, "seq 5, expected 4"),
-    "reordered lines": (_reorder, "seq 4, expected 2"),
-    "reordered and renumbered": (_reorder_and_renumber, "chain hash mismatch"),
-    "respelled line": (_respell, "not in canonical form"),
-    "torn last line": (_truncate, "torn last line"),
-    "dropped done": (_drop_tail, "incomplete: no done event"),
-    "appended garbage": (_garbage, "not JSON"),
-}
-
-
 @pytest.mark.parametrize("case", sorted(TAMPERS))
 @pytest.mark.parametrize("keyed", [False, True])
 def test_tampering_is_detected(make_engine, case: str, keyed: bool) -> None:
@@ -143,17 +74,17 @@ def test_rewriting_the_whole_chain_is_caught_only_by_the_key(make_engine) -> Non
     unkeyed = Path(make_engine().run(ERROR_SCAN).log_path)
     records = [json.loads(line) for line in lines(unkeyed)]
     records[3]["diff"][0]["value"]["matches"] = 0
-    rewrite(unkeyed, records)
+    rewrite_chain(unkeyed, records)
     assert verify_log(str(unkeyed)).ok  # plain SHA-256 cannot stop a full rewrite: that is what the key is for
 
     keyed = Path(make_engine(MACHINA_AUDIT_KEY=KEY).run(ERROR_SCAN).log_path)
     records = [json.loads(line) for line in lines(keyed)]
     records[3]["diff"][0]["value"]["matches"] = 0
-    rewrite(keyed, records, key="attacker-guess")  # keeps the logged key_id, but cannot make the hashes
+    rewrite_chain(keyed, records, key="attacker-guess")  # keeps the logged key_id, but cannot make the hashes
     assert any("chain hash mismatch" in p for p in verify_log(str(keyed), KEY).problems)
     for record in records:
         record.update(chain_alg="sha256", key_id=None)
-    rewrite(keyed, records)  # downgraded to plain SHA-256: refused while the key is configured
+    rewrite_chain(keyed, records)  # downgraded to plain SHA-256: refused while the key is configured
     assert "not keyed" in verify_log(str(keyed), KEY).problems[0]
 
 
@@ -162,7 +93,7 @@ def test_structure_checks_catch_a_forged_but_chained_log(make_engine) -> None:
     records = [json.loads(line) for line in lines(path)]
     records[3]["request_id"] = "someone-else"
     records[5]["state_before"] = "0" * 64
-    rewrite(path, records)
+    rewrite_chain(path, records)
     problems = verify_log(str(path)).problems
     assert any("run_id/request_id differ" in p for p in problems)
     assert any("state_before does not follow" in p for p in problems)

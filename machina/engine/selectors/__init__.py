@@ -30,6 +30,7 @@ class Selection:
     kind: str  # PICK, NOOP or ASK_SUP
     sid: str | None = None
     patch: dict[str, Any] | None = None
+    by: str = field(default="", compare=False)  # the selector that made it, when not the one asked
 
     def render(self) -> str:
         """The selection written in the reply grammar (how a heuristic choice is logged as ``raw``)."""

@@ -95,7 +95,7 @@ class ModeChooser:
 
     def _fallback(self, ctx: StepContext) -> Decision:
         selection = self.fallback.select(ctx)
-        return Decision(selection, self.fallback.name, selection.render())
+        return Decision(selection, selection.by or self.fallback.name, selection.render())
 
     def _ask(self, ctx: StepContext, events: list[dict[str, Any]]) -> PolicyAnswer:
         if self.driver is None:

@@ -3,7 +3,8 @@
 The command is ``EXECUTABLE SCRIPT [ARGS...]`` (or a single program that is itself under the script root).
 Before every run:
 
-- the executable is resolved (a bare name on a fixed PATH) to its canonical, symlink-free path, and that
+- the executable is resolved (a bare name on a fixed PATH, a relative path from MACHINA_ROOT) to its
+  canonical, symlink-free path, and that
   path's basename must be in MACHINA_POLICY_ALLOWED_EXE (``python3`` also admits a versioned
   ``python3.11``: Debian's python3 is a link to it);
 - the script is resolved to its canonical path (relative paths are relative to MACHINA_ROOT) and must be a
@@ -119,7 +120,7 @@ class PolicyDriver:
         return [exe, script, *argv[2:]]
 
     def _canonical_exe(self, name: str) -> str:
-        found = shutil.which(name, path=SAFE_PATH) if "/" not in name else name
+        found = shutil.which(name, path=SAFE_PATH) if "/" not in name else os.path.join(self.settings.base_dir, name)
         if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
             raise PolicyFailure(EXE_NOT_ALLOWED, f"{name!r}: no such executable")
         canonical_path = os.path.realpath(found)

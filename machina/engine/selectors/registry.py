@@ -1,14 +1,16 @@
 """Fallback selectors by MACHINA_SELECTOR name, built on demand.
 
-``GPU_CENTROID`` is built from ``machina.embed.selector.CentroidSelector`` (the embedding part), imported
-only when asked for, so a build without numpy-heavy parts still runs HEURISTIC.  Its
-``choose(goal_text, menu) -> (aid | None, scores)`` picks among the tools that can advance the goal now;
-``None`` (below its similarity floor), or an AID it was not offered, falls back to HEURISTIC for that step.
+``GPU_CENTROID`` is built from :class:`machina.embed.selector.CentroidSelector` (a client of machina-embed),
+imported only when asked for.  Its ``choose(goal_text, menu) -> (sid | None, scores)`` picks among the
+tools that can advance the goal now; ``None`` (below its similarity floor, or the service unreachable), or
+a SID it was not offered, falls back to HEURISTIC for that step.  Its ``record_success(aid, goal_text)``
+is the engine's success hook, so the centroids learn from every done run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from machina.engine.bindings import unmet
@@ -43,11 +45,17 @@ class CentroidAdapter:
             if any(satisfies(e.tool, r) for r in pending) and not unmet(ctx.goal, e.tool, ctx.state)
         ]
         if offered:
-            aid, _scores = self.chooser.choose(ctx.goal.text, [e.public() for e in offered])
-            picked = next((e for e in offered if e.aid == aid), None)
-            if picked is not None:
-                return Selection(PICK, picked.sid)
-        return self.fallback.select(ctx)
+            menu = [{**e.public(), "description": e.tool.description} for e in offered]
+            sid, _scores = self.chooser.choose(ctx.goal.text, menu)
+            if any(e.sid == sid for e in offered):
+                return Selection(PICK, sid, by=self.name)
+        return replace(self.fallback.select(ctx), by=self.fallback.name)
+
+    def record_success(self, aid: str, goal_text: str) -> None:
+        """Teach the similarity chooser (when it learns) that ``aid`` served ``goal_text``."""
+        learn = getattr(self.chooser, "record_success", None)
+        if learn is not None:
+            learn(aid, goal_text)
 
 
 def _heuristic(cfg: Config, root: Root) -> Selector:
@@ -56,7 +64,7 @@ def _heuristic(cfg: Config, root: Root) -> Selector:
 
 def _gpu_centroid(cfg: Config, root: Root) -> Selector:
     try:
-        from machina.embed.selector import CentroidSelector  # type: ignore[import-not-found,unused-ignore]
+        from machina.embed.selector import CentroidSelector
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("machina.embed"):
             raise MachinaError(
@@ -65,7 +73,7 @@ def _gpu_centroid(cfg: Config, root: Root) -> Selector:
                 ExitCode.CONFIG,
             ) from None
         raise
-    return CentroidAdapter(CentroidSelector.from_config(cfg, root))
+    return CentroidAdapter(CentroidSelector.from_config(cfg))
 
 
 SELECTORS: dict[str, Callable[[Config, Root], Selector]] = {
