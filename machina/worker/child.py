@@ -28,7 +28,7 @@ from machina import config, log
 from machina.engine import Engine
 from machina.engine.toolhost_link import connect_toolhost
 from machina.exitcodes import ExitCode, MachinaError
-from machina.root import Root, open_root
+from machina.root import open_root
 from machina.worker import protocol
 from machina.worker.results import summarize
 
@@ -71,7 +71,7 @@ def _start(conn: protocol.Channel) -> Engine | None:
         log.setup(program, cfg["MACHINA_LOG_LEVEL"], cfg.secret_values())
         root = open_root(cfg)
         tools = connect_toolhost(cfg, root)
-        engine = Engine.from_config(cfg, root, tools, on_success=success_hook(cfg, root))
+        engine = Engine.from_config(cfg, root, tools)  # under GPU_CENTROID it teaches machina-embed itself
     except MachinaError as exc:
         conn.send({"op": protocol.ERROR, "error": log.redact(str(exc)), "exit_code": int(exc.exit_code)})
         return None
@@ -113,37 +113,6 @@ def _report_fatal(conn: protocol.Channel, exc: BaseException) -> None:
         logger.error("job child failed: %s", error, exc_info=exc)
     with contextlib.suppress(OSError, MemoryError):  # if this fails too, the worker sees the pipe close
         conn.send({"op": protocol.ERROR, "error": error, "fatal": True})
-
-
-def success_hook(cfg: config.Config, root: Root) -> Callable[[str, str], None] | None:
-    """Under MACHINA_SELECTOR=GPU_CENTROID, teach machina-embed each tool of a done run (its centroid).
-
-    Best effort: when machina-embed is not installed or not running, or a call fails, it is logged and
-    the run stays done."""
-    if cfg["MACHINA_SELECTOR"] != "GPU_CENTROID":
-        return None
-    try:
-        from machina.embed.client import EmbedClient  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:
-        logger.warning("MACHINA_SELECTOR=GPU_CENTROID but machina.embed is not installed: successes are not recorded")
-        return None
-    socket_path = root.socket_path("embed")
-    client = EmbedClient(socket_path, timeout=EMBED_TIMEOUT_S)
-
-    def record(aid: str, goal_text: str) -> None:
-        if not os.path.exists(socket_path):
-            logger.debug("machina-embed is not running (%s): success of %s not recorded", socket_path, aid)
-            return
-        try:
-            client.record_success(aid, goal_text)
-        except (MachinaError, OSError, ValueError) as exc:
-            logger.warning("machina-embed did not record the success of %s: %s", aid, exc)
-
-    return record
-
-
-#: A success report must not hold a job up for long: the centroid can do without one sample.
-EMBED_TIMEOUT_S = 2.0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ signal or exit status in ``reason``; or it reported an unexpected exception, or 
 retries and finally dead-letters a job that keeps doing it.
 
 The ``result`` of every out/ envelope is an :data:`ATTEMPT_FIELDS` object: run id, status, reason, error,
-the state digest, the run log's path, per-tool totals and the outputs (inline up to
+the state digest, the run log's path, per-tool totals (ok, fail, duration_ms_total) and the outputs (inline up to
 :data:`OUTPUTS_INLINE_MAX` bytes; always summarised by size and SHA-256).
 """
 
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machina.engine import ASKED, BREAKER, DONE, FAILED, NOOP, RunResult
+from machina.engine.result import tool_totals
 from machina.log import redact
 
 CRASHED = "crashed"  # the job child died or failed unexpectedly
@@ -85,10 +86,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "state_digest": result.state_digest,
         "log_path": result.log_path,
         "retryable": result.retryable,
-        "tool_stats": {
-            aid: {"ok": t.ok, "fail": t.fail, "duration_ms": round(t.duration_ms, 3)}
-            for aid, t in sorted(result.tool_stats.items())
-        },
+        "tool_stats": tool_totals(result.tool_stats),
         "tool_calls": [[aid, ok, round(ms, 3)] for aid, ok, ms in result.tool_calls],
     }
     encoded = {aid: _canonical(value) for aid, value in sorted(result.outputs.items())}

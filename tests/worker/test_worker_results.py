@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from machina.engine import RunResult, ToolTotals
+from machina.engine import RunResult
+from machina.metrics.figures import ToolFigures
 from machina.worker import results
 
 
@@ -22,7 +23,7 @@ def run_result(status: str, reason: str = "complete", retryable: bool = False, *
         steps=2,
         state_digest="ab" * 32,
         log_path="/root/logs/run_20260101T000000Z_0123456789.jsonl",
-        tool_stats={"AID.ERROR_SCAN.v1": ToolTotals(1, 0, 1.5)},
+        tool_stats={"AID.ERROR_SCAN.v1": ToolFigures(1, 0, 1.5)},
         tool_calls=[("AID.ERROR_SCAN.v1", True, 1.5)],
         retryable=retryable,
         **extra,
@@ -62,7 +63,7 @@ def test_the_recorded_result_names_the_run_and_its_log() -> None:
     assert result["run_id"] == "20260101T000000Z_0123456789"
     assert result["log_path"].endswith("run_20260101T000000Z_0123456789.jsonl")
     assert result["state_digest"] == "ab" * 32
-    assert result["tool_stats"] == {"AID.ERROR_SCAN.v1": {"ok": 1, "fail": 0, "duration_ms": 1.5}}
+    assert result["tool_stats"] == {"AID.ERROR_SCAN.v1": {"ok": 1, "fail": 0, "duration_ms_total": 1.5}}
     assert result["outputs"] == {"AID.ERROR_SCAN.v1": {"matches": 3}}
     assert result["outputs_summary"]["AID.ERROR_SCAN.v1"]["bytes"] == len('{"matches":3}')
     assert (result["child_pid"], result["duration_ms"]) == (42, 3.0)
