@@ -130,26 +130,24 @@ class ChildPool:
         except ChildStartError as exc:
             self._failed(exc)
             return
-        pid = child.pid
+        failure: ChildStartError | None = None
         try:
             child.wait_ready(cancelled=lambda: self._closing)
         except ChildStartError as exc:
-            if not self._closing:
-                self._failed(exc)
-            return
-        finally:
-            with self._cond:
-                self._starting.discard(child)
+            failure = exc
         with self._cond:
+            self._starting.discard(child)
             if self._closing:
                 child.kill()
                 return
-            if self._failures or self.problem:
-                logger.info("job children start again (pid %d ready)", pid)
-            self._failures, self.problem = 0, None
-            self._idle.append(child)
-            self._cond.notify_all()
-        logger.debug("job child %d ready", pid)
+            if failure is None:
+                if self._failures or self.problem:
+                    logger.info("job children start again (pid %d ready)", child.pid)
+                self._failures, self.problem = 0, None
+                self._idle.append(child)
+                self._cond.notify_all()
+        if failure is not None:
+            self._failed(failure)
 
     def _failed(self, exc: ChildStartError) -> None:
         self._failures += 1
@@ -162,7 +160,7 @@ class ChildPool:
         delay = retry_delay_ms(self._failures, BACKOFF_MIN_MS, BACKOFF_MAX_MS, random.uniform) / 1000
         self.problem = f"{exc}; retrying in {delay:.1f} s"
         logger.error("cannot start a job child: %s", self.problem)
-        self._on_status(f"claiming nothing: cannot start a job child: {self.problem}")
+        self._on_status(f"cannot start a job child: {self.problem}")
         with self._cond:
             self._cond.wait_for(lambda: self._closing, delay)
 

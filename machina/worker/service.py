@@ -157,9 +157,10 @@ class WorkerService:
     def status(self) -> str:
         if self.pool is None:
             return "starting"
-        if self.pool.problem:
-            return f"claiming nothing: cannot start a job child: {self.pool.problem}"
         ready, lent = self.pool.counts()
+        if self.pool.problem:
+            idle = "" if ready + lent else "claiming nothing: "
+            return f"worker {self.worker_id}: {idle}cannot start a job child: {self.pool.problem}"
         busy = sum(1 for slot in self.slots if slot.job)
         figures = self.figures.figures if self.figures else None
         done = f"; {figures.jobs_ok} ok, {figures.jobs_fail} failed in all" if figures else ""
