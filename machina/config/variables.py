@@ -157,7 +157,7 @@ _var(
 _var(
     "MACHINA_WORKER_CONCURRENCY",
     Int(1, 16, "jobs"),
-    2,
+    4,
     "jobs one machina-worker runs at once, each in its own pre-started job child (one more child waits spare)",
 )
 _var(

@@ -118,6 +118,7 @@ class Suite:
             MACHINA_RETRY_MIN_MS="0",
             MACHINA_RETRY_MAX_MS="0",
             MACHINA_MAX_ATTEMPTS="2",
+            MACHINA_WORKER_CONCURRENCY="2",  # fewer processes to start than the default 4
             **env,
         )
         self.toolhost: subprocess.Popen[bytes] | None = None
