@@ -113,14 +113,14 @@ class Suite:
         self.root = root
         self.tmp = tmp
         shutil.copytree(CHECKOUT / "examples" / "data", root / "data", dirs_exist_ok=True)
-        self.env = bin_env(
-            MACHINA_ROOT=str(root),
-            MACHINA_RETRY_MIN_MS="0",
-            MACHINA_RETRY_MAX_MS="0",
-            MACHINA_MAX_ATTEMPTS="2",
-            MACHINA_WORKER_CONCURRENCY="2",  # fewer processes to start than the default 4
-            **env,
-        )
+        defaults = {
+            "MACHINA_ROOT": str(root),
+            "MACHINA_RETRY_MIN_MS": "0",
+            "MACHINA_RETRY_MAX_MS": "0",
+            "MACHINA_MAX_ATTEMPTS": "2",
+            "MACHINA_WORKER_CONCURRENCY": "2",  # fewer processes to start than the default 4
+        }
+        self.env = bin_env(**{**defaults, **env})
         self.toolhost: subprocess.Popen[bytes] | None = None
         self.workers: list[Worker] = []
         self._queue: FileQueue | None = None
