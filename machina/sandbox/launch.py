@@ -18,38 +18,19 @@ from dataclasses import dataclass, field
 
 import prctl
 
+from machina.proc import Rlimits
 from machina.sandbox import seccomp
 from machina.sandbox.drop import drop_privileges
+from machina.sandbox.etcview import default_view
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+# util-linux helpers run first inside the sandbox: set the limits, then become the tool uid.
+PRLIMIT = "/usr/bin/prlimit"
+SETPRIV = "/usr/bin/setpriv"
+_MIB = 1024 * 1024
 SANDBOX_HOSTNAME = "machina-sandbox"
 
-# /etc entries a program may need to run, resolve names and check certificates.  Never the whole /etc:
-# /etc/shadow, /etc/machina/machina.env and the like stay outside.
-ETC_ENTRIES = (
-    "alternatives",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "debian_version",
-    "gai.conf",
-    "group",
-    "host.conf",
-    "hosts",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "mime.types",
-    "nsswitch.conf",
-    "os-release",
-    "passwd",
-    "protocols",
-    "resolv.conf",
-    "services",
-    "ssl",
-    "timezone",
-)
 MERGED_USR_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 GPU_DEVICES = (
     "/dev/nvidiactl",
@@ -72,12 +53,16 @@ def base_environment(extra: Mapping[str, str] | None = None, home: str = "/tmp")
 
 @dataclass
 class Launch:
-    """Everything :func:`subprocess.Popen` needs to start one sandboxed process."""
+    """Everything :func:`subprocess.Popen` needs to start one sandboxed process.
+
+    ``preexec`` is None with bubblewrap: nothing runs between fork and exec, so Python can vfork (a fork of
+    the toolhost costs milliseconds); limits are set by ``prlimit`` inside the sandbox instead.
+    """
 
     argv: list[str]
     env: dict[str, str]
     pass_fds: tuple[int, ...]
-    preexec: Callable[[], None]
+    preexec: Callable[[], None] | None
     cwd: str | None = None  # host directory (fallback only; bubblewrap uses --chdir)
     _owned_fds: list[int] = field(default_factory=list)
     _scratch: str | None = None
@@ -109,6 +94,7 @@ def prepare(
     env: Mapping[str, str] | None = None,
     drop_in_process: bool = False,
     keep_fds: Sequence[int] = (),
+    rlimits: Rlimits | None = None,
 ) -> Launch:
     """Build the launch of ``command`` under ``policy``.
 
@@ -116,12 +102,12 @@ def prepare(
     namespace (only for tools that need it); ``ro_paths`` are host paths made visible read-only at the same
     place; ``devices`` are device paths bound when present (the GPU); ``drop_in_process`` means the command
     drops to the tool uid itself (a Python executor) instead of through ``setpriv``; ``keep_fds`` are
-    passed through to the command.
+    passed through to the command; ``rlimits`` bound the command (bubblewrap itself is not limited).
     """
     profile = profile or ("net" if network else policy.default_profile)
     seccomp_fds = list(seccomp.program_fds(profile)) if policy.seccomp and policy.bwrap else []
     if policy.bwrap is None:
-        return _prepare_fallback(policy, command, profile, cwd, env, drop_in_process, keep_fds)
+        return _prepare_fallback(policy, command, profile, cwd, env, drop_in_process, keep_fds, rlimits)
     argv = [policy.bwrap, *_namespace_args(policy, network)]
     argv += _mount_args(ro_paths, devices, policy.tmp_mb)
     argv += ["--chdir", cwd, "--clearenv"]
@@ -130,6 +116,7 @@ def prepare(
     for fd in seccomp_fds:
         argv += ["--add-seccomp-fd", str(fd)]
     argv.append("--")
+    argv += _prlimit(rlimits)
     if policy.drops_privileges and not drop_in_process:
         argv += _setpriv(policy)
     argv += list(command)
@@ -137,7 +124,7 @@ def prepare(
         argv=argv,
         env={"PATH": SANDBOX_PATH},  # bubblewrap's own environment: no secret reaches its /proc/<pid>/environ
         pass_fds=(*seccomp_fds, *keep_fds),
-        preexec=_bwrap_child_setup,
+        preexec=None,  # bubblewrap sets no_new_privs itself; so does setpriv
         _owned_fds=seccomp_fds,
     )
 
@@ -166,9 +153,7 @@ def _mount_args(ro_paths: Iterable[str], devices: Iterable[str], tmp_mb: int) ->
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    args += ["--perms", "0755", "--dir", "/etc"]
-    for name in ETC_ENTRIES:
-        args += ["--ro-bind-try", "/etc/" + name, "/etc/" + name]
+    args += ["--ro-bind", default_view().path(), "/etc"]  # a copy of a short list: never /etc/shadow
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
     args += _extra_binds(ro_paths)
     for device in devices:
@@ -208,7 +193,7 @@ def _ancestors(path: str) -> list[str]:
 
 def _setpriv(policy: SandboxPolicy) -> list[str]:
     return [
-        "/usr/bin/setpriv",
+        SETPRIV,
         f"--reuid={policy.tool_uid}",
         f"--regid={policy.tool_gid}",
         "--clear-groups",
@@ -219,9 +204,22 @@ def _setpriv(policy: SandboxPolicy) -> list[str]:
     ]
 
 
-def _bwrap_child_setup() -> None:
-    """Between fork and exec of bubblewrap: nothing started from here may gain privileges."""
-    prctl.set_no_new_privs(True)
+def _prlimit(rlimits: Rlimits | None) -> list[str]:
+    """``prlimit`` options setting soft and hard limits (0 = leave unlimited), run first inside the sandbox."""
+    if rlimits is None:
+        return []
+    options = [
+        f"--{name}={value}"
+        for name, value in (
+            ("cpu", rlimits.cpu_sec),
+            ("as", rlimits.as_mb * _MIB),
+            ("fsize", rlimits.fsize_mb * _MIB),
+            ("nofile", rlimits.nofile),
+            ("nproc", rlimits.nproc),
+        )
+        if value
+    ]
+    return [PRLIMIT, *options, "--"] if options else []
 
 
 def _prepare_fallback(
@@ -232,6 +230,7 @@ def _prepare_fallback(
     env: Mapping[str, str] | None,
     drop_in_process: bool,
     keep_fds: Sequence[int],
+    rlimits: Rlimits | None,
 ) -> Launch:
     """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp."""
     if cwd != "/tmp":
@@ -243,7 +242,10 @@ def _prepare_fallback(
     filters = seccomp.filters(profile) if policy.seccomp else []
     drop = policy.drops_privileges and not drop_in_process
 
+    limits = rlimits or Rlimits()
+
     def child_setup() -> None:
+        limits.apply()
         prctl.set_pdeathsig(signal.SIGKILL)
         if drop:
             drop_privileges(policy.tool_uid, policy.tool_gid)  # type: ignore[arg-type]

@@ -31,7 +31,17 @@ def sandboxed_run(
     program started outlives the call.  Output beyond a cap is discarded and reported as truncated.
     Raises OSError when bubblewrap (or, without it, the program) cannot be started.
     """
-    launch = prepare(policy, argv, profile=profile, network=network, cwd=cwd, env=env, ro_paths=ro_paths, devices=devices)
+    launch = prepare(
+        policy,
+        argv,
+        profile=profile,
+        network=network,
+        cwd=cwd,
+        env=env,
+        ro_paths=ro_paths,
+        devices=devices,
+        rlimits=rlimits,
+    )
     try:
         return run_bounded(
             launch.argv,
@@ -41,7 +51,6 @@ def sandboxed_run(
             stderr_max=stderr_max,
             stdin=stdin,
             cwd=launch.cwd,
-            rlimits=rlimits,
             pass_fds=launch.pass_fds,
             preexec=launch.preexec,
         )

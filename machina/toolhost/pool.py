@@ -164,18 +164,13 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
             env=EXECUTOR_ENV,
             drop_in_process=True,
             keep_fds=(theirs.fileno(),),
+            rlimits=spec.rlimits,
         )
     except BaseException:
         ours.close()
         theirs.close()
         raise
     stderr = tempfile.TemporaryFile()
-    rlimits = spec.rlimits
-
-    def child_setup() -> None:
-        rlimits.apply()
-        launch.preexec()
-
     try:
         proc = subprocess.Popen(
             launch.argv,
@@ -185,7 +180,7 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             pass_fds=launch.pass_fds,
-            preexec_fn=child_setup,
+            preexec_fn=launch.preexec,
             start_new_session=True,
             close_fds=True,
         )
