@@ -261,7 +261,7 @@ _var(
     "MACHINA_TOOLHOST_ISOLATE",
     Bool(),
     False,
-    "give every tool call a fresh sandbox, built-ins included (no pre-started executors are reused)",
+    "never let two tool calls share an executor: each pre-started one is retired after a single call",
 )
 _var("MACHINA_TOOLHOST_TIMEOUT", Int(1, 86400, "seconds"), 90, "client-side limit of one toolhost call")
 _var(

@@ -2,8 +2,8 @@
 
 Started by the toolhost as ``python -I -m machina.sandbox.executor --fd N [...]`` inside bubblewrap (or the
 fallback), it imports what it needs, drops to the tool uid (``--drop UID:GID``, when the toolhost is
-root), sets no_new_privs, loads the no-exec seccomp layer (``--no-exec``: built-ins and plugins without
-the SHELL capability never start a program), says ``ready`` and then serves calls on the channel
+root), sets no_new_privs, loads the no-spawn seccomp layer (``--no-spawn``: built-ins and plugins without
+the SHELL capability start neither programs nor processes), says ``ready`` and then serves calls on the channel
 (:mod:`machina.sandbox.channel`) until the toolhost closes it, or after one call with ``--one-shot``.
 
 Messages (JSON frames):
@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="machina-executor", description="Runs tools inside a Machina sandbox.")
     parser.add_argument("--fd", type=int, required=True, help="descriptor of the channel to the toolhost")
     parser.add_argument("--drop", metavar="UID:GID", help="drop to this uid and gid before serving")
-    parser.add_argument("--no-exec", action="store_true", help="forbid starting programs (seccomp)")
+    parser.add_argument("--no-spawn", action="store_true", help="forbid starting programs and processes (seccomp)")
     parser.add_argument("--one-shot", action="store_true", help="serve one call, then exit")
     parser.add_argument("--net", action="store_true", help="load the network tools")
     parser.add_argument("--cpu-per-call", type=int, default=0, metavar="SEC", help="CPU seconds per call")
@@ -149,18 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     _preload(args.net)
-    if args.no_exec:
-        from machina.sandbox.seccomp import deny_exec_filter
+    if args.no_spawn:
+        from machina.sandbox.seccomp import no_spawn_filter
 
-        exec_guard = deny_exec_filter()
+        spawn_guard = no_spawn_filter()
     if args.drop:
         from machina.sandbox.drop import drop_privileges
 
         uid, gid = (int(x) for x in args.drop.split(":"))
         drop_privileges(uid, gid)
     prctl.set_no_new_privs(True)
-    if args.no_exec:
-        exec_guard.load()
+    if args.no_spawn:
+        spawn_guard.load()
     channel.send(sock, {"t": "ready", "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()})
     while True:
         try:

@@ -154,7 +154,8 @@ def _mount_args(ro_paths: Iterable[str], devices: Iterable[str], tmp_mb: int) ->
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     args += ["--ro-bind", default_view().path(), "/etc"]  # a copy of a short list: never /etc/shadow
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(tmp_mb * _MIB), "--perms", "1777", "--tmpfs", "/tmp"]  # writable by the tool uid
     args += _extra_binds(ro_paths)
     for device in devices:
         args += ["--dev-bind-try", device, device]
@@ -239,7 +240,7 @@ def _prepare_fallback(
     if policy.drops_privileges:
         assert policy.tool_uid is not None and policy.tool_gid is not None
         os.chown(scratch, policy.tool_uid, policy.tool_gid)
-    filters = seccomp.filters(profile) if policy.seccomp else []
+    filters = [*(seccomp.filters(profile) if policy.seccomp else []), seccomp.session_guard_filter()]
     drop = policy.drops_privileges and not drop_in_process
 
     limits = rlimits or Rlimits()

@@ -7,8 +7,9 @@ A profile is two stacked filters (the kernel applies every filter and the strict
   API, unshare/setns and namespace flags to clone (clone3 answers ENOSYS so libc falls back to clone, whose
   flags we can inspect), bpf, perf_event_open, userfaultfd, io_uring, keyrings, kexec, modules, reboot,
   swap, clock and host-name setting, quotactl, open_by_handle_at, chroot/pivot_root.  ``strict`` also
-  refuses ``socket``, ``connect``, ``bind``, ``listen`` and ``accept``; ``net`` allows sockets of the
-  families a client needs (unix, inet, inet6, netlink).
+  refuses ``socket``, ``connect``, ``bind``, ``listen`` and ``accept``; ``net`` allows inet and inet6
+  sockets and routing netlink, never unix sockets (the host's abstract ones would be in reach).
+  ``socketpair(AF_UNIX)`` is allowed in both: it reaches nothing.
 * the **ioctl guard**: a default-allow filter refusing TIOCSTI and TIOCLINUX (typing into a terminal),
   compared on the low 32 bits the kernel uses.  libseccomp cannot combine an unconditional allow with a
   conditional refusal for one syscall, hence the second filter.
@@ -16,8 +17,9 @@ A profile is two stacked filters (the kernel applies every filter and the strict
 Only the native architecture is allowed; a syscall made through another ABI (int 0x80 on x86_64, x32)
 kills the process (libseccomp's bad-arch default).
 
-:func:`deny_exec_filter` is a third layer a Python executor loads on itself after start-up so that code
-without the SHELL capability cannot start programs.
+:func:`no_spawn_filter` is a third layer a Python executor loads on itself after start-up, so that code
+without the SHELL capability can start neither programs nor processes (threads stay allowed): no exec,
+no fork bomb, nothing left behind in a pre-started executor.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _CLONE_NAMESPACE_FLAGS = (
 _TIOCSTI = 0x5412
 _TIOCLINUX = 0x541C
 _AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
+_NETLINK_ROUTE = 0
 # personality(2) values Docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, and the query 0xffffffff.
 _PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
@@ -94,8 +97,11 @@ def _allowlist(profile: str) -> sc.SyscallFilter:
     _add(filt, sc.ERRNO(errno.ENOSYS), "clone3")
     _add(filt, sc.ALLOW, "socketpair", sc.Arg(0, sc.EQ, _AF_UNIX))
     if profile == "net":
-        for family in (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK):
+        for family in (_AF_INET, _AF_INET6):
             _add(filt, sc.ALLOW, "socket", sc.Arg(0, sc.EQ, family))
+        # Routing netlink only (getaddrinfo's AI_ADDRCONFIG); no unix sockets: a process sharing the host's
+        # network namespace would otherwise reach every abstract unix socket on the host.
+        _add(filt, sc.ALLOW, "socket", sc.Arg(0, sc.EQ, _AF_NETLINK), sc.Arg(2, sc.EQ, _NETLINK_ROUTE))
     for value in _PERSONALITIES:
         _add(filt, sc.ALLOW, "personality", sc.Arg(0, sc.EQ, value))
     return filt
@@ -108,11 +114,16 @@ def _ioctl_guard() -> sc.SyscallFilter:
     return filt
 
 
-def deny_exec_filter() -> sc.SyscallFilter:
-    """A default-allow layer refusing execve/execveat: loaded by code that must not start programs."""
+_CLONE_THREAD = 0x00010000
+
+
+def no_spawn_filter() -> sc.SyscallFilter:
+    """A default-allow layer refusing execve/execveat, fork/vfork and any clone that is not a thread."""
     filt = sc.SyscallFilter(sc.ALLOW)
-    for name in ("execve", "execveat"):
+    for name in ("execve", "execveat", "fork", "vfork"):
         _add(filt, sc.ERRNO(errno.EPERM), name)
+    _add(filt, sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+    _add(filt, sc.ERRNO(errno.ENOSYS), "clone3")  # libc falls back to clone, which the rule above inspects
     return filt
 
 
@@ -120,6 +131,15 @@ def _add(filt: sc.SyscallFilter, action: int, name: str, *args: sc.Arg) -> None:
     if sc.resolve_syscall(sc.Arch.NATIVE, name) < 0:
         return  # not a syscall on this architecture (e.g. open on aarch64)
     filt.add_rule(action, name, *args)
+
+
+def session_guard_filter() -> sc.SyscallFilter:
+    """Without bubblewrap there is no pid namespace to tear down: refusing setsid/setpgid keeps every
+    process a tool starts in its process group, so the timeout's group kill reaches all of them."""
+    filt = sc.SyscallFilter(sc.ALLOW)
+    for name in ("setsid", "setpgid"):
+        _add(filt, sc.ERRNO(errno.EPERM), name)
+    return filt
 
 
 def filters(profile: str) -> list[sc.SyscallFilter]:

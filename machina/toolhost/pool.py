@@ -7,7 +7,7 @@ An executor (:mod:`machina.sandbox.executor`) runs built-in tools and plugins.  
 * **pooled**: :class:`ExecutorPool` keeps ``MACHINA_TOOLHOST_POOL_SIZE`` idle executors per profile
   (``strict``, ``net``), started by its own long-lived thread (bwrap's --die-with-parent follows the
   thread that started it).  A pooled executor sits in exactly the sandbox a fresh one gets (namespaces,
-  seccomp profile, rlimits, cleared environment, tool uid) plus the no-exec seccomp layer; it is retired
+  seccomp profile, rlimits, cleared environment, tool uid) plus the no-spawn seccomp layer; it is retired
   after ``MACHINA_TOOLHOST_POOL_RECYCLE`` calls or at once after any failed call, timeout or protocol
   error.
 """
@@ -54,7 +54,7 @@ class ExecutorSpec:
     """What kind of executor to start."""
 
     network: bool = False
-    no_exec: bool = True
+    no_spawn: bool = True
     one_shot: bool = False
     cpu_per_call: int = 0
     devices: tuple[str, ...] = ()
@@ -149,7 +149,7 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
     command = [sys.executable, "-I", "-B", "-m", "machina.sandbox.executor", "--fd", str(theirs.fileno())]
     if policy.drops_privileges:
         command += ["--drop", f"{policy.tool_uid}:{policy.tool_gid}"]
-    for flag, wanted in (("--no-exec", spec.no_exec), ("--one-shot", spec.one_shot), ("--net", spec.network)):
+    for flag, wanted in (("--no-spawn", spec.no_spawn), ("--one-shot", spec.one_shot), ("--net", spec.network)):
         if wanted:
             command.append(flag)
     if spec.cpu_per_call:

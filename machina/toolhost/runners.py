@@ -5,11 +5,14 @@
              MEMORY.APPEND, MEMORY.QUERY, EMBED.TEXT, QUEUE.ENQUEUE, ``strict`` pool (HTTP_GET: the ``net``
              PROC.SELF_METRICS, NOOP, ASK_SUP, NET.HTTP_GET         pool), recycled after N calls or a failure
     fresh    GPU_SMOKE (GPU devices bound); every pool tool when    a Python executor started for this call
-             MACHINA_TOOLHOST_ISOLATE=1 or the pool size is 0
+             MACHINA_TOOLHOST_POOL_SIZE=0
     shell    SHELL.EXEC                                             a new bubblewrap per call, the program
                                                                     itself as the sandboxed process
     plugin   pinned plugins                                          a Python executor started for this call,
                                                                     shaped by the plugin's capabilities
+
+With MACHINA_TOOLHOST_ISOLATE=1 (the prod profile) a pooled executor serves a single call and is then
+retired: no two calls share a process, yet a call still finds one started and waiting.
 
 The grant of each built-in (what the broker will hand it) follows its manifest's side effects; a test
 holds the two together.
@@ -134,7 +137,7 @@ class ToolRunner:
             limits = replace(limits, as_mb=0, nproc=0)  # CUDA needs both unlimited (OPERATIONS.md)
         return ExecutorSpec(
             network=runner.network,
-            no_exec=not runner.exec_allowed,
+            no_spawn=not runner.exec_allowed,
             one_shot=True,
             devices=GPU_DEVICES if runner.gpu else (),
             rlimits=limits,

@@ -73,8 +73,8 @@ def runner_settings(cfg: Config) -> RunnerSettings:
             stderr_max=cfg["MACHINA_SHELL_STDERR_MAX"],
             rlimits=rlimits(cfg, "MACHINA_SHELL"),
         ),
-        pool_size=0 if cfg["MACHINA_TOOLHOST_ISOLATE"] else cfg["MACHINA_TOOLHOST_POOL_SIZE"],
-        pool_recycle=cfg["MACHINA_TOOLHOST_POOL_RECYCLE"],
+        pool_size=cfg["MACHINA_TOOLHOST_POOL_SIZE"],
+        pool_recycle=1 if cfg["MACHINA_TOOLHOST_ISOLATE"] else cfg["MACHINA_TOOLHOST_POOL_RECYCLE"],
         params={
             "file_read": read_params,
             "http_get": {
