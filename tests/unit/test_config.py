@@ -138,6 +138,7 @@ def test_empty_value_means_unset() -> None:
         ("MACHINA_ROOT", "relative/dir", "an absolute path"),
         ("MACHINA_SHELL_ALLOWED_EXE", "ls,/bin/sh", "executable basenames"),
         ("MACHINA_HTTP_ALLOWED_HOSTS", "good.example, bad host", "host names"),
+        ("MACHINA_HTTP_ALLOWED_HOSTS", "*example.com", "host names"),
         ("MACHINA_POLICY_CMD", "python3 'unterminated", "a command line"),
         ("TELEGRAM_CHAT_ID", "everyone", "a chat id"),
         ("MACHINA_PLUGIN_ALLOWED_CAPS", "FILE_READ,ROOTKIT", "plugin capabilities"),
