@@ -268,7 +268,8 @@ class ExecutorPool:
                     self._last_error = str(exc)
                     self._cond.notify_all()
                 log.error("cannot start a %s executor: %s", self.name, exc)
-                time.sleep(backoff)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closing, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
@@ -294,4 +295,7 @@ class ExecutorPool:
             self._cond.notify_all()
         for executor in idle:
             executor.kill()
-        self._thread.join(READY_TIMEOUT_S + 5)
+        # An executor still starting is killed by the spawner when it is ready, or with this process
+        # (bubblewrap's --die-with-parent): no need to wait for it here.
+        if self._thread.ident is not None:
+            self._thread.join(2.0)
