@@ -75,7 +75,9 @@ def tool() -> None:
 
 @tool.command("run")
 @click.argument("aid")
-@click.option("--input", "input_text", default="{}", metavar="JSON", help="Inputs: a JSON object, @FILE, or - for stdin.")
+@click.option(
+    "--input", "input_text", default="{}", metavar="JSON", help="Inputs: a JSON object, @FILE, or - for stdin."
+)
 @click.option("--lease", "lease_token", metavar="TOKEN", help="A lease approving this call.")
 @click.option("--idempotency-key", metavar="KEY", help="Repeat the first reply for a repeated key.")
 @click.option("--request-id", metavar="ID", help="Request id for logs and tracing.")

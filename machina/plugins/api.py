@@ -26,12 +26,16 @@ class PluginHost:
         with handle:
             return handle.read(limit)
 
-    def write_file(self, path: str, data: bytes | str, *, overwrite: bool = False, mkdirs: bool = False) -> dict[str, Any]:
+    def write_file(
+        self, path: str, data: bytes | str, *, overwrite: bool = False, mkdirs: bool = False
+    ) -> dict[str, Any]:
         """Write a file under the working root atomically, keeping a .bak (FILE_WRITE)."""
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         return files.write_file(self._ctx, path, payload, overwrite=overwrite, mkdirs=mkdirs)
 
-    def memory_append(self, stream: str, *, text: str | None = None, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    def memory_append(
+        self, stream: str, *, text: str | None = None, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         inputs: dict[str, Any] = {"stream": stream}
         if text is not None:
             inputs["text"] = text

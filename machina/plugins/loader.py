@@ -63,7 +63,9 @@ def load_plugin(plugins_dir: str, name: str, allowed_caps: Iterable[str], pins: 
             f"{name}: declares {', '.join(excess)} beyond MACHINA_PLUGIN_ALLOWED_CAPS={allowed}"
             + ("" if "capabilities" in declared else " (no capabilities declared means all of them)")
         )
-    return Plugin(file=name, source=source, sha256=pins[name], capabilities=caps, spec=_spec(declared, caps, name, plugins_dir))
+    return Plugin(
+        file=name, source=source, sha256=pins[name], capabilities=caps, spec=_spec(declared, caps, name, plugins_dir)
+    )
 
 
 def load_plugins(

@@ -47,7 +47,7 @@ def read_pins(plugins_dir: str) -> dict[str, str]:
         raise PinError(f"{path}: cannot read pins: {exc}") from None
     pins = doc.get("pins") if isinstance(doc, dict) else None
     if not isinstance(pins, dict):
-        raise PinError(f"{path}: expected {{\"version\": 1, \"pins\": {{file: sha256}}}}")
+        raise PinError(f'{path}: expected {{"version": 1, "pins": {{file: sha256}}}}')
     for name, value in pins.items():
         if not PLUGIN_NAME.fullmatch(str(name)) or not isinstance(value, str) or not _HEX.fullmatch(value):
             raise PinError(f"{path}: bad pin {name!r}: expected a plugin file name and a lower-case SHA-256 hex")

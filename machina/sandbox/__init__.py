@@ -23,8 +23,30 @@ back silently) the same process runs without namespaces but keeps the cleared en
 no_new_privs, the seccomp profile and the uid drop.
 """
 
-from machina.sandbox.launch import Launch, prepare
-from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable, resolve_policy
-from machina.sandbox.run import sandboxed_run
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from machina.sandbox.launch import Launch, prepare
+    from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable, resolve_policy
+    from machina.sandbox.run import sandboxed_run
 
 __all__ = ["Launch", "SandboxPolicy", "SandboxUnavailable", "prepare", "resolve_policy", "sandboxed_run"]
+
+_EXPORTS = {
+    "Launch": "machina.sandbox.launch",
+    "prepare": "machina.sandbox.launch",
+    "SandboxPolicy": "machina.sandbox.policy",
+    "SandboxUnavailable": "machina.sandbox.policy",
+    "resolve_policy": "machina.sandbox.policy",
+    "sandboxed_run": "machina.sandbox.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Exports load on first use: an executor inside a sandbox imports only what it needs (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'machina.sandbox' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -2,7 +2,7 @@
 
 Started by the toolhost as ``python -I -m machina.sandbox.executor --fd N [...]`` inside bubblewrap (or the
 fallback), it imports what it needs, drops to the tool uid (``--drop UID:GID``, when the toolhost is
-root), sets no_new_privs, loads the no-spawn seccomp layer (``--no-spawn``: built-ins and plugins without
+root), sets no_new_privs, loads the no-spawn seccomp layer (``--no-spawn-fd``: built-ins and plugins without
 the SHELL capability start neither programs nor processes), says ``ready`` and then serves calls on the channel
 (:mod:`machina.sandbox.channel`) until the toolhost closes it, or after one call with ``--one-shot``.
 
@@ -35,7 +35,7 @@ from typing import IO, Any
 import prctl
 
 from machina import toolapi
-from machina.sandbox import channel
+from machina.sandbox import bpf, channel
 from machina.tools.base import ToolContext, ToolFailure, adopt
 
 HEAVY_TOOLS = ("http_get",)  # imported only by executors of the net profile
@@ -113,7 +113,7 @@ def run_call(message: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 def _preload(net: bool) -> None:
     """Import every tool now: after the drop the interpreter's own files may be out of reach (fallback)."""
-    import machina.plugins.api  # noqa: F401
+    import machina.plugins.api
     from machina import tools
 
     for name in tools.EXECUTOR_TOOLS:
@@ -138,7 +138,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="machina-executor", description="Runs tools inside a Machina sandbox.")
     parser.add_argument("--fd", type=int, required=True, help="descriptor of the channel to the toolhost")
     parser.add_argument("--drop", metavar="UID:GID", help="drop to this uid and gid before serving")
-    parser.add_argument("--no-spawn", action="store_true", help="forbid starting programs and processes (seccomp)")
+    parser.add_argument(
+        "--no-spawn-fd", type=int, metavar="FD", help="seccomp program forbidding new programs and processes"
+    )
     parser.add_argument("--one-shot", action="store_true", help="serve one call, then exit")
     parser.add_argument("--net", action="store_true", help="load the network tools")
     parser.add_argument("--cpu-per-call", type=int, default=0, metavar="SEC", help="CPU seconds per call")
@@ -149,18 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     _preload(args.net)
-    if args.no_spawn:
-        from machina.sandbox.seccomp import no_spawn_filter
-
-        spawn_guard = no_spawn_filter()
+    spawn_guard = bpf.read_program(args.no_spawn_fd) if args.no_spawn_fd is not None else b""
     if args.drop:
         from machina.sandbox.drop import drop_privileges
 
         uid, gid = (int(x) for x in args.drop.split(":"))
         drop_privileges(uid, gid)
     prctl.set_no_new_privs(True)
-    if args.no_spawn:
-        spawn_guard.load()
+    if spawn_guard:
+        bpf.load_program(spawn_guard)
     channel.send(sock, {"t": "ready", "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()})
     while True:
         try:

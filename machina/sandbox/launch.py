@@ -25,6 +25,7 @@ from machina.sandbox.etcview import default_view
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+SANDBOX_TMP = "/tmp"  # noqa: S108 - the sandbox's own private tmpfs, not the host's /tmp
 # util-linux helpers run first inside the sandbox: set the limits, then become the tool uid.
 PRLIMIT = "/usr/bin/prlimit"
 SETPRIV = "/usr/bin/setpriv"
@@ -44,7 +45,7 @@ GPU_DEVICES = (
 _DROP_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 
 
-def base_environment(extra: Mapping[str, str] | None = None, home: str = "/tmp") -> dict[str, str]:
+def base_environment(extra: Mapping[str, str] | None = None, home: str = SANDBOX_TMP) -> dict[str, str]:
     """The whole environment of a tool process: nothing is inherited from the toolhost."""
     env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home}
     env.update(extra or {})
@@ -90,7 +91,7 @@ def prepare(
     network: bool = False,
     ro_paths: Iterable[str] = (),
     devices: Iterable[str] = (),
-    cwd: str = "/tmp",
+    cwd: str = SANDBOX_TMP,
     env: Mapping[str, str] | None = None,
     drop_in_process: bool = False,
     keep_fds: Sequence[int] = (),
@@ -155,7 +156,7 @@ def _mount_args(ro_paths: Iterable[str], devices: Iterable[str], tmp_mb: int) ->
             args += ["--ro-bind", path, path]
     args += ["--ro-bind", default_view().path(), "/etc"]  # a copy of a short list: never /etc/shadow
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(tmp_mb * _MIB), "--perms", "1777", "--tmpfs", "/tmp"]  # writable by the tool uid
+    args += ["--size", str(tmp_mb * _MIB), "--perms", "1777", "--tmpfs", SANDBOX_TMP]  # writable by the tool uid
     args += _extra_binds(ro_paths)
     for device in devices:
         args += ["--dev-bind-try", device, device]
@@ -168,7 +169,7 @@ def _extra_binds(paths: Iterable[str]) -> list[str]:
     bubblewrap would otherwise copy restrictive modes of the host's parents (``/root`` is 0700), and an
     unprivileged tool could not reach an interpreter bound below them.
     """
-    bound = ["/usr", "/etc", "/proc", "/dev", "/tmp"]
+    bound = ["/usr", "/etc", "/proc", "/dev", SANDBOX_TMP]
     made: set[str] = set()
     args: list[str] = []
     for path in sorted({os.path.realpath(p) for p in paths}, key=lambda p: (p.count("/"), p)):
@@ -234,7 +235,7 @@ def _prepare_fallback(
     rlimits: Rlimits | None,
 ) -> Launch:
     """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp."""
-    if cwd != "/tmp":
+    if cwd != SANDBOX_TMP:
         raise SandboxUnavailable(f"cwd {cwd!r} needs bubblewrap: without it a tool runs in a private scratch dir")
     scratch = tempfile.mkdtemp(prefix="machina-tool-")
     if policy.drops_privileges:

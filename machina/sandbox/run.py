@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from machina.proc import BoundedResult, Rlimits, run_bounded
-from machina.sandbox.launch import prepare
+from machina.sandbox.launch import SANDBOX_TMP, prepare
 from machina.sandbox.policy import SandboxPolicy
 
 
@@ -19,7 +19,7 @@ def sandboxed_run(
     stdin: bytes | None = None,
     profile: str | None = None,
     network: bool = False,
-    cwd: str = "/tmp",
+    cwd: str = SANDBOX_TMP,
     env: Mapping[str, str] | None = None,
     rlimits: Rlimits | None = None,
     ro_paths: Iterable[str] = (),

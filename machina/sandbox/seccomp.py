@@ -79,9 +79,9 @@ shmget shutdown sigaltstack signalfd signalfd4 splice stat statfs statx symlink 
 sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete timer_getoverrun timer_gettime
 timer_settime timerfd_create timerfd_gettime timerfd_settime times tkill truncate umask uname unlink
 unlinkat utime utimensat utimes vfork vmsplice wait4 waitid write writev
-""".split()
+""".split()  # noqa: SIM905 - one syscall list, grouped for reading
 
-_NET_ONLY = "accept accept4 bind connect listen".split()
+_NET_ONLY = "accept accept4 bind connect listen".split()  # noqa: SIM905
 
 
 class SeccompUnavailable(RuntimeError):
@@ -174,13 +174,28 @@ def _export(filt: sc.SyscallFilter) -> bytes:
         return handle.read()
 
 
+def no_spawn_program() -> bytes:
+    """:func:`no_spawn_filter` as a BPF program (built once), for an executor to load with machina.sandbox.bpf."""
+    with _bpf_lock:
+        cached = _bpf_cache.get("no_spawn")
+        if cached is None:
+            cached = (_export(no_spawn_filter()),)
+            _bpf_cache["no_spawn"] = cached
+        return cached[0]
+
+
+def memfd_of(program: bytes) -> int:
+    """A readable memfd holding ``program``, positioned at the start; the caller closes it."""
+    fd = os.memfd_create("machina-seccomp", os.MFD_CLOEXEC)
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 def program_fds(profile: str) -> Iterator[int]:
     """One readable memfd per BPF program of ``profile``, positioned at the start; the caller closes them."""
     for program in bpf_programs(profile):
-        fd = os.memfd_create("machina-seccomp", os.MFD_CLOEXEC)
-        os.write(fd, program)
-        os.lseek(fd, 0, os.SEEK_SET)
-        yield fd
+        yield memfd_of(program)
 
 
 def load(profile: str) -> None:

@@ -1,13 +1,12 @@
 """One tool call, from request to reply: the single code path every caller's tool call takes.
 
-    resolve the AID -> validate inputs against the manifest -> idempotency -> permission (mode, overrides)
-    -> lease (approval of an "ask", or MACHINA_LEASE_ENFORCE) -> run on the tool's path -> reply, one log line
+resolve the AID -> validate inputs against the manifest -> idempotency -> permission (mode, overrides)
+-> lease (approval of an "ask", or MACHINA_LEASE_ENFORCE) -> run on the tool's path -> reply, one log line
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from machina import toolapi

@@ -94,7 +94,9 @@ class Catalog:
                 tools.append(_entry(spec, **describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
         for _aid, plugin in sorted(plugins.items()):
             resolved = Resolved(plugin.spec, plugin_runner(plugin), plugin)
-            tools.append(_entry(plugin.spec, plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved)))
+            tools.append(
+                _entry(plugin.spec, plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved))
+            )
         return {"tools": tools, "refused": [{"file": f, "reason": r} for f, r in self.refused]}
 
 

@@ -154,7 +154,9 @@ class ConfinedRoot:
         try:
             self._check_target(dir_fd, name, path, overwrite)
             tmp_name = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
-            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            fd = os.open(
+                tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+            )
         except BaseException:
             os.close(dir_fd)
             raise

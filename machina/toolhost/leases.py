@@ -26,7 +26,7 @@ from machina.fsutil import ensure_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
-TOKEN_PREFIX = "mlease_"
+TOKEN_PREFIX = "mlease_"  # noqa: S105 - a prefix, not a secret
 
 
 class LeaseError(MachinaError):

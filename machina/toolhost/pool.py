@@ -26,11 +26,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from machina.proc import Rlimits
-from machina.sandbox import channel
+from machina.sandbox import channel, seccomp
 from machina.sandbox.launch import prepare, python_paths
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 from machina.toolhost.broker import CallScope
@@ -58,7 +58,7 @@ class ExecutorSpec:
     one_shot: bool = False
     cpu_per_call: int = 0
     devices: tuple[str, ...] = ()
-    rlimits: Rlimits = Rlimits()
+    rlimits: Rlimits = field(default_factory=Rlimits)
 
 
 class Executor:
@@ -146,10 +146,16 @@ class Executor:
 def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
     """Start an executor in a new sandbox and wait for its ``ready``; ExecutorFailed when it cannot."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    command = [sys.executable, "-I", "-B", "-m", "machina.sandbox.executor", "--fd", str(theirs.fileno())]
+    theirs_fd = theirs.detach()  # a plain descriptor from here on: closed once, by _close_all
+    passed = [theirs_fd]
+    command = [sys.executable, "-I", "-B", "-m", "machina.sandbox.executor", "--fd", str(theirs_fd)]
     if policy.drops_privileges:
         command += ["--drop", f"{policy.tool_uid}:{policy.tool_gid}"]
-    for flag, wanted in (("--no-spawn", spec.no_spawn), ("--one-shot", spec.one_shot), ("--net", spec.network)):
+    if spec.no_spawn:
+        guard = seccomp.memfd_of(seccomp.no_spawn_program())
+        passed.append(guard)
+        command += ["--no-spawn-fd", str(guard)]
+    for flag, wanted in (("--one-shot", spec.one_shot), ("--net", spec.network)):
         if wanted:
             command.append(flag)
     if spec.cpu_per_call:
@@ -163,14 +169,14 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
             devices=spec.devices,
             env=EXECUTOR_ENV,
             drop_in_process=True,
-            keep_fds=(theirs.fileno(),),
+            keep_fds=tuple(passed),
             rlimits=spec.rlimits,
         )
     except BaseException:
         ours.close()
-        theirs.close()
+        _close_all(passed)
         raise
-    stderr = tempfile.TemporaryFile()
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the Executor owns and closes it
     try:
         proc = subprocess.Popen(
             launch.argv,
@@ -190,7 +196,7 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
         launch.finished()
         raise ExecutorFailed(f"cannot start the sandbox: {exc}") from None
     finally:
-        theirs.close()
+        _close_all(passed)
         launch.spawned()
     executor = Executor(proc, ours, stderr, launch.finished)
     try:
@@ -199,6 +205,12 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
         executor.kill()
         raise
     return executor
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class ExecutorPool:

@@ -20,11 +20,14 @@ for a malformed request.  A repeated idempotent call adds ``"replayed": true``.
 
 Other operations carry ``op``:
 
-    {"op": "_tools.list"}                                      any allowed peer: output {"tools": [...], "refused": [...]}
-    {"op": "_lease.issue", "aid": AID|"*", "tier": 0-3, "ttl_ms": N}   administrative peers only:
-                                                               output {"lease_token", "lease_id", "aid", "tier", "expires_at", ...}
-    {"op": "_lease.gc"}                                        administrative peers only: output {"removed": N, "remaining": N}
-    {"op": "_ping"}                                            any allowed peer: output {"pid", "sandbox"}
+    {"op": "_tools.list"}
+        any allowed peer; output {"tools": [...], "refused": [{"file", "reason"}]}
+    {"op": "_lease.issue", "aid": AID or "*", "tier": 0-3, "ttl_ms": N}
+        administrative peers only; output {"lease_token", "lease_id", "aid", "tier", "expires_at", ...}
+    {"op": "_lease.gc"}
+        administrative peers only; output {"removed": N, "remaining": N}
+    {"op": "_ping"}
+        any allowed peer; output {"pid", "status"}
 
 The earlier runtime's form ``{"aid": "_lease.issue", "inputs": {"tool_aid", "tier", "ttl_ms"}}`` is accepted
 too.  A peer that is not allowed at all gets one ``forbidden`` reply and the connection is closed.
@@ -88,7 +91,7 @@ def parse_call(request: dict[str, Any]) -> CallRequest:
         raise BadRequest("inputs must be a JSON object")
     capabilities = request.get("capabilities")
     if capabilities is not None and not _is_capabilities(capabilities):
-        raise BadRequest("capabilities must be {\"allowed_tools\": [...], \"blocked_tools\": [...]}")
+        raise BadRequest('capabilities must be {"allowed_tools": [...], "blocked_tools": [...]}')
     return CallRequest(
         aid=aid,
         inputs=inputs,
@@ -110,7 +113,7 @@ def parse_lease_issue(request: dict[str, Any]) -> tuple[str, int, int]:
     else:
         aid, tier, ttl = request.get("aid"), request.get("tier"), request.get("ttl_ms")
     if not isinstance(aid, str) or not aid:
-        raise BadRequest("aid must be an AID or \"*\"")
+        raise BadRequest('aid must be an AID or "*"')
     if not isinstance(tier, int) or isinstance(tier, bool) or not 0 <= tier <= 3:
         raise BadRequest("tier must be an integer from 0 to 3")
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
@@ -133,7 +136,9 @@ def _is_capabilities(value: Any) -> bool:
     return all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values())
 
 
-def reply(status: str, output: dict[str, Any] | None = None, error: str = "", duration_ms: float = 0.0) -> dict[str, Any]:
+def reply(
+    status: str, output: dict[str, Any] | None = None, error: str = "", duration_ms: float = 0.0
+) -> dict[str, Any]:
     return {
         "ok": status == "ok",
         "status": status,

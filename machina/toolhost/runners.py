@@ -20,6 +20,7 @@ holds the two together.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -108,11 +109,9 @@ class ToolRunner:
         self.pools: dict[str, ExecutorPool] = {}
         if settings.pool_size > 0:
             for network in (False, True):
-                spec = self._pool_spec(network)
                 name = "net" if network else "strict"
-                self.pools[name] = ExecutorPool(
-                    name, lambda spec=spec: start_executor(policy, spec), settings.pool_size, settings.pool_recycle
-                )
+                factory = functools.partial(start_executor, policy, self._pool_spec(network))
+                self.pools[name] = ExecutorPool(name, factory, settings.pool_size, settings.pool_recycle)
 
     def start(self) -> None:
         for pool in self.pools.values():
@@ -197,7 +196,9 @@ class ToolRunner:
             done = executor.call(message, scope, deadline)
         except ExecutorTimedOut:
             executor.kill()
-            return Outcome(toolapi.TIMEOUT, {}, f"no result within {self._timeout_s(runner):g}s: the tool was killed", path)
+            return Outcome(
+                toolapi.TIMEOUT, {}, f"no result within {self._timeout_s(runner):g}s: the tool was killed", path
+            )
         except ExecutorFailed as exc:
             executor.kill()
             return Outcome(toolapi.TOOL_ERROR, {}, f"the tool's executor failed: {exc}", path)

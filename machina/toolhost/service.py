@@ -93,7 +93,9 @@ def runner_settings(cfg: Config) -> RunnerSettings:
 class Toolhost:
     name = "machina-toolhost"
 
-    def __init__(self, cfg: Config, *, socket_path: str | None = None, bwrap: str | None = None, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self, cfg: Config, *, socket_path: str | None = None, bwrap: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ):
         self.cfg = cfg
         self.clock = clock
         self._socket_path = socket_path
@@ -187,7 +189,9 @@ class Toolhost:
             op = protocol.op_of(request)
             if op in protocol.ADMIN_OPS and peer.uid not in self.admin_uids:
                 log.warning("refused %s from uid %d: not an administrative peer", op, peer.uid)
-                return protocol.reply(toolapi.FORBIDDEN, error=f"{op} is only for administrative peers (uid {peer.uid} is not)")
+                return protocol.reply(
+                    toolapi.FORBIDDEN, error=f"{op} is only for administrative peers (uid {peer.uid} is not)"
+                )
             if op == protocol.OP_CALL:
                 return self.calls.call(protocol.parse_call(request), peer)
             if op == protocol.OP_TOOLS_LIST:
@@ -228,11 +232,14 @@ class Toolhost:
 
     def counters(self) -> dict[str, Any]:
         pools = {name: pool.stats() for name, pool in (self.runner.pools.items() if self.runner else [])}
-        return {"calls_total": self.calls.calls_total, "calls_by_status": dict(self.calls.calls_by_status), "pools": pools}
+        return {
+            "calls_total": self.calls.calls_total,
+            "calls_by_status": dict(self.calls.calls_by_status),
+            "pools": pools,
+        }
 
 
 def _open_queue(cfg: Config) -> Any:
     from machina.queue import open_queue  # type: ignore[import-not-found,unused-ignore]
 
     return open_queue(cfg)
-

@@ -32,4 +32,5 @@ ToolFunction = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 def load(name: str) -> ToolFunction:
     module_name, func = EXECUTOR_TOOLS[name].split(":")
-    return getattr(importlib.import_module(module_name), func)  # type: ignore[no-any-return]
+    function: ToolFunction = getattr(importlib.import_module(module_name), func)
+    return function

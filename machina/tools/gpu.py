@@ -18,7 +18,7 @@ def gpu_smoke(inputs: dict[str, Any], ctx: Any) -> dict[str, Any]:
     if not os.path.exists(NVIDIA_DEVICE):
         return {"gpu": False, "devices": devices, "reason": f"no GPU: {NVIDIA_DEVICE} does not exist"}
     try:
-        import cupy  # type: ignore[import-not-found]
+        import cupy
     except ImportError:
         return {"gpu": False, "devices": devices, "reason": "a GPU device exists but cupy is not installed"}
     try:

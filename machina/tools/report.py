@@ -28,7 +28,11 @@ def report_summary(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 def render(inputs: dict[str, Any], run_id: str) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = [f"# {inputs.get('title') or 'Summary'}", "", f"Generated {stamp}" + (f" for run {run_id}" if run_id else "")]
+    lines = [
+        f"# {inputs.get('title') or 'Summary'}",
+        "",
+        f"Generated {stamp}" + (f" for run {run_id}" if run_id else ""),
+    ]
     sections = [("Findings", inputs["findings"])] if "findings" in inputs else []
     sections += [(key.replace("_", " ").capitalize(), value) for key, value in inputs.items() if key not in _KNOWN]
     for heading, value in sections:

@@ -24,9 +24,10 @@ def error_scan(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         raise ToolFailure(f"pattern {pattern_text!r} is not a valid regular expression: {exc}") from None
     max_rows = inputs.get("max_rows", DEFAULT_MAX_ROWS)
     handle, _ = ctx.open_read(inputs["input_path"])
-    matches, lines, rows = 0, 0, []
+    matches, lines = 0, 0
+    rows: list[dict[str, Any]] = []
     with handle:
-        for lines, raw in enumerate(handle, 1):  # noqa: B007 - lines is the count after the loop
+        for lines, raw in enumerate(handle, 1):
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if pattern.search(text):
                 matches += 1

@@ -23,7 +23,7 @@ from typing import Any
 from machina import toolapi
 from machina.proc import Rlimits
 from machina.sandbox import SandboxPolicy, sandboxed_run
-from machina.sandbox.launch import SANDBOX_PATH
+from machina.sandbox.launch import SANDBOX_PATH, SANDBOX_TMP
 from machina.tools.base import ToolFailure, cap
 
 SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
@@ -43,11 +43,12 @@ def resolve_executable(name: str, allowed: tuple[str, ...]) -> str:
     if "/" in name:
         if not name.startswith("/"):
             raise ToolFailure(f"{name!r}: give a program name or an absolute path", status=toolapi.DENIED)
-        path: str | None = name
+        path = name
     else:
-        path = shutil.which(name, path=SANDBOX_PATH)
-        if path is None:
+        found = shutil.which(name, path=SANDBOX_PATH)
+        if found is None:
             raise ToolFailure(f"{name!r}: no such program on {SANDBOX_PATH}")
+        path = found
     canonical = os.path.realpath(path)
     base = os.path.basename(canonical)
     if base not in allowed:
@@ -69,7 +70,7 @@ def check_cwd(cwd: str) -> str:
 def shell_exec(inputs: dict[str, Any], policy: SandboxPolicy, settings: ShellSettings) -> dict[str, Any]:
     argv = list(inputs["cmd"])
     exe = resolve_executable(argv[0], settings.allowed)
-    cwd = check_cwd(inputs.get("cwd", "/tmp"))
+    cwd = check_cwd(inputs.get("cwd", SANDBOX_TMP))
     timeout_ms = cap(inputs.get("timeout_ms"), settings.timeout_ms)
     try:
         result = sandboxed_run(

@@ -47,7 +47,12 @@ def test_the_fallback_still_runs_tools_bounded(caplog: pytest.LogCaptureFixture)
     policy = resolve_policy(cfg(MACHINA_SECCOMP_ENABLE="1"), bwrap=MISSING)
     result = sandboxed_run(["/usr/bin/env"], policy=policy, timeout_s=10, stdout_max=4096, stderr_max=4096)
     assert result.exit_code == 0
-    assert sorted(line.split("=")[0] for line in result.stdout.decode().splitlines()) == ["HOME", "LANG", "PATH", "TMPDIR"]
+    assert sorted(line.split("=")[0] for line in result.stdout.decode().splitlines()) == [
+        "HOME",
+        "LANG",
+        "PATH",
+        "TMPDIR",
+    ]
 
 
 def test_a_bwrap_that_cannot_start_a_sandbox_counts_as_missing(tmp_path) -> None:

@@ -94,7 +94,8 @@ open("/tmp/ok", "w").write("fine"); print("tmp ok")
 
 
 def test_rlimits_apply(any_policy: SandboxPolicy) -> None:
-    code = "import resource as r; print([r.getrlimit(getattr(r, 'RLIMIT_' + n)) for n in ('CPU','AS','FSIZE','NOFILE','NPROC')])"
+    names = ("CPU", "AS", "FSIZE", "NOFILE", "NPROC")
+    code = f"import resource as r; print([r.getrlimit(getattr(r, 'RLIMIT_' + n)) for n in {names!r}])"
     mib = 1024 * 1024
     expected = [(5, 5), (1024 * mib, 1024 * mib), (8 * mib, 8 * mib), (64, 64), (32, 32)]
     assert py(any_policy, code).stdout.decode().strip() == str(expected)

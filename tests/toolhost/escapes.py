@@ -12,7 +12,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-PRELUDE = '''
+PRELUDE = """
 import ctypes, errno, fcntl, json, os, socket, termios, time
 libc = ctypes.CDLL(None, use_errno=True)
 def attempt(fn):
@@ -25,7 +25,7 @@ def call(name, *args):
     if getattr(libc, name)(*args) == -1:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,22 @@ class Attempt:
 ATTEMPTS = [
     Attempt("write_usr", 'result = attempt(lambda: open("/usr/bin/machina-escape", "w"))', r"Read-only file system"),
     Attempt(
-        "append_etc_passwd", 'result = attempt(lambda: open("/etc/passwd", "a"))', r"Read-only file system|Permission denied"
+        "append_etc_passwd",
+        'result = attempt(lambda: open("/etc/passwd", "a"))',
+        r"Read-only file system|Permission denied",
     ),
     Attempt(
         "write_the_working_root",
         'result = attempt(lambda: open(ROOT + "/queue/inbox/p0000_rq_evil.json", "w"))',
         r"No such file or directory|Permission denied",
     ),
-    Attempt("read_etc_shadow", 'result = attempt(lambda: open("/etc/shadow").read())', r"No such file|Permission denied"),
+    Attempt(
+        "read_etc_shadow", 'result = attempt(lambda: open("/etc/shadow").read())', r"No such file|Permission denied"
+    ),
     Attempt(
         "secrets_in_environment",
         "SECRET = SECRET_A + SECRET_B\n"
-        'leaked = [k for k, v in os.environ.items() if SECRET in v]\n'
+        "leaked = [k for k, v in os.environ.items() if SECRET in v]\n"
         'result = {"escaped": bool(leaked), "detail": "environment: " + ",".join(sorted(os.environ))}',
         r"^environment: [A-Z_,]*$",
     ),
@@ -112,9 +116,7 @@ ATTEMPTS = [
         "    os.kill(pid, 9); os.waitpid(pid, 0)",
         r"(Resource temporarily unavailable|Operation not permitted) after [0-9]+ processes",
     ),
-    Attempt(
-        "memory_bomb", "result = attempt(lambda: bytearray(8 * 1024 ** 3))", r"MemoryError|Cannot allocate memory"
-    ),
+    Attempt("memory_bomb", "result = attempt(lambda: bytearray(8 * 1024 ** 3))", r"MemoryError|Cannot allocate memory"),
     Attempt(
         "fill_the_disk",
         "def fill():\n"
@@ -131,12 +133,18 @@ ATTEMPTS = [
     Attempt("become_root", "result = attempt(lambda: os.setuid(0))", r"Operation not permitted"),
     Attempt("signal_init", "result = attempt(lambda: os.kill(1, 9))", r"Operation not permitted"),
     Attempt(
-        "read_init_memory", "result = attempt(lambda: open('/proc/1/mem', 'rb').read(1))", r"Permission denied|not permitted"
+        "read_init_memory",
+        "result = attempt(lambda: open('/proc/1/mem', 'rb').read(1))",
+        r"Permission denied|not permitted",
     ),
-    Attempt("raw_device", "result = attempt(lambda: open('/dev/mem', 'rb').read(1))", r"No such file|Permission denied"),
+    Attempt(
+        "raw_device", "result = attempt(lambda: open('/dev/mem', 'rb').read(1))", r"No such file|Permission denied"
+    ),
     Attempt("bpf", "result = attempt(lambda: call('syscall', 321, 0, None, 0))", r"Operation not permitted"),
     Attempt(
-        "io_uring", "result = attempt(lambda: call('syscall', 425, 4, ctypes.create_string_buffer(120)))", r"not permitted"
+        "io_uring",
+        "result = attempt(lambda: call('syscall', 425, 4, ctypes.create_string_buffer(120)))",
+        r"not permitted",
     ),
     Attempt(
         "write_proc_sys",

@@ -87,7 +87,9 @@ def test_memory_and_logs_are_readable_but_not_writable(confined: ConfinedRoot, m
             confined.create_pending(path, overwrite=True, mkdirs=True)
 
 
-def test_atomic_write_keeps_a_backup_and_never_clobbers_without_overwrite(confined: ConfinedRoot, machina_root: Path) -> None:
+def test_atomic_write_keeps_a_backup_and_never_clobbers_without_overwrite(
+    confined: ConfinedRoot, machina_root: Path
+) -> None:
     assert write(confined, "data/new.txt", b"one") == {"created": True, "backup": None}
     with pytest.raises(PathRefused, match="already exists"):
         write(confined, "data/new.txt", b"two")

@@ -286,7 +286,9 @@ def isolated(tricky_root: Path, host: RunningToolhost) -> Iterator[RunningToolho
         yield host
 
 
-@pytest.mark.parametrize("aid, inputs, refusal", FILE_TRICKS, ids=lambda v: v if isinstance(v, str) and "." in v else None)
+@pytest.mark.parametrize(
+    "aid, inputs, refusal", FILE_TRICKS, ids=lambda v: v if isinstance(v, str) and "." in v else None
+)
 @pytest.mark.parametrize("path", ["pooled", "fresh"])
 def test_file_tool_tricks_are_refused(
     aid: str, inputs: dict[str, Any], refusal: str, path: str, tricky_root: Path, host: RunningToolhost, request

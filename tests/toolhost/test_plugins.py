@@ -27,7 +27,9 @@ def plugin_source(aid: str, body: str, capabilities: list[str] | None = None, sc
         declaration["capabilities"] = capabilities
     if schema is not None:
         declaration["inputs_schema"] = schema
-    return f"MACHINA_PLUGIN = {declaration!r}\n\ndef run(inputs, host):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    return f"MACHINA_PLUGIN = {declaration!r}\n\ndef run(inputs, host):\n" + textwrap.indent(
+        textwrap.dedent(body), "    "
+    )
 
 
 def install(root: Path, name: str, source: str, *, pinned: bool = True) -> Path:
@@ -62,7 +64,7 @@ def test_pin_copies_a_file_in_and_verify_reports_each_state(machina_root: Path, 
 
 def test_a_bad_pins_file_is_an_error(machina_root: Path) -> None:
     (machina_root / "plugins" / "pins.json").write_text('{"pins": {"x.py": "not-a-hash"}}')
-    with pytest.raises(PinError, match="bad pin 'x.py'"):
+    with pytest.raises(PinError, match=r"bad pin 'x\.py'"):
         read_pins(str(machina_root / "plugins"))
 
 
@@ -71,7 +73,9 @@ def test_loading_refusals(machina_root: Path) -> None:
     allowed = ("FILE_READ", "MEMORY")
     install(machina_root, "ok.py", plugin_source("AID.PLUGIN.OK.v1", "return {}", ["FILE_READ"]))
     install(machina_root, "nopin.py", plugin_source("AID.PLUGIN.NOPIN.v1", "return {}", []), pinned=False)
-    install(machina_root, "greedy.py", plugin_source("AID.PLUGIN.GREEDY.v1", "return {}", ["FILE_READ", "SHELL", "NETWORK"]))
+    install(
+        machina_root, "greedy.py", plugin_source("AID.PLUGIN.GREEDY.v1", "return {}", ["FILE_READ", "SHELL", "NETWORK"])
+    )
     install(machina_root, "silent.py", plugin_source("AID.PLUGIN.SILENT.v1", "return {}"))
     install(machina_root, "clash.py", plugin_source("AID.SHELL.EXEC.v1", "return {}", []))
     install(machina_root, "nodecl.py", "def run(inputs, host):\n    return {}\n")
@@ -154,7 +158,9 @@ def test_a_plugin_without_network_cannot_reach_the_network(
 
 
 @needs_bwrap
-def test_a_plugin_with_network_reaches_it(toolhost: Start, machina_root: Path, loopback_server: tuple[int, list[bytes]]) -> None:
+def test_a_plugin_with_network_reaches_it(
+    toolhost: Start, machina_root: Path, loopback_server: tuple[int, list[bytes]]
+) -> None:
     port, seen = loopback_server
     install(machina_root, "fetcher.py", plugin_source("AID.PLUGIN.FETCHER.v1", CONNECT, ["NETWORK"]))
     host = toolhost(MACHINA_SECCOMP_ENABLE="1", MACHINA_PLUGIN_ALLOWED_CAPS="NETWORK", MACHINA_PERMISSION_MODE="open")
@@ -237,7 +243,12 @@ def test_refused_plugins_are_not_offered_and_cannot_be_called(toolhost: Start, m
 
 @needs_bwrap
 def test_plugin_inputs_are_validated_and_failures_reported(toolhost: Start, machina_root: Path) -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
     install(machina_root, "div.py", plugin_source("AID.PLUGIN.DIV.v1", "return {'q': 1 / inputs['n']}", [], schema))
     client = toolhost().client
     assert client.call("AID.PLUGIN.DIV.v1", {"n": "x"}).status == toolapi.INVALID_INPUT

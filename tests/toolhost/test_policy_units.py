@@ -84,7 +84,7 @@ def test_lease_expires(store: LeaseStore, clock: FakeClock) -> None:
 
 def test_lease_for_another_tool_or_a_lower_tier_is_refused_and_kept(store: LeaseStore) -> None:
     token, _ = store.issue("AID.FILE.WRITE.v1", 1, 30_000, issued_by=0)
-    with pytest.raises(LeaseError, match="lease is for AID.FILE.WRITE.v1, not AID.SHELL.EXEC.v1"):
+    with pytest.raises(LeaseError, match=r"lease is for AID\.FILE\.WRITE\.v1, not AID\.SHELL\.EXEC\.v1"):
         store.consume(token, "AID.SHELL.EXEC.v1", 1)
     with pytest.raises(LeaseError, match="covers tier 1"):
         store.consume(token, "AID.FILE.WRITE.v1", 3)
@@ -98,14 +98,22 @@ def test_wildcard_lease_covers_any_tool_up_to_its_tier(store: LeaseStore) -> Non
 
 def test_forged_tokens_are_refused_without_telling_why(store: LeaseStore) -> None:
     token, lease = store.issue("*", 3, 30_000, issued_by=0)
-    for forged in (token[:-1] + ("A" if token[-1] != "A" else "B"), f"mlease_{lease.lease_id}_", "mlease_x_y", "nope", ""):
+    for forged in (
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        f"mlease_{lease.lease_id}_",
+        "mlease_x_y",
+        "nope",
+        "",
+    ):
         with pytest.raises(LeaseError) as caught:
             store.consume(forged, "AID.NOOP.v1", 0)
         assert str(caught.value) in ("unknown or already used lease", "not a lease token")
     store.consume(token, "AID.NOOP.v1", 0)
 
 
-def test_leases_survive_a_restart_and_only_hashes_are_stored(tmp_path: Path, store: LeaseStore, clock: FakeClock) -> None:
+def test_leases_survive_a_restart_and_only_hashes_are_stored(
+    tmp_path: Path, store: LeaseStore, clock: FakeClock
+) -> None:
     token, _ = store.issue("AID.SHELL.EXEC.v1", 3, 60_000, issued_by=1000)
     stored = Path(store.path).read_text()
     assert token.rsplit("_", 1)[1] not in stored
@@ -119,7 +127,9 @@ def test_leases_survive_a_restart_and_only_hashes_are_stored(tmp_path: Path, sto
         again.consume(token, "AID.SHELL.EXEC.v1", 3)  # spent before the restart: spent after it
 
 
-def test_a_corrupt_lease_file_voids_every_lease(tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_corrupt_lease_file_voids_every_lease(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "leases.json"
     path.write_text('{"version": 1, "leases": [{"lease_id": ')
     leases = LeaseStore(str(path), clock)

@@ -58,7 +58,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningToolhost
 def test_shell_exec_results_and_errors(shared: RunningToolhost) -> None:
     client = shared.client
     ok = client.call("AID.SHELL.EXEC.v1", {"cmd": ["echo", "-n", "a b"]})
-    assert ok.ok and ok.output["stdout"] == "a b" and ok.output["exit_code"] == 0 and ok.output["exe"] == "/usr/bin/echo"
+    assert (
+        ok.ok and ok.output["stdout"] == "a b" and ok.output["exit_code"] == 0 and ok.output["exe"] == "/usr/bin/echo"
+    )
     failed = client.call("AID.SHELL.EXEC.v1", {"cmd": ["ls", "/nonexistent"]})
     assert failed.status == toolapi.TOOL_ERROR and failed.output["exit_code"] == 2
     assert "No such file" in failed.output["stderr"] and "exited with status 2" in failed.error
@@ -67,7 +69,10 @@ def test_shell_exec_results_and_errors(shared: RunningToolhost) -> None:
     elsewhere = client.call("AID.SHELL.EXEC.v1", {"cmd": ["ls"], "cwd": "/nonexistent"})
     assert elsewhere.status == toolapi.TOOL_ERROR
     assert client.call("AID.SHELL.EXEC.v1", {"cmd": ["ls"], "cwd": "/tmp/../etc"}).status == toolapi.TOOL_ERROR
-    assert client.call("AID.SHELL.EXEC.v1", {"cmd": ["cat", "/etc/hostname"], "cwd": "/usr"}).status in ("ok", "tool_error")
+    assert client.call("AID.SHELL.EXEC.v1", {"cmd": ["cat", "/etc/hostname"], "cwd": "/usr"}).status in (
+        "ok",
+        "tool_error",
+    )
 
 
 def test_shell_limits_can_only_be_lowered(toolhost: Start) -> None:
@@ -98,7 +103,9 @@ def test_file_read_text_binary_and_caps(shared: RunningToolhost) -> None:
     capped = client.call("AID.FILE.READ.v1", {"path": "data/app.log", "max_bytes": 10**6})
     assert capped.output["bytes"] == 64, "a caller cannot raise MACHINA_FILE_READ_MAX_BYTES"
     binary = client.call("AID.FILE.READ.v1", {"path": "data/blob.bin"})
-    assert binary.output["encoding"] == "base64" and base64.b64decode(binary.output["content"]) == bytes(range(255, 191, -1))
+    assert binary.output["encoding"] == "base64" and base64.b64decode(binary.output["content"]) == bytes(
+        range(255, 191, -1)
+    )
     assert client.call("AID.FILE.READ.v1", {"path": "data/none"}).error == "data/none: no such file"
 
 
@@ -176,7 +183,9 @@ def test_memory_append_writes_whole_locked_lines(shared: RunningToolhost) -> Non
         t.join()
     assert errors == []
     lines = [json.loads(line) for line in (machina_root / "memory" / "exp.jsonl").read_text().splitlines()]
-    assert len(lines) == 40 and {(e["record"]["n"], e["record"]["i"]) for e in lines} == {(n, i) for n in range(4) for i in range(10)}
+    assert len(lines) == 40 and {(e["record"]["n"], e["record"]["i"]) for e in lines} == {
+        (n, i) for n in range(4) for i in range(10)
+    }
     assert all(e["run_id"] == f"r{e['record']['n']}" for e in lines)
     assert client.call("AID.MEMORY.APPEND.v1", {"stream": "exp"}).status == toolapi.TOOL_ERROR
     assert client.call("AID.MEMORY.APPEND.v1", {"stream": "../etc", "text": "x"}).status == toolapi.INVALID_INPUT
@@ -213,7 +222,10 @@ def test_self_metrics_noop_ask_and_gpu(shared: RunningToolhost) -> None:
     assert len(metrics["host"]["loadavg"]) == 3 and metrics["host"]["mem_total_kb"] > 0
     assert metrics["toolhost"]["pid"] == host.pid and metrics["toolhost"]["calls_total"] >= 0
     assert client.call("AID.NOOP.v1", {"anything": [1]}).output == {}
-    assert client.call("AID.ASK_SUP.v1", {"question": "deploy?"}).output == {"ask_supervisor": True, "question": "deploy?"}
+    assert client.call("AID.ASK_SUP.v1", {"question": "deploy?"}).output == {
+        "ask_supervisor": True,
+        "question": "deploy?",
+    }
     gpu = client.call("AID.GPU_SMOKE.v1", {})
     assert gpu.ok, gpu
     if not os.path.exists("/dev/nvidia0"):
@@ -231,9 +243,7 @@ def test_queue_enqueue_without_a_queue_in_this_build(shared: RunningToolhost) ->
 def test_queue_enqueue_narrows_capabilities(toolhost: Start, machina_root: Path) -> None:
     client = toolhost().client
     request = {"goal_id": "goal.FOLLOW_UP.v1", "_capabilities": {"allowed_tools": ["*"]}}
-    reply = client.call(
-        "AID.QUEUE.ENQUEUE.v1", {"request": request}, capabilities={"allowed_tools": ["AID.FILE.*"]}
-    )
+    reply = client.call("AID.QUEUE.ENQUEUE.v1", {"request": request}, capabilities={"allowed_tools": ["AID.FILE.*"]})
     assert reply.ok, reply
     assert reply.output["capabilities"] == {"allowed_tools": ["AID.FILE.*"]}
     (job,) = list((machina_root / "queue" / "inbox").iterdir())
@@ -251,7 +261,12 @@ def test_http_get_refuses_loopback_and_never_connects(shared: RunningToolhost) -
     port = server.getsockname()[1]
     try:
         client = shared.client
-        for url in (f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", f"http://[::1]:{port}/", f"http://2130706433:{port}/"):
+        for url in (
+            f"http://127.0.0.1:{port}/",
+            f"http://localhost:{port}/",
+            f"http://[::1]:{port}/",
+            f"http://2130706433:{port}/",
+        ):
             reply = client.call("AID.NET.HTTP_GET.v1", {"url": url})
             assert reply.status == toolapi.TOOL_ERROR and reply.error.startswith("refused:"), (url, reply)
         with pytest.raises(TimeoutError):
@@ -310,7 +325,11 @@ def test_http_get_fetches_a_public_address_in_a_private_network_namespace(tmp_pa
     results = json.loads(result.stdout)
     plain = results["plain"]
     assert plain["ok"], plain
-    assert (plain["output"]["status"], plain["output"]["ip"], plain["output"]["truncated"]) == (200, "93.184.215.14", True)
+    assert (plain["output"]["status"], plain["output"]["ip"], plain["output"]["truncated"]) == (
+        200,
+        "93.184.215.14",
+        True,
+    )
     assert plain["output"]["body"] == "x" * 100, "MACHINA_HTTP_STDOUT_MAX caps the body"
     assert results["lowered"]["output"]["body"] == "x" * 10
     redirect = results["redirect"]
