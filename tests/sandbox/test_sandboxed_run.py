@@ -11,6 +11,7 @@ import pytest
 
 from machina.proc import Rlimits
 from machina.sandbox import SandboxPolicy, sandboxed_run
+from machina.testing.processes import processes_with_arg
 
 from .conftest import needs_bwrap, needs_root, system_python
 
@@ -115,25 +116,7 @@ time.sleep(60)
     result = py(any_policy, code, timeout_s=1.5)
     assert result.timed_out
     assert time.monotonic() - started < 10
-    assert _processes_with_arg(tag) == [], "a process of the tool outlived its timeout"
-
-
-def _processes_with_arg(arg: str) -> list[int]:
-    for _ in range(40):
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    if arg.encode() in handle.read().split(b"\0"):
-                        with open(f"/proc/{pid}/stat") as stat:
-                            if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
-                                found.append(int(pid))
-            except OSError:
-                continue
-        if not found:
-            return []
-        time.sleep(0.05)
-    return found
+    assert processes_with_arg(tag) == [], "a process of the tool outlived its timeout"
 
 
 def test_output_is_capped(any_policy: SandboxPolicy) -> None:

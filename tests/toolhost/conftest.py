@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,3 +38,33 @@ def toolhost(machina_root: Path) -> Iterator[Callable[..., RunningToolhost]]:
         yield start
         for previous in running:
             previous.close()
+
+
+@contextlib.contextmanager
+def tcp_server(greeting: bytes = b"reached the host") -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server on 127.0.0.1 (the port, and what each connection sent first) for reachability tests."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    seen.append(conn.recv(100))
+                    conn.sendall(greeting)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], seen
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +27,14 @@ import pytest
 from machina import config, toolapi
 from machina.root import init_root
 from machina.sandbox.policy import resolve_policy, verify
+from machina.testing.processes import processes_with_arg
 from machina.testing.toolhost import RunningToolhost, running_toolhost
 from machina.toolhost.broker import Broker, CallContext, ServiceEmbedder, process_metrics
 from machina.toolhost.confine import ConfinedRoot
 from machina.toolhost.runners import POOL, Runner, ToolRunner
 from machina.toolhost.service import runner_settings
 
-from .conftest import needs_bwrap
+from .conftest import needs_bwrap, tcp_server
 from .escapes import ATTEMPTS, POOL_ONLY, Attempt, as_plugin, as_program
 
 pytestmark = [needs_bwrap, pytest.mark.skipif(os.geteuid() != 0, reason="the tool uid drop needs root")]
@@ -55,25 +55,8 @@ SANDBOX_ENV = {
 
 @pytest.fixture(scope="module")
 def loopback_server() -> Iterator[int]:
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            conn.sendall(b"you reached the host")
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
+    with tcp_server() as (port, _):
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -196,22 +179,6 @@ def test_a_pooled_executor_does_not_outlive_its_timeout(pooled: ToolRunner) -> N
     assert pool.stats()["retired"] == before + 1  # killed, not returned to the pool
     after = run_pooled(pooled, "def run(inputs, host):\n    return {'alive': True}\n")
     assert after.status == toolapi.OK and after.output == {"alive": True}
-
-
-def processes_with_arg(arg: str) -> list[int]:
-    for _ in range(60):
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    if arg.encode() in handle.read().split(b"\0"):
-                        found.append(int(pid))
-            except OSError:
-                continue
-        if not found:
-            return []
-        time.sleep(0.05)
-    return found
 
 
 # --- the toolhost's own checks ------------------------------------------------------------------------------

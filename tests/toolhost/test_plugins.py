@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from machina.plugins.loader import PluginRefused, load_plugin, load_plugins
 from machina.plugins.pins import PinError, digest, pin, read_pins, verify
 from machina.testing.toolhost import RunningToolhost
 
-from .conftest import needs_bwrap
+from .conftest import needs_bwrap, tcp_server
 
 Start = Callable[..., RunningToolhost]
 
@@ -110,27 +108,8 @@ def test_the_tier_follows_the_capabilities_not_the_words(machina_root: Path) -> 
 
 @pytest.fixture
 def loopback_server() -> Iterator[tuple[int, list[bytes]]]:
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    seen: list[bytes] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            seen.append(conn.recv(100))
-            conn.sendall(b"reached the host")
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], seen
-    stop.set()
-    thread.join()
-    server.close()
+    with tcp_server() as server:
+        yield server
 
 
 CONNECT = """
