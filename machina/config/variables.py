@@ -299,7 +299,7 @@ _var(
 _rlimits("MACHINA_TOOL", "built-in tool executors and plugins", cpu=10, as_mb=1024, fsize_mb=64, nofile=64, nproc=16)
 _var(
     "MACHINA_FILE_READ_MAX_BYTES",
-    Int(0, 64 * MIB, "bytes"),
+    Int(0, 16 * MIB, "bytes"),
     MIB,
     "most bytes AID.FILE.READ.v1 returns (a caller's max_bytes can only lower it)",
 )

@@ -21,6 +21,9 @@ from machina.ipc.jsonlines import JsonLineClient
 from machina.toolapi import ToolReply
 from machina.toolhost.protocol import BAD_REQUEST, OP_LEASE_GC, OP_LEASE_ISSUE, OP_PING, OP_TOOLS_LIST, CallRequest
 
+# A reply carries a tool's output: up to MACHINA_SHELL_STDOUT_MAX + _STDERR_MAX (64 MiB each), JSON-escaped.
+MAX_REPLY_BYTES = 512 * 1024 * 1024
+
 EXIT_BY_STATUS = {
     toolapi.OK: ExitCode.OK,
     toolapi.TOOL_ERROR: ExitCode.FAILURE,
@@ -58,7 +61,7 @@ class ToolhostClient:
     def _conn(self) -> JsonLineClient:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = JsonLineClient(self.socket_path, timeout=self.timeout)
+            conn = JsonLineClient(self.socket_path, timeout=self.timeout, max_line=MAX_REPLY_BYTES)
             self._local.conn = conn
         return conn
 

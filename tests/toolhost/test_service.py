@@ -17,6 +17,7 @@ import pytest
 
 from machina import toolapi
 from machina.exitcodes import ExitCode
+from machina.ipc.jsonlines import ServiceUnavailable
 from machina.testing.toolhost import RunningToolhost, running_toolhost, toolhost_command
 from machina.toolhost.client import ToolhostClient, ToolhostError
 
@@ -356,3 +357,43 @@ def test_client_reports_a_missing_toolhost(tmp_path: Path) -> None:
 
     with pytest.raises(ServiceUnavailable):
         ToolhostClient(str(tmp_path / "none.sock")).call("AID.NOOP.v1", {})
+
+
+def test_socket_activation(machina_root: Path, tmp_path: Path) -> None:
+    """A listening socket passed by systemd (LISTEN_FDS=1 on fd 3) is used instead of binding one."""
+    path = str(tmp_path / "activated.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"'
+    env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": str(machina_root)}
+    fd = listener.fileno()
+    with open(tmp_path / "toolhost.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", script, "sh", *toolhost_command(str(machina_root))],
+            env=env,
+            pass_fds=(3,),  # kept open by the child after the dup2 below (the listener's own number is closed)
+            preexec_fn=lambda: os.dup2(fd, 3),
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        client = ToolhostClient(path, timeout=5)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert client.call("AID.NOOP.v1", {}).ok
+                break
+            except ServiceUnavailable:
+                client.close()
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    log = (tmp_path / "toolhost.log").read_text()
+                    pytest.fail("the socket-activated toolhost never answered:\n" + log)
+                time.sleep(0.05)
+        assert not (machina_root / "run" / "toolhost.sock").exists(), "it must not bind a socket of its own"
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        listener.close()
+    assert os.path.exists(path), "a socket systemd owns is not removed"

@@ -187,7 +187,7 @@ def test_memory_append_writes_whole_locked_lines(shared: RunningToolhost) -> Non
         (n, i) for n in range(4) for i in range(10)
     }
     assert all(e["run_id"] == f"r{e['record']['n']}" for e in lines)
-    assert client.call("AID.MEMORY.APPEND.v1", {"stream": "exp"}).status == toolapi.TOOL_ERROR
+    assert client.call("AID.MEMORY.APPEND.v1", {"stream": "exp"}).status == toolapi.INVALID_INPUT
     assert client.call("AID.MEMORY.APPEND.v1", {"stream": "../etc", "text": "x"}).status == toolapi.INVALID_INPUT
 
 
