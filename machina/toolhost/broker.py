@@ -27,6 +27,7 @@ import os
 import resource
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ class ServiceEmbedder:
         self.dim = dim
         self.timeout_s = timeout_s
         self._client: Any = None
+        self._lock = threading.Lock()  # one EmbedClient (itself thread-safe), replaced after a failure
 
     def __call__(self, texts: list[str], fallback: bool) -> tuple[list[list[float]], str]:
         if not texts:
@@ -192,14 +194,18 @@ class ServiceEmbedder:
     def _service(self, texts: list[str]) -> list[list[float]]:
         from machina.embed.client import EmbedClient
 
-        if self._client is None:
-            self._client = EmbedClient(self.socket_path, timeout=self.timeout_s)
+        with self._lock:
+            if self._client is None:
+                self._client = EmbedClient(self.socket_path, timeout=self.timeout_s)
+            client = self._client
         try:
-            return [list(map(float, v)) for v in self._client.embed(texts)]
+            return [list(map(float, v)) for v in client.embed(texts)]
         except (MachinaError, OSError):
+            with self._lock:
+                if self._client is client:
+                    self._client = None
             with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+                client.close()
             raise
 
 

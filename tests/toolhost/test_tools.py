@@ -335,3 +335,41 @@ def test_http_get_fetches_a_public_address_in_a_private_network_namespace(tmp_pa
     redirect = results["redirect"]
     assert redirect["ok"] and redirect["output"]["status"] == 302, "redirects are returned, never followed"
     assert results["not_allowed"]["status"] == "tool_error" and "refused" in results["not_allowed"]["error"]
+
+
+def test_embed_text_and_memory_query_use_a_running_machina_embed(shared: RunningToolhost) -> None:
+    from machina.embed.client import EmbedClient
+    from machina.embed.hashing import hash_embed
+    from machina.ipc.jsonlines import ServiceUnavailable
+
+    socket_path = os.path.join(shared.root, "run", "embed.sock")
+    env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": shared.root}
+    with open(os.path.join(shared.root, "embed-test.log"), "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "machina.entrypoints", "machina-embed", "--root", shared.root],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with EmbedClient(socket_path, timeout=5) as probe:
+                    probe.ping()
+                break
+            except ServiceUnavailable:
+                assert time.monotonic() < deadline and proc.poll() is None, "machina-embed did not start"
+                time.sleep(0.05)
+        reply = shared.client.call("AID.EMBED.TEXT.v1", {"text": "disk full on node 3"})
+        assert reply.ok and reply.output["embedder"] == "machina-embed" and reply.output["dim"] == 128, reply
+        expected = hash_embed(["disk full on node 3"], 128)[0]
+        assert max(abs(a - b) for a, b in zip(reply.output["vector"], expected, strict=True)) < 1e-6
+        shared.client.call("AID.MEMORY.APPEND.v1", {"stream": "embedded", "text": "disk full on node 3"})
+        shared.client.call("AID.MEMORY.APPEND.v1", {"stream": "embedded", "text": "a poem about cats"})
+        query = shared.client.call("AID.MEMORY.QUERY.v1", {"stream": "embedded", "query": "disk full", "top_k": 1})
+        assert query.output["embedder"] == "machina-embed"
+        assert [r["text"] for r in query.output["results"]] == ["disk full on node 3"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
