@@ -373,3 +373,23 @@ def test_embed_text_and_memory_query_use_a_running_machina_embed(shared: Running
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a mount namespace with a small tmpfs")
+def test_a_write_that_does_not_fit_fails_cleanly_and_keeps_the_old_file(tmp_path: Path) -> None:
+    helper = Path(__file__).with_name("write_on_full_disk.py")
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["unshare", "--mount", "--", sys.executable, str(helper), str(mountpoint)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert results["big"]["status"] == "tool_error" and "No space left on device" in results["big"]["error"]
+    assert results["kept"] == "the old content"
+    assert results["small"]["ok"], "the disk is usable again: the failed write left nothing behind"
+    assert results["files"] == ["keep.txt", "new.txt"]
