@@ -6,7 +6,7 @@
     MEMORY       memory_write (1)     memory streams read and append, embeddings
     NETWORK      network (2)          the host's network namespace and the ``net`` seccomp profile
     GPU          gpu (2)              the GPU device nodes, when present
-    SHELL        shell (3)            execve (without it a seccomp layer refuses starting any program)
+    SHELL        shell (3)            new programs and processes (without it a seccomp layer refuses both)
     GENESIS      code (3)             nothing more: this suite has no Genesis interface for plugins
 
 A plugin that declares nothing gets every capability (the earlier runtime's rule), so by default it is

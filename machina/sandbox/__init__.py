@@ -9,10 +9,12 @@ What a sandboxed process gets (bubblewrap present, the normal case):
   ``MACHINA_ROOT`` is mounted: a tool receives the files its grant allows as open file descriptors from
   the toolhost (see :mod:`machina.toolhost.broker`);
 * a cleared environment: PATH, LANG, HOME, TMPDIR and what the tool is explicitly given;
-* ``--die-with-parent`` and ``--new-session``; rlimits (CPU, AS, FSIZE, NOFILE, NPROC); ``no_new_privs``;
+* ``--die-with-parent`` and ``--new-session``; rlimits (CPU, AS, FSIZE, NOFILE, NPROC, set by ``prlimit``
+  inside the sandbox so that nothing runs between fork and exec in the toolhost); ``no_new_privs``;
 * the seccomp-BPF profile (:mod:`machina.sandbox.seccomp`) when ``MACHINA_SECCOMP_ENABLE=1``;
 * an unprivileged uid.  When the toolhost runs as root, bubblewrap runs as root (so it can bind the
-  interpreter wherever it is installed) with every capability dropped except CAP_SETUID/CAP_SETGID, and
+  interpreter wherever it is installed) with every capability dropped except CAP_SETUID/CAP_SETGID/
+  CAP_SETPCAP, and
   the tool drops to ``MACHINA_TOOL_UID``/``MACHINA_TOOL_GID`` before any tool code runs (``setpriv`` for an
   external program, :func:`machina.sandbox.drop.drop_privileges` inside a Python executor).  When the
   toolhost is not root, bubblewrap makes an unprivileged user namespace and forbids nested ones
@@ -20,7 +22,9 @@ What a sandboxed process gets (bubblewrap present, the normal case):
 
 Without bubblewrap (``MACHINA_BWRAP_REQUIRED=1`` refuses this; the prod profile logs a warning; dev falls
 back silently) the same process runs without namespaces but keeps the cleared environment, rlimits,
-no_new_privs, the seccomp profile and the uid drop.
+no_new_privs, the seccomp profile and the uid drop, plus a seccomp rule refusing setsid/setpgid so that the
+timeout's process-group kill reaches everything it started.  What it loses: the private view of the file
+system (the uid's permissions are all that guard it) and of other processes.
 """
 
 from typing import TYPE_CHECKING, Any
