@@ -13,10 +13,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from machina import log  # noqa: E402
-from machina.signals import ShutdownSignal  # noqa: E402
-from machina.up.backoff import Backoff  # noqa: E402
-from machina.up.supervisor import ChildSpec, Supervisor  # noqa: E402
+from machina import log
+from machina.signals import ShutdownSignal
+from machina.up.backoff import Backoff
+from machina.up.supervisor import ChildSpec, Supervisor
 
 
 def main() -> int:

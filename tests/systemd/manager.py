@@ -16,6 +16,7 @@ test's directories (tmpfiles, gpg-agent sockets) are masked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -253,10 +254,8 @@ class UserManager:
         for cg in self._cgroups:
             for procs in sorted(cg.rglob("cgroup.procs"), key=lambda p: len(p.parts), reverse=True):
                 for pid in _read_pids(procs):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
 
     def _remove_cgroups(self) -> None:
         """Remove the test cgroups depth-first (a cgroup directory goes only once its children are gone)."""
