@@ -13,8 +13,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conftest import bin_env
+
 HERE = Path(__file__).resolve().parent
 STANDIN = str(HERE / "standin.py")
+SCRIPTS = HERE.parent.parent / "scripts"
+
+
+def script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a script the way cron does: through /bin/sh, by path, with the operator's environment."""
+    return subprocess.run(
+        ["/bin/sh", "-c", '"$0" "$@"', str(SCRIPTS / name), *args],
+        env=env if env is not None else bin_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
 
 
 def standin(name: str, *args: str, **spec: Any) -> dict[str, Any]:

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CHECKOUT, bin_env
+from conftest import bin_env
 
-SCRIPTS = CHECKOUT / "scripts"
+from ops.supervised import script
+
 SECRET = "sk-live-9f8e7d6c5b4a39281706f5e4"
-
-
-def script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a script the way cron does: through /bin/sh, by path, with the operator's environment."""
-    return subprocess.run(
-        ["/bin/sh", "-c", '"$0" "$@"', str(SCRIPTS / name), *args],
-        env=env or bin_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, float, int]]:
@@ -177,7 +165,9 @@ def test_rotation_dry_run_changes_nothing(machina_root) -> None:
     fill_stream(machina_root / "memory" / "experiences.jsonl", 3000)
     before = snapshot(machina_root)
     time.sleep(0.01)
-    result = script("work_memory_maintenance.py", "--root", str(machina_root), "--keep-lines", "100", "--min-size-mb", "0.1")
+    result = script(
+        "work_memory_maintenance.py", "--root", str(machina_root), "--keep-lines", "100", "--min-size-mb", "0.1"
+    )
     assert result.returncode == 0, result.stderr
     assert "would archive" in result.stdout and "would keep the last 100 lines" in result.stdout
     assert snapshot(machina_root) == before

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import bin_env
-from ops.supervised import SupervisedSuite, alive, standin
-from ops.test_maintenance import script
 
 from machina.up.pidfiles import read_pidfile
+from ops.supervised import SupervisedSuite, alive, script, standin
 
 
 @pytest.fixture

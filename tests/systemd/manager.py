@@ -148,9 +148,7 @@ class UserManager:
     def start(self, timeout: float = 60) -> None:
         self._prepare_dirs()
         self._make_cgroups()
-        cgroup_moves = "; ".join(
-            f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))}" for cg in self._cgroups
-        )
+        cgroup_moves = "; ".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))}" for cg in self._cgroups)
         inaccessible = "/run/systemd/inaccessible"
         namespace_setup = " && ".join(
             [
