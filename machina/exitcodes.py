@@ -41,6 +41,8 @@ class ExitCode(enum.IntEnum):
     CONFIG = 78
     #: Interrupted by SIGINT (128 + 2), as shells report it.
     INTERRUPTED = 130
+    #: The reader of our standard output went away (128 + SIGPIPE), e.g. ``machina queue ls | head``.
+    SIGPIPE = 141
 
 
 class MachinaError(Exception):

@@ -95,7 +95,7 @@ class Redactor:
 
 def _quote(value: str) -> str:
     if value == "" or _NEEDS_QUOTES.search(value):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + _one_line(value).replace('"', '\\"') + '"'
     return value
 
 
@@ -112,11 +112,11 @@ class LineFormatter(logging.Formatter):
 
     def body(self, record: logging.LogRecord) -> str:
         """``logger: message key=value ...`` on one line, not yet redacted."""
-        parts = [record.getMessage()]
+        parts = [_one_line(record.getMessage())]
         parts += [f"{k}={_quote(v)}" for k, v in current_fields(record).items()]
         if record.exc_info:
             parts.append("exc=" + _quote(self.formatException(record.exc_info)))
-        return f"{record.name}: " + _one_line(" ".join(parts))
+        return f"{record.name}: " + " ".join(parts)
 
     def format(self, record: logging.LogRecord) -> str:
         body = self.body(record)

@@ -1,4 +1,7 @@
-"""Shared fixtures, and collection of the shell-level bats tests (tests/**/*.bats) as pytest items."""
+"""Shared fixtures, and collection of the shell-level bats tests (tests/**/*.bats) as pytest items.
+
+Bats files run with bin/ first on PATH; $CHECKOUT is the checkout and $PYTHON the venv's python.
+"""
 
 from __future__ import annotations
 
@@ -97,7 +100,7 @@ class BatsItem(pytest.Item):
         bats = shutil.which("bats")
         if bats is None:
             pytest.fail("bats is not installed (make setup installs Debian's bats package)")
-        env = bin_env(MACHINA_CHECKOUT=str(CHECKOUT), PYTHON=sys.executable)
+        env = bin_env(CHECKOUT=str(CHECKOUT), PYTHON=sys.executable)
         proc = subprocess.run(
             [bats, "--tap", "--filter", "^" + re.escape(self.name) + "$", str(self.path)],
             env=env,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
@@ -63,6 +64,12 @@ def run_main(command: click.Command, prog_name: str, args: list[str] | None = No
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
         code = int(result) if isinstance(result, int) else ExitCode.OK
+    except SystemExit as exc:
+        # click turns EPIPE on stdout (`machina queue ls | head`) into exit 1 after pacifying the streams;
+        # report it the way other Unix tools do, as death by SIGPIPE, so 1 keeps meaning "problems found".
+        code = _exit_status(exc.code)
+        if code == ExitCode.FAILURE and _stdout_reader_gone():
+            code = ExitCode.SIGPIPE
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.UsageError as exc:
@@ -78,8 +85,20 @@ def run_main(command: click.Command, prog_name: str, args: list[str] | None = No
         for line in str(exc).splitlines() or [type(exc).__name__]:
             click.echo(f"{prog_name}: {log.redact(line)}", err=True)
         code = exc.exit_code
-    except BrokenPipeError:
-        # A pipeline reader went away (`machina queue ls | head`): not an error worth a traceback.
-        sys.stderr.close()
-        code = ExitCode.OK
     sys.exit(int(code))
+
+
+def _stdout_reader_gone() -> bool:
+    """True when standard output is a pipe whose reader has closed it (poll reports POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), select.POLLOUT)  # type: ignore[union-attr]
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return ExitCode.OK
+    return code if isinstance(code, int) else ExitCode.FAILURE

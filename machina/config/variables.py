@@ -19,7 +19,7 @@ MS_MAX = 7 * 24 * 3600 * 1000  # one week: no timeout or interval is sensibly lo
 KIB = 1024
 MIB = 1024 * 1024
 
-HOST_PATTERN = r"(\*|\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\*"
+HOST_PATTERN = r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?"
 AID_PATTERN = r"AID\.[A-Z0-9_.]+\*?|\*"
 EXE_PATTERN = r"[A-Za-z0-9._+-]+"
 

@@ -93,8 +93,11 @@ class JsonLineServer:
 
     def serve(self, stop: threading.Event, poll: float = 0.2) -> None:
         """Accept connections until ``stop`` is set."""
-        self.listener.settimeout(poll)
-        while not stop.is_set():
+        try:
+            self.listener.settimeout(poll)
+        except OSError:
+            return  # closed before serving began
+        while not stop.is_set() and not self._closing.is_set():
             try:
                 conn, _ = self.listener.accept()
             except TimeoutError:

@@ -1,0 +1,1 @@
+"""Figures shared between processes: workers count, the enqueue daemon exports (/metrics, /stats)."""

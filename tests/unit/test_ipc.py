@@ -1,0 +1,160 @@
+"""JSON-lines RPC over a real Unix socket: peer credentials, bad input, activation, clean close."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from machina.ipc import activation, jsonlines
+from machina.ipc.peercred import PeerCred, peer_cred
+
+from ..conftest import CHECKOUT
+
+
+def call_once(path: str, request: dict) -> dict:
+    with jsonlines.JsonLineClient(path) as client:
+        return client.call(request)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    started = []
+
+    def start(authorize=lambda peer: True, handler=None, max_line=1024):
+        path = str(tmp_path / "svc.sock")
+        listener = jsonlines.bind_unix(path, mode=0o600)
+
+        def echo(request: dict, peer: PeerCred) -> dict:
+            if request.get("boom"):
+                raise RuntimeError("internal detail")
+            return {"ok": True, "echo": request, "uid": peer.uid, "pid": peer.pid}
+
+        srv = jsonlines.JsonLineServer(listener, handler or echo, authorize, max_line=max_line, owned_path=path)
+        stop = threading.Event()
+        thread = threading.Thread(target=srv.serve, args=(stop,), daemon=True)
+        thread.start()
+        started.append((srv, stop, thread))
+        return path, srv
+
+    yield start
+    for srv, stop, thread in started:
+        stop.set()
+        thread.join(5)
+        srv.close()
+
+
+def test_round_trip_with_peer_credentials(server) -> None:
+    path, _ = server()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with jsonlines.JsonLineClient(path) as client:
+        for i in range(3):
+            reply = client.call({"n": i})
+            assert reply == {"ok": True, "echo": {"n": i}, "uid": os.geteuid(), "pid": os.getpid()}
+
+
+def test_unauthorised_peer_is_refused_before_anything_is_read(server) -> None:
+    seen = []
+    path, _ = server(authorize=lambda peer: False, handler=lambda r, p: seen.append(r) or {"ok": True})
+    reply = call_once(path, {"x": 1})
+    assert reply["ok"] is False and reply["status"] == "forbidden"
+    assert seen == []
+
+
+def test_bad_json_and_non_objects_get_error_replies_and_the_connection_lives(server) -> None:
+    path, _ = server()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    stream = sock.makefile("rwb", buffering=0)
+    for line, expected in ((b"{not json\n", "not JSON"), (b"[1,2]\n", "JSON object")):
+        stream.write(line)
+        reply = json.loads(stream.readline())
+        assert reply["status"] == "bad_request" and expected in reply["error"]
+    stream.write(b'{"after":1}\n')
+    assert json.loads(stream.readline())["ok"] is True
+    sock.close()
+
+
+def test_handler_crash_is_an_internal_error_without_details(server) -> None:
+    path, _ = server()
+    reply = call_once(path, {"boom": True})
+    assert reply == {"ok": False, "status": "internal_error", "error": "RuntimeError"}
+
+
+def test_over_long_line_is_refused(server) -> None:
+    path, _ = server(max_line=100)
+    reply = call_once(path, {"pad": "x" * 500})
+    assert reply["status"] == "bad_request" and "too long" in reply["error"]
+
+
+def test_missing_service_is_unavailable_exit_69(tmp_path: Path) -> None:
+    with pytest.raises(jsonlines.ServiceUnavailable) as excinfo:
+        call_once(str(tmp_path / "absent.sock"), {})
+    assert excinfo.value.exit_code == 69
+
+
+def test_second_server_on_a_live_socket_is_refused_and_stale_socket_replaced(server, tmp_path: Path) -> None:
+    path, _ = server()
+    with pytest.raises(jsonlines.ServiceUnavailable, match="already listening"):
+        jsonlines.bind_unix(path)
+    stale = str(tmp_path / "stale.sock")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(stale)
+    dead.close()
+    jsonlines.bind_unix(stale).close()
+
+
+def test_close_removes_the_socket_it_created(server) -> None:
+    path, srv = server()
+    srv.close()
+    assert not os.path.exists(path)
+
+
+def test_peer_cred_sees_the_other_process(tmp_path: Path) -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    assert peer_cred(left) == PeerCred(os.getpid(), os.geteuid(), os.getegid())
+    left.close()
+    right.close()
+
+
+def test_socket_activation_in_a_real_child(tmp_path: Path) -> None:
+    """A child started with LISTEN_FDS/LISTEN_PID adopts fd 3, serves on it and clears the variables."""
+    path = str(tmp_path / "act.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    child = textwrap.dedent("""
+        import os, sys
+        from machina.ipc import activation
+        socks = activation.listen_sockets()
+        assert "LISTEN_FDS" not in os.environ and "LISTEN_PID" not in os.environ
+        assert len(socks) == 1 and socks[0].fileno() == 3
+        conn, _ = socks[0].accept()
+        conn.sendall(b"adopted\\n")
+    """)
+    # LISTEN_PID must be the child's own pid: exec through bash so the pid is known before Python starts.
+    fd = listener.fileno()
+    script = f'LISTEN_PID=$$ LISTEN_FDS=1 exec {sys.executable} -c "$0" 3<&{fd} {fd}<&-'
+    proc = subprocess.Popen(
+        ["/bin/bash", "-c", script, child], pass_fds=[fd], env={**os.environ, "PYTHONPATH": str(CHECKOUT)}
+    )
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(10)
+    client.connect(path)
+    assert client.recv(100) == b"adopted\n"
+    assert proc.wait(10) == 0
+    client.close()
+    listener.close()
+
+
+def test_activation_ignores_variables_meant_for_another_process() -> None:
+    env = {"LISTEN_PID": "1", "LISTEN_FDS": "2"}
+    assert activation.listen_sockets(env) == []
+    assert env == {}
