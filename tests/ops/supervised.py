@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import bin_env
+from tests.conftest import bin_env
 
 HERE = Path(__file__).resolve().parent
 STANDIN = str(HERE / "standin.py")

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bin_env
 
-from ops.supervised import script
+from tests.conftest import bin_env
+from tests.ops.supervised import script
 
 SECRET = "sk-live-9f8e7d6c5b4a39281706f5e4"
 

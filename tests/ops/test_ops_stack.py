@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bin_env
 
 from machina.up.pidfiles import read_pidfile
-from ops.supervised import SupervisedSuite, alive, script, standin
+from tests.conftest import bin_env
+from tests.ops.supervised import SupervisedSuite, alive, script, standin
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ import os
 import signal
 import socket
 
-from conftest import bin_env, run_bin
-
 from machina.up import health
-from ops.supervised import SupervisedSuite, standin
+from tests.conftest import bin_env, run_bin
+from tests.ops.supervised import SupervisedSuite, standin
 
 
 def free_port() -> int:

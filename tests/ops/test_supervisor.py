@@ -14,7 +14,7 @@ from machina.clock import FakeClock
 from machina.up.backoff import Backoff
 from machina.up.notifysock import parse_notification
 from machina.up.pidfiles import pid_matches, read_pidfile, write_pidfile
-from ops.supervised import SupervisedSuite, alive, standin
+from tests.ops.supervised import SupervisedSuite, alive, standin
 
 
 @pytest.fixture
