@@ -4,10 +4,10 @@
 Run after adding a variable or an exit code; a test fails while the shipped pages are stale.
 """
 
-import _bootstrap  # noqa: F401  (finds the machina package: see scripts/_bootstrap.py)
-
 import pathlib
 import sys
+
+import _bootstrap  # noqa: F401  (finds the machina package: see scripts/_bootstrap.py)
 
 from machina.ops.manpages import env_page, with_exit_codes
 
