@@ -106,10 +106,16 @@ def print_report(rep: health.Report) -> None:
         click.echo(f"{mark} {c.name:<{width}}  {c.state:<16} pid {pid:<7} restarts {c.restarts}  {checks}")
 
 
-def run_suite(root: str | None, workers: int | None, host: str | None, port: int | None) -> int:
+def cap_workers(workers: int | None) -> int | None:
+    """The manual's rule: workers capped at 64 (a larger --workers is lowered, with a warning)."""
     if workers is not None and workers > MAX_WORKERS:
         click.echo(f"machina: --workers {workers} capped at {MAX_WORKERS}", err=True)
-        workers = MAX_WORKERS
+        return MAX_WORKERS
+    return workers
+
+
+def run_suite(root: str | None, workers: int | None, host: str | None, port: int | None) -> int:
+    workers = cap_workers(workers)
     overrides = overrides_from(
         root,
         MACHINA_API_HOST=host,
