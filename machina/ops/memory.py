@@ -41,8 +41,12 @@ def streams(memory_dir: str) -> list[str]:
 
 @contextlib.contextmanager
 def locked(path: str) -> Iterator[int]:
-    """Exclusive flock on the stream while it is rewritten (writers of memory streams take it too)."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    """Exclusive flock on the stream while it is read and rewritten (writers of memory streams take it too).
+
+    Read-only is enough for the lock and the read (rewrites replace the file), so a read-only check such as
+    ``reindex --verify`` also runs where the root is mounted read-only (machina-guardrails.service).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd

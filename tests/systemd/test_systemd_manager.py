@@ -328,6 +328,30 @@ def test_status_sees_the_units(suite: Suite) -> None:
     assert result.returncode == (0 if report["ok"] else 69)
 
 
+@pytest.mark.parametrize("unit", ["machina-guardrails.service", "machina-memory-maintenance.service"])
+def test_maintenance_units_run_clean(suite: Suite, unit: str) -> None:
+    """The timers' oneshot services run their scripts as machina under their own (tighter) sandbox."""
+    memory = suite.root / "memory"
+    uid = suite.m.uids["machina"]
+    for d in (suite.root, memory):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chown(d, uid, uid)
+    stream = memory / "experiences.jsonl"
+    big = "".join(json.dumps({"n": i, "pad": "x" * 200}) + "\n" for i in range(200_000))  # ~40 MiB
+    stream.write_text(big)
+    os.chown(stream, uid, uid)
+    result = suite.m.systemctl("start", unit, check=False, timeout=300)
+    assert result.returncode == 0, f"{suite.state(unit)}\n{suite.log(unit)}"
+    assert suite.m.show(unit, "Result") == "success"
+    if unit == "machina-memory-maintenance.service":
+        lines = (memory / "experiences.jsonl").read_text().splitlines()
+        assert len(lines) == 5000 and json.loads(lines[-1])["n"] == 199_999
+        archived = list((memory / "archive").glob("*/experiences.jsonl"))
+        assert len(archived) == 1 and archived[0].stat().st_size == len(big)
+    else:
+        assert "== run_guardrails: exit 0" in suite.log(unit)
+
+
 def test_stopping_the_target_leaves_nothing_behind(suite: Suite) -> None:
     suite.m.systemctl("stop", "machina.target", timeout=180)
     for unit, _ in REAL:
