@@ -88,7 +88,7 @@ install:
 	install -m 0644 sysusers.d/machina.conf $(DESTDIR)$(SYSUSERSDIR)/machina.conf
 	install -m 0644 scripts/_bootstrap.py $(DESTDIR)$(LIBEXECDIR)/_bootstrap.py
 	for f in scripts/*.py scripts/*.sh; do \
-	    case "$$f" in scripts/_*) continue;; esac; \
+	    case "$$f" in scripts/_*|scripts/gen_*|scripts/quickstart.sh) continue;; esac; \
 	    sed '1s|^#!/usr/bin/env python3$$|#!$(PYTHON_BIN)|' "$$f" > $(DESTDIR)$(LIBEXECDIR)/$$(basename $$f) && \
 	    chmod 0755 $(DESTDIR)$(LIBEXECDIR)/$$(basename $$f); \
 	done

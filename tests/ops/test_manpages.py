@@ -89,7 +89,7 @@ def test_machina_1_shows_every_option_of_up_serve_status(command: click.Command)
 
 
 SCRIPTS = sorted(
-    p for p in (CHECKOUT / "scripts").iterdir() if p.suffix in (".py", ".sh") and not p.name.startswith(("_", "gen_"))
+    p for p in (CHECKOUT / "scripts").iterdir() if p.suffix in (".py", ".sh") and not p.name.startswith(("_", "gen_", "quickstart"))
 )
 
 

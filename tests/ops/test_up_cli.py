@@ -190,3 +190,18 @@ def test_a_job_flows_from_curl_to_done(up_factory, machina_root) -> None:
     assert done.exists(), up.err.read_text()
     assert up.stop(signal.SIGTERM) == 0
     assert not [p for p in up.seen if alive(p)]
+
+
+@pytest.mark.skipif(
+    not all(built(m) for m in ("machina.enqueued.main", "machina.worker.main", "machina.toolhost.main")),
+    reason="machina-worker not built yet (needs machina-enqueued, machina-worker and machina-toolhost)",
+)
+def test_quickstart_pushes_the_sample_job_to_done(tmp_path) -> None:
+    """The README's one command (scripts/quickstart.sh), on a private root and port."""
+    env = bin_env(MACHINA_ROOT=str(tmp_path / "demo"), MACHINA_API_PORT=str(free_port()))
+    result = subprocess.run(
+        [str(CHECKOUT / "scripts" / "quickstart.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done: " in result.stdout and "result (" in result.stdout
+    assert not (tmp_path / "demo" / "run" / "machina-up.pid").exists()  # stopped again
