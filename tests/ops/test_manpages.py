@@ -88,8 +88,9 @@ def test_machina_1_shows_every_option_of_up_serve_status(command: click.Command)
                 assert opt in entry, f"machina {command.name}: {opt} not in machina(1)"
 
 
+CHECKOUT_ONLY = ("_", "gen_", "quickstart")  # helpers and scripts that need a source checkout
 SCRIPTS = sorted(
-    p for p in (CHECKOUT / "scripts").iterdir() if p.suffix in (".py", ".sh") and not p.name.startswith(("_", "gen_", "quickstart"))
+    p for p in (CHECKOUT / "scripts").iterdir() if p.suffix in (".py", ".sh") and not p.name.startswith(CHECKOUT_ONLY)
 )
 
 
