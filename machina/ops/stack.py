@@ -14,8 +14,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -30,6 +31,7 @@ from machina.up.components import SERVERS, locate
 from machina.up.pidfiles import PIDFILE_SUFFIX, pid_alive, pid_matches, read_pidfile, remove_pidfile
 from machina.up.supervisor import SUPERVISOR_PIDFILE
 
+F = TypeVar("F", bound=Callable[..., Any])
 TARGET = "machina.target"
 STOP_TIMEOUT = 120.0  # the supervisor stops its children (worker: up to 90 s) before it exits itself
 
@@ -264,13 +266,30 @@ def kill(apply: bool, dry_run: bool, timeout: float, user: bool, root: str | Non
     return ExitCode.OK
 
 
+def _starting_options(verb: str) -> Callable[[F], F]:
+    """What ops_start and ops_restart share: --apply/--dry-run, --workers, --timeout, --user, --root."""
+
+    def decorate(func: F) -> F:
+        for option in reversed(
+            [
+                click.option("--apply", is_flag=True, help=f"Really {verb} (without it: print what would be done)."),
+                click.option("--dry-run", is_flag=True, help="Print what would be done (the default)."),
+                click.option("--workers", type=click.IntRange(1, 64), default=None, help="Workers for machina up."),
+                click.option(
+                    "--timeout", type=click.FloatRange(min=0), default=120, show_default=True, help="Seconds per phase."
+                ),
+                _user_option,
+                root_option,
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @ops.command()
-@click.option("--apply", is_flag=True, help="Really start (without it: print what would be done).")
-@click.option("--dry-run", is_flag=True, help="Print what would be done (the default).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Workers for machina up.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=120, show_default=True, help="Seconds to get ready.")
-@_user_option
-@root_option
+@_starting_options("start")
 def start(apply: bool, dry_run: bool, workers: int | None, timeout: float, user: bool, root: str | None) -> int:
     """Start the one standard stack: `systemctl start machina.target` where systemd has the units, else
     `machina up` in the background (log in MACHINA_ROOT/logs/machina-up.log).
@@ -283,12 +302,7 @@ def start(apply: bool, dry_run: bool, workers: int | None, timeout: float, user:
 
 
 @ops.command()
-@click.option("--apply", is_flag=True, help="Really restart (without it: print what would be done).")
-@click.option("--dry-run", is_flag=True, help="Print what would be done (the default).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Workers for machina up.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=120, show_default=True, help="Seconds per phase.")
-@_user_option
-@root_option
+@_starting_options("restart")
 def restart(apply: bool, dry_run: bool, workers: int | None, timeout: float, user: bool, root: str | None) -> int:
     """ops_kill, then ops_start, then ops_healthcheck.  Exit status: that of the health check (0 or 69)."""
     apply = _apply(apply, dry_run)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,6 +126,21 @@ class SupervisedSuite:
                     os.kill(pid, signal.SIGKILL)
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (never a fixed one: other tests run beside ours)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def built(module: str) -> bool:
+    """Whether an executable's module (``machina.worker.main``) exists yet in this checkout."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def alive(pid: int) -> bool:
     """Exists and is not a zombie."""
     try:
@@ -132,3 +149,31 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state not in ("Z", "X")
+
+
+# --- the end-to-end job (curl -> machina-enqueued -> worker -> done/), shared by `machina up` and systemd --
+
+SAMPLE_LOG = "2026-01-01 ERROR disk full\n2026-01-01 INFO fine\n"
+SAMPLE_JOB = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log", "pattern": "ERROR"}}
+
+
+def curl_enqueue(base_url: str, token: str, job: dict[str, Any]) -> str:
+    """POST the job with curl, as a client would; the name it was queued under."""
+    headers = ["-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json"]
+    reply = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", *headers, "--data-binary", json.dumps(job), f"{base_url}/enqueue"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reply.returncode == 0, reply.stderr
+    body = json.loads(reply.stdout)
+    assert body["ok"] is True, body
+    return str(body["queued"])
+
+
+def wait_for_path(path: Path, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not path.exists():
+        time.sleep(0.5)
+    return path.exists()

@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 
 from machina.up import health
 from tests.conftest import bin_env, run_bin
-from tests.ops.supervised import SupervisedSuite, standin
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ops.supervised import SupervisedSuite, free_port, standin
 
 
 def test_status_reports_every_probe_and_exit_69_when_one_is_down(tmp_path, machina_root) -> None:

@@ -7,11 +7,9 @@ it is skipped with that reason.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,22 +19,9 @@ import pytest
 from machina.cli.up_cmd import cap_workers
 from machina.up.components import suite
 from tests.conftest import CHECKOUT, bin_env, run_bin
-from tests.ops.supervised import alive
+from tests.ops.supervised import SAMPLE_JOB, SAMPLE_LOG, alive, built, curl_enqueue, free_port, wait_for_path
 
 TOKEN = "up-test-token-0123456789"
-
-
-def built(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Up:
@@ -162,32 +147,11 @@ def test_a_job_flows_from_curl_to_done(up_factory, machina_root) -> None:
     banner = up.out.read_text()
     assert "send jobs:" in banner and "/enqueue" in banner, up.err.read_text()
     (machina_root / "data").mkdir()
-    (machina_root / "data" / "app.log").write_text("2026-01-01 ERROR disk full\n2026-01-01 INFO fine\n")
-    job = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log", "pattern": "ERROR"}}
+    (machina_root / "data" / "app.log").write_text(SAMPLE_LOG)
     http = json.loads((machina_root / "run" / "machina-up.json").read_text())["endpoints"]["http"]
-    reply = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "-H",
-            f"Authorization: Bearer {TOKEN}",
-            "--data-binary",
-            json.dumps(job),
-            f"{http}/enqueue",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert reply.returncode == 0, reply.stderr
-    queued = json.loads(reply.stdout)["queued"]
+    queued = curl_enqueue(http, TOKEN, SAMPLE_JOB)
     done = machina_root / "queue" / "done" / queued
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not done.exists():
-        time.sleep(0.5)
-    assert done.exists(), up.err.read_text()
+    assert wait_for_path(done), up.err.read_text()
     assert up.stop(signal.SIGTERM) == 0
     assert not [p for p in up.seen if alive(p)]
 

@@ -18,13 +18,10 @@ from curl to done/; `machina status --user` sees the units; stopping machina.tar
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -36,6 +33,8 @@ from machina_manager import ManagerError, UserManager, unavailable_reason
 from machina_units import CHECKOUT, DAEMONS, UNIT_DIR, render
 
 from machina.entrypoints import ENTRY_POINTS
+from tests.ops.supervised import SAMPLE_JOB, SAMPLE_LOG, curl_enqueue, free_port, wait_for_path
+from tests.ops.supervised import built as module_built
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 TOKEN = "systemd-test-token-" + uuid.uuid4().hex
@@ -44,17 +43,7 @@ SITE_PACKAGES = next((CHECKOUT / ".venv" / "lib").glob("python3*/site-packages")
 
 
 def built(executable: str) -> bool:
-    module = ENTRY_POINTS[executable].split(":")[0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return module_built(ENTRY_POINTS[executable].split(":")[0])
 
 
 class Suite:
@@ -267,42 +256,13 @@ def test_a_job_flows_from_curl_to_done(suite: Suite) -> None:
         if built(executable):
             suite.wait_active(unit, timeout=120)
     data = suite.root / "data"
-    job = {
-        "goal_id": "goal.ERROR_SCAN.v1",
-        "inputs": {"input_path": "data/app.log", "pattern": "ERROR"},
-        "request_id": "systemd-test-" + uuid.uuid4().hex[:8],
-    }
-    log_line = "2026-01-01 ERROR disk full\n2026-01-01 INFO fine\n"
-    suite.m.run(
-        "runuser", "-u", "machina", "--", "sh", "-c", f"mkdir -p {data} && printf '%s' '{log_line}' > {data}/app.log"
-    )
-    reply = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "-H",
-            f"Authorization: Bearer {TOKEN}",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            json.dumps(job),
-            f"http://127.0.0.1:{suite.port}/enqueue",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert reply.returncode == 0, reply.stderr
-    body = json.loads(reply.stdout)
-    assert body["ok"] is True, body
-    queued = body["queued"]
+    suite.m.run("runuser", "-u", "machina", "--", "mkdir", "-p", str(data))
+    (data / "app.log").write_text(SAMPLE_LOG)
+    os.chown(data / "app.log", suite.m.uids["machina"], suite.m.uids["machina"])
+    job = {**SAMPLE_JOB, "request_id": "systemd-test-" + uuid.uuid4().hex[:8]}
+    queued = curl_enqueue(f"http://127.0.0.1:{suite.port}", TOKEN, job)
     done = suite.root / "queue" / "done" / queued
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not done.exists():
-        time.sleep(0.5)
-    assert done.exists(), f"{queued} not in done/: " + "\n".join(suite.log(u) for u, _ in REAL)
+    assert wait_for_path(done), f"{queued} not in done/: " + "\n".join(suite.log(u) for u, _ in REAL)
 
 
 def test_status_sees_the_units(suite: Suite) -> None:
