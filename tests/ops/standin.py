@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import importlib
 import json
 import os
 import signal
@@ -45,7 +46,10 @@ def main() -> int:
     p.add_argument("--grandchild", help="start a grandchild in its own session; write its pid to this file")
     p.add_argument("--socket", help="listen on this Unix socket")
     p.add_argument("--http", help="serve GET /health on host:port")
+    p.add_argument("--import", dest="imports", default="", help="comma-separated modules to import first")
     a = p.parse_args()
+    for module in filter(None, a.imports.split(",")):
+        importlib.import_module(module)  # e.g. C extensions under a unit's MemoryDenyWriteExecute=
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, signal.SIG_IGN if a.ignore_term else (lambda *_: stop.set()))

@@ -150,7 +150,9 @@ def probe_unit(s: Suite, daemon: str, name: str, exec_start: str, service_type: 
 @pytest.mark.parametrize("daemon", DAEMONS)
 def test_hardened_unit_runs_a_notify_service_to_ready(suite: Suite, daemon: str) -> None:
     name = "probe-" + daemon.replace("@", "")
-    probe_unit(suite, daemon, name, f"{SYSTEM_PYTHON} {STANDIN} --name {name}")
+    # The suite's C extensions load under the unit's MemoryDenyWriteExecute= and system call filter.
+    imports = "numpy,uvloop,httptools,prctl,pyseccomp,jsonschema,requests,prometheus_client,sdnotify"
+    probe_unit(suite, daemon, name, f"{SYSTEM_PYTHON} {STANDIN} --name {name} --import {imports}")
     suite.m.systemctl("start", name)  # Type=notify: returns once READY=1 arrived
     suite.wait_active(name, timeout=30)
     assert suite.m.show(name, "SubState") == "running"
@@ -210,6 +212,28 @@ def test_bubblewrap_runs_inside_the_toolhost_sandbox(suite: Suite) -> None:
     assert f"uid={suite.m.uids['machina']}" in output and "pids=" in output, output
     pids = int(output.split("pids=")[1].split()[0])
     assert pids < 10, output  # a pid namespace of its own: bwrap's init, the shell and its pipeline
+
+
+def test_a_seccomp_filter_loads_inside_the_toolhost_sandbox(suite: Suite) -> None:
+    """The tool host installs a per-tool seccomp filter: its own filter and NoNewPrivileges= allow that."""
+    script = suite.workdir / "seccomp_probe.py"
+    script.write_text(
+        "import errno, os, pyseccomp\n"
+        "f = pyseccomp.SyscallFilter(pyseccomp.ALLOW)\n"
+        "f.add_rule(pyseccomp.ERRNO(errno.EACCES), 'mkdir')\n"
+        "f.load()\n"
+        "try:\n"
+        "    os.mkdir('/tmp/probe')\n"
+        "    print('mkdir allowed')\n"
+        "except PermissionError:\n"
+        "    print('mkdir denied by the filter')\n"
+    )
+    name = probe_unit(
+        suite, "machina-toolhost.service", "probe-seccomp.service", f"{SYSTEM_PYTHON} {script}", service_type="oneshot"
+    )
+    result = suite.m.systemctl("start", name, check=False)
+    assert result.returncode == 0, suite.log(name)
+    assert "mkdir denied by the filter" in suite.log(name)
 
 
 # --- the real executables ---------------------------------------------------------------------------------
