@@ -130,9 +130,8 @@ def run_suite(root: str | None, workers: int | None, host: str | None, port: int
     lock_fd = _lock_runtime_dir(runtime_dir)
     try:
         env = dict(os.environ)
-        env.update(
-            {k: v for k, v in overrides.items() if k in ("MACHINA_ROOT", "MACHINA_API_HOST", "MACHINA_API_PORT")}
-        )
+        env.update({k: v for k, v in overrides.items() if k in ("MACHINA_API_HOST", "MACHINA_API_PORT")})
+        env["MACHINA_ROOT"] = machina_root.path  # absolute: every child agrees, whatever its cwd
         env["MACHINA_RUNTIME_DIR"] = runtime_dir
         specs = suite(workers, host, port, machina_root.socket_path)
         endpoints = {

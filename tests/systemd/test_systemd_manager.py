@@ -290,6 +290,7 @@ def test_a_job_flows_from_curl_to_done(suite: Suite) -> None:
 
 
 def test_status_sees_the_units(suite: Suite) -> None:
+    suite.m.systemctl("start", "machina-toolhost.socket", "machina-embed.socket", "machina-enqueued.socket")
     env = {"PYTHONPATH": f"{CHECKOUT}:{SITE_PACKAGES}", "MACHINA_ENV_FILE": "/dev/null"}
     result = suite.m.run(
         "env",
@@ -307,8 +308,13 @@ def test_status_sees_the_units(suite: Suite) -> None:
     assert report["manager"] == "systemd", result.stdout + result.stderr
     names = {c["name"] for c in report["components"]}
     assert {"machina-toolhost.service", "machina-embed.service", "machina-enqueued.service"} <= names
-    toolhost = next(c for c in report["components"] if c["name"] == "machina-toolhost.service")
-    assert [c["what"] for c in toolhost["checks"]][:1] == ["unit"]
+    by_name = {c["name"]: c for c in report["components"]}
+    # Listen= as systemctl shows it was parsed into probes of the real socket paths and address.
+    toolhost_checks = {c["what"]: c for c in by_name["machina-toolhost.service"]["checks"]}
+    assert toolhost_checks["socket"]["ok"], toolhost_checks
+    assert str(suite.m.runtime_dir / "machina" / "toolhost.sock") in toolhost_checks["socket"]["detail"]
+    http = {c["what"]: c for c in by_name["machina-enqueued.service"]["checks"]}["http"]
+    assert f"127.0.0.1:{suite.port}/health" in http["detail"]
     assert result.returncode == (0 if report["ok"] else 69)
 
 
