@@ -199,17 +199,19 @@ def test_bubblewrap_runs_inside_the_toolhost_sandbox(suite: Suite) -> None:
     script = suite.workdir / "bwrap_probe.sh"
     script.write_text(
         "#!/bin/sh\n"
-        "exec bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /usr"
-        " --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64"
-        " --proc /proc --dev /dev --tmpfs /tmp --clearenv --"
-        " /bin/sh -c 'echo uid=$(id -u) pids=$(ls /proc | grep -c \"^[0-9]\")'\n"
+        # The namespaces and mounts machina.sandbox asks bubblewrap for (an unprivileged tool host).
+        "exec bwrap --unshare-user --disable-userns --unshare-ipc --unshare-pid --unshare-uts"
+        " --unshare-cgroup-try --unshare-net --hostname sandbox --die-with-parent --new-session"
+        " --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64"
+        " --proc /proc --dev /dev --size 1048576 --perms 1777 --tmpfs /tmp --clearenv --"
+        " /bin/sh -c 'echo uid=$(id -u) host=$(cat /proc/sys/kernel/hostname) pids=$(ls /proc | grep -c \"^[0-9]\")'\n"
     )
     script.chmod(0o755)
     name = probe_unit(suite, "machina-toolhost.service", "probe-bwrap.service", str(script), service_type="oneshot")
     result = suite.m.systemctl("start", name, check=False)
     output = suite.log(name)
     assert result.returncode == 0, output
-    assert f"uid={suite.m.uids['machina']}" in output and "pids=" in output, output
+    assert f"uid={suite.m.uids['machina']}" in output and "host=sandbox" in output, output
     pids = int(output.split("pids=")[1].split()[0])
     assert pids < 10, output  # a pid namespace of its own: bwrap's init, the shell and its pipeline
 
