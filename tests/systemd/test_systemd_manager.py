@@ -5,8 +5,9 @@ mount namespace, never systemd as PID 1.  The units are the shipped ones with @B
 shims; two adaptations to this machine, both outside the units' own directives:
 
 - the checkout's interpreter lives under /root (mode 0700, and hidden by ProtectHome=), which the machina
-  user cannot reach, so the shims run the distribution's /usr/bin/python3 with the checkout and its
-  venv's site-packages on PYTHONPATH (a drop-in's Environment=);
+  user cannot reach, so the test builds a venv of the distribution's /usr/bin/python3 whose site-packages
+  are hard links of the checkout venv's, plus a .pth naming the checkout: an installed-like interpreter
+  (the tool host's sandbox runs ``python -I``, which ignores PYTHONPATH);
 - there is no journal in this mode, so a drop-in sends each unit's output to a file, and the HTTP socket
   listens on a free port instead of 8080.
 
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -36,7 +38,7 @@ from machina.entrypoints import ENTRY_POINTS
 from tests.ops.supervised import SAMPLE_JOB, SAMPLE_LOG, curl_enqueue, free_port, wait_for_path
 from tests.ops.supervised import built as module_built
 
-SYSTEM_PYTHON = "/usr/bin/python3"
+SYSTEM_PYTHON = "/usr/bin/python3"  # the base of the test venv (see the module's docstring)
 TOKEN = "systemd-test-token-" + uuid.uuid4().hex
 STANDIN = CHECKOUT / "tests" / "ops" / "standin.py"
 SITE_PACKAGES = next((CHECKOUT / ".venv" / "lib").glob("python3*/site-packages"), None)
@@ -55,6 +57,7 @@ class Suite:
         self.port = port
         self.logs = workdir / "logs"
         self.root = manager.config_home / "machina"  # %S of a user manager (systemd 252): $XDG_CONFIG_HOME
+        self.python = str(workdir / "venv" / "bin" / "python3")
 
     def log(self, unit: str) -> str:
         path = self.logs / f"{unit}.log"
@@ -97,24 +100,44 @@ def suite(request: pytest.FixtureRequest) -> Iterator[Suite]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def make_venv(s: Suite) -> None:
+    """A venv the machina user can run: /usr/bin/python3 with the checkout venv's packages (hard links)."""
+    venv = s.workdir / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    assert SITE_PACKAGES is not None
+    (target,) = (venv / "lib").glob("python3*/site-packages")
+    target.rmdir()
+    subprocess.run(["cp", "-al", str(SITE_PACKAGES), str(target)], check=True, timeout=300)
+    (target / "machina-checkout.pth").write_text(f"{CHECKOUT}\n")
+
+
 def install(s: Suite) -> None:
+    make_venv(s)
     bindir = s.workdir / "bin"
     bindir.mkdir()
     for name in ENTRY_POINTS:
         shim = bindir / name
-        shim.write_text(f'#!/bin/sh\nexec {SYSTEM_PYTHON} -m machina.entrypoints {name} "$@"\n')
+        shim.write_text(f'#!/bin/sh\nexec {s.python} -m machina.entrypoints {name} "$@"\n')
         shim.chmod(0o755)
+    # The maintenance scripts as `make install` puts them in libexec: run by the interpreter of the package.
+    libexec = s.workdir / "libexec"
+    libexec.mkdir()
+    for script in (CHECKOUT / "scripts").iterdir():
+        text = script.read_text()
+        if text.startswith("#!/usr/bin/env python3\n"):
+            text = f"#!{s.python}\n" + text.split("\n", 1)[1]
+        (libexec / script.name).write_text(text)
+        (libexec / script.name).chmod(0o755)
     s.logs.mkdir()
     unit_dir = s.m.unit_dir
     for unit in UNIT_DIR.iterdir():
-        (unit_dir / unit.name).write_text(render(unit.read_text(), bindir=bindir))
-    pythonpath = f"{CHECKOUT}:{SITE_PACKAGES}"
+        (unit_dir / unit.name).write_text(render(unit.read_text(), bindir=bindir, libexecdir=libexec))
     for unit in UNIT_DIR.glob("*.service"):
         dropin(
             s,
             unit.name,
             "test",
-            f"[Service]\nEnvironment=PYTHONPATH={pythonpath} MACHINA_API_TOKEN={TOKEN}\n"
+            f"[Service]\nEnvironment=MACHINA_API_TOKEN={TOKEN}\n"
             f"StandardOutput=append:{s.logs}/%n.log\nStandardError=append:{s.logs}/%n.log\n",
         )
     dropin(s, "machina-enqueued.socket", "test", f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{s.port}\n")
@@ -137,7 +160,7 @@ def probe_unit(s: Suite, daemon: str, name: str, exec_start: str, service_type: 
             line = f"Type={service_type}"
         if line == "[Install]":
             lines += [f"ExecStart={exec_start}", f"StandardOutput=append:{s.logs}/{name}.log"]
-            lines += [f"StandardError=append:{s.logs}/{name}.log", f"Environment=PYTHONPATH={CHECKOUT}:{SITE_PACKAGES}"]
+            lines += [f"StandardError=append:{s.logs}/{name}.log"]
         lines.append(line)
     (s.m.unit_dir / name).write_text(render("\n".join(lines) + "\n"))
     s.m.systemctl("daemon-reload")
@@ -152,7 +175,7 @@ def test_hardened_unit_runs_a_notify_service_to_ready(suite: Suite, daemon: str)
     name = "probe-" + daemon.replace("@", "")
     # The suite's C extensions load under the unit's MemoryDenyWriteExecute= and system call filter.
     imports = "numpy,uvloop,httptools,prctl,pyseccomp,jsonschema,requests,prometheus_client,sdnotify"
-    probe_unit(suite, daemon, name, f"{SYSTEM_PYTHON} {STANDIN} --name {name} --import {imports}")
+    probe_unit(suite, daemon, name, f"{suite.python} {STANDIN} --name {name} --import {imports}")
     suite.m.systemctl("start", name)  # Type=notify: returns once READY=1 arrived
     suite.wait_active(name, timeout=30)
     assert suite.m.show(name, "SubState") == "running"
@@ -162,7 +185,7 @@ def test_hardened_unit_runs_a_notify_service_to_ready(suite: Suite, daemon: str)
 
 
 def test_watchdog_restarts_a_hung_stand_in(suite: Suite) -> None:
-    name = probe_unit(suite, "machina-worker@.service", "probe-watchdog.service", f"{SYSTEM_PYTHON} {STANDIN} --name w")
+    name = probe_unit(suite, "machina-worker@.service", "probe-watchdog.service", f"{suite.python} {STANDIN} --name w")
     dropin(suite, name, "watchdog", "[Service]\nWatchdogSec=2\nRestartSec=0\n")
     suite.m.systemctl("daemon-reload")
     suite.m.systemctl("start", name)
@@ -231,7 +254,7 @@ def test_a_seccomp_filter_loads_inside_the_toolhost_sandbox(suite: Suite) -> Non
         "    print('mkdir denied by the filter')\n"
     )
     name = probe_unit(
-        suite, "machina-toolhost.service", "probe-seccomp.service", f"{SYSTEM_PYTHON} {script}", service_type="oneshot"
+        suite, "machina-toolhost.service", "probe-seccomp.service", f"{suite.python} {script}", service_type="oneshot"
     )
     result = suite.m.systemctl("start", name, check=False)
     assert result.returncode == 0, suite.log(name)
@@ -256,6 +279,38 @@ def test_each_unit_reaches_ready(suite: Suite, unit: str, executable: str) -> No
     suite.wait_active(unit, timeout=120)
     assert suite.m.show(unit, "SubState") == "running"
     assert (suite.root / "queue" / "inbox").is_dir()  # ExecStartPre=machina init made the layout
+
+
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_a_tool_runs_through_the_toolhost_unit(suite: Suite, profile: str) -> None:
+    """A real tool call into the unit's bubblewrap sandbox (prod: with the seccomp filter too)."""
+    if not built("machina-toolhost") or not module_built("machina.cli.tool_cmd"):
+        pytest.skip("machina-toolhost not built yet")
+    unit = "machina-toolhost.service"
+    dropin(suite, unit, "profile", f"[Service]\nEnvironment=MACHINA_PROFILE={profile}\n")
+    suite.m.systemctl("daemon-reload")
+    suite.m.systemctl("restart", "machina-toolhost.socket", unit, timeout=120)
+    suite.wait_active(unit)
+    data = suite.root / "data"
+    uid = suite.m.uids["machina"]
+    data.mkdir(exist_ok=True)
+    (data / "app.log").write_text(SAMPLE_LOG)
+    for path in (data, data / "app.log"):
+        os.chown(path, uid, uid)
+    env = [f"MACHINA_ROOT={suite.root}", f"MACHINA_RUNTIME_DIR={suite.m.runtime_dir / 'machina'}"]
+    inputs = json.dumps({"input_path": "data/app.log", "pattern": "ERROR"})
+    result = suite.m.run(
+        "runuser", "-u", "machina", "--", "env", "MACHINA_ENV_FILE=/dev/null", *env, suite.python,
+        "-m", "machina.entrypoints", "machina", "tool", "run", "AID.ERROR_SCAN.v1", "--input", inputs,
+        check=False,
+    )  # fmt: skip
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr + suite.log(unit)
+        reply = json.loads(result.stdout)
+        assert reply["ok"] and reply["output"]["matches"] == 1, reply
+    finally:
+        (suite.m.unit_dir / f"{unit}.d" / "profile.conf").unlink()
+        suite.m.systemctl("daemon-reload")
 
 
 def test_watchdog_restarts_a_hung_real_service(suite: Suite) -> None:
@@ -293,11 +348,11 @@ def test_a_job_flows_from_curl_to_done(suite: Suite) -> None:
 
 def test_status_sees_the_units(suite: Suite) -> None:
     suite.m.systemctl("start", "machina-toolhost.socket", "machina-embed.socket", "machina-enqueued.socket")
-    env = {"PYTHONPATH": f"{CHECKOUT}:{SITE_PACKAGES}", "MACHINA_ENV_FILE": "/dev/null"}
+    env = {"MACHINA_ENV_FILE": "/dev/null"}
     result = suite.m.run(
         "env",
         *(f"{k}={v}" for k, v in env.items()),
-        SYSTEM_PYTHON,
+        suite.python,
         "-m",
         "machina.entrypoints",
         "machina",
@@ -363,5 +418,5 @@ def test_the_units_were_the_shipped_ones(suite: Suite) -> None:
     """Guard against testing something else: the installed copies differ only by @BINDIR@."""
     for unit in UNIT_DIR.iterdir():
         installed = (suite.m.unit_dir / unit.name).read_text()
-        assert installed == render(unit.read_text(), bindir=suite.workdir / "bin"), unit.name
+        assert installed == render(unit.read_text(), bindir=suite.workdir / "bin", libexecdir=suite.workdir / "libexec")
     assert sys.executable  # the test process itself runs the checkout's interpreter
