@@ -85,9 +85,10 @@ bench: venv
 #   $(MANDIR)/man{1,5,7,8}/*               man pages
 #   $(SYSCONFDIR)/machina/machina.env      every variable commented out (never overwritten)
 #   $(DOCDIR)/machina.cron.example         the crontab alternative to the timers
+# --ignore-installed: pip would otherwise uninstall this Python's own copy of machina (e.g. an editable one).
 # PIP_INSTALL_FLAGS: e.g. "--no-build-isolation --no-index" to build offline with this Python's setuptools.
 install:
-	$(PYTHON) -m pip install --no-deps $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	$(PYTHON) -m pip install --no-deps --ignore-installed $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
 	install -d $(DESTDIR)$(SYSCONFDIR)/machina $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR) \
 	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
 	test -e $(DESTDIR)$(SYSCONFDIR)/machina/machina.env || \

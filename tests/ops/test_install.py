@@ -21,11 +21,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def own_distribution() -> str:
+    """Where this Python's own `machina` distribution lives (empty when there is none)."""
+    probe = (
+        "import importlib.metadata as m\n"
+        "try: print(m.distribution('machina').locate_file(''))\n"
+        "except Exception: pass"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd="/")
+    return result.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("destdir")
+    before = own_distribution()
     result = make_install(dest)
     assert result.returncode == 0, result.stdout + result.stderr
+    # A staged install must leave the installing Python alone (pip would uninstall its editable machina).
+    assert own_distribution() == before
     return dest
 
 
