@@ -59,7 +59,9 @@ until [ -e "$root/queue/done/$queued" ]; do
 done
 echo
 echo "done: $root/queue/done/$queued"
-for result in "$root"/queue/out/"$queued".attempt*.result.json; do
+stem=${queued%.json}
+for result in "$root"/queue/out/"$stem".attempt*.result.json; do
+    [ -e "$result" ] || { echo "(no result file in $root/queue/out/)"; break; }
     echo "result ($result):"
     .venv/bin/python -m json.tool "$result"
 done

@@ -160,7 +160,7 @@ def _banner(endpoints: dict[str, str]) -> None:
     http = endpoints["http"]
     click.echo(
         f"machina is up (root {endpoints['root']}).\n"
-        f"  send jobs:  curl -X POST {http}/enqueue -H 'Authorization: Bearer $MACHINA_API_TOKEN' -d @job.json\n"
+        f'  send jobs:  curl -H "Authorization: Bearer $MACHINA_API_TOKEN" --data-binary @job.json {http}/enqueue\n'
         f"  or:         machina enqueue job.json\n"
         f"  health:     {http}/health   (machina status)\n"
         f"  tool host:  {endpoints['toolhost']}\n"
