@@ -4,6 +4,9 @@ The canonical set is what the tool manifests declare: the built-in pack plus ``M
 A reference is a versioned AID (``AID.FILE.READ.v1``) or a capability pattern ending in ``*``
 (``AID.FILE.*``), which must match at least one tool.  A renamed or removed tool therefore shows up as
 every stale place that still names it, with the nearest real AID as a hint.
+
+Not references: placeholders in prose (a segment such as ``X``, ``XXX``, ``NAME`` or ``EXAMPLE``:
+``AID.NAME.v1``, ``AID.X.*``), and any line that says ``aid-refs: ignore`` (an example in a docstring).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from machina.manifests.tools import load_tools, toolpack_manifests
 from machina.ops.paths import PACKAGE_DIR, checkout_dir, configured_root
 
 AID_REF = re.compile(r"(?<![A-Za-z0-9_.])AID\.[A-Z0-9_]+(?:\.[A-Z0-9_]+)*(?:\.v[0-9]+\b|\.?\*)")
+PLACEHOLDER_SEGMENTS = {"X", "XX", "XXX", "NAME", "EXAMPLE", "FOO", "BAR", "TOOL", "SOMETHING"}
+IGNORE_MARKER = "aid-refs: ignore"
 CODE_SUFFIXES = (".py", ".json", ".sh", ".toml")
 DOC_SUFFIXES = (".md", ".rst", ".txt")
 SKIP_DIRS = {".git", ".venv", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache", "tests"}
@@ -41,6 +46,11 @@ class Finding:
 
 def known_aids(toolpacks_dir: str | None) -> set[str]:
     return set(load_tools(toolpack_manifests(toolpacks_dir)))
+
+
+def is_placeholder(ref: str) -> bool:
+    segments = ref.rstrip("*").rstrip(".").split(".")[1:]
+    return any(segment in PLACEHOLDER_SEGMENTS for segment in segments)
 
 
 def is_known(ref: str, aids: set[str]) -> bool:
@@ -74,9 +84,11 @@ def scan(files: Iterable[Path], aids: set[str]) -> list[Finding]:
         except OSError as exc:
             raise MachinaError(f"{path}: {exc.strerror}", ExitCode.NOINPUT) from None
         for number, line in enumerate(text.splitlines(), start=1):
+            if IGNORE_MARKER in line:
+                continue
             for match in AID_REF.finditer(line.replace("\\-", "-").replace("\\&", "")):
                 ref = match.group(0)
-                if not is_known(ref, aids):
+                if not is_known(ref, aids) and not is_placeholder(ref):
                     close = difflib.get_close_matches(ref, sorted(aids), n=1)
                     findings.append(Finding(str(path), number, ref, f" (did you mean {close[0]}?)" if close else ""))
     return findings

@@ -45,6 +45,16 @@ def test_a_stale_aid_is_reported_with_its_place_and_a_hint(tmp_path) -> None:
     assert len(lines) == 2
 
 
+def test_placeholders_and_marked_examples_are_not_references(tmp_path) -> None:
+    (tmp_path / "doc.py").write_text(
+        '"""Patterns look like AID.X.* and names like AID.NAME.v1; AID.EXAMPLE.THING.v2 too."""\n'
+        '    "aid": "AID.PLUGIN.WORD_COUNT.v1",   # aid-refs: ignore (an example plugin)\n'
+    )
+    assert script("validate_aid_refs.py", str(tmp_path)).returncode == 0
+    (tmp_path / "doc.py").write_text('"aid": "AID.PLUGIN.WORD_COUNT.v1"\n')
+    assert script("validate_aid_refs.py", str(tmp_path)).returncode == 1
+
+
 def test_docs_refs_cover_markdown_and_man_pages(tmp_path) -> None:
     (tmp_path / "README.md").write_text("Use `AID.ERROR_SCAN.v1` and `AID.ERROR_SCAN.v9`.\n")
     man = tmp_path / "man"
