@@ -20,7 +20,7 @@ KIB = 1024
 MIB = 1024 * 1024
 
 HOST_PATTERN = r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?"
-AID_PATTERN = r"AID\.[A-Z0-9_.]+\*?|\*"
+AID_PATTERN = r"AID\.[A-Z0-9_]+(\.[A-Z0-9_]+)*(\.v[0-9]+)?\*?|AID\.[A-Z0-9_.]*\*|\*"
 EXE_PATTERN = r"[A-Za-z0-9._+-]+"
 
 

@@ -3,7 +3,7 @@
 A plugin file declares itself in a literal dictionary and defines ``run``::
 
     MACHINA_PLUGIN = {
-        "aid": "AID.PLUGIN.WORD_COUNT.v1",
+        "aid": "AID.PLUGIN.WORD_COUNT.v1",      # an example plugin (aid-refs: ignore)
         "name": "word_count",
         "description": "Count the words of a file under the root.",
         "tags": ["tag.text"],

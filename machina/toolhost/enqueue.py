@@ -72,8 +72,6 @@ class Enqueuer:
             if self._queue is None:
                 self._queue = self._open_queue()
             result = self._queue.enqueue(job)
-        except ImportError:
-            raise ToolFailure("this build has no queue (machina.queue is not installed)") from None
         except MachinaError as exc:
             raise ToolFailure(f"not enqueued: {exc}") from None
         reply: dict[str, Any] = dict(result.as_response())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import shutil
@@ -196,7 +195,6 @@ def test_memory_query_of_an_empty_stream(shared: RunningToolhost) -> None:
     assert reply.ok and reply.output["results"] == [] and reply.output["scanned"] == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("machina.embed") is None, reason="machina.embed is not in this build yet")
 def test_memory_query_ranks_with_the_local_embedding_when_machina_embed_is_down(shared: RunningToolhost) -> None:
     client = shared.client
     for text in ("disk full on node 3", "the cat sat on the mat", "disk quota exceeded on node 7"):
@@ -232,14 +230,6 @@ def test_self_metrics_noop_ask_and_gpu(shared: RunningToolhost) -> None:
         assert gpu.output["gpu"] is False and gpu.output["reason"] == "no GPU: /dev/nvidia0 does not exist"
 
 
-def test_queue_enqueue_without_a_queue_in_this_build(shared: RunningToolhost) -> None:
-    if importlib.util.find_spec("machina.queue") is not None:
-        pytest.skip("machina.queue is installed: covered by test_queue_enqueue_narrows_capabilities")
-    reply = shared.client.call("AID.QUEUE.ENQUEUE.v1", {"request": {"goal_id": "goal.X.v1"}})
-    assert reply.status == toolapi.TOOL_ERROR and "no queue" in reply.error
-
-
-@pytest.mark.skipif(importlib.util.find_spec("machina.queue") is None, reason="machina.queue is not in this build yet")
 def test_queue_enqueue_narrows_capabilities(toolhost: Start, machina_root: Path) -> None:
     client = toolhost().client
     request = {"goal_id": "goal.FOLLOW_UP.v1", "_capabilities": {"allowed_tools": ["*"]}}
