@@ -1,0 +1,337 @@
+"""``machina enqueue``, ``machina queue ...`` and ``machina wal verify``: the queue's shell tools.
+
+Data goes to stdout (names one per line, or JSON with ``--json``), errors to stderr as one line.  Exit
+codes: 0 ok; 1 ``wal verify`` found damage; 64 usage; 65 invalid request or request_id conflict; 66 input
+file missing; 67 no such job; 73 queue not writable (disk full, read-only); 75 busy (worker id in use,
+another checkpoint running); 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
+from machina.exitcodes import ExitCode, MachinaError
+from machina.queue import (
+    FINAL_STATES,
+    STATES,
+    FileQueue,
+    InvalidRequest,
+    QueueNotWritable,
+    load_request,
+    open_queue,
+)
+
+_DURATION = re.compile(r"(?P<n>\d+)(?P<unit>ms|s|m|h|d|w)?")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``500ms``, ``30s``, ``15m``, ``12h``, ``7d``, ``2w``; a bare number is seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 30s, 15m, 12h, 7d)")
+    return int(match["n"]) * _UNIT_MS[match["unit"] or "s"]
+
+
+def _open(root: str | None) -> tuple[FileQueue, Any]:
+    cfg = bootstrap("machina", overrides_from(root))
+    return open_queue(cfg), cfg
+
+
+# --- machina enqueue ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("source", default="-", metavar="[FILE|-]")
+@click.option(
+    "--priority", type=click.IntRange(0, 9999), help="0..9999, lower runs first (default: _queue.priority, else 5000)."
+)
+@click.option(
+    "--request-id", metavar="ID", help="Idempotency key: a repeat within MACHINA_DEDUP_TTL_MS is not queued twice."
+)
+@click.option("--lines", is_flag=True, help="One request per line (JSON lines) instead of one request.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"ok":true,"queued":NAME,...} per request.')
+@root_option
+def enqueue(
+    source: str, priority: int | None, request_id: str | None, lines: bool, as_json: bool, root: str | None
+) -> int:
+    """Queue a run request read from FILE (or stdin) and print the queued job's name.
+
+    The request is JSON with at least "goal_id". It is durable (under MACHINA_WAL_FSYNC) once the name is
+    printed. With --lines every non-empty line is a request; a bad line is reported on stderr with its
+    number and the rest are still queued (exit 65 at the end). Requests larger than
+    MACHINA_API_MAX_BODY_BYTES are refused, as the HTTP API refuses them.
+
+    Exit codes: 0 queued; 65 invalid request or request_id reused with another body; 66 no such FILE;
+    73 queue not writable (disk full, read-only); 78 bad configuration.
+    """
+    if lines and request_id:
+        raise click.UsageError("--request-id names one request; with --lines put request_id in each line")
+    queue, cfg = _open(root)
+    limit = cfg["MACHINA_API_MAX_BODY_BYTES"]
+    bad = 0
+    try:
+        with _input(source) as stream:
+            for number, data in _requests(stream, lines):
+                where = f"line {number}: " if lines else ""
+                try:
+                    if len(data) > limit:
+                        raise InvalidRequest(f"{len(data)} bytes is over MACHINA_API_MAX_BODY_BYTES ({limit})")
+                    result = queue.enqueue(load_request(data, request_id), priority=priority)
+                except QueueNotWritable:
+                    raise
+                except MachinaError as exc:
+                    if not lines:
+                        raise
+                    click.echo(f"machina: {where}{exc}", err=True)
+                    bad += 1
+                    continue
+                if as_json:
+                    echo_json(result.as_response())
+                else:
+                    click.echo(result.name)
+    finally:
+        queue.close()
+    return ExitCode.DATAERR if bad else ExitCode.OK
+
+
+class _input:
+    """``-`` is stdin; a missing FILE is exit 66."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.handle: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        if self.source == "-":
+            return sys.stdin.buffer
+        try:
+            self.handle = open(self.source, "rb")
+        except FileNotFoundError:
+            raise MachinaError(f"{self.source}: no such file", ExitCode.NOINPUT) from None
+        except OSError as exc:
+            raise MachinaError(f"{self.source}: {exc.strerror}", ExitCode.NOINPUT) from None
+        return self.handle
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _requests(stream: IO[bytes], lines: bool) -> Iterator[tuple[int, bytes]]:
+    if not lines:
+        yield 1, stream.read()
+        return
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            yield number, line
+
+
+# --- machina queue ---------------------------------------------------------------------------------------
+
+
+@click.group()
+def queue() -> None:
+    """Inspect and operate the job queue under $MACHINA_ROOT/queue.
+
+    States: inbox (waiting), processing (claimed), retry (waiting for a retry), done, failed (permanent
+    failure), dlq (attempts spent). Exit codes: 0 ok, 64 usage, 67 no such job, 73 not writable,
+    75 busy, 78 bad configuration.
+    """
+
+
+@queue.command("ls")
+@click.argument("state", required=False, type=click.Choice(STATES))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job and line.")
+@root_option
+def ls(state: str | None, as_json: bool, root: str | None) -> None:
+    """List jobs: names only for one STATE (pipe them on), "STATE NAME" lines for all.
+
+    The inbox is listed in claim order (priority, then age), retry/ by due time.
+    """
+    q, _ = _open(root)
+    try:
+        for one in [state] if state else STATES:
+            for job in q.list_jobs(one):
+                if as_json:
+                    echo_json(job.as_dict())
+                else:
+                    click.echo(job.name if state else f"{one} {job.name}")
+    finally:
+        q.close()
+
+
+@queue.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--request", "with_request", is_flag=True, help="Include the request body.")
+@root_option
+def show(name: str, as_json: bool, with_request: bool, root: str | None) -> None:
+    """Show where job NAME is (state, attempt, owner) and each attempt's result.  Exit 67 if unknown."""
+    q, _ = _open(root)
+    try:
+        status = q.job_status(name, with_request=with_request)
+    finally:
+        q.close()
+    if status is None:
+        raise MachinaError(f"{name}: no such job", ExitCode.NOTFOUND)
+    if as_json:
+        echo_json(status.as_dict())
+        return
+    info = status.as_dict()
+    for key in ("name", "state", "file", "attempt", "priority", "enqueued_ms", "due_ms"):
+        if info[key] is not None:
+            click.echo(f"{key}: {info[key]}")
+    if status.owner:
+        click.echo("owner: " + " ".join(f"{k}={v}" for k, v in status.owner.items()))
+    for result in status.results:
+        error = f" error={result['error']!r}" if result.get("error") else ""
+        click.echo(f"attempt {result.get('attempt')}: {result.get('status')}{error}")
+    if status.request is not None:
+        click.echo("request: " + _compact(status.request))
+
+
+def _compact(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@queue.command()
+@click.option("--json", "as_json", is_flag=True, help='{"sizes":{...},"counters":{...}}')
+@root_option
+def stats(as_json: bool, root: str | None) -> None:
+    """Jobs per state, and transition counters since the WAL began (all processes)."""
+    q, _ = _open(root)
+    try:
+        result = q.stats()
+    finally:
+        q.close()
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    for state, size in result.sizes.items():
+        click.echo(f"{state} {size}")
+    for counter, value in result.counters.items():
+        click.echo(f"{counter} {value}")
+
+
+@queue.command()
+@click.argument("name", required=False)
+@click.option("--all-dlq", is_flag=True, help="Retry every job in dlq/.")
+@root_option
+def retry(name: str | None, all_dlq: bool, root: str | None) -> None:
+    """Send job NAME (in dlq/, failed/ or retry/) back to the inbox for one more attempt.
+
+    A job waiting in retry/ runs now. Prints the new file name(s). Exit 67 if NAME is not in those states.
+    """
+    if bool(name) == all_dlq:
+        raise click.UsageError("give NAME or --all-dlq")
+    q, _ = _open(root)
+    try:
+        names = [job.name for job in q.list_jobs("dlq")] if all_dlq else [name or ""]
+        for one in names:
+            click.echo(q.requeue(one))
+    finally:
+        q.close()
+
+
+@queue.command()
+@click.argument("state", type=click.Choice(FINAL_STATES))
+@click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 30m, 45s.")
+@root_option
+def purge(state: str, older_than: str, root: str | None) -> None:
+    """Delete finished jobs (and their results) that entered STATE more than DURATION ago.
+
+    Prints how many were removed. Jobs still waiting or running are never purged.
+    """
+    age = parse_duration_ms(older_than)
+    q, _ = _open(root)
+    try:
+        click.echo(q.purge(state, age))
+    finally:
+        q.close()
+
+
+@queue.command()
+@click.option("--worker", "worker_id", metavar="ID", help="Take over this worker id (it must not be running).")
+@root_option
+def recover(worker_id: str | None, root: str | None) -> None:
+    """Give orphaned claims back to the inbox (attempt + 1) and print their names.
+
+    Without --worker: claims of dead workers, of workers silent longer than MACHINA_CLAIM_TIMEOUT_MS, and
+    of no worker. Workers do this themselves; this is for an operator in a hurry. Exit 75 if --worker
+    names a running worker.
+    """
+    q, _ = _open(root)
+    try:
+        for name in q.recover(worker_id):
+            click.echo(name)
+    finally:
+        q.close()
+
+
+@queue.command()
+@root_option
+def checkpoint(root: str | None) -> None:
+    """Write a WAL checkpoint now and delete the segments it covers.  Exit 75 if one is being written."""
+    q, cfg = _open(root)
+    try:
+        if not cfg["MACHINA_WAL_ENABLE"]:
+            click.echo("MACHINA_WAL_ENABLE=0: no WAL to checkpoint", err=True)
+            return
+        if not q.checkpoint():
+            raise MachinaError("another process is writing a checkpoint; try again", ExitCode.TEMPFAIL)
+        click.echo("checkpoint written")
+    finally:
+        q.close()
+
+
+# --- machina wal verify (also: machina queue wal verify) ---------------------------------------------------
+
+
+@click.group()
+def wal() -> None:
+    """The queue's write-ahead log under $MACHINA_ROOT/queue/wal."""
+
+
+@wal.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@root_option
+def verify(as_json: bool, root: str | None) -> int:
+    """Check every WAL segment and the checkpoint without changing them.
+
+    Exit 0 when clean, 1 when a segment has a torn or corrupt tail or the checkpoint is corrupt (the
+    queue cuts such tails itself at its next start; jobs are never lost, the directories are the truth).
+    """
+    q, _ = _open(root)
+    try:
+        report = q.verify_wal()
+    finally:
+        q.close()
+    if as_json:
+        echo_json(
+            {
+                "ok": report.ok,
+                "checkpoint": report.checkpoint,
+                "records": report.records,
+                "segments": [vars(s) for s in report.segments],
+            }
+        )
+    else:
+        click.echo(f"checkpoint: {report.checkpoint}")
+        for seg in report.segments:
+            state = "sealed" if seg.sealed else "live"
+            problem = f" BAD at byte {seg.bad_offset}: {seg.problem}" if seg.problem else ""
+            click.echo(f"{seg.name}: {seg.records} records, {seg.size} bytes, {state}{problem}")
+        click.echo("ok" if report.ok else "damaged")
+    return ExitCode.OK if report.ok else ExitCode.FAILURE
+
+
+queue.add_command(wal)

@@ -1,0 +1,232 @@
+"""The queue contract (huey's ``BaseStorage`` idea): one small documented base class, the value types it
+deals in, and its configuration.  :class:`machina.queue.fsqueue.FileQueue` implements it on the
+filesystem; ``tests/queue/contract.py`` holds the test mixin every implementation must pass.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from machina.queue.request import Request
+
+if TYPE_CHECKING:
+    from machina.config import Config
+
+#: Queue states, in the order a job usually moves through them.
+STATES = ("inbox", "processing", "retry", "done", "failed", "dlq")
+#: States a job leaves only by an operator's hand (``requeue``, ``purge``).
+FINAL_STATES = ("done", "failed", "dlq")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The queue's knobs (OPERATIONS.md "Durability", "Scan / retry knobs", "Enqueue dedup")."""
+
+    fsync: bool = False  #: MACHINA_WAL_FSYNC: fsync files and directories before a change is reported
+    wal_enable: bool = True  #: MACHINA_WAL_ENABLE
+    wal_crc32: bool = False  #: MACHINA_WAL_CRC32
+    checkpoint_ms: int = 5000  #: MACHINA_WAL_CHECKPOINT_MS
+    scan_ms: int = 150  #: MACHINA_SERVE_SCAN_MS: fallback rescan interval
+    retry_min_ms: int = 1000  #: MACHINA_RETRY_MIN_MS
+    retry_max_ms: int = 60000  #: MACHINA_RETRY_MAX_MS
+    max_attempts: int = 5  #: MACHINA_MAX_ATTEMPTS
+    dedup_ttl_ms: int = 300000  #: MACHINA_DEDUP_TTL_MS (0: no dedup)
+    claim_timeout_ms: int = 600000  #: MACHINA_CLAIM_TIMEOUT_MS: a silent owner loses its claims after this
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> QueueConfig:
+        return cls(
+            fsync=cfg["MACHINA_WAL_FSYNC"],
+            wal_enable=cfg["MACHINA_WAL_ENABLE"],
+            wal_crc32=cfg["MACHINA_WAL_CRC32"],
+            checkpoint_ms=cfg["MACHINA_WAL_CHECKPOINT_MS"],
+            scan_ms=cfg["MACHINA_SERVE_SCAN_MS"],
+            retry_min_ms=cfg["MACHINA_RETRY_MIN_MS"],
+            retry_max_ms=cfg["MACHINA_RETRY_MAX_MS"],
+            max_attempts=cfg["MACHINA_MAX_ATTEMPTS"],
+            dedup_ttl_ms=cfg["MACHINA_DEDUP_TTL_MS"],
+            claim_timeout_ms=cfg["MACHINA_CLAIM_TIMEOUT_MS"],
+        )
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    name: str  #: the job's name (its inbox file name); for a repeat, the first request's
+    request_id: str | None = None
+    deduplicated: bool = False
+
+    def as_response(self) -> dict[str, Any]:
+        """The ``POST /enqueue`` 200 body of DESIGN.md section 4."""
+        body: dict[str, Any] = {"ok": True, "queued": self.name, "request_id": self.request_id}
+        if self.deduplicated:
+            body["deduplicated"] = True
+        return body
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job claimed by a worker: hand it back with complete/fail/release, keep it with heartbeat."""
+
+    name: str  #: the job's name (stable across attempts)
+    file: str  #: this attempt's file in processing/
+    attempt: int  #: 1 for the first run
+    request: dict[str, Any]  #: the parsed, validated run request
+    request_id: str | None
+    priority: int
+    enqueued_ms: int
+    max_attempts: int  #: after this many attempts a retryable failure goes to dlq/
+    retry_min_ms: int
+    retry_max_ms: int
+    worker_id: str
+    claimed_ms: int
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One line of ``list_jobs``."""
+
+    state: str
+    name: str
+    file: str
+    attempt: int
+    priority: int
+    enqueued_ms: int
+    due_ms: int | None = None  #: retry/ only
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class JobStatus:
+    """What ``GET /jobs/<name>`` answers: where the job is and each attempt's result."""
+
+    name: str
+    state: str
+    file: str
+    attempt: int
+    priority: int
+    enqueued_ms: int
+    due_ms: int | None = None
+    owner: dict[str, Any] | None = None  #: processing/ only: worker_id, pid, boot_id, heartbeat_ms
+    results: list[dict[str, Any]] = field(default_factory=list)  #: out/ envelopes, attempt order
+    request: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class QueueStats:
+    sizes: dict[str, int]  #: files per state (inbox, processing, retry, done, failed, dlq)
+    counters: dict[str, int]  #: transitions since the WAL began (all processes), and error counts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sizes": dict(self.sizes), "counters": dict(self.counters)}
+
+
+class BaseQueue(abc.ABC):
+    """A durable, at-least-once job queue shared by processes.
+
+    Thread-safe: every method may be called from many threads at once; all of them block (call them from
+    a thread pool in asyncio code).  Implementations must pass ``tests/queue/contract.py``.
+    """
+
+    config: QueueConfig
+
+    # --- producers -------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(
+        self, request: dict[str, Any] | Request, request_id: str | None = None, priority: int | None = None
+    ) -> EnqueueResult:
+        """Accept a run request; return only once the job is durable (under MACHINA_WAL_FSYNC).
+
+        ``request`` is a dict (validated here) or a :class:`Request` from ``load_request``/``validate_request``.
+        ``request_id`` defaults to the body's; ``priority`` to ``_queue.priority``, else 5000.  A
+        ``request_id`` seen within MACHINA_DEDUP_TTL_MS answers the first job's name with
+        ``deduplicated=True`` when the canonical body's SHA-256 matches, and raises DedupConflict when it does
+        not.  Raises InvalidRequest, QueueNotWritable (full or read-only disk: nothing was queued).
+        """
+
+    # --- workers ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(self, worker_id: str, timeout: float = 0.0) -> Claim | None:
+        """Take the next job (lowest priority number, then oldest), waiting up to ``timeout`` seconds.
+
+        The first claim of a worker id in a process takes over that id: its previous holder's orphaned
+        claims go back to the inbox (attempt + 1, RECOVER).  Raises WorkerIdInUse when a live process
+        holds the id.  Invalid requests met on the way go to failed/ and are skipped.
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, claim: Claim) -> None:
+        """Tell the queue the owner is alive (long jobs: well within MACHINA_CLAIM_TIMEOUT_MS).
+        Raises ClaimLost when the job was taken away."""
+
+    @abc.abstractmethod
+    def complete(self, claim: Claim, result: Any = None) -> None:
+        """Record ``result`` (JSON) as this attempt's result and move the job to done/.  ClaimLost if the
+        claim was recovered meanwhile (the result is kept; the job runs again elsewhere)."""
+
+    @abc.abstractmethod
+    def fail(self, claim: Claim, reason: str, *, retryable: bool = True, result: Any = None) -> str:
+        """Record a failed attempt.  Retryable: retry/ after a backoff, or dlq/ once max_attempts are spent;
+        permanent: failed/.  Returns the new state ("retry", "dlq" or "failed")."""
+
+    @abc.abstractmethod
+    def release(self, claim: Claim) -> None:
+        """Give the job back untouched (shutdown): it returns to the inbox without using an attempt."""
+
+    @abc.abstractmethod
+    def recover(self, worker_id: str | None = None) -> list[str]:
+        """Give orphaned claims back to the inbox (attempt + 1; dlq/ when attempts are spent).
+
+        With ``worker_id``: take over that id (as a worker does at start) and recover what its previous
+        holder had claimed.  Without: recover claims of dead owners, of owners silent for longer than
+        MACHINA_CLAIM_TIMEOUT_MS, and claims nobody owns.  Returns the job names recovered.
+        """
+
+    @abc.abstractmethod
+    def maintain(self) -> None:
+        """Periodic duties, each when due: promote due retries, recover dead claims, checkpoint the WAL."""
+
+    # --- operators -------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def requeue(self, name: str) -> str:
+        """Send a job in dlq/ or failed/ back to the inbox for one more attempt (a waiting retry: now).
+        Returns the new file name.  JobNotFound otherwise."""
+
+    @abc.abstractmethod
+    def purge(self, state: str, older_than_ms: int) -> int:
+        """Delete jobs (and their results) that entered ``state`` (done, failed or dlq) more than
+        ``older_than_ms`` ago.  Returns how many."""
+
+    @abc.abstractmethod
+    def list_jobs(self, state: str) -> list[JobInfo]:
+        """Jobs in ``state``: inbox in claim order, retry by due time, others by name."""
+
+    @abc.abstractmethod
+    def job_status(self, name: str, *, with_request: bool = False) -> JobStatus | None:
+        """Where job ``name`` is and its results; None when unknown."""
+
+    @abc.abstractmethod
+    def stats(self) -> QueueStats:
+        """Sizes per state and counters; cheap enough for every /metrics scrape."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release locks, threads and files."""
+
+    def __enter__(self) -> BaseQueue:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

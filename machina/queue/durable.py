@@ -1,0 +1,141 @@
+"""The queue's hot-path durability: new files placed without replacing, and group commit of fsyncs.
+
+:mod:`machina.fsutil` is the suite's durable-write helper and the queue uses it for everything that is not
+on the per-job path (checkpoint, claims).  Per job, two things differ: a job file must never *replace* an
+existing one (two enqueuers that drew the same name must not lose a job), and the directory fsyncs of many
+concurrent threads must be shared.  So:
+
+* :func:`write_new` writes and (optionally) fsyncs a file that must not exist yet;
+* :func:`place` moves it into its directory with ``renameat2(RENAME_NOREPLACE)`` (``link`` + ``unlink``
+  where the file system lacks it);
+* :class:`GroupCommit` makes the directory entries (and the WAL) durable for every thread waiting at the
+  time with *one* fsync each: the first waiter syncs for all the others that arrived meanwhile (the classic
+  leader/follower group commit), so fsync-on throughput is not one fsync per job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+from machina.fsutil import PRIVATE_FILE, fsync_dir
+
+log = logging.getLogger(__name__)
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _load_renameat2()
+
+
+def place(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` atomically, failing with FileExistsError instead of replacing ``dst``."""
+    global _renameat2
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), src, None, dst)
+        _renameat2 = None  # this file system cannot: link + unlink from now on
+    os.link(src, dst)
+    os.unlink(src)
+
+
+def write_new(path: str, data: bytes, *, fsync: bool, mode: int = PRIVATE_FILE) -> None:
+    """Create ``path`` (which must not exist) holding ``data``; on any error nothing is left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+class GroupCommit:
+    """Shares directory (and WAL) fsyncs among concurrent threads.
+
+    ``sync(dirs, wal=True)`` returns once every directory in ``dirs`` and the WAL have been fsynced *after*
+    the call began.  The first caller to find no sync running becomes the leader: it takes everything
+    requested so far, fsyncs each directory once and the WAL once, then wakes every waiter it covered.
+    A directory fsync error is raised to each waiter of that batch; the WAL handles its own errors (it is an
+    aid to restart, not the record of a job, so its failure must not fail an enqueue that is on disk).
+    """
+
+    def __init__(self, wal_sync: Callable[[], None] | None = None) -> None:
+        self._wal_sync = wal_sync
+        self._cond = threading.Condition(threading.Lock())
+        self._dirs: set[str] = set()
+        self._wal = False
+        self._requested = 0
+        self._synced = 0
+        self._leader = False
+        self._failures: list[tuple[int, int, OSError]] = []
+        self.batches = 0
+        self.requests = 0
+
+    def sync(self, dirs: Iterable[str], wal: bool = True) -> None:
+        with self._cond:
+            self._dirs.update(dirs)
+            self._wal = self._wal or wal
+            self._requested += 1
+            self.requests += 1
+            ticket = self._requested
+            while self._synced < ticket:
+                if self._leader:
+                    self._cond.wait()
+                    continue
+                self._lead()
+            failure = next((e for lo, hi, e in self._failures if lo < ticket <= hi), None)
+        if failure is not None:
+            raise failure
+
+    def _lead(self) -> None:
+        """Called with the lock held; releases it while syncing."""
+        self._leader = True
+        dirs, wal, upto, low = self._dirs, self._wal, self._requested, self._synced
+        self._dirs, self._wal = set(), False
+        self._cond.release()
+        error: OSError | None = None
+        try:
+            if wal and self._wal_sync is not None:
+                self._wal_sync()
+            for path in sorted(dirs):
+                try:
+                    fsync_dir(path)
+                except OSError as exc:
+                    log.error("fsync of directory %s failed: %s", path, exc)
+                    error = exc
+        finally:
+            self._cond.acquire()
+            self._leader = False
+            self._synced = upto
+            self.batches += 1
+            if error is not None:
+                self._failures = [*self._failures[-15:], (low, upto, error)]
+            self._cond.notify_all()

@@ -1,0 +1,33 @@
+"""Named crash points for the kill -9 tests: a no-op in production.
+
+The queue calls ``point("enqueue.placed")`` and the like at each step of a state change.  A test's child
+process installs a hook (``faults.hook = ...``) that sends itself SIGKILL at the point it wants to test, so
+a crash lands exactly between two steps; nothing in the environment can arm it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: ``hook(name, context)``; None in production.
+hook: Callable[[str, dict[str, Any]], None] | None = None
+
+POINTS = (
+    "enqueue.tmp_written",  # job file written (and fsynced) in tmp/, not yet in inbox/
+    "enqueue.placed",  # job file in inbox/, WAL record not yet written
+    "enqueue.logged",  # WAL record written, group commit not yet done (not acknowledged)
+    "claim.intent",  # claim recorded in the worker's registry, job still in inbox/
+    "claim.moved",  # job in processing/, not yet returned to the worker
+    "complete.result",  # result written to out/, job still in processing/
+    "complete.moved",  # job in done/, registry not yet updated
+    "fail.result",  # failure result written, job still in processing/
+    "recover.result",  # recovery result written, job still in processing/
+    "wal.append",  # context: fd, line; a hook may write part of the line, then die (torn tail)
+    "checkpoint.written",  # new checkpoint in place, covered segments not yet deleted
+)
+
+
+def point(name: str, **context: Any) -> None:
+    if hook is not None:
+        hook(name, context)

@@ -1,0 +1,191 @@
+"""The inbox as a worker sees it: candidates in claim order, and a wake-up when a job arrives.
+
+:class:`InboxIndex` keeps the inbox's file names in a heap (names sort in claim order, see
+:mod:`machina.queue.names`).  A full scan fills it at start; after that an inotify watcher thread adds and
+removes names as files move in and out, and wakes every thread waiting in ``claim`` within milliseconds.
+An entry can be stale (another worker claimed it): the claim's ``rename`` then fails and the next
+candidate is tried, so the index never needs to be exact, only complete.  It is made complete again by a
+rescan on inotify queue overflow, whenever the index runs dry and the last scan is older than
+``MACHINA_SERVE_SCAN_MS``, and, without inotify, every ``MACHINA_SERVE_SCAN_MS`` (spaced out further when
+the inbox is so large that a scan is expensive).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import select
+import threading
+import time
+
+from machina.queue import inotify
+from machina.queue.names import is_candidate
+
+log = logging.getLogger(__name__)
+
+_INBOX_MASK = inotify.IN_MOVED_TO | inotify.IN_CREATE | inotify.IN_MOVED_FROM | inotify.IN_DELETE
+_RETRY_MASK = inotify.IN_MOVED_TO | inotify.IN_CREATE
+_ADDED = inotify.IN_MOVED_TO | inotify.IN_CREATE
+_RESCAN = inotify.IN_Q_OVERFLOW | inotify.IN_IGNORED | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF
+
+
+class InboxIndex:
+    def __init__(self, inbox_dir: str, retry_dir: str, scan_s: float) -> None:
+        self.inbox_dir = inbox_dir
+        self.retry_dir = retry_dir
+        self.scan_s = scan_s
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[str] = []
+        self._present: set[str] = set()
+        self._stale = True
+        self._scanned_at = float("-inf")
+        self._scan_cost = 0.0
+        self.retry_changed = True
+        self.scans = 0
+        self._watcher: _Watcher | None = None
+
+    @property
+    def watching(self) -> bool:
+        return self._watcher is not None and self._watcher.is_alive()
+
+    def start_watching(self) -> bool:
+        """Start the inotify thread (idempotent); False when inotify is unavailable."""
+        with self._cond:
+            if self._watcher is not None:
+                return self.watching
+            ino = inotify.open_inotify()
+            if ino is None:
+                self._watcher = _Watcher(self, None, -1, -1)  # marks "tried"; never started
+                return False
+            try:
+                inbox_wd = ino.add_watch(self.inbox_dir, _INBOX_MASK)
+                retry_wd = ino.add_watch(self.retry_dir, _RETRY_MASK)
+            except OSError as exc:
+                log.warning("inotify watch failed (%s): falling back to rescans", exc)
+                ino.close()
+                self._watcher = _Watcher(self, None, -1, -1)
+                return False
+            self._watcher = _Watcher(self, ino, inbox_wd, retry_wd)
+            self._stale = True  # anything that arrived before the watch
+            self._watcher.start()
+            return True
+
+    def stop(self) -> None:
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+
+    def pop(self) -> str | None:
+        """The next candidate file name, or None when the inbox looks empty."""
+        with self._cond:
+            if self._rescan_due():
+                self._rescan()
+            while self._heap:
+                name = heapq.heappop(self._heap)
+                if name in self._present:
+                    self._present.discard(name)
+                    return name
+            return None
+
+    def push(self, name: str) -> None:
+        """A file this process just put in the inbox: claimable at once, without waiting for its event.
+        Ignored while no watcher runs (an enqueue-only process never pops, so must not collect names)."""
+        if self._watcher is None:
+            return
+        with self._cond:
+            if name not in self._present:
+                self._present.add(name)
+                heapq.heappush(self._heap, name)
+            self._cond.notify_all()
+
+    def mark_stale(self) -> None:
+        with self._cond:
+            self._stale = True
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a job or a retry arrives, or ``timeout`` seconds pass."""
+        with self._cond:
+            if self._present and not self._stale:
+                return
+            self._cond.wait(max(0.0, timeout))
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _rescan_due(self) -> bool:
+        if self._stale:
+            return True
+        age = time.monotonic() - self._scanned_at
+        if self.watching:
+            return not self._present and age >= self.scan_s
+        return age >= max(self.scan_s, 20 * self._scan_cost)
+
+    def _rescan(self) -> None:
+        started = time.monotonic()
+        with os.scandir(self.inbox_dir) as entries:
+            names = [e.name for e in entries if is_candidate(e.name)]
+        names.sort()  # a sorted list is a heap
+        self._heap, self._present = names, set(names)
+        self._stale = False
+        self._scanned_at = time.monotonic()
+        self._scan_cost = self._scanned_at - started
+        self.scans += 1
+
+    def _apply(self, events: list[tuple[int, int, str]], inbox_wd: int, retry_wd: int) -> None:
+        with self._cond:
+            for wd, mask, name in events:
+                if mask & _RESCAN:
+                    self._stale = True
+                    self.retry_changed = True
+                elif wd == retry_wd:
+                    self.retry_changed = True
+                elif wd == inbox_wd and is_candidate(name):
+                    if mask & _ADDED:
+                        if name not in self._present:
+                            self._present.add(name)
+                            heapq.heappush(self._heap, name)
+                    else:
+                        self._present.discard(name)
+            self._cond.notify_all()
+
+
+class _Watcher(threading.Thread):
+    def __init__(self, index: InboxIndex, ino: inotify.Inotify | None, inbox_wd: int, retry_wd: int) -> None:
+        super().__init__(name="machina-queue-inotify", daemon=True)
+        self.index = index
+        self.ino = ino
+        self.inbox_wd = inbox_wd
+        self.retry_wd = retry_wd
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK) if ino else (-1, -1)
+        self._stopping = False
+
+    def run(self) -> None:
+        assert self.ino is not None
+        try:
+            while not self._stopping:
+                readable, _, _ = select.select([self.ino.fd, self._wake_r], [], [])
+                if self._wake_r in readable:
+                    break
+                events = self.ino.read_events()
+                if events:
+                    self.index._apply(events, self.inbox_wd, self.retry_wd)
+        except (OSError, ValueError) as exc:
+            if not self._stopping:
+                log.warning("inotify watcher stopped (%s): falling back to rescans", exc)
+                self.index.mark_stale()
+        finally:
+            self.ino.close()
+            os.close(self._wake_r)
+
+    def stop(self) -> None:
+        if self.ino is None or self._stopping:
+            return
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        finally:
+            os.close(self._wake_w)
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=2)

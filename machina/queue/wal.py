@@ -1,0 +1,270 @@
+"""The queue's write-ahead log: JSON-lines segments under ``queue/wal/``, one writer per segment.
+
+Format (one record per line, UTF-8)::
+
+    {"t":"ENQ","ts":1700000000123,"name":"p5000_rq_..._rid0a1b2c3d.json","rid":"abc","sha":"<sha256 hex>"}
+    {"t":"DONE","ts":1700000000456,"file":"p5000_rq_....json","w":"1","crc":"89abcdef"}
+
+``t`` (record type) and ``ts`` (epoch ms) come first in every record.  With ``MACHINA_WAL_CRC32=1`` the
+last member is ``"crc"``: 8 lowercase hex digits of the CRC-32 (zlib) of the record's bytes *without* that
+member, that is the line up to ``,"crc":"`` with ``}`` appended.  A reader checks it when present.  Types:
+ENQ (job accepted; with ``rid``/``sha`` it is also the dedup entry), DEDUP (a repeat answered from the
+dedup table), CLAIM, RELEASE, SCHED (failed attempt scheduled for retry), PROMOTE (due retry back to the
+inbox), RECOVER (orphaned claim back to the inbox), DONE, RETRY (operator re-queued a dlq/failed job), DLQ,
+FAIL (permanent), PURGE (``n`` files removed), TRUNC (a torn or corrupt tail was cut off), CKPT_BAD (a
+corrupt checkpoint was set aside).
+
+**A segment per process.**  Each process appends only to its own segment
+(``seg_{start_ms}_{pid}_{rand}.wal``), holding an exclusive ``flock`` on it while it writes, so writers
+never contend across processes, a record is never interleaved with another process's, and "is this
+segment still being written?" is answered by trying the lock (a crashed writer's lock is gone).  Within a
+process, threads append under a mutex and share fsyncs through group commit.  Segments rotate at
+:data:`SEGMENT_BYTES`.  A segment whose lock is free is *sealed*: a reader may cut its torn tail, and a
+checkpoint that covers it deletes it.
+
+A record is written to the file (not only buffered) before the operation it describes is reported, so
+other processes see it and a process crash (not a power cut) cannot lose it; with ``MACHINA_WAL_FSYNC=1``
+it is also fsynced (in a group) before the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from machina.clock import Clock
+from machina.fsutil import ensure_dir, fsync_dir
+from machina.queue import faults
+
+log = logging.getLogger(__name__)
+
+RECORD_TYPES = frozenset(
+    {
+        "ENQ",
+        "DEDUP",
+        "CLAIM",
+        "RELEASE",
+        "SCHED",
+        "PROMOTE",
+        "RECOVER",
+        "DONE",
+        "RETRY",
+        "DLQ",
+        "FAIL",
+        "PURGE",
+        "TRUNC",
+        "CKPT_BAD",
+    }
+)
+SEGMENT_BYTES = 4 * 1024 * 1024
+SEGMENT_RE = re.compile(r"seg_\d{13}_\d+_[0-9a-f]{6}\.wal")
+_CRC_OPEN = b',"crc":"'
+_CRC_SUFFIX_LEN = len(_CRC_OPEN) + 8 + 2  # ,"crc":"xxxxxxxx"}
+
+
+class BadRecord(ValueError):
+    pass
+
+
+def encode(record: dict[str, Any], crc: bool) -> bytes:
+    """One line for ``record`` (which must start with ``t`` and ``ts``)."""
+    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if crc:
+        body = body[:-1] + b',"crc":"%08x"}' % zlib.crc32(body)
+    return body + b"\n"
+
+
+def check_crc(line: bytes) -> bool | None:
+    """True/False when ``line`` (without newline) ends in a ``"crc"`` member that matches or not; None when
+    it has none."""
+    if not (line.endswith(b'"}') and line[-_CRC_SUFFIX_LEN : -_CRC_SUFFIX_LEN + len(_CRC_OPEN)] == _CRC_OPEN):
+        return None
+    try:
+        expected = int(line[-10:-2], 16)
+    except ValueError:
+        return False
+    return zlib.crc32(line[:-_CRC_SUFFIX_LEN] + b"}") == expected
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line (without its newline); BadRecord when torn, corrupt or not ours."""
+    if check_crc(line) is False:
+        raise BadRecord("crc mismatch")
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRecord(f"not JSON: {exc}") from None
+    if not isinstance(record, dict) or record.get("t") not in RECORD_TYPES or not isinstance(record.get("ts"), int):
+        raise BadRecord("not a WAL record")
+    return record
+
+
+@dataclass
+class SegmentScan:
+    """What reading a segment from ``start`` found."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    end: int = 0  #: offset just after the last good record
+    size: int = 0  #: file size seen
+    bad_offset: int | None = None  #: where a corrupt or torn record starts (None: clean)
+    reason: str = ""
+    partial: bool = False  #: the tail is an unterminated line (in-progress write, or torn)
+
+
+def scan_segment(path: str, start: int = 0) -> SegmentScan:
+    """Read complete records from ``start``; stop at the first bad one."""
+    scan = SegmentScan(end=start)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read()
+    scan.size = start + len(data)
+    pos = 0
+    while pos < len(data):
+        newline = data.find(b"\n", pos)
+        if newline < 0:
+            scan.partial = True
+            scan.bad_offset = start + pos
+            scan.reason = "unterminated record"
+            break
+        try:
+            scan.records.append(decode(data[pos:newline]))
+        except BadRecord as exc:
+            scan.bad_offset = start + pos
+            scan.reason = str(exc)
+            break
+        pos = newline + 1
+        scan.end = start + pos
+    return scan
+
+
+def try_seal(path: str) -> int | None:
+    """An fd holding an exclusive lock on ``path`` when no writer holds it (the segment is sealed)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def list_segments(wal_dir: str) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(wal_dir) if SEGMENT_RE.fullmatch(name))
+    except FileNotFoundError:
+        return []
+
+
+class WalWriter:
+    """This process's segment.  Thread-safe; ``append`` writes at once, ``sync`` fsyncs (for group commit).
+
+    Errors (a full disk, an I/O error) are logged, counted in ``errors`` and cut back to the last whole
+    record; the WAL then starts a fresh segment on the next append.  They never fail the queue operation:
+    the job files are the truth, the WAL only speeds up restart and keeps dedup entries.
+    """
+
+    def __init__(self, wal_dir: str, *, crc: bool, fsync: bool, clock: Clock) -> None:
+        self.wal_dir = wal_dir
+        self.crc = crc
+        self.fsync = fsync
+        self.clock = clock
+        self.errors = 0
+        self.own_segments: set[str] = set()
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._name = ""
+        self._size = 0
+        self._dirty = False
+
+    def append(self, record: dict[str, Any]) -> bool:
+        line = encode(record, self.crc)
+        with self._lock:
+            try:
+                fd = self._open()
+                faults.point("wal.append", fd=fd, line=line)
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, "short write to WAL segment")
+            except OSError as exc:
+                self._fail("append", exc)
+                return False
+            self._size += len(line)
+            self._dirty = True
+            if self._size >= SEGMENT_BYTES:
+                self._rotate()
+            return True
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._fd is None or not self._dirty:
+                return
+            try:
+                os.fdatasync(self._fd)
+                self._dirty = False
+            except OSError as exc:
+                self._fail("fsync", exc)
+
+    def check(self) -> None:
+        """Start a new segment if ours was deleted under us (an operator removed wal/)."""
+        with self._lock:
+            if self._fd is not None and not os.path.exists(os.path.join(self.wal_dir, self._name)):
+                log.warning("WAL segment %s was deleted; starting a new one", self._name)
+                self._rotate()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                self._rotate()
+
+    @property
+    def segment(self) -> str:
+        return self._name
+
+    def _open(self) -> int:
+        if self._fd is not None:
+            return self._fd
+        ensure_dir(self.wal_dir)
+        name = f"seg_{int(self.clock.time() * 1000):013d}_{os.getpid()}_{secrets.token_hex(3)}.wal"
+        path = os.path.join(self.wal_dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if self.fsync:
+            fsync_dir(self.wal_dir)
+        self._fd, self._name, self._size = fd, name, 0
+        self.own_segments.add(name)
+        return fd
+
+    def _rotate(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if self.fsync and self._dirty:
+                os.fdatasync(fd)
+        except OSError as exc:
+            self.errors += 1
+            log.error("WAL segment %s: fsync before rotation failed: %s", self._name, exc)
+        finally:
+            self._dirty = False
+            os.close(fd)  # releases the flock: the segment is sealed
+
+    def _fail(self, what: str, exc: OSError) -> None:
+        self.errors += 1
+        log.error("WAL %s failed on segment %s: %s (the queue goes on; restart may rescan)", what, self._name, exc)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)  # no half record stays behind
+            self._rotate()

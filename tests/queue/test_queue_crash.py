@@ -1,0 +1,222 @@
+"""Crash tests with real kill -9: after a restart every acknowledged job is done or pending, none is lost,
+none is in done/ twice.
+
+Each test runs a role of the queue in a child process (queue_crashkit.py) that dies by SIGKILL at a named
+step (or at a random moment, killed by the parent), then restarts the queue here and drains it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from machina.queue import FileQueue, QueueConfig
+from machina.queue.names import parse_file
+from machina.queue.wal import encode, list_segments
+from machina.queue.walindex import read_checkpoint
+
+KIT = Path(__file__).with_name("queue_crashkit.py")
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def run_kit(root: Path, mode: str, *args: str, timeout: float = 60) -> tuple[int, list[str]]:
+    proc = subprocess.run(
+        [sys.executable, str(KIT), str(root), mode, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=CHECKOUT,
+    )
+    return proc.returncode, proc.stdout.splitlines()
+
+
+def names_after(lines: list[str], tag: str) -> set[str]:
+    return {line.split()[1] for line in lines if line.startswith(tag + " ")}
+
+
+def enqueue_here(root: Path, count: int) -> set[str]:
+    with FileQueue(str(root)) as queue:
+        return {queue.enqueue({"goal_id": "goal.CRASH.v1", "inputs": {"n": n}}).name for n in range(count)}
+
+
+def restart_and_drain(root: Path) -> list[str]:
+    """What a restarted suite does: recover dead claims, replay the WAL, run everything that is left."""
+    queue = FileQueue(str(root), QueueConfig(scan_ms=20, retry_min_ms=0, retry_max_ms=0))
+    try:
+        queue.replay()
+        queue.recover()
+        assert os.listdir(root / "queue" / "tmp") == [], "a half-written job survived the restart"
+        while (claim := queue.claim("checker")) is not None:
+            queue.complete(claim, {"by": "checker"})
+        assert queue.verify_wal().ok
+    finally:
+        queue.close()
+    return os.listdir(root / "queue" / "done")
+
+
+def assert_exactly_once(done_files: list[str], expected: set[str]) -> None:
+    names = [parse_file(f).name for f in done_files]  # type: ignore[union-attr]
+    assert len(names) == len(set(names)), f"a job is in done/ twice: {sorted(names)}"
+    missing = expected - set(names)
+    assert not missing, f"acknowledged jobs lost: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("point", ["enqueue.tmp_written", "enqueue.placed", "enqueue.logged", "wal.append"])
+@pytest.mark.parametrize("fsync", [False, True])
+def test_kill_during_enqueue(machina_root: Path, point: str, fsync: bool) -> None:
+    extra = ["--fsync"] if fsync else []
+    code, lines = run_kit(machina_root, "enqueue", "--count", "6", "--point", point, "--after", "4", *extra)
+    assert code == -signal.SIGKILL
+    acked = names_after(lines, "ACK")
+    assert len(acked) == 3
+    if point == "wal.append":
+        from machina.queue import FileQueue as _FQ
+
+        with _FQ(str(machina_root)) as look:
+            assert not look.verify_wal().ok  # the torn record is there until a restart cuts it
+    assert_exactly_once(restart_and_drain(machina_root), acked)
+
+
+def test_torn_wal_tail_keeps_dedup_of_acknowledged_jobs(machina_root: Path) -> None:
+    code, lines = run_kit(machina_root, "enqueue", "--count", "5", "--point", "wal.append", "--after", "3")
+    assert code == -signal.SIGKILL
+    acked = sorted(names_after(lines, "ACK"))
+    with FileQueue(str(machina_root)) as queue:
+        queue.replay()
+        assert queue.stats().counters["wal_truncations"] == 1
+        for i, name in enumerate(acked):
+            again = queue.enqueue({"goal_id": "goal.CRASH.v1", "inputs": {"i": i}}, request_id=f"job-{i}")
+            assert again.deduplicated and again.name == name
+
+
+@pytest.mark.parametrize("point", ["claim.intent", "claim.moved", "complete.result", "complete.moved", "wal.append"])
+def test_kill_between_claim_and_result(machina_root: Path, point: str) -> None:
+    jobs = enqueue_here(machina_root, 6)
+    after = "6" if point == "wal.append" else "3"  # wal.append: the 3rd job's CLAIM record
+    code, lines = run_kit(machina_root, "work", "--worker", "w1", "--point", point, "--after", after)
+    assert code == -signal.SIGKILL
+    assert len(names_after(lines, "DONE")) >= 2
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
+
+
+def test_kill_while_failing_an_attempt(machina_root: Path) -> None:
+    jobs = enqueue_here(machina_root, 4)
+    code, _ = run_kit(machina_root, "fail", "--worker", "w1", "--point", "fail.result", "--after", "2")
+    assert code == -signal.SIGKILL
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
+
+
+def test_kill_during_recovery(machina_root: Path) -> None:
+    jobs = enqueue_here(machina_root, 3)
+    code, _ = run_kit(machina_root, "work", "--worker", "w1", "--point", "claim.moved", "--after", "1")
+    assert code == -signal.SIGKILL
+    code, _ = run_kit(machina_root, "recover", "--point", "recover.result", "--after", "1")
+    assert code == -signal.SIGKILL
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
+
+
+def test_restarted_worker_takes_back_its_own_claim(machina_root: Path) -> None:
+    jobs = enqueue_here(machina_root, 2)
+    code, _ = run_kit(machina_root, "work", "--worker", "w5", "--point", "claim.moved", "--after", "1")
+    assert code == -signal.SIGKILL
+    code, lines = run_kit(machina_root, "work", "--worker", "w5")
+    assert code == 0 and names_after(lines, "DONE") == jobs
+    with FileQueue(str(machina_root)) as queue:
+        attempts = sorted(queue.job_status(name).attempt for name in jobs)
+    assert attempts == [1, 2]  # the one it held when it died ran again as attempt 2
+
+
+def _synthetic_wal(root: Path, entries: int) -> dict[str, str]:
+    """A sealed segment of ENQ records with request ids: makes checkpoints big (slow to write) cheaply."""
+    rids = {f"rid-{n}": f"p5000_rq_1700000000000_{n:010x}.json" for n in range(entries)}
+    now = int(time.time() * 1000)
+    lines = [
+        encode({"t": "ENQ", "ts": now, "name": name, "rid": rid, "sha": hashlib.sha256(rid.encode()).hexdigest()}, True)
+        for rid, name in rids.items()
+    ]
+    (root / "queue" / "wal" / f"seg_{now:013d}_1_000000.wal").write_bytes(b"".join(lines))
+    return rids
+
+
+def test_kill_during_checkpoint_writes_never_leaves_a_corrupt_checkpoint(machina_root: Path) -> None:
+    rids = _synthetic_wal(machina_root, 30_000)
+    wal = machina_root / "queue" / "wal"
+    rng = random.Random(3)
+    for _round in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, str(KIT), str(machina_root), "checkpoint-loop"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=CHECKOUT,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "CKPT"
+        time.sleep(rng.uniform(0.0, 0.15))  # lands inside a write most of the time: each takes tens of ms
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        read_checkpoint(str(wal / "checkpoint.json"))  # raises if torn or corrupt
+    with FileQueue(str(machina_root), QueueConfig(dedup_ttl_ms=3_600_000)) as queue:
+        queue.checkpoint()
+        assert not [n for n in os.listdir(wal) if n.endswith(".tmp")]
+        sample = rng.sample(sorted(rids), 20)
+        for rid in sample:
+            assert queue._index is not None and queue._index.lookup(rid, int(time.time() * 1000)).name == rids[rid]
+        assert queue.stats().counters["enqueued"] == 30_000
+
+
+def test_kill_after_checkpoint_before_segments_are_dropped_counts_nothing_twice(machina_root: Path) -> None:
+    _synthetic_wal(machina_root, 100)
+    code, _ = run_kit(machina_root, "checkpoint-loop", "--point", "checkpoint.written", "--after", "1")
+    assert code == -signal.SIGKILL
+    assert len(list_segments(str(machina_root / "queue" / "wal"))) >= 1  # covered, not yet deleted
+    with FileQueue(str(machina_root)) as queue:
+        assert queue.stats().counters["enqueued"] == 100
+        queue.checkpoint()
+        assert queue.stats().counters["enqueued"] == 100
+
+
+def test_workers_killed_at_random_lose_nothing(machina_root: Path) -> None:
+    """Three worker processes, killed with SIGKILL at random and restarted, drain 40 jobs."""
+    jobs = enqueue_here(machina_root, 40)
+    rng = random.Random(11)
+
+    def start(worker: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(KIT), str(machina_root), "serve", "--worker", worker, "--pause", "0.08"],
+            stdout=subprocess.DEVNULL,
+            cwd=CHECKOUT,
+            text=True,
+        )
+        return proc
+
+    workers = {f"w{i}": start(f"w{i}") for i in range(3)}
+    kills = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.05, 0.25))
+            done = len(os.listdir(machina_root / "queue" / "done"))
+            if done >= len(jobs):
+                break
+            victim = rng.choice(sorted(workers))
+            workers[victim].send_signal(signal.SIGKILL)
+            workers[victim].wait(timeout=30)
+            kills += 1
+            workers[victim] = start(victim)
+    finally:
+        for proc in workers.values():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert kills >= 3
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
