@@ -100,7 +100,7 @@ _var(
     "127.0.0.1",
     "address machina-enqueued listens on",
 )
-_var("MACHINA_API_PORT", Int(0, 65535), 8080, "TCP port machina-enqueued listens on (0: any free port, logged)")
+_var("MACHINA_API_PORT", Int(1, 65535), 8080, "TCP port machina-enqueued listens on")
 _var("MACHINA_API_TOKEN", Text(), None, "bearer token for the HTTP API", secret=True)
 _var(
     "MACHINA_API_HMAC_SECRET",

@@ -23,7 +23,7 @@ flight and exits 0.  Configuration: MACHINA_API_* (see machina-enqueued(8)).
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", metavar="ADDR", help="Address to listen on (MACHINA_API_HOST, default 127.0.0.1).")
-@click.option("--port", metavar="PORT", help="TCP port (MACHINA_API_PORT, default 8080; 0: any free port).")
+@click.option("--port", metavar="PORT", help="TCP port (MACHINA_API_PORT, default 8080).")
 @click.option(
     "--socket",
     "socket_path",

@@ -15,7 +15,7 @@ WEAK_SECRET_CHARS = 16
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"  #: MACHINA_API_HOST
-    port: int = 8080  #: MACHINA_API_PORT (0: any free port)
+    port: int = 8080  #: MACHINA_API_PORT
     socket_path: str | None = None  #: MACHINA_API_SOCKET: listen here instead of host:port
     token: str | None = None  #: MACHINA_API_TOKEN
     hmac_secret: str | None = None  #: MACHINA_API_HMAC_SECRET

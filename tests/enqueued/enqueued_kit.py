@@ -22,6 +22,17 @@ SECRET = "test-hmac-secret-" + "0f1e2d3c4b5a6978"
 READY_RE = re.compile(r"machina-enqueued ready: (\S+)")
 
 
+class PortTaken(Exception):
+    pass
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the daemon's bind may still lose a race: Daemon.start retries)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Daemon:
     """One machina-enqueued process; ``start`` returns once it logged READY (it is accepting then)."""
 
@@ -36,11 +47,20 @@ class Daemon:
         self.starts = 0
 
     def start(self, timeout: float = 30, wrapper: tuple[str, ...] = (), **popen: Any) -> Daemon:
-        """Start and wait for READY; ``wrapper`` runs first (``sh -c '... exec "$@"'``), ``popen`` goes to Popen."""
+        """Start and wait for READY on a free port; ``wrapper`` runs first, ``popen`` goes to Popen."""
+        for _ in range(5):
+            try:
+                return self._start(timeout, wrapper, popen)
+            except PortTaken:
+                continue  # someone took the free port between our probe and the daemon's bind: pick another
+        raise AssertionError("no free port found in 5 tries")
+
+    def _start(self, timeout: float, wrapper: tuple[str, ...], popen: dict[str, Any]) -> Daemon:
         self.starts += 1
         self.log_path = self.logs / f"enqueued-{self.starts}-{secrets.token_hex(2)}.log"
         env = bin_env(MACHINA_ROOT=str(self.root), **self.env)
-        args = self.args if any(a in ("--socket", "--port") for a in self.args) else ("--port", "0", *self.args)
+        pinned = any(a in ("--socket", "--port") for a in self.args)
+        args = self.args if pinned else ("--port", str(free_port()), *self.args)
         with open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [*wrapper, str(BIN / "machina-enqueued"), *args],
@@ -58,6 +78,8 @@ class Daemon:
                 self.address = match.group(1)
                 return self
             if self.proc.poll() is not None:
+                if self.proc.returncode == 69 and "Address already in use" in self.log() and not pinned:
+                    raise PortTaken
                 raise AssertionError(f"machina-enqueued exited {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.02)
         raise AssertionError(f"machina-enqueued not ready in {timeout}s:\n{self.log()}")

@@ -21,7 +21,7 @@ def test_help_through_a_shell() -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"MACHINA_API_PORT": "99999"}, "MACHINA_API_PORT='99999': expected an integer from 0 to 65535"),
+        ({"MACHINA_API_PORT": "99999"}, "MACHINA_API_PORT='99999': expected an integer from 1 to 65535"),
         ({"MACHINA_API_HEADER_TIMEOUT_MS": "soon"}, "MACHINA_API_HEADER_TIMEOUT_MS='soon': expected an integer in ms"),
         ({"MACHINA_API_HMAC_TTL_SEC": "0"}, "MACHINA_API_HMAC_TTL_SEC='0'"),
         ({"MACHINA_API_SOCKET": "relative.sock"}, "MACHINA_API_SOCKET='relative.sock': expected an absolute path"),
@@ -72,7 +72,7 @@ BAD_VALUES = [
     ("MACHINA_API_THREADS", "1000", "from 1 to 512"),
     ("MACHINA_API_SHUTDOWN_TIMEOUT_MS", "forever", "an integer in ms"),
     ("MACHINA_API_SOCKET", "run/x.sock", "an absolute path"),
-    ("MACHINA_API_PORT", "-1", "from 0 to 65535"),
+    ("MACHINA_API_PORT", "0", "from 1 to 65535"),
 ]
 
 
