@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import requests  # noqa: E402
-from enqueued_kit import TOKEN, Daemon, bearer  # noqa: E402
+import requests
+from enqueued_kit import TOKEN, Daemon, bearer
 
-from machina.root import init_root  # noqa: E402
+from machina.root import init_root
 
 BIG = {"goal_id": "goal.DISK.v1", "inputs": {"blob": "x" * 16384}}
 

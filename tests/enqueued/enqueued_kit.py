@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from machina.enqueued.auth import sign
 from tests.conftest import BIN, CHECKOUT, bin_env
 

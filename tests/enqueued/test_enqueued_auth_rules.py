@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from machina.clock import FakeClock
-from machina.enqueued.auth import AuthFailure, Authenticator, sign
+from machina.enqueued.auth import Authenticator, AuthFailure, sign
 from machina.enqueued.nonces import NONCE_FILE, NonceStore
 from machina.enqueued.ratelimit import RateLimiter, client_key
 

@@ -88,3 +88,26 @@ def test_secrets_are_not_echoed_in_configuration_errors() -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.load(environ={"MACHINA_ENV_FILE": "/dev/null", "MACHINA_API_TOKEN": "line1\nline2-secret"})
     assert "line2-secret" not in str(caught.value) and "<secret>" in str(caught.value)
+
+
+def test_man_page_is_lint_clean_and_matches_help() -> None:
+    import re
+    import shutil
+    import subprocess
+
+    from tests.conftest import CHECKOUT
+
+    if shutil.which("mandoc") is None:
+        pytest.skip("mandoc is not installed (make setup installs it)")
+    page = CHECKOUT / "man" / "machina-enqueued.8"
+    lint = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", str(page)], capture_output=True, text=True)
+    assert lint.returncode == 0 and lint.stdout == "", lint.stdout + lint.stderr
+    text = page.read_text()
+    help_text = run_bin("machina-enqueued", "--help").stdout
+    for option in sorted(set(re.findall(r"--[a-z-]+", help_text))):
+        assert f"Fl {option[1:]}" in text, f"{option} of --help is missing from the man page"
+    from machina.config import VARIABLES
+
+    for name, var in VARIABLES.items():
+        if var.section == "serve" and name.startswith("MACHINA_API_"):
+            assert name in text, f"{name} is not documented in machina-enqueued(8)"

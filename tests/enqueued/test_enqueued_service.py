@@ -14,7 +14,6 @@ import pytest
 import requests
 from enqueued_kit import TOKEN, bearer, inbox, status_of
 
-
 #: What systemd does for a socket unit's service: the socket on fd 3, LISTEN_FDS=1, LISTEN_PID=the service's
 #: pid (this process execs into it, keeping the pid).
 SYSTEMD_LIKE = """

@@ -62,7 +62,7 @@ def test_slowloris_headers_are_cut_off_at_the_header_timeout(daemon: Any) -> Non
             time.sleep(0.2)
             if time.monotonic() - started > HEADER_TIMEOUT_S + 3:
                 break
-        waited, received = wait_closed(sock, 5)
+        _, received = wait_closed(sock, 5)
     elapsed = time.monotonic() - started
     assert cut_off or received.startswith(b"HTTP/1.1 408 ")
     assert elapsed < HEADER_TIMEOUT_S + 4
