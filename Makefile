@@ -10,11 +10,13 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 DEBIAN_PACKAGES := bubblewrap libcap-dev libseccomp2 libseccomp-dev bats mandoc
 PYTEST_ARGS ?=
+MODEL_VENV ?= .venv-model
 
-.PHONY: help setup deps venv test test-systemd lint bench install clean
+.PHONY: help setup setup-model deps venv test test-systemd lint bench install clean
 
 help:
 	@echo "make setup         install Debian packages (as root, when missing) and create $(VENV)"
+	@echo "make setup-model   optional: create $(MODEL_VENV) with the offline embedding model (torch CPU, ~1.5 GB)"
 	@echo "make test          run the whole test suite (pytest, shell-level bats tests included)"
 	@echo "make test-systemd  opt-in: run the units under a real systemd --user manager"
 	@echo "make lint          ruff and mypy"
@@ -38,6 +40,15 @@ deps:
 	fi
 
 venv: $(VENV)/.installed
+
+# The embedding model command (tools/embed/) runs in its own environment: torch stays out of the suite's.
+setup-model: $(MODEL_VENV)/.installed
+
+$(MODEL_VENV)/.installed: tools/embed/requirements.txt
+	$(PYTHON) -m venv $(MODEL_VENV)
+	$(MODEL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MODEL_VENV)/bin/python -m pip install -q -r tools/embed/requirements.txt
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,5 +88,5 @@ install:
 	done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MODEL_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

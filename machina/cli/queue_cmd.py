@@ -8,6 +8,7 @@ another checkpoint running); 78 bad configuration.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Iterator
@@ -39,9 +40,15 @@ def parse_duration_ms(text: str) -> int:
     return int(match["n"]) * _UNIT_MS[match["unit"] or "s"]
 
 
-def _open(root: str | None) -> tuple[FileQueue, Any]:
+@contextlib.contextmanager
+def _opened(root: str | None) -> Iterator[tuple[FileQueue, Any]]:
+    """The configured queue and configuration, closed at the end of the block."""
     cfg = bootstrap("machina", overrides_from(root))
-    return open_queue(cfg), cfg
+    queue = open_queue(cfg)
+    try:
+        yield queue, cfg
+    finally:
+        queue.close()
 
 
 # --- machina enqueue ---------------------------------------------------------------------------------------
@@ -73,31 +80,26 @@ def enqueue(
     """
     if lines and request_id:
         raise click.UsageError("--request-id names one request; with --lines put request_id in each line")
-    queue, cfg = _open(root)
-    limit = cfg["MACHINA_API_MAX_BODY_BYTES"]
     bad = 0
-    try:
-        with _input(source) as stream:
-            for number, data in _requests(stream, lines):
-                where = f"line {number}: " if lines else ""
-                try:
-                    if len(data) > limit:
-                        raise InvalidRequest(f"{len(data)} bytes is over MACHINA_API_MAX_BODY_BYTES ({limit})")
-                    result = queue.enqueue(load_request(data, request_id), priority=priority)
-                except QueueNotWritable:
+    with _opened(root) as (queue, cfg), _input(source) as stream:
+        limit = cfg["MACHINA_API_MAX_BODY_BYTES"]
+        for number, data in _requests(stream, lines):
+            try:
+                if len(data) > limit:
+                    raise InvalidRequest(f"{len(data)} bytes is over MACHINA_API_MAX_BODY_BYTES ({limit})")
+                result = queue.enqueue(load_request(data, request_id), priority=priority)
+            except QueueNotWritable:
+                raise
+            except MachinaError as exc:
+                if not lines:
                     raise
-                except MachinaError as exc:
-                    if not lines:
-                        raise
-                    click.echo(f"machina: {where}{exc}", err=True)
-                    bad += 1
-                    continue
-                if as_json:
-                    echo_json(result.as_response())
-                else:
-                    click.echo(result.name)
-    finally:
-        queue.close()
+                click.echo(f"machina: line {number}: {exc}", err=True)
+                bad += 1
+                continue
+            if as_json:
+                echo_json(result.as_response())
+            else:
+                click.echo(result.name)
     return ExitCode.DATAERR if bad else ExitCode.OK
 
 
@@ -155,16 +157,13 @@ def ls(state: str | None, as_json: bool, root: str | None) -> None:
 
     The inbox is listed in claim order (priority, then age), retry/ by due time.
     """
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         for one in [state] if state else STATES:
             for job in q.list_jobs(one):
                 if as_json:
                     echo_json(job.as_dict())
                 else:
                     click.echo(job.name if state else f"{one} {job.name}")
-    finally:
-        q.close()
 
 
 @queue.command()
@@ -174,11 +173,8 @@ def ls(state: str | None, as_json: bool, root: str | None) -> None:
 @root_option
 def show(name: str, as_json: bool, with_request: bool, root: str | None) -> None:
     """Show where job NAME is (state, attempt, owner) and each attempt's result.  Exit 67 if unknown."""
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         status = q.job_status(name, with_request=with_request)
-    finally:
-        q.close()
     if status is None:
         raise MachinaError(f"{name}: no such job", ExitCode.NOTFOUND)
     if as_json:
@@ -208,11 +204,8 @@ def _compact(obj: Any) -> str:
 @root_option
 def stats(as_json: bool, root: str | None) -> None:
     """Jobs per state, and transition counters since the WAL began (all processes)."""
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         result = q.stats()
-    finally:
-        q.close()
     if as_json:
         echo_json(result.as_dict())
         return
@@ -233,13 +226,10 @@ def retry(name: str | None, all_dlq: bool, root: str | None) -> None:
     """
     if bool(name) == all_dlq:
         raise click.UsageError("give NAME or --all-dlq")
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         names = [job.name for job in q.list_jobs("dlq")] if all_dlq else [name or ""]
         for one in names:
             click.echo(q.requeue(one))
-    finally:
-        q.close()
 
 
 @queue.command()
@@ -252,11 +242,8 @@ def purge(state: str, older_than: str, root: str | None) -> None:
     Prints how many were removed. Jobs still waiting or running are never purged.
     """
     age = parse_duration_ms(older_than)
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         click.echo(q.purge(state, age))
-    finally:
-        q.close()
 
 
 @queue.command()
@@ -269,28 +256,22 @@ def recover(worker_id: str | None, root: str | None) -> None:
     of no worker. Workers do this themselves; this is for an operator in a hurry. Exit 75 if --worker
     names a running worker.
     """
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         for name in q.recover(worker_id):
             click.echo(name)
-    finally:
-        q.close()
 
 
 @queue.command()
 @root_option
 def checkpoint(root: str | None) -> None:
     """Write a WAL checkpoint now and delete the segments it covers.  Exit 75 if one is being written."""
-    q, cfg = _open(root)
-    try:
+    with _opened(root) as (q, cfg):
         if not cfg["MACHINA_WAL_ENABLE"]:
             click.echo("MACHINA_WAL_ENABLE=0: no WAL to checkpoint", err=True)
             return
         if not q.checkpoint():
             raise MachinaError("another process is writing a checkpoint; try again", ExitCode.TEMPFAIL)
         click.echo("checkpoint written")
-    finally:
-        q.close()
 
 
 # --- machina wal verify (also: machina queue wal verify) ---------------------------------------------------
@@ -310,11 +291,8 @@ def verify(as_json: bool, root: str | None) -> int:
     Exit 0 when clean, 1 when a segment has a torn or corrupt tail or the checkpoint is corrupt (the
     queue cuts such tails itself at its next start; jobs are never lost, the directories are the truth).
     """
-    q, _ = _open(root)
-    try:
+    with _opened(root) as (q, _):
         report = q.verify_wal()
-    finally:
-        q.close()
     if as_json:
         echo_json(
             {

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from machina.config.kinds import Bool, Choice, Command, Int, Kind, List, Path, Text
+from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, Text
 
 MS_MAX = 7 * 24 * 3600 * 1000  # one week: no timeout or interval is sensibly longer
 KIB = 1024
@@ -293,6 +293,66 @@ _var(
 _var("MACHINA_EMBED_NPROC", Int(0, 1 << 20), 0, "process limit of the embedding command (0 = none)")
 _var("MACHINA_GPU_DIM", Int(2, 8192), 128, "embedding vector dimension")
 _var("MACHINA_SELECTOR", Choice(("HEURISTIC", "GPU_CENTROID")), "HEURISTIC", "tool selector of the goal engine")
+_var(
+    "MACHINA_EMBED_NOFILE",
+    Int(0, 1 << 20),
+    256,
+    "open-file limit of the embedding command (0 = none)",
+)
+_var(
+    "MACHINA_EMBED_MIN_SCORE",
+    Float(-1.0, 1.0),
+    0.1,
+    "similarity floor: below it GPU_CENTROID picks nothing and the engine falls back to HEURISTIC",
+)
+_var(
+    "MACHINA_EMBED_BATCH_MAX",
+    Int(1, 100000),
+    256,
+    "most texts sent to the embedding command in one run (larger requests are split)",
+)
+_var(
+    "MACHINA_EMBED_MAX_TEXTS",
+    Int(1, 1000000),
+    20000,
+    "most texts (or menu items) machina-embed accepts in one request",
+)
+_var(
+    "MACHINA_EMBED_MAX_CHARS",
+    Int(16, 1 << 20, "characters"),
+    4096,
+    "texts are cut to this many characters before they are embedded",
+)
+_var(
+    "MACHINA_EMBED_HISTORY",
+    Int(0, 100000),
+    256,
+    "goal texts of successful runs kept per tool for its centroid (oldest dropped first)",
+)
+_var(
+    "MACHINA_EMBED_CACHE_ENTRIES",
+    Int(0, 10**7),
+    50000,
+    "tool centroids machina-embed keeps in memory (least recently used dropped first)",
+)
+_var(
+    "MACHINA_EMBED_BREAKER_FAILURES",
+    Int(0, 1000),
+    3,
+    "consecutive embedding-command failures after which hash answers alone for a cooldown (0 = never)",
+)
+_var(
+    "MACHINA_EMBED_BREAKER_COOLDOWN_MS",
+    Int(0, MS_MAX, "ms"),
+    30000,
+    "how long an open breaker skips the embedding command before trying it again",
+)
+_var(
+    "MACHINA_EMBED_ALLOWED_UIDS",
+    List(r"[0-9]+", "a comma-separated list of uids"),
+    (),
+    "uids allowed to call machina-embed besides its own uid and root",
+)
 
 # --- sandbox ---------------------------------------------------------------------------------------------
 _section_start("sandbox")

@@ -123,22 +123,19 @@ class JsonLineServer:
         try:
             conn.settimeout(None)
             peer = peer_cred(conn)
-            stream = conn.makefile("rwb", buffering=0)
             if not self.authorize(peer):
                 log.warning("refused peer pid=%d uid=%d gid=%d", peer.pid, peer.uid, peer.gid)
-                _write(
-                    stream,
-                    {"ok": False, "status": "forbidden", "error": f"peer uid {peer.uid} is not allowed"},
-                )
+                _send(conn, {"ok": False, "status": "forbidden", "error": f"peer uid {peer.uid} is not allowed"})
                 return
+            reader = conn.makefile("rb")  # buffered: one read per chunk, not one per byte
             while not self._closing.is_set():
-                line = stream.readline(self.max_line + 1)
+                line = reader.readline(self.max_line + 1)
                 if not line:
                     return
                 if len(line) > self.max_line and not line.endswith(b"\n"):
-                    _write(stream, {"ok": False, "status": "bad_request", "error": "request line too long"})
+                    _send(conn, {"ok": False, "status": "bad_request", "error": "request line too long"})
                     return
-                _write(stream, self._dispatch(line, peer))
+                _send(conn, self._dispatch(line, peer))
         except (ConnectionError, BrokenPipeError):
             pass
         except Exception:
@@ -177,8 +174,8 @@ class JsonLineServer:
             thread.join(timeout)
 
 
-def _write(stream: Any, obj: dict[str, Any]) -> None:
-    stream.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
 
 
 class JsonLineClient:
@@ -189,7 +186,7 @@ class JsonLineClient:
         self.timeout = timeout
         self.max_line = max_line
         self._sock: socket.socket | None = None
-        self._stream: Any = None
+        self._reader: Any = None
 
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -202,7 +199,7 @@ class JsonLineClient:
         except OSError:
             sock.close()
             raise
-        self._sock, self._stream = sock, sock.makefile("rwb", buffering=0)
+        self._sock, self._reader = sock, sock.makefile("rb")
 
     def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         payload = json.dumps(request, separators=(",", ":")).encode() + b"\n"
@@ -212,7 +209,7 @@ class JsonLineClient:
             assert self._sock is not None
             self._sock.settimeout(timeout or self.timeout)
             try:
-                self._stream.write(payload)
+                self._sock.sendall(payload)
                 break
             except (BrokenPipeError, ConnectionResetError):
                 # The server closed an idle connection; nothing was sent, so one fresh try is safe.
@@ -220,7 +217,7 @@ class JsonLineClient:
                 if attempt == 2:
                     raise ServiceUnavailable(f"{self.path}: connection lost") from None
         try:
-            line = self._stream.readline(self.max_line + 1)
+            line = self._reader.readline(self.max_line + 1)
         except TimeoutError:
             self.close()
             raise ServiceUnavailable(
@@ -242,7 +239,7 @@ class JsonLineClient:
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
-        self._sock = self._stream = None
+        self._sock = self._reader = None
 
     def __enter__(self) -> JsonLineClient:
         return self

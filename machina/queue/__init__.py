@@ -25,9 +25,12 @@ blocks (asyncio code calls it from a thread pool)::
     while not stop.is_set():
         claim = queue.claim(worker_id, timeout=1.0)  # wakes within ms of a new job (inotify)
         if claim is None: continue
-        ...  run claim.request; queue.heartbeat(claim) now and then on long jobs
+        ...  run claim.request; queue.heartbeat(claim) every MACHINA_CLAIM_TIMEOUT_MS / 3 or so on long jobs
         queue.complete(claim, result)  |  queue.fail(claim, reason, retryable=...)  |  queue.release(claim)
-    queue.close()
+    queue.close()                                  # on SIGTERM: release(claim) first, then close
+
+Threads: with fsync off, enqueue is CPU-bound and more threads do not add throughput (the GIL); with fsync
+on, threads waiting in the same group commit share its fsyncs, so a pool of 8-32 threads pays off.
 
 Files (DESIGN.md section 3; names in :mod:`machina.queue.names`)
 ==============================================================
@@ -62,9 +65,11 @@ body that is never rewritten, survive every retry.
 
 WAL (:mod:`machina.queue.wal`, :mod:`machina.queue.walindex`): a segment per process (no cross-process
 lock on the write path; a segment's ``flock`` tells live from sealed), JSON lines with an optional CRC-32,
-group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS``, torn or corrupt tails cut, logged
-and counted.  The directories are the truth: deleting ``wal/`` loses no job, only dedup entries and
-counters.  ``MACHINA_WAL_ENABLE=0`` runs without it (dedup then lives in memory only).
+the record types of DESIGN.md (ENQ DEDUP SCHED PROMOTE RECOVER DONE RETRY DLQ FAIL) plus CLAIM, RELEASE,
+PURGE, TRUNC and CKPT_BAD, group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS`` (by
+whichever process finds one due; ``maintain`` does it), torn or corrupt tails cut, logged and counted.
+The directories are the truth: deleting ``wal/`` loses no job, only dedup entries and counters.
+``MACHINA_WAL_ENABLE=0`` runs without it (dedup then lives in memory only).
 
 Dedup (:mod:`machina.queue.dedup`): ``request_id -> (first name, SHA-256 of the canonical body, time)``
 for ``MACHINA_DEDUP_TTL_MS``; same body -> the first name, ``deduplicated``; different body ->

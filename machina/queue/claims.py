@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import threading
@@ -28,6 +29,8 @@ from machina.clock import Clock
 from machina.fsutil import ensure_dir
 from machina.queue.errors import QueueError, WorkerIdInUse
 from machina.queue.wal import check_crc, encode
+
+log = logging.getLogger(__name__)
 
 WORKER_ID_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 _READ_TRIES = 5
@@ -130,9 +133,14 @@ class ClaimRegistry:
             self._write()
 
     def remove(self, file: str) -> None:
+        """Forget a claim.  A failed write is only logged: a stale entry names a file no longer in
+        processing/, which recovery skips."""
         with self._lock:
             if self.owner.claims.pop(file, None) is not None:
-                self._write()
+                try:
+                    self._write()
+                except OSError as exc:
+                    log.warning("claim registry %s: cannot record that %s was released: %s", self.path, file, exc)
 
     def heartbeat(self) -> None:
         with self._lock:
@@ -142,10 +150,10 @@ class ClaimRegistry:
         return file in self.owner.claims
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)  # releases the lock
-                self._fd = -1
+        """Release the id (closing the last descriptor of the open file drops the flock)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def _now(self) -> int:
         return int(self.clock.time() * 1000)

@@ -19,10 +19,13 @@ record has been read, so two copies sent to two processes within ``refresh_s`` c
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from machina.queue.walindex import DedupEntry, WalIndex
+
+log = logging.getLogger(__name__)
 
 
 class Reservation:
@@ -104,6 +107,9 @@ class DedupTable:
             return None
         now = time.monotonic()
         if not self.index.loaded or now - self._refreshed_at >= self.refresh_s:
-            self.index.refresh()
             self._refreshed_at = now
+            try:
+                self.index.refresh()
+            except OSError as exc:  # the WAL is an aid: an unreadable one must not stop enqueues
+                log.warning("cannot read the WAL for dedup entries (%s); using what is known", exc)
         return self.index.lookup(rid, now_ms)

@@ -5,12 +5,13 @@ on the per-job path (checkpoint, claims).  Per job, two things differ: a job fil
 existing one (two enqueuers that drew the same name must not lose a job), and the directory fsyncs of many
 concurrent threads must be shared.  So:
 
-* :func:`write_new` writes and (optionally) fsyncs a file that must not exist yet;
+* :func:`create_new` writes a file that must not exist yet and hands back its descriptor to be fsynced;
 * :func:`place` moves it into its directory with ``renameat2(RENAME_NOREPLACE)`` (``link`` + ``unlink``
   where the file system lacks it);
-* :class:`GroupCommit` makes the directory entries (and the WAL) durable for every thread waiting at the
-  time with *one* fsync each: the first waiter syncs for all the others that arrived meanwhile (the classic
-  leader/follower group commit), so fsync-on throughput is not one fsync per job.
+* :class:`GroupCommit` makes the new files, the directory entries and the WAL durable for every thread
+  waiting at the time: the first waiter syncs for all the others that arrived meanwhile (the classic
+  leader/follower group commit), issuing the fsyncs together so the file system merges them into one
+  journal commit, so fsync-on throughput is not one flush per job.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from machina.fsutil import PRIVATE_FILE, fsync_dir
 
@@ -59,49 +61,55 @@ def place(src: str, dst: str) -> None:
     os.unlink(src)
 
 
-def write_new(path: str, data: bytes, *, fsync: bool, mode: int = PRIVATE_FILE) -> None:
-    """Create ``path`` (which must not exist) holding ``data``; on any error nothing is left behind."""
+def create_new(path: str, data: bytes, mode: int = PRIVATE_FILE) -> int:
+    """Create ``path`` (which must not exist) holding ``data``; return its open fd (the caller fsyncs it,
+    through :class:`GroupCommit`, and closes it).  On error nothing is left behind."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     except BaseException:
+        os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
+    return fd
 
 
 class GroupCommit:
-    """Shares directory (and WAL) fsyncs among concurrent threads.
+    """Shares fsyncs among concurrent threads (leader/follower group commit).
 
-    ``sync(dirs, wal=True)`` returns once every directory in ``dirs`` and the WAL have been fsynced *after*
-    the call began.  The first caller to find no sync running becomes the leader: it takes everything
-    requested so far, fsyncs each directory once and the WAL once, then wakes every waiter it covered.
-    A directory fsync error is raised to each waiter of that batch; the WAL handles its own errors (it is an
-    aid to restart, not the record of a job, so its failure must not fail an enqueue that is on disk).
+    ``sync(dirs=..., fds=..., wal=...)`` returns once every directory in ``dirs``, every file descriptor in
+    ``fds`` and (with ``wal``) the WAL have been fsynced *after* the call began.  The first caller to find
+    no sync running becomes the leader: it takes everything requested so far and fsyncs it all *at once*
+    from a small thread pool, so the file system folds them into one journal commit and one cache flush,
+    then wakes every waiter it covered.  Callers arriving meanwhile form the next batch.
+
+    An fsync error is raised to every waiter of that batch; the WAL handles its own errors (it is an aid to
+    restart, not the record of a job, so its failure must not fail an enqueue that is on disk).
     """
+
+    POOL_THREADS = 8
 
     def __init__(self, wal_sync: Callable[[], None] | None = None) -> None:
         self._wal_sync = wal_sync
         self._cond = threading.Condition(threading.Lock())
         self._dirs: set[str] = set()
+        self._fds: list[int] = []
         self._wal = False
         self._requested = 0
         self._synced = 0
         self._leader = False
         self._failures: list[tuple[int, int, OSError]] = []
+        self._pool: ThreadPoolExecutor | None = None
         self.batches = 0
         self.requests = 0
 
-    def sync(self, dirs: Iterable[str], wal: bool = True) -> None:
+    def sync(self, dirs: Iterable[str] = (), fds: Iterable[int] = (), wal: bool = True) -> None:
         with self._cond:
             self._dirs.update(dirs)
+            self._fds.extend(fds)
             self._wal = self._wal or wal
             self._requested += 1
             self.requests += 1
@@ -115,22 +123,24 @@ class GroupCommit:
         if failure is not None:
             raise failure
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def _lead(self) -> None:
         """Called with the lock held; releases it while syncing."""
         self._leader = True
-        dirs, wal, upto, low = self._dirs, self._wal, self._requested, self._synced
-        self._dirs, self._wal = set(), False
+        dirs, fds, wal, upto, low = self._dirs, self._fds, self._wal, self._requested, self._synced
+        self._dirs, self._fds, self._wal = set(), [], False
         self._cond.release()
         error: OSError | None = None
         try:
+            jobs: list[Callable[[], None]] = [lambda fd=fd: os.fsync(fd) for fd in fds]  # type: ignore[misc]
+            jobs += [lambda path=path: fsync_dir(path) for path in sorted(dirs)]  # type: ignore[misc]
             if wal and self._wal_sync is not None:
-                self._wal_sync()
-            for path in sorted(dirs):
-                try:
-                    fsync_dir(path)
-                except OSError as exc:
-                    log.error("fsync of directory %s failed: %s", path, exc)
-                    error = exc
+                jobs.append(self._wal_sync)
+            error = self._run(jobs)
         finally:
             self._cond.acquire()
             self._leader = False
@@ -139,3 +149,20 @@ class GroupCommit:
             if error is not None:
                 self._failures = [*self._failures[-15:], (low, upto, error)]
             self._cond.notify_all()
+
+    def _run(self, jobs: list[Callable[[], None]]) -> OSError | None:
+        if len(jobs) == 1:
+            return _attempt(jobs[0])
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.POOL_THREADS, thread_name_prefix="machina-fsync")
+        errors = [e for e in self._pool.map(_attempt, jobs) if e is not None]
+        return errors[0] if errors else None
+
+
+def _attempt(job: Callable[[], None]) -> OSError | None:
+    try:
+        job()
+    except OSError as exc:
+        log.error("fsync failed: %s", exc)
+        return exc
+    return None

@@ -14,8 +14,10 @@ import random
 import secrets
 import threading
 import time
+import weakref
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
@@ -35,7 +37,7 @@ from machina.queue.base import (
 )
 from machina.queue.claims import ClaimRegistry, clear_claims, foreign_registry, list_registries
 from machina.queue.dedup import DedupTable
-from machina.queue.durable import GroupCommit, place, write_new
+from machina.queue.durable import GroupCommit, create_new, place
 from machina.queue.errors import (
     ClaimLost,
     DedupConflict,
@@ -95,7 +97,12 @@ COUNTER_NAMES = {
 
 class FileQueue(BaseQueue):
     """The queue under ``root/queue``.  Open one per process (it holds locks, a WAL segment and a watcher
-    thread) and share it among threads; ``close()`` it at exit."""
+    thread) and share it among threads; ``close()`` it at exit.
+
+    A child made by ``fork`` without ``exec`` must open its own queue: in the child, the parent's claim
+    registries and WAL segment are let go at fork time (so that the parent's death is still noticed while
+    the child lives on) and the parent's queue object is unusable there.
+    """
 
     def __init__(
         self,
@@ -141,6 +148,7 @@ class FileQueue(BaseQueue):
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._clean_tmp()
+        _OPEN_QUEUES.add(self)
 
     # --- enqueue ---------------------------------------------------------------------------------------
 
@@ -200,11 +208,7 @@ class FileQueue(BaseQueue):
         return EnqueueResult(entry.name, rid, True)
 
     def _write_job(self, req: Request, priority: int) -> JobRef:
-        tmp = self._tmp_path()
-        try:
-            write_new(tmp, req.canonical, fsync=self.config.fsync)
-        except OSError as exc:
-            raise self._not_writable("write job", exc) from exc
+        tmp = self._write_tmp(req.canonical, "write job")
         faults.point("enqueue.tmp_written")
         try:
             for _ in range(16):
@@ -220,7 +224,7 @@ class FileQueue(BaseQueue):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
-                raise self._not_writable("place job", exc) from exc
+                self._reraise("place job", exc)
             raise
 
     def _new_ref(self, priority: int, request_id: str | None) -> JobRef:
@@ -261,13 +265,17 @@ class FileQueue(BaseQueue):
             if ref is None:
                 self._adopt(file)
                 continue
-            registry.add(file)
-            faults.point("claim.intent")
             try:
+                registry.add(file)
+                faults.point("claim.intent")
                 os.rename(os.path.join(self.dirs["inbox"], file), os.path.join(self.dirs["processing"], file))
             except FileNotFoundError:
                 registry.remove(file)  # another worker was faster
                 continue
+            except OSError as exc:
+                registry.remove(file)
+                self._inbox.push(file)
+                self._reraise("claim", exc)
             faults.point("claim.moved")
             self._log("CLAIM", file=file, w=registry.worker_id)
             claimed = self._open_claim(registry, ref)
@@ -403,10 +411,9 @@ class FileQueue(BaseQueue):
             data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         except (TypeError, ValueError) as exc:
             raise QueueError(f"result of {ref.name} is not JSON: {exc}") from None
-        tmp = self._tmp_path()
+        tmp = self._write_tmp(data, "write result")
         dst = os.path.join(self.dirs["out"], ref.result_file())
         try:
-            write_new(tmp, data, fsync=self.config.fsync)
             if replace:
                 os.rename(tmp, dst)
             else:
@@ -417,7 +424,7 @@ class FileQueue(BaseQueue):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise self._not_writable("write result", exc) from exc
+            self._reraise("write result", exc)
         return True
 
     # --- recovery --------------------------------------------------------------------------------------
@@ -432,7 +439,10 @@ class FileQueue(BaseQueue):
             registry = self._registries.get(worker_id)
             if registry is not None:
                 return registry, []
-            registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
+            try:
+                registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
+            except OSError as exc:
+                self._reraise("open the claim registry", exc)
             self._registries[worker_id] = registry
         recovered: list[str] = []
         for file in registry.orphans:
@@ -518,18 +528,28 @@ class FileQueue(BaseQueue):
         if not self._maintain_lock.acquire(blocking=False):
             return
         try:
-            self._promote_due()
             now = time.monotonic()
+            self._duty("promote due retries", self._promote_due)
             if now - self._swept_at >= RECOVERY_SWEEP_S:
-                self._sweep()
+                self._duty("recover orphaned claims", self._sweep)
             if self._index is not None and now - self._checkpoint_checked_at >= self.config.checkpoint_ms / 1000:
                 self._checkpoint_checked_at = now
-                if self._writer is not None:
-                    self._writer.check()
-                if self._index.checkpoint_due(self.config.checkpoint_ms):
-                    self.checkpoint()
+                self._duty("checkpoint the WAL", self._checkpoint_if_due)
         finally:
             self._maintain_lock.release()
+
+    def _duty(self, what: str, step: Callable[[], object]) -> None:
+        """One maintenance step; its failure (a full disk, say) is logged and must not fail a claim."""
+        try:
+            step()
+        except (OSError, QueueError) as exc:
+            log.warning("could not %s: %s (will try again)", what, exc)
+
+    def _checkpoint_if_due(self) -> None:
+        if self._writer is not None:
+            self._writer.check()
+        if self._index is not None and self._index.checkpoint_due(self.config.checkpoint_ms):
+            self.checkpoint()
 
     def start_maintenance(self) -> None:
         """Run :meth:`maintain` every MACHINA_SERVE_SCAN_MS in a background thread (for machina-enqueued,
@@ -752,7 +772,8 @@ class FileQueue(BaseQueue):
             with os.scandir(self.dirs[state]) as entries:
                 sizes[state] = sum(1 for e in entries if is_candidate(e.name))
         if self._index is not None:
-            self._index.refresh()
+            with contextlib.suppress(OSError):  # an unreadable WAL: counters as last read
+                self._index.refresh()
             with self._index.lock:
                 counts = Counter(self._index.counts)
         else:
@@ -777,6 +798,16 @@ class FileQueue(BaseQueue):
             self._registries.clear()
         if self._writer is not None:
             self._writer.close()
+        self._commit.close()
+
+    def _let_go_after_fork(self) -> None:
+        """In a forked child: close the inherited descriptors that carry the parent's locks."""
+        for registry in self._registries.values():
+            registry.close()
+        self._registries = {}
+        if self._writer is not None:
+            self._writer.forget()
+        self._stop.set()
 
     def _registry_for(self, claim: Claim) -> ClaimRegistry:
         registry = self._registries.get(claim.worker_id)
@@ -801,16 +832,16 @@ class FileQueue(BaseQueue):
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise self._not_writable(f"move {src_state}/{src_file}", exc) from exc
+            self._reraise(f"move {src_state}/{src_file}", exc)
         return True
 
     def _sync(self, *states: str) -> None:
         if not self.config.fsync:
             return
         try:
-            self._commit.sync(self.dirs[s] for s in states)
+            self._commit.sync(dirs=[self.dirs[s] for s in states])
         except OSError as exc:
-            raise self._not_writable("fsync", exc) from exc
+            self._reraise("fsync", exc)
 
     def _log(self, kind: str, ts: int | None = None, **record: Any) -> None:
         with self._counts_lock:
@@ -818,14 +849,32 @@ class FileQueue(BaseQueue):
         if self._writer is not None:
             self._writer.append({"t": kind, "ts": ts if ts is not None else self._now_ms(), **record})
 
-    def _not_writable(self, what: str, exc: OSError) -> Exception:
+    def _reraise(self, what: str, exc: OSError) -> NoReturn:
+        """Raise a full, read-only or failing disk as QueueNotWritable; anything else as it is."""
         if is_not_writable(exc):
             log.error("queue not writable: %s: %s", what, exc)
-            return QueueNotWritable(what, exc)
-        return exc
+            raise QueueNotWritable(what, exc) from exc
+        raise exc
 
-    def _tmp_path(self) -> str:
-        return os.path.join(self.dirs["tmp"], f"{os.getpid()}_{secrets.token_hex(6)}.tmp")
+    def _write_tmp(self, data: bytes, what: str) -> str:
+        """A new file in tmp/ holding ``data``, durable (fsync shared with concurrent writers) under fsync."""
+        tmp = os.path.join(self.dirs["tmp"], f"{os.getpid()}_{secrets.token_hex(6)}.tmp")
+        try:
+            fd = create_new(tmp, data)
+        except OSError as exc:
+            self._reraise(what, exc)
+        try:
+            if self.config.fsync:
+                self._commit.sync(fds=(fd,), wal=False)
+        except BaseException as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                self._reraise(what, exc)
+            raise
+        os.close(fd)
+        return tmp
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
@@ -843,6 +892,17 @@ class FileQueue(BaseQueue):
                 if stale and int(pid_text) != os.getpid():
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+
+_OPEN_QUEUES: weakref.WeakSet[FileQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_OPEN_QUEUES):
+        queue._let_go_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -148,6 +148,9 @@ class InboxIndex:
                             heapq.heappush(self._heap, name)
                     else:
                         self._present.discard(name)
+            if len(self._heap) > 2 * len(self._present) + 1024:
+                # Names claimed by others linger in the heap until popped: compact while this worker is busy.
+                self._heap = sorted(self._present)
             self._cond.notify_all()
 
 

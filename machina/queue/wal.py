@@ -229,6 +229,15 @@ class WalWriter:
             if self._fd is not None:
                 self._rotate()
 
+    def forget(self) -> None:
+        """In a forked child: drop the parent's segment without touching it (no fsync, no lock release
+        for the parent: closing our copy of the descriptor leaves the parent's lock in place)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._lock = threading.Lock()
+
     @property
     def segment(self) -> str:
         return self._name

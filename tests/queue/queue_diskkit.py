@@ -69,13 +69,24 @@ def main() -> int:
     report: dict[str, Any] = {}
     queue = FileQueue(root, QueueConfig(fsync=True, wal_crc32=True))
     report["before"] = try_enqueue(queue, {"goal_id": "goal.DISK.v1"}, "before")
+    running = try_enqueue(queue, {"goal_id": "goal.DISK.v1", "_queue": {"priority": 1}}, "running")
+    claim = queue.claim("disk-worker")
+    assert claim is not None and claim.name == running["name"]
     fill(os.path.join(mount, "filler"))
+    try:
+        queue.complete(claim, {"blob": "z" * 16384})
+        report["full_complete"] = {"ok": True}
+    except QueueNotWritable as exc:
+        report["full_complete"] = {"ok": False, "errno": exc.errno_name}
+    report["full_complete_state"] = queue.job_status(claim.name).state
     report["full"] = try_enqueue(queue, BIG, "during")
     report["full_small"] = try_enqueue(queue, {"goal_id": "goal.DISK.v1", "inputs": {"n": 1}}, "small")
     report["full_listing"] = listing(root)
     report["full_cli"] = cli_enqueue(root, BIG)
     os.unlink(os.path.join(mount, "filler"))
     report["after"] = try_enqueue(queue, BIG, "during")
+    queue.complete(claim, {"blob": "z" * 16384})
+    report["after_complete_state"] = queue.job_status(claim.name).state
     queue.close()
     subprocess.run(["mount", "-o", "remount,ro", mount], check=True)
     readonly = FileQueue(root, QueueConfig(fsync=True))

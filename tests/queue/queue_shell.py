@@ -1,15 +1,21 @@
-"""Running the queue's shell tools as an operator's shell would (conftest's bin_env: checkout bin/ on PATH)."""
+"""Running the queue's shell tools as an operator's shell would: the checkout's bin/ first on PATH.
+
+The environment is the test's own, which tests/conftest.py has already scrubbed of MACHINA_* settings.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
-from conftest import CHECKOUT, bin_env
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def env_for(root: Path, **extra: str) -> dict[str, str]:
-    return bin_env(MACHINA_ROOT=str(root), **extra)
+    env = dict(os.environ, MACHINA_ROOT=str(root), MACHINA_ENV_FILE="/dev/null", **extra)
+    env["PATH"] = f"{CHECKOUT / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
 
 
 def run_shell(

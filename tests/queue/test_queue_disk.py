@@ -55,6 +55,9 @@ def test_full_then_read_only_file_system(tmp_path: Path) -> None:
     assert report["full"] == {"ok": False, "errno": "ENOSPC", "message": report["full"]["message"]}
     assert report["full_small"]["ok"] is False and report["full_small"]["errno"] == "ENOSPC"
     assert report["full_listing"] == {"inbox": [before], "tmp": []}
+    # A result that cannot be written leaves the claim in place, to be completed once there is room.
+    assert report["full_complete"] == {"ok": False, "errno": "ENOSPC"}
+    assert report["full_complete_state"] == "processing" and report["after_complete_state"] == "done"
     assert report["full_cli"]["rc"] == 73 and "ENOSPC" in report["full_cli"]["stderr"]
     assert report["full_cli"]["stdout"] == ""
     # Space back: the same request_id makes a real job (the failed try left no dedup entry behind).
@@ -62,7 +65,7 @@ def test_full_then_read_only_file_system(tmp_path: Path) -> None:
     # Read-only: refused with EROFS, the queue is still readable, the jobs are all there.
     assert report["readonly"]["ok"] is False and report["readonly"]["errno"] == "EROFS"
     assert report["readonly_listing"]["tmp"] == []
-    assert sorted(report["readonly_jobs"]) == sorted([before, report["after"]["name"]])
+    assert sorted(report["readonly_jobs"]) == sorted([before, report["after"]["name"]])  # "running" is done
     assert report["readonly_cli"]["rc"] == 73 and "EROFS" in report["readonly_cli"]["stderr"]
 
 

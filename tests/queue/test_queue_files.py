@@ -129,7 +129,7 @@ def test_group_commit_shares_fsyncs_between_threads(make_queue: Any) -> None:
     for t in threads:
         t.join()
     assert queue.stats().sizes["inbox"] == 160
-    assert queue._commit.requests == 160
+    assert queue._commit.requests == 2 * 160  # the job file, then its directory entry and WAL record
     assert queue._commit.batches < queue._commit.requests
 
 
@@ -365,3 +365,68 @@ def test_without_inotify_the_rescan_finds_the_job(
     name = _enqueue_from_another_process(machina_root).stdout.strip()
     thread.join(timeout=30)
     assert got and got[0] is not None and got[0].name == name
+
+
+def test_a_forked_child_does_not_keep_the_parents_claims_alive(make_queue: Any, machina_root: Path) -> None:
+    """A work horse forked by a worker outliving it must not hide the worker's death."""
+    parent_code = (
+        "import os, sys, time\n"
+        "from machina.queue import FileQueue\n"
+        "q = FileQueue(sys.argv[1]); q.claim('horse-owner')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    null = os.open(os.devnull, os.O_RDWR); os.dup2(null, 1); os.dup2(null, 2)\n"
+        "    time.sleep(30); os._exit(0)\n"
+        "print(pid, flush=True)\n"
+        "os._exit(0)\n"  # the worker dies; its forked child lives on
+    )
+    queue = make_queue()
+    name = queue.enqueue({"goal_id": "g"}).name
+    proc = subprocess.run(
+        [sys.executable, "-c", parent_code, str(machina_root)], capture_output=True, text=True, timeout=60, cwd=CHECKOUT
+    )
+    child = int(proc.stdout.strip())
+    try:
+        os.kill(child, 0)  # the child is still alive, holding its copies of the worker's descriptors
+        assert queue.recover() == [name]
+    finally:
+        os.kill(child, 9)
+
+
+def test_a_busy_workers_index_does_not_grow_with_jobs_taken_by_others(make_queue: Any) -> None:
+    busy = make_queue()
+    assert busy.claim("busy") is None  # starts its watcher, then "runs a long job"
+    producer, other = make_queue(), make_queue()
+    for _ in range(1500):
+        producer.enqueue({"goal_id": "g"})
+        other.complete(other.claim("other", timeout=10))
+    deadline = time.monotonic() + 10
+    while busy._inbox._present and time.monotonic() < deadline:
+        time.sleep(0.05)  # let the watcher read the last events
+    assert len(busy._inbox._heap) <= 1024 + 2 * len(busy._inbox._present)
+
+
+def test_maintenance_thread_checkpoints_and_promotes_retries(make_queue: Any, machina_root: Path) -> None:
+    """What machina-enqueued runs: no claims of its own, yet checkpoints happen and due retries move."""
+    worker = make_queue(retry_min_ms=50, retry_max_ms=50)
+    name = worker.enqueue({"goal_id": "g"}).name
+    worker.fail(worker.claim("w1"), "later")
+    daemon = make_queue(checkpoint_ms=20)
+    daemon.start_maintenance()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = daemon.job_status(name)
+        if status.state == "inbox" and (qdir(machina_root, "wal") / "checkpoint.json").exists():
+            break
+        time.sleep(0.05)
+    assert daemon.job_status(name).state == "inbox"
+    assert read_checkpoint(str(qdir(machina_root, "wal") / "checkpoint.json"))["counts"]["SCHED"] == 1
+
+
+def test_a_failing_checkpoint_does_not_fail_a_claim(make_queue: Any, machina_root: Path, caplog: Any) -> None:
+    queue = make_queue(checkpoint_ms=1)
+    queue.enqueue({"goal_id": "g"})
+    (qdir(machina_root, "wal") / "checkpoint.json").mkdir()  # write_atomic's rename onto it fails
+    time.sleep(0.01)
+    assert queue.claim("w1") is not None
+    assert "could not checkpoint the WAL" in caplog.text
