@@ -2,17 +2,16 @@
 without keep-alive; then memory over a long run.
 
 Everything runs on loopback against the real ``bin/machina-enqueued`` with token auth, driven by wrk (a
-Lua script for the POST, its headers and a JSON summary).  Baselines measured in the same run, so ratios
-survive a noisy, shared machine:
+Lua script for the POST, its headers and a JSON summary).  Baselines are measured right before each point,
+so ratios survive a noisy, shared machine:
 
 * ``GET /health`` on the same server (HTTP stack, no auth, no queue): the server's ceiling;
-* ``FileQueue.enqueue`` in-process, 1 and 32 threads: the queue's own cost, without HTTP;
-* the disk's durable-write floor: write+fsync a file, rename it, fdatasync a log, fsync the directory, one
-  job at a time (what one client waiting for each answer can at best get with fsync on).
+* ``FileQueue.enqueue`` in-process with as many threads as clients: the queue's own cost without HTTP,
+  the ceiling of what the daemon can answer (with fsync on, also the disk's).
 
 Bounded: each point runs ``BENCH_ENQUEUED_SECONDS`` (default 5); the memory run stops at
-``BENCH_ENQUEUED_SOAK_REQUESTS`` (default 200000) or ``BENCH_ENQUEUED_SOAK_SECONDS`` (default 120),
-whichever comes first.  All files live in a temporary directory removed at the end; every process started
+``BENCH_ENQUEUED_SOAK_REQUESTS`` (default 200000) or ``BENCH_ENQUEUED_SOAK_SECONDS`` (default 150),
+whichever comes first, with fsync off unless ``BENCH_ENQUEUED_SOAK_FSYNC=1`` (more requests in the time).  All files live in a temporary directory removed at the end; every process started
 is stopped.  Prints figures; asserts nothing about speed.
 """
 
@@ -43,7 +42,8 @@ TOKEN = "bench-token-" + "0123456789abcdef"
 JOB = '{"goal_id":"goal.BENCH.v1","inputs":{"path":"data/app.log","pattern":"ERROR"}}'
 SECONDS = float(os.environ.get("BENCH_ENQUEUED_SECONDS", "5"))
 SOAK_REQUESTS = int(os.environ.get("BENCH_ENQUEUED_SOAK_REQUESTS", "200000"))
-SOAK_SECONDS = float(os.environ.get("BENCH_ENQUEUED_SOAK_SECONDS", "120"))
+SOAK_SECONDS = float(os.environ.get("BENCH_ENQUEUED_SOAK_SECONDS", "150"))
+SOAK_FSYNC = os.environ.get("BENCH_ENQUEUED_SOAK_FSYNC", "0") == "1"  # off by default: more requests per minute
 CPP_REFERENCE = {1: 1800, 32: 2200}  # the earlier C++ server on this machine (issue 4), not durable
 
 SUMMARY_LUA = """
@@ -152,32 +152,6 @@ class Daemon:
 # --- baselines ---------------------------------------------------------------------------------------------
 
 
-def disk_floor(work: Path, seconds: float = 2.0) -> float:
-    """Durable jobs per second one writer gets from this disk by itself: 3 syncs per job, as the queue does."""
-    base = work / f"floor-{time.monotonic_ns()}"
-    (base / "tmp").mkdir(parents=True)
-    (base / "inbox").mkdir()
-    dir_fd = os.open(base / "inbox", os.O_RDONLY)
-    log_fd = os.open(base / "wal", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    done, started = 0, time.monotonic()
-    try:
-        while time.monotonic() - started < seconds:
-            tmp = base / "tmp" / f"{done}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, JOB.encode())
-            os.fsync(fd)
-            os.close(fd)
-            os.rename(tmp, base / "inbox" / f"{done}.json")
-            os.write(log_fd, b'{"t":"ENQ"}\n')
-            os.fdatasync(log_fd)
-            os.fsync(dir_fd)
-            done += 1
-    finally:
-        os.close(dir_fd)
-        os.close(log_fd)
-    return done / (time.monotonic() - started)
-
-
 def queue_in_process(work: Path, fsync: bool, threads: int, seconds: float = 3.0) -> float:
     root = work / f"inproc-{int(fsync)}-{threads}-{time.monotonic_ns()}"
     init_root(str(root))
@@ -203,6 +177,7 @@ def queue_in_process(work: Path, fsync: bool, threads: int, seconds: float = 3.0
 
 
 def matrix(work: Path) -> list[dict[str, Any]]:
+    """Each point next to its baselines, measured just before it: the machine's load drifts within a run."""
     rows = []
     for fsync in (False, True):
         daemon = Daemon(work, fsync)
@@ -211,20 +186,14 @@ def matrix(work: Path) -> list[dict[str, Any]]:
                 health = lua_script(work, f"health-{keepalive}", "GET", keepalive)
                 post = lua_script(work, f"post-{keepalive}", "POST", keepalive)
                 for clients in (1, 32):
-                    base = wrk(daemon.url("/health"), health, clients, SECONDS)
+                    row: dict[str, Any] = {"fsync": fsync, "keepalive": keepalive, "clients": clients}
+                    row["queue_rps"] = queue_in_process(work, fsync, clients, seconds=2.0)
+                    row["health_rps"] = wrk(daemon.url("/health"), health, clients, SECONDS)["rps"]
                     jobs_before = daemon.jobs()
-                    result = wrk(daemon.url("/enqueue"), post, clients, SECONDS)
-                    result["jobs_written"] = daemon.jobs() - jobs_before
-                    rows.append(
-                        {
-                            "fsync": fsync,
-                            "keepalive": keepalive,
-                            "clients": clients,
-                            **result,
-                            "health_rps": base["rps"],
-                        }
-                    )
-                    print_row(rows[-1])
+                    row.update(wrk(daemon.url("/enqueue"), post, clients, SECONDS))
+                    row["jobs_written"] = daemon.jobs() - jobs_before
+                    rows.append(row)
+                    print_row(row)
         finally:
             daemon.stop()
         shutil.rmtree(daemon.root, ignore_errors=True)
@@ -234,16 +203,17 @@ def matrix(work: Path) -> list[dict[str, Any]]:
 def print_row(row: dict[str, Any]) -> None:
     print(
         f"  fsync={int(row['fsync'])} keepalive={int(row['keepalive'])} clients={row['clients']:>2}: "
-        f"{row['rps']:8.0f} req/s  p50 {row['p50_us'] / 1000:6.2f} ms  p99 {row['p99_us'] / 1000:7.2f} ms  "
-        f"errors {row['errors']}  jobs {row['jobs_written']}/{row['requests']}  "
-        f"| /health {row['health_rps']:7.0f} req/s  enqueue/health {row['rps'] / row['health_rps']:.2f}",
+        f"{row['rps']:6.0f} req/s  p50 {row['p50_us'] / 1000:6.2f} ms  p99 {row['p99_us'] / 1000:7.2f} ms  "
+        f"errors {row['errors']}  jobs {row['jobs_written']}/{row['requests']} answered"
+        f"  | baselines: /health {row['health_rps']:5.0f}/s, in-process queue ({row['clients']} threads) "
+        f"{row['queue_rps']:5.0f}/s; enqueue/queue {row['rps'] / row['queue_rps']:.2f}",
         flush=True,
     )
 
 
 def soak(work: Path) -> dict[str, Any]:
-    """RSS of the daemon sampled every second over one long keep-alive run (fsync on, 32 clients)."""
-    daemon = Daemon(work, fsync=True)
+    """RSS of the daemon sampled every second over one long keep-alive run (32 clients)."""
+    daemon = Daemon(work, fsync=SOAK_FSYNC)
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 
@@ -265,16 +235,9 @@ def soak(work: Path) -> dict[str, Any]:
         stop.set()
         daemon.stop()
         shutil.rmtree(daemon.root, ignore_errors=True)
-    rss = [kib for _, kib in samples]
-    warm = rss[len(rss) // 5 :] or rss  # after the first fifth: pools, caches and buffers have grown
-    return {
-        **result,
-        "rss_start_mib": rss_start / 1024,
-        "rss_warm_mib": warm[0] / 1024,
-        "rss_end_mib": rss[-1] / 1024 if rss else 0,
-        "rss_max_mib": max(rss) / 1024 if rss else 0,
-        "samples": len(rss),
-    }
+    rss = [kib / 1024 for _, kib in samples]
+    quartiles = [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in range(5)] if rss else []
+    return {**result, "rss_start_mib": rss_start / 1024, "rss_quartiles_mib": quartiles, "samples": len(rss)}
 
 
 def main() -> int:
@@ -284,31 +247,27 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-enqueued-"))
     try:
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {SECONDS:.0f} s per point")
-        floor = disk_floor(work)
-        inproc = {(f, t): queue_in_process(work, f, t) for f in (False, True) for t in (1, 32)}
-        print(f"baseline: disk durable-write floor, one writer: {floor:.0f} jobs/s")
-        for (fsync, threads), rate in inproc.items():
-            print(
-                f"baseline: FileQueue.enqueue in-process, fsync={int(fsync)}, {threads:>2} threads: {rate:7.0f} jobs/s"
-            )
-        print("POST /enqueue (token auth) on loopback, wrk -t1:")
+        print("POST /enqueue (token auth) on loopback, wrk -t1; baselines measured just before each point:")
         rows = matrix(work)
         print("ratios (fsync=1, keep-alive):")
         for row in rows:
             if row["fsync"] and row["keepalive"]:
                 c = row["clients"]
                 print(
-                    f"  {c:>2} clients: {row['rps']:.0f} req/s = {row['rps'] / inproc[(True, min(c, 32))]:.2f} x "
-                    f"in-process queue, {row['rps'] / floor:.2f} x disk floor, "
+                    f"  {c:>2} clients: {row['rps']:.0f} req/s = {row['rps'] / row['queue_rps']:.2f} x in-process "
+                    f"queue, {row['rps'] / row['health_rps']:.2f} x /health, "
                     f"{row['rps'] / CPP_REFERENCE[c]:.2f} x the C++ server's {CPP_REFERENCE[c]} (not durable)"
                 )
-        print(f"memory: fsync=1, 32 clients, keep-alive, up to {SOAK_REQUESTS} requests or {SOAK_SECONDS:.0f} s")
+        print(
+            f"memory: fsync={int(SOAK_FSYNC)}, 32 clients, keep-alive, "
+            f"up to {SOAK_REQUESTS} requests or {SOAK_SECONDS:.0f} s"
+        )
         s = soak(work)
+        shape = " -> ".join(f"{q:.1f}" for q in s["rss_quartiles_mib"])
         print(
             f"  {s['requests']} requests in {s['duration_us'] / 1e6:.0f} s ({s['rps']:.0f} req/s, "
-            f"errors {s['errors']}, jobs {s['jobs_written']}); RSS start {s['rss_start_mib']:.1f} MiB, "
-            f"after warm-up {s['rss_warm_mib']:.1f}, end {s['rss_end_mib']:.1f}, max {s['rss_max_mib']:.1f} "
-            f"({s['samples']} samples)"
+            f"errors {s['errors']}, jobs {s['jobs_written']}); RSS before load {s['rss_start_mib']:.1f} MiB, "
+            f"then at 0/25/50/75/100 % of the run: {shape} MiB ({s['samples']} samples)"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
