@@ -11,7 +11,8 @@ so ratios survive a noisy, shared machine:
 
 Bounded: each point runs ``BENCH_ENQUEUED_SECONDS`` (default 5); the memory run stops at
 ``BENCH_ENQUEUED_SOAK_REQUESTS`` (default 200000) or ``BENCH_ENQUEUED_SOAK_SECONDS`` (default 150),
-whichever comes first, with fsync off unless ``BENCH_ENQUEUED_SOAK_FSYNC=1`` (more requests in the time).  All files live in a temporary directory removed at the end; every process started
+whichever comes first, with fsync off unless ``BENCH_ENQUEUED_SOAK_FSYNC=1`` (more requests in the time).
+All files live in a temporary directory removed at the end; every process started
 is stopped.  Prints figures; asserts nothing about speed.
 """
 
