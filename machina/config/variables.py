@@ -20,7 +20,7 @@ KIB = 1024
 MIB = 1024 * 1024
 
 HOST_PATTERN = r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?"
-AID_PATTERN = r"AID\.[A-Z0-9_.]+\*?|\*"
+AID_PATTERN = r"AID\.[A-Z0-9_]+(\.[A-Z0-9_]+)*(\.v[0-9]+)?\*?|AID\.[A-Z0-9_.]*\*|\*"
 EXE_PATTERN = r"[A-Za-z0-9._+-]+"
 
 
@@ -369,7 +369,7 @@ _var(
     "MACHINA_TOOLHOST_ISOLATE",
     Bool(),
     False,
-    "run tools in the sandbox (bubblewrap namespaces) rather than bare",
+    "never let two tool calls share an executor: each pre-started one is retired after a single call",
 )
 _var("MACHINA_TOOLHOST_TIMEOUT", Int(1, 86400, "seconds"), 90, "client-side limit of one toolhost call")
 _var(
@@ -385,6 +385,38 @@ _var(
     "unprivileged gid tool processes run as when the toolhost is root",
 )
 _var("MACHINA_CODE_TIMEOUT", Int(1, 86400, "seconds"), 60, "code execution tool limit")
+_var(
+    "MACHINA_TOOLHOST_POOL_SIZE",
+    Int(0, 16),
+    2,
+    "pre-started built-in tool executors kept idle per sandbox profile (0 = a fresh sandbox every call)",
+)
+_var(
+    "MACHINA_TOOLHOST_POOL_RECYCLE",
+    Int(1, 1_000_000),
+    500,
+    "calls after which a pre-started executor is replaced (it is replaced at once after any failure)",
+)
+_var("MACHINA_SANDBOX_TMP_MB", Int(1, 1 << 20, "MiB"), 64, "size of each sandbox's private /tmp (a tmpfs)")
+_var(
+    "MACHINA_TOOL_TIMEOUT_MS",
+    Int(1, MS_MAX, "ms"),
+    30000,
+    "wall-clock limit of one built-in tool or plugin call (the shell and HTTP tools have their own)",
+)
+_rlimits("MACHINA_TOOL", "built-in tool executors and plugins", cpu=10, as_mb=1024, fsize_mb=64, nofile=64, nproc=16)
+_var(
+    "MACHINA_FILE_READ_MAX_BYTES",
+    Int(0, 16 * MIB, "bytes"),
+    MIB,
+    "most bytes AID.FILE.READ.v1 returns (a caller's max_bytes can only lower it)",
+)
+_var(
+    "MACHINA_MEMORY_QUERY_MAX_RECORDS",
+    Int(1, 1_000_000),
+    5000,
+    "newest records of a stream AID.MEMORY.QUERY.v1 ranks",
+)
 
 # --- permissions and leases ------------------------------------------------------------------------------
 _section_start("permissions")
@@ -415,6 +447,22 @@ _var(
     ),
     ("FILE_READ", "MEMORY"),
     "largest capability set a plugin may declare",
+)
+_var(
+    "MACHINA_PERMISSION_OVERRIDES",
+    List(
+        r"(AID\.[A-Za-z0-9_.]+\*?|\*)=(allow|ask|deny)",
+        "a comma-separated list of AID=allow|ask|deny (AID exact, ending in *, or *)",
+    ),
+    (),
+    "per-tool answers replacing the mode's; when several match, deny beats ask beats allow",
+)
+_var("MACHINA_LEASE_MAX_TTL_MS", Int(1000, 30 * 24 * 3600 * 1000, "ms"), 3600000, "longest lease a peer may ask for")
+_var(
+    "MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS",
+    Int(0, MS_MAX, "ms"),
+    600000,
+    "how long a tool call's reply is kept for a repeated idempotency_key (0 = not kept)",
 )
 
 # --- audit -----------------------------------------------------------------------------------------------

@@ -128,6 +128,12 @@ class GroupCommit:
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    def after_fork_in_child(self) -> None:
+        """The pool's threads did not survive the fork, and a lock may have been held by one that did not."""
+        self._pool = None
+        self._cond = threading.Condition(threading.Lock())
+        self._leader = False
+
     def _lead(self) -> None:
         """Called with the lock held; releases it while syncing."""
         self._leader = True

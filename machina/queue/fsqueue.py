@@ -807,6 +807,9 @@ class FileQueue(BaseQueue):
         self._registries = {}
         if self._writer is not None:
             self._writer.forget()
+        self._inbox.after_fork_in_child()
+        self._commit.after_fork_in_child()
+        self._maintenance = None
         self._stop.set()
 
     def _registry_for(self, claim: Claim) -> ClaimRegistry:

@@ -12,6 +12,7 @@ the inbox is so large that a scan is expensive).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -75,6 +76,17 @@ class InboxIndex:
         watcher = self._watcher
         if watcher is not None:
             watcher.stop()
+
+    def after_fork_in_child(self) -> None:
+        """Let go of the parent's watcher: close our copies of its descriptors without waking it."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher.ino is not None:
+            for fd in (watcher.ino.fd, watcher._wake_r, watcher._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            watcher.ino.fd = -1
+        self._watcher = _Watcher(self, None, -1, -1)  # "tried": this object never watches again
+        self._cond = threading.Condition(threading.Lock())
 
     def pop(self) -> str | None:
         """The next candidate file name, or None when the inbox looks empty."""

@@ -430,3 +430,22 @@ def test_a_failing_checkpoint_does_not_fail_a_claim(make_queue: Any, machina_roo
     time.sleep(0.01)
     assert queue.claim("w1") is not None
     assert "could not checkpoint the WAL" in caplog.text
+
+
+def test_closing_the_queue_in_a_forked_child_leaves_the_parents_watcher_running(
+    make_queue: Any, machina_root: Path
+) -> None:
+    queue = make_queue(scan_ms=600_000)
+    assert queue.claim("w1") is None and queue._inbox.watching
+    pid = os.fork()
+    if pid == 0:  # the child: close the inherited queue, as careless code might, and leave
+        try:
+            queue.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert queue._inbox.watching
+    thread, got = _claim_in_thread(queue)
+    name = _enqueue_from_another_process(machina_root).stdout.strip()
+    thread.join(timeout=30)
+    assert got and got[0] is not None and got[0].name == name
