@@ -125,6 +125,54 @@ _var(
 )
 _var("MACHINA_METRICS_PUBLIC", Bool(), False, "serve GET /metrics without auth")
 _var(
+    "MACHINA_API_SOCKET",
+    Path(),
+    None,
+    "Unix socket machina-enqueued listens on instead of MACHINA_API_HOST:MACHINA_API_PORT",
+)
+_var(
+    "MACHINA_API_HEADER_TIMEOUT_MS",
+    Int(100, 600000, "ms"),
+    10000,
+    "a request line and headers must arrive within this time (slow clients are cut off with 408)",
+)
+_var(
+    "MACHINA_API_BODY_TIMEOUT_MS",
+    Int(100, 600000, "ms"),
+    30000,
+    "a request body must arrive within this time after its headers (else 408)",
+)
+_var(
+    "MACHINA_API_KEEPALIVE_TIMEOUT_MS",
+    Int(100, 600000, "ms"),
+    5000,
+    "an idle keep-alive connection is closed after this time",
+)
+_var(
+    "MACHINA_API_MAX_HEADER_BYTES",
+    Int(1024, 1 * MIB, "bytes"),
+    64 * KIB,
+    "largest accepted request line plus headers (else 431)",
+)
+_var(
+    "MACHINA_API_MAX_CONNECTIONS",
+    Int(1, 100000),
+    1000,
+    "open connections (or requests in flight) beyond which new requests are answered 503",
+)
+_var(
+    "MACHINA_API_THREADS",
+    Int(1, 512),
+    32,
+    "threads that write jobs into the queue (concurrent fsyncs share group commits)",
+)
+_var(
+    "MACHINA_API_SHUTDOWN_TIMEOUT_MS",
+    Int(0, 600000, "ms"),
+    20000,
+    "on SIGTERM, how long requests in flight may take to finish",
+)
+_var(
     "MACHINA_WORKERS",
     Int(1, 64),
     2,
