@@ -9,7 +9,6 @@ each stage.  Prints one JSON object of observations for the parent test to check
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import requests
 from enqueued_kit import TOKEN, Daemon, bearer
 
 from machina.root import init_root
+from tests.disk_support import fill, queue_listing
 
 BIG = {"goal_id": "goal.DISK.v1", "inputs": {"blob": "x" * 16384}}
 
@@ -30,21 +30,6 @@ BIG = {"goal_id": "goal.DISK.v1", "inputs": {"blob": "x" * 16384}}
 def post(daemon: Daemon, job: dict[str, Any]) -> dict[str, Any]:
     answer = requests.post(daemon.url("/enqueue"), json=job, headers=bearer(), timeout=30)
     return {"status": answer.status_code, "body": answer.json(), "retry_after": answer.headers.get("Retry-After")}
-
-
-def listing(root: Path) -> dict[str, list[str]]:
-    return {state: sorted(os.listdir(root / "queue" / state)) for state in ("inbox", "tmp")}
-
-
-def fill(path: Path) -> None:
-    with open(path, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
 
 
 def main() -> int:
@@ -60,7 +45,7 @@ def main() -> int:
         fill(mount / "filler")
         report["full"] = post(daemon, BIG)
         report["full_small"] = post(daemon, {"goal_id": "goal.DISK.v1", "inputs": {"n": 1}, "request_id": "r-full"})
-        report["full_listing"] = listing(root)
+        report["full_listing"] = queue_listing(root)
         report["full_health"] = requests.get(daemon.url("/health"), timeout=10).status_code
         report["full_stats"] = requests.get(daemon.url("/stats"), headers=bearer(), timeout=10).status_code
         os.unlink(mount / "filler")
@@ -72,7 +57,7 @@ def main() -> int:
         subprocess.run(["mount", "--bind", queue, queue], check=True)
         subprocess.run(["mount", "-o", "remount,bind,ro", queue], check=True)
         report["readonly"] = post(daemon, {"goal_id": "goal.DISK.v1", "inputs": {"n": 2}})
-        report["readonly_listing"] = listing(root)
+        report["readonly_listing"] = queue_listing(root)
         report["readonly_job"] = requests.get(
             daemon.url("/jobs/" + report["before"]["body"]["queued"]), headers=bearer(), timeout=10
         ).json()
