@@ -8,6 +8,11 @@ DESTDIR ?=
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
+LIBEXECDIR ?= $(PREFIX)/libexec/machina
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR ?= $(PREFIX)/share/doc/machina
+PIP_INSTALL_FLAGS ?=
+PYTHON_BIN = $(shell command -v $(PYTHON))
 DEBIAN_PACKAGES := bubblewrap libcap-dev libseccomp2 libseccomp-dev bats mandoc
 PYTEST_ARGS ?=
 MODEL_VENV ?= .venv-model
@@ -59,8 +64,10 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Opt-in (root, cgroups): the units under a real `systemd --user` manager in a fresh cgroup and a private
+# mount namespace (docs/spec/SYSTEMD-TESTING.md); never systemd as PID 1.
 test-systemd: venv
-	$(PY) -m pytest -m systemd --run-systemd tests/systemd $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider --run-systemd tests/systemd $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check machina tests bench scripts
@@ -70,22 +77,42 @@ lint: venv
 bench: venv
 	$(PY) bench/run_all.py
 
+# Install layout (PREFIX=/usr/local by default; DESTDIR stages it, as packagers do):
+#   $(PREFIX)/bin/machina*                 executables (pip, into this Python's site-packages under PREFIX)
+#   $(LIBEXECDIR)/*                        maintenance scripts the timers and cron run
+#   $(UNITDIR)/*                           units, @BINDIR@ and @LIBEXECDIR@ substituted
+#   $(SYSUSERSDIR)/machina.conf            the machina system user (run systemd-sysusers once)
+#   $(MANDIR)/man{1,5,7,8}/*               man pages
+#   $(SYSCONFDIR)/machina/machina.env      every variable commented out (never overwritten)
+#   $(DOCDIR)/machina.cron.example         the crontab alternative to the timers
+# --ignore-installed: pip would otherwise uninstall this Python's own copy of machina (e.g. an editable one).
+# PIP_INSTALL_FLAGS: e.g. "--no-build-isolation --no-index" to build offline with this Python's setuptools.
 install:
-	$(PYTHON) -m pip install --no-deps --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
-	install -d $(DESTDIR)$(SYSCONFDIR)/machina $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)
+	$(PYTHON) -m pip install --no-deps --ignore-installed $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	install -d $(DESTDIR)$(SYSCONFDIR)/machina $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR) \
+	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
 	test -e $(DESTDIR)$(SYSCONFDIR)/machina/machina.env || \
 	    install -m 0640 etc/machina/machina.env $(DESTDIR)$(SYSCONFDIR)/machina/machina.env
-	@if ls systemd/*.service >/dev/null 2>&1; then \
-	    for f in systemd/*.service systemd/*.socket systemd/*.target systemd/*.timer; do \
-	        [ -e "$$f" ] || continue; \
-	        sed 's|@BINDIR@|$(PREFIX)/bin|g' "$$f" > $(DESTDIR)$(UNITDIR)/$$(basename $$f); \
-	    done; \
-	fi
-	@for page in man/*.[0-9]; do \
+	for f in systemd/*.service systemd/*.socket systemd/*.target systemd/*.timer; do \
+	    sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' "$$f" \
+	        > $(DESTDIR)$(UNITDIR)/$$(basename $$f) && chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$f); \
+	done
+	install -m 0644 sysusers.d/machina.conf $(DESTDIR)$(SYSUSERSDIR)/machina.conf
+	install -m 0644 scripts/_bootstrap.py $(DESTDIR)$(LIBEXECDIR)/_bootstrap.py
+	for f in scripts/*.py scripts/*.sh; do \
+	    case "$$f" in scripts/_*|scripts/gen_*|scripts/quickstart.sh) continue;; esac; \
+	    sed '1s|^#!/usr/bin/env python3$$|#!$(PYTHON_BIN)|' "$$f" > $(DESTDIR)$(LIBEXECDIR)/$$(basename $$f) && \
+	    chmod 0755 $(DESTDIR)$(LIBEXECDIR)/$$(basename $$f); \
+	done
+	for page in man/*.[0-9]; do \
 	    [ -e "$$page" ] || continue; \
 	    sec=$${page##*.}; install -d $(DESTDIR)$(MANDIR)/man$$sec; \
 	    install -m 0644 "$$page" $(DESTDIR)$(MANDIR)/man$$sec/; \
 	done
+	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' etc/cron.d/machina.example > $(DESTDIR)$(DOCDIR)/machina.cron.example
+	@if [ -z "$(DESTDIR)" ]; then \
+	    echo "next: systemd-sysusers machina.conf && systemctl daemon-reload && systemctl enable --now machina.target"; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

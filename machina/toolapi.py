@@ -2,8 +2,8 @@
 
 There is one way to run a tool: through machina-toolhost.  ``ToolClient`` is the seam; the production
 implementation is ``machina.toolhost.client.ToolhostClient`` (a Unix-socket client).  The wire shapes
-mirror the toolhost protocol: request ``{aid, inputs, request_id, run_id, lease_token?, idempotency_key?}``,
-reply ``{ok, status, output, error, duration_ms}``.
+mirror the toolhost protocol: request ``{aid, inputs, request_id, run_id, lease_token?, idempotency_key?,
+capabilities?}``, reply ``{ok, status, output, error, duration_ms}``.
 """
 
 from __future__ import annotations
@@ -64,4 +64,8 @@ class ToolClient(Protocol):
         run_id: str | None = None,
         lease_token: str | None = None,
         idempotency_key: str | None = None,
-    ) -> ToolReply: ...
+        capabilities: dict[str, Any] | None = None,
+    ) -> ToolReply:
+        """Run one tool.  ``capabilities`` is the calling job's ``_capabilities``: a tool that acts on the
+        job's behalf (AID.QUEUE.ENQUEUE.v1) can only narrow them, never widen them."""
+        ...

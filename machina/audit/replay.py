@@ -33,8 +33,9 @@ from machina.manifests.tools import ToolSpec
 from machina.toolapi import ToolReply
 
 if TYPE_CHECKING:
-    from machina.engine.loop import Engine, JobToolClient
+    from machina.engine.loop import Engine
     from machina.engine.result import RunResult
+    from machina.toolapi import ToolClient
 
 DIVERGED = "replay_diverged"
 
@@ -47,7 +48,7 @@ def reexecuted(tool: ToolSpec | None) -> bool:
 class ReplayTools:
     """A ToolClient for strict replay: re-runs read-only deterministic tools, answers the rest from the log."""
 
-    def __init__(self, live: JobToolClient, tools: Mapping[str, ToolSpec], logged: list[dict[str, Any]]) -> None:
+    def __init__(self, live: ToolClient, tools: Mapping[str, ToolSpec], logged: list[dict[str, Any]]) -> None:
         self.live = live
         self.tools = tools
         self.logged = logged

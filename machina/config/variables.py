@@ -20,7 +20,7 @@ KIB = 1024
 MIB = 1024 * 1024
 
 HOST_PATTERN = r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?"
-AID_PATTERN = r"AID\.[A-Z0-9_.]+\*?|\*"
+AID_PATTERN = r"AID\.[A-Z0-9_]+(\.[A-Z0-9_]+)*(\.v[0-9]+)?\*?|AID\.[A-Z0-9_.]*\*|\*"
 EXE_PATTERN = r"[A-Za-z0-9._+-]+"
 
 
@@ -124,6 +124,54 @@ _var(
     "token-bucket rate limit on POST /enqueue (0 = off)",
 )
 _var("MACHINA_METRICS_PUBLIC", Bool(), False, "serve GET /metrics without auth")
+_var(
+    "MACHINA_API_SOCKET",
+    Path(),
+    None,
+    "Unix socket machina-enqueued listens on instead of MACHINA_API_HOST:MACHINA_API_PORT",
+)
+_var(
+    "MACHINA_API_HEADER_TIMEOUT_MS",
+    Int(100, 600000, "ms"),
+    10000,
+    "a request line and headers must arrive within this time (slow clients are cut off with 408)",
+)
+_var(
+    "MACHINA_API_BODY_TIMEOUT_MS",
+    Int(100, 600000, "ms"),
+    30000,
+    "a request body must arrive within this time after its headers (else 408)",
+)
+_var(
+    "MACHINA_API_KEEPALIVE_TIMEOUT_MS",
+    Int(100, 600000, "ms"),
+    5000,
+    "an idle keep-alive connection is closed after this time",
+)
+_var(
+    "MACHINA_API_MAX_HEADER_BYTES",
+    Int(1024, 1 * MIB, "bytes"),
+    64 * KIB,
+    "largest accepted request line plus headers (else 431)",
+)
+_var(
+    "MACHINA_API_MAX_CONNECTIONS",
+    Int(1, 100000),
+    1000,
+    "open connections (or requests in flight) beyond which new requests are answered 503",
+)
+_var(
+    "MACHINA_API_THREADS",
+    Int(1, 512),
+    32,
+    "threads that write jobs into the queue (concurrent fsyncs share group commits)",
+)
+_var(
+    "MACHINA_API_SHUTDOWN_TIMEOUT_MS",
+    Int(0, 600000, "ms"),
+    20000,
+    "on SIGTERM, how long requests in flight may take to finish",
+)
 _var(
     "MACHINA_WORKERS",
     Int(1, 64),
@@ -339,7 +387,7 @@ _var(
     "MACHINA_TOOLHOST_ISOLATE",
     Bool(),
     False,
-    "run tools in the sandbox (bubblewrap namespaces) rather than bare",
+    "never let two tool calls share an executor: each pre-started one is retired after a single call",
 )
 _var("MACHINA_TOOLHOST_TIMEOUT", Int(1, 86400, "seconds"), 90, "client-side limit of one toolhost call")
 _var(
@@ -355,6 +403,38 @@ _var(
     "unprivileged gid tool processes run as when the toolhost is root",
 )
 _var("MACHINA_CODE_TIMEOUT", Int(1, 86400, "seconds"), 60, "code execution tool limit")
+_var(
+    "MACHINA_TOOLHOST_POOL_SIZE",
+    Int(0, 16),
+    2,
+    "pre-started built-in tool executors kept idle per sandbox profile (0 = a fresh sandbox every call)",
+)
+_var(
+    "MACHINA_TOOLHOST_POOL_RECYCLE",
+    Int(1, 1_000_000),
+    500,
+    "calls after which a pre-started executor is replaced (it is replaced at once after any failure)",
+)
+_var("MACHINA_SANDBOX_TMP_MB", Int(1, 1 << 20, "MiB"), 64, "size of each sandbox's private /tmp (a tmpfs)")
+_var(
+    "MACHINA_TOOL_TIMEOUT_MS",
+    Int(1, MS_MAX, "ms"),
+    30000,
+    "wall-clock limit of one built-in tool or plugin call (the shell and HTTP tools have their own)",
+)
+_rlimits("MACHINA_TOOL", "built-in tool executors and plugins", cpu=10, as_mb=1024, fsize_mb=64, nofile=64, nproc=16)
+_var(
+    "MACHINA_FILE_READ_MAX_BYTES",
+    Int(0, 16 * MIB, "bytes"),
+    MIB,
+    "most bytes AID.FILE.READ.v1 returns (a caller's max_bytes can only lower it)",
+)
+_var(
+    "MACHINA_MEMORY_QUERY_MAX_RECORDS",
+    Int(1, 1_000_000),
+    5000,
+    "newest records of a stream AID.MEMORY.QUERY.v1 ranks",
+)
 
 # --- permissions and leases ------------------------------------------------------------------------------
 _section_start("permissions")
@@ -385,6 +465,22 @@ _var(
     ),
     ("FILE_READ", "MEMORY"),
     "largest capability set a plugin may declare",
+)
+_var(
+    "MACHINA_PERMISSION_OVERRIDES",
+    List(
+        r"(AID\.[A-Za-z0-9_.]+\*?|\*)=(allow|ask|deny)",
+        "a comma-separated list of AID=allow|ask|deny (AID exact, ending in *, or *)",
+    ),
+    (),
+    "per-tool answers replacing the mode's; when several match, deny beats ask beats allow",
+)
+_var("MACHINA_LEASE_MAX_TTL_MS", Int(1000, 30 * 24 * 3600 * 1000, "ms"), 3600000, "longest lease a peer may ask for")
+_var(
+    "MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS",
+    Int(0, MS_MAX, "ms"),
+    600000,
+    "how long a tool call's reply is kept for a repeated idempotency_key (0 = not kept)",
 )
 
 # --- audit -----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.engine.catalog import Catalog
-from machina.engine.loop import Engine, JobToolClient, SuccessHook, new_run_id
+from machina.engine.loop import Engine, SuccessHook, new_run_id
 from machina.engine.result import ASKED, BREAKER, DONE, FAILED, NOOP, STATUSES, RunResult
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from machina.config import Config
     from machina.root import Root
+    from machina.toolapi import ToolClient
 
 __all__ = [
     "ASKED",
@@ -37,7 +38,6 @@ __all__ = [
     "STATUSES",
     "Catalog",
     "Engine",
-    "JobToolClient",
     "RunResult",
     "SuccessHook",
     "new_run_id",
@@ -48,7 +48,7 @@ __all__ = [
 def run_goal(
     request: Mapping[str, Any],
     *,
-    tools: JobToolClient,
+    tools: ToolClient,
     cfg: Config,
     root: Root,
     clock: Clock = SYSTEM_CLOCK,

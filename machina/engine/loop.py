@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from machina import __version__
 from machina.audit.canonical import digest
@@ -52,6 +52,7 @@ from machina.toolapi import (
     LEASE_REQUIRED,
     SANDBOX_ERROR,
     UNKNOWN_TOOL,
+    ToolClient,
     ToolReply,
 )
 
@@ -62,23 +63,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SuccessHook = Callable[[str, str], None]  # (aid, goal text): e.g. EmbedClient.record_success
-
-
-class JobToolClient(Protocol):
-    """:class:`machina.toolapi.ToolClient` that also takes the calling job's ``_capabilities``: the toolhost
-    narrows the capabilities of jobs a job enqueues (AID.QUEUE.ENQUEUE.v1) to them.  ToolhostClient is one."""
-
-    def call(
-        self,
-        aid: str,
-        inputs: dict[str, Any],
-        *,
-        request_id: str | None = None,
-        run_id: str | None = None,
-        lease_token: str | None = None,
-        idempotency_key: str | None = None,
-        capabilities: dict[str, Any] | None = None,
-    ) -> ToolReply: ...
 
 
 ERROR_LOG_MAX = 2000
@@ -108,7 +92,7 @@ class Engine:
     def __init__(
         self,
         *,
-        tools: JobToolClient,
+        tools: ToolClient,
         catalog: Catalog,
         logs_dir: str,
         selector: Selector,
@@ -136,7 +120,7 @@ class Engine:
         cls,
         cfg: Config,
         root: Root,
-        tools: JobToolClient,
+        tools: ToolClient,
         *,
         clock: Clock = SYSTEM_CLOCK,
         catalog: Catalog | None = None,
@@ -172,7 +156,7 @@ class Engine:
         run_id: str | None = None,
         chooser: Chooser | None = None,
         logs_dir: str | None = None,
-        tools: JobToolClient | None = None,
+        tools: ToolClient | None = None,
     ) -> RunResult:
         """Run one request to its end; the run log is complete when this returns.
 
@@ -228,7 +212,7 @@ class _Run:
     """The state of one run while it executes."""
 
     def __init__(
-        self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser, tools: JobToolClient
+        self, engine: Engine, request: Mapping[str, Any], writer: RunLogWriter, chooser: Chooser, tools: ToolClient
     ) -> None:
         self.engine = engine
         self.tools = tools

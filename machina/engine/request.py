@@ -16,6 +16,7 @@ import jsonschema
 
 from machina.manifests.goals import GOAL_ID_PATTERN, describe
 from machina.manifests.tools import TAG_PATTERN
+from machina.toolhost.permissions import pattern_matches  # the one AID-pattern rule (toolhost overrides too)
 
 CAPABILITY_PATTERN = r"^(\*|AID\.[A-Za-z0-9_.]*\*?)$"
 
@@ -66,18 +67,11 @@ class Capabilities:
 
     def why_not(self, aid: str) -> str | None:
         """Why ``aid`` is refused: blocked wins; without an allowed list every tool not blocked is allowed."""
-        if any(matches(p, aid) for p in self.blocked):
+        if any(pattern_matches(p, aid) for p in self.blocked):
             return "blocked"
-        if self.allowed is not None and not any(matches(p, aid) for p in self.allowed):
+        if self.allowed is not None and not any(pattern_matches(p, aid) for p in self.allowed):
             return "not_allowed"
         return None
-
-
-def matches(pattern: str, aid: str) -> bool:
-    """``*`` matches everything, ``AID.FILE.*`` every AID starting ``AID.FILE.``, anything else itself."""
-    if pattern.endswith("*"):
-        return aid.startswith(pattern[:-1])
-    return aid == pattern
 
 
 @dataclass(frozen=True)

@@ -1,50 +1,24 @@
 """How the engine's commands reach machina-toolhost: the socket of the running toolhost.
 
-``connect_toolhost`` is the one place that names the client class.  Until ``machina.toolhost.client``
-lands, :class:`SocketToolClient` speaks the toolhost wire protocol (see :mod:`machina.toolapi`) over
-:class:`machina.ipc.jsonlines.JsonLineClient`; switching to ``ToolhostClient`` is the marked line below,
-after which this class is deleted.  There is no in-process way to run a tool.
+``machina run`` and ``machina replay --strict`` never start a toolhost of their own and never run a tool
+in process: they connect to the one the suite runs (systemd or ``machina up``), through
+:class:`machina.toolhost.client.ToolhostClient`, the client every component uses.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from machina.exitcodes import ExitCode, MachinaError
-from machina.ipc.jsonlines import JsonLineClient
-from machina.toolapi import ToolReply
+from machina.toolhost.client import ToolhostClient
 
 if TYPE_CHECKING:
     from machina.config import Config
-    from machina.engine.loop import JobToolClient
     from machina.root import Root
 
 
-class SocketToolClient:
-    """Interim ToolClient over the toolhost socket (replaced by machina.toolhost.client.ToolhostClient)."""
-
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        self._client = JsonLineClient(socket_path, timeout)
-
-    def call(
-        self,
-        aid: str,
-        inputs: dict[str, Any],
-        *,
-        request_id: str | None = None,
-        run_id: str | None = None,
-        lease_token: str | None = None,
-        idempotency_key: str | None = None,
-        capabilities: dict[str, Any] | None = None,
-    ) -> ToolReply:
-        request: dict[str, Any] = {"aid": aid, "inputs": inputs, "request_id": request_id, "run_id": run_id}
-        optional = {"lease_token": lease_token, "idempotency_key": idempotency_key, "capabilities": capabilities}
-        request.update({k: v for k, v in optional.items() if v is not None})
-        return ToolReply.from_wire(self._client.call(request))
-
-
-def connect_toolhost(cfg: Config, root: Root, socket_path: str | None = None) -> JobToolClient:
+def connect_toolhost(cfg: Config, root: Root, socket_path: str | None = None) -> ToolhostClient:
     """A client of the running toolhost (default socket ``<runtime dir>/toolhost.sock``); exit 69 if absent."""
     path = socket_path or root.socket_path("toolhost")
     if not os.path.exists(path):
@@ -52,4 +26,4 @@ def connect_toolhost(cfg: Config, root: Root, socket_path: str | None = None) ->
             f"machina-toolhost is not running ({path} does not exist): start it, or the suite with `machina up`",
             ExitCode.UNAVAILABLE,
         )
-    return SocketToolClient(path, cfg["MACHINA_TOOLHOST_TIMEOUT"])  # switch: ToolhostClient(path, timeout)
+    return ToolhostClient(path, cfg["MACHINA_TOOLHOST_TIMEOUT"])

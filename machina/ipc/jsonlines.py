@@ -14,8 +14,10 @@ import json
 import logging
 import os
 import secrets
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,7 +88,7 @@ class JsonLineServer:
         self.authorize = authorize
         self.max_line = max_line
         self.owned_path = owned_path  # unlinked on close; None for a socket systemd owns
-        self._threads: set[threading.Thread] = set()
+        self._connections: dict[threading.Thread, socket.socket] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.connections_total = 0
@@ -115,7 +117,7 @@ class JsonLineServer:
     def _start_connection(self, conn: socket.socket) -> None:
         thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True, name="ipc-conn")
         with self._lock:
-            self._threads.add(thread)
+            self._connections[thread] = conn
             self.connections_total += 1
         thread.start()
 
@@ -143,7 +145,7 @@ class JsonLineServer:
         finally:
             conn.close()
             with self._lock:
-                self._threads.discard(threading.current_thread())
+                self._connections.pop(threading.current_thread(), None)
 
     def _dispatch(self, line: bytes, peer: PeerCred) -> dict[str, Any]:
         try:
@@ -161,7 +163,11 @@ class JsonLineServer:
             return {"ok": False, "status": "internal_error", "error": type(exc).__name__}
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop accepting, let requests in flight finish (up to ``timeout``), remove the socket we made."""
+        """Stop accepting, let requests in flight finish (up to ``timeout`` in all), remove the socket we made.
+
+        Shutting down the read side wakes every connection waiting for its next request at once, while a
+        handler that is busy still writes its reply before it sees the end of input.
+        """
         self._closing.set()
         with contextlib.suppress(OSError):
             self.listener.close()
@@ -169,13 +175,28 @@ class JsonLineServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.owned_path)
         with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
+            connections = list(self._connections.items())
+        for _, conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RD)
+        deadline = time.monotonic() + timeout
+        for thread, _ in connections:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
     conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when an idle connection has been closed by the server (readable, and a peek sees the end)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 class JsonLineClient:
@@ -203,6 +224,8 @@ class JsonLineClient:
 
     def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         payload = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+        if self._sock is not None and _closed_by_peer(self._sock):
+            self.close()  # the server went away (restart, idle close) while we were not talking: nothing lost
         for attempt in (1, 2):
             if self._sock is None:
                 self._connect()

@@ -24,8 +24,6 @@ Like tool manifests, goal manifests are validated with JSON Schema when they loa
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,7 +32,8 @@ from typing import Any
 import jsonschema
 
 from machina.audit.canonical import digest
-from machina.manifests.tools import AID_PATTERN, TAG_PATTERN, ManifestError
+from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
+from machina.manifests.tools import AID_PATTERN, TAG_PATTERN
 
 GOAL_ID_PATTERN = r"^goal\.[A-Z0-9_]+(\.[A-Z0-9_]+)*\.v[0-9]+$"
 POINTER_PATTERN = r"^/(inputs|outputs)(/.*)?$"
@@ -246,21 +245,7 @@ def builtin_goalpack() -> str:
 
 def goalpack_manifests(root_goalpacks: str | None) -> list[str]:
     """The built-in pack, then each ``<root>/goalpacks/<pack>/manifest.json`` in name order."""
-    paths = [builtin_goalpack()]
-    if root_goalpacks and os.path.isdir(root_goalpacks):
-        for name in sorted(os.listdir(root_goalpacks)):
-            candidate = os.path.join(root_goalpacks, name, "manifest.json")
-            if os.path.isfile(candidate):
-                paths.append(candidate)
-    return paths
-
-
-def read_manifest_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
+    return pack_manifests(builtin_goalpack(), root_goalpacks)
 
 
 def read_goalpack(path: str) -> list[GoalSpec]:
@@ -304,10 +289,4 @@ def _binding(key: str, raw: dict[str, Any]) -> Binding:
 
 def load_goals(manifests: Iterable[str]) -> dict[str, GoalSpec]:
     """All goals of the given manifests by goal_id; a goal_id declared twice is an error."""
-    goals: dict[str, GoalSpec] = {}
-    for path in manifests:
-        for spec in read_goalpack(path):
-            if spec.goal_id in goals:
-                raise ManifestError(f"{path}: {spec.goal_id} is already declared by {goals[spec.goal_id].source}")
-            goals[spec.goal_id] = spec
-    return goals
+    return index_unique(manifests, read_goalpack, lambda spec: spec.goal_id)

@@ -14,8 +14,6 @@ validated against it before the tool runs.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from machina.exitcodes import ExitCode, MachinaError
+from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
 
 EFFECT_TIERS: dict[str, int] = {
     "none": 0,
@@ -80,10 +78,6 @@ TOOLPACK_SCHEMA: dict[str, Any] = {
 }
 
 
-class ManifestError(MachinaError):
-    exit_code = ExitCode.DATAERR
-
-
 @dataclass(frozen=True)
 class ToolSpec:
     aid: str
@@ -125,21 +119,11 @@ def builtin_toolpack() -> str:
 
 def toolpack_manifests(root_toolpacks: str | None) -> list[str]:
     """The built-in pack, then each ``<root>/toolpacks/<pack>/manifest.json`` in name order."""
-    paths = [builtin_toolpack()]
-    if root_toolpacks and os.path.isdir(root_toolpacks):
-        for name in sorted(os.listdir(root_toolpacks)):
-            candidate = os.path.join(root_toolpacks, name, "manifest.json")
-            if os.path.isfile(candidate):
-                paths.append(candidate)
-    return paths
+    return pack_manifests(builtin_toolpack(), root_toolpacks)
 
 
 def read_toolpack(path: str) -> list[ToolSpec]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            doc = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
+    doc = read_manifest_json(path)
     problems = [_describe(e) for e in jsonschema.Draft202012Validator(TOOLPACK_SCHEMA).iter_errors(doc)]
     if problems:
         raise ManifestError(f"{path}: " + "; ".join(problems))
@@ -171,10 +155,4 @@ def read_toolpack(path: str) -> list[ToolSpec]:
 
 def load_tools(manifests: Iterable[str]) -> dict[str, ToolSpec]:
     """All tools of the given manifests by AID; an AID declared twice is an error."""
-    tools: dict[str, ToolSpec] = {}
-    for path in manifests:
-        for spec in read_toolpack(path):
-            if spec.aid in tools:
-                raise ManifestError(f"{path}: {spec.aid} is already declared by {tools[spec.aid].source}")
-            tools[spec.aid] = spec
-    return tools
+    return index_unique(manifests, read_toolpack, lambda spec: spec.aid)

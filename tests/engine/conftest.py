@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,24 @@ def driver(root: Path) -> Callable[[str, str], str]:
         return f"{sys.executable} policies/{name}"
 
     return write
+
+
+@pytest.fixture
+def toolhost(root: Path) -> Iterator[str]:
+    """The real machina-toolhost serving ``root`` on its default socket (stopped after the test)."""
+    from tests.conftest import BIN, bin_env
+
+    socket_path = root / "run" / "toolhost.sock"
+    log = open(root / "toolhost.log", "wb")  # noqa: SIM115 - closed below, after the process
+    proc = subprocess.Popen([str(BIN / "machina-toolhost"), "--root", str(root)], env=bin_env(), stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists():
+            assert proc.poll() is None, (root / "toolhost.log").read_text()
+            assert time.monotonic() < deadline, "machina-toolhost did not start"
+            time.sleep(0.05)
+        yield str(socket_path)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()

@@ -1,18 +1,12 @@
 """``machina run``, ``replay``, ``audit verify`` and ``cts`` driven through a shell, with their exit codes.
 
-The toolhost is a stand-in process (tests/engine/fake_toolhost.py) speaking the toolhost's wire protocol
-on a real Unix socket, so ``machina run`` reaches it exactly as it reaches the real one.
+Tools run in a real machina-toolhost started for each test (the ``toolhost`` fixture).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +15,6 @@ from engine_support import EXAMPLES
 from tests.conftest import bin_env, run_bin
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def toolhost(root: Path) -> Iterator[str]:
-    socket_path = str(root / "run" / "toolhost.sock")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parents[1])])}
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_toolhost.py"), socket_path, str(root)], env=env)
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(socket_path):
-            assert proc.poll() is None, "the toolhost stand-in died"
-            assert time.monotonic() < deadline, "the toolhost stand-in did not start"
-            time.sleep(0.02)
-        yield socket_path
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -6,41 +6,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_support import EXAMPLES
+from engine_support import EXAMPLES, operator_goalpack
 
-from tests.conftest import BIN, bin_env, run_bin
-
-pytest.importorskip("machina.toolhost.service", reason="machina-toolhost is not part of this build")
+from tests.conftest import bin_env, run_bin
 
 
 @pytest.fixture
 def env(root: Path) -> dict[str, str]:
     shutil.copy(EXAMPLES / "policies" / "first_pending.py", root / "policies")
     return bin_env(MACHINA_ROOT=str(root), MACHINA_POLICY_CMD="python3 policies/first_pending.py")
-
-
-@pytest.fixture
-def toolhost(root: Path, env: dict[str, str]) -> Iterator[str]:
-    socket_path = root / "run" / "toolhost.sock"
-    log = open(root / "toolhost.log", "wb")  # noqa: SIM115 - closed below, after the process
-    proc = subprocess.Popen([str(BIN / "machina-toolhost"), "--root", str(root)], env=env, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 30
-        while not socket_path.exists():
-            assert proc.poll() is None, (root / "toolhost.log").read_text()
-            assert time.monotonic() < deadline, "machina-toolhost did not start"
-            time.sleep(0.05)
-        yield str(socket_path)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 def test_error_scan_scans_and_reports_through_the_toolhost(root: Path, toolhost: str, env: dict) -> None:
@@ -70,3 +47,28 @@ def test_every_example_runs_and_replays_strictly(root: Path, toolhost: str, env:
     assert strict.returncode == 0, strict.stdout + strict.stderr
     assert run_bin("machina", "audit", "verify", env=env).returncode == 0
     assert os.path.getsize(log) > 0
+
+
+def test_a_job_cannot_enqueue_a_job_wider_than_itself(root: Path, toolhost: str, env: dict, tmp_path: Path) -> None:
+    goal = {
+        "goal_id": "goal.FOLLOW_UP.v1",
+        "name": "follow_up",
+        "candidate_tags": ["tag.enqueue"],
+        "inputs_schema": {"type": "object", "properties": {"request": {"type": "object"}}},
+        "complete_when": {"all_ok": ["AID.QUEUE.ENQUEUE.v1"]},
+    }
+    operator_goalpack(root, goal)
+    wide = {"goal_id": "goal.NOOP.v1", "_capabilities": {"allowed_tools": ["*"]}}
+    request = {
+        "goal_id": "goal.FOLLOW_UP.v1",
+        "inputs": {"request": wide},
+        "_capabilities": {"allowed_tools": ["AID.QUEUE.*", "AID.NOOP.v1"], "blocked_tools": ["AID.SHELL.*"]},
+    }
+    path = tmp_path / "follow_up.json"
+    path.write_text(json.dumps(request))
+    ran = run_bin("machina", "run", "--json", str(path), env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    (queued,) = (root / "queue" / "inbox").iterdir()
+    caps = json.loads(queued.read_text())["_capabilities"]
+    assert caps["allowed_tools"] == ["AID.QUEUE.*", "AID.NOOP.v1"]
+    assert caps["blocked_tools"] == ["AID.SHELL.*"]

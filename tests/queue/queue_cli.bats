@@ -3,7 +3,6 @@
 bats_require_minimum_version 1.5.0
 
 setup() {
-    unset MACHINA_CHECKOUT  # not a configuration variable: machina would warn about it on stderr
     export MACHINA_ROOT="$BATS_TEST_TMPDIR/root"
     export MACHINA_ENV_FILE=/dev/null
     machina init "$MACHINA_ROOT" >/dev/null

@@ -9,7 +9,6 @@ JSON object of observations for the parent test to check.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
@@ -17,8 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from machina.queue import FileQueue, QueueConfig, QueueNotWritable
 from machina.root import init_root
+from tests.disk_support import fill, queue_listing
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 BIG = {"goal_id": "goal.DISK.v1", "inputs": {"blob": "x" * 16384}}
@@ -46,21 +48,6 @@ def try_enqueue(queue: FileQueue, body: dict[str, Any], rid: str) -> dict[str, A
         return {"ok": False, "errno": exc.errno_name, "message": str(exc)}
 
 
-def listing(root: str) -> dict[str, list[str]]:
-    return {state: sorted(os.listdir(os.path.join(root, "queue", state))) for state in ("inbox", "tmp")}
-
-
-def fill(path: str) -> None:
-    with open(path, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-
-
 def main() -> int:
     mount = sys.argv[1]
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", mount], check=True)
@@ -81,7 +68,7 @@ def main() -> int:
     report["full_complete_state"] = queue.job_status(claim.name).state
     report["full"] = try_enqueue(queue, BIG, "during")
     report["full_small"] = try_enqueue(queue, {"goal_id": "goal.DISK.v1", "inputs": {"n": 1}}, "small")
-    report["full_listing"] = listing(root)
+    report["full_listing"] = queue_listing(root)
     report["full_cli"] = cli_enqueue(root, BIG)
     os.unlink(os.path.join(mount, "filler"))
     report["after"] = try_enqueue(queue, BIG, "during")
@@ -91,7 +78,7 @@ def main() -> int:
     subprocess.run(["mount", "-o", "remount,ro", mount], check=True)
     readonly = FileQueue(root, QueueConfig(fsync=True))
     report["readonly"] = try_enqueue(readonly, {"goal_id": "goal.DISK.v1"}, "ro")
-    report["readonly_listing"] = listing(root)
+    report["readonly_listing"] = queue_listing(root)
     report["readonly_jobs"] = [job.name for job in readonly.list_jobs("inbox")]
     report["readonly_cli"] = cli_enqueue(root, {"goal_id": "goal.DISK.v1"})
     readonly.close()

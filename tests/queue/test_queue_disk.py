@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,31 +11,15 @@ from pathlib import Path
 import pytest
 from queue_shell import env_for, run_shell
 
+from tests.disk_support import tmpfs_unavailable
+
 KIT = Path(__file__).with_name("queue_diskkit.py")
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def _can_mount_tmpfs() -> str | None:
-    """None when this process may mount a private tmpfs; else why not."""
-    if os.geteuid() != 0:
-        return "needs root to mount a private tmpfs"
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return "unshare(1) is not installed"
-    probe = subprocess.run(
-        [unshare, "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if probe.returncode != 0:
-        return f"cannot mount tmpfs in a private mount namespace: {probe.stderr.strip()}"
-    return None
-
-
 @pytest.mark.root
 def test_full_then_read_only_file_system(tmp_path: Path) -> None:
-    why_not = _can_mount_tmpfs()
+    why_not = tmpfs_unavailable()
     if why_not:
         pytest.skip(why_not)
     mount = tmp_path / "mnt"

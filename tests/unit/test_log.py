@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 
 import pytest
@@ -11,15 +12,30 @@ import pytest
 from machina import log
 
 
+class FileStream(io.TextIOWrapper):
+    """A real file as stderr (JOURNAL_STREAM names a device and inode, so it needs one)."""
+
+    def getvalue(self) -> str:
+        self.flush()
+        with open(self.name, encoding="utf-8") as f:
+            return f.read()
+
+
 @pytest.fixture
-def capture(monkeypatch: pytest.MonkeyPatch):
-    def setup(journal: bool = False, secrets: tuple[str, ...] = ()) -> io.StringIO:
-        if journal:
-            monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
-        stream = io.StringIO()
+def capture(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    def setup(journal: bool = False, secrets: tuple[str, ...] = ()) -> io.StringIO | FileStream:
         monkeypatch.setattr(log, "_redactor", log.Redactor())
-        log.setup("machina-test", "debug", secrets, stream=stream)
-        return stream
+        if journal:
+            # stderr is the journal stream (JOURNAL_STREAM matches it) but journald's socket is away, so
+            # lines fall back to the <N>-prefixed form; the structured path is tested in tests/ops.
+            stream = FileStream(open(tmp_path / "stderr", "wb+"), encoding="utf-8")  # noqa: SIM115
+            st = os.fstat(stream.fileno())
+            monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+            log.setup("machina-test", "debug", secrets, stream=stream, journal_socket=str(tmp_path / "absent"))
+            return stream
+        string_stream = io.StringIO()
+        log.setup("machina-test", "debug", secrets, stream=string_stream)
+        return string_stream
 
     yield setup
     logging.getLogger().handlers.clear()

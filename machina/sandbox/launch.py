@@ -1,0 +1,276 @@
+"""Turn a command into what starts it sandboxed: the bubblewrap argv, the fds to pass, the child setup.
+
+:func:`prepare` is shared by :func:`machina.sandbox.sandboxed_run` (one external program) and the
+toolhost's Python executors, so both paths get the same namespaces, mounts, environment, rlimits,
+no_new_privs, seccomp filters and uid.  See the package docstring for the whole model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import prctl
+
+from machina.proc import Rlimits
+from machina.sandbox import seccomp
+from machina.sandbox.drop import drop_privileges
+from machina.sandbox.etcview import default_view
+from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
+
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+SANDBOX_TMP = "/tmp"  # noqa: S108 - the sandbox's own private tmpfs, not the host's /tmp
+# util-linux helpers run first inside the sandbox: set the limits, then become the tool uid.
+PRLIMIT = "/usr/bin/prlimit"
+SETPRIV = "/usr/bin/setpriv"
+_MIB = 1024 * 1024
+SANDBOX_HOSTNAME = "machina-sandbox"
+
+MERGED_USR_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
+GPU_DEVICES = (
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+    *(f"/dev/nvidia{i}" for i in range(16)),
+    "/dev/dri",
+)
+# Kept by bubblewrap (running as root) only so the tool can drop to the tool uid; gone after the drop.
+_DROP_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+
+
+def base_environment(extra: Mapping[str, str] | None = None, home: str = SANDBOX_TMP) -> dict[str, str]:
+    """The whole environment of a tool process: nothing is inherited from the toolhost."""
+    env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home}
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Launch:
+    """Everything :func:`subprocess.Popen` needs to start one sandboxed process.
+
+    ``preexec`` is None with bubblewrap: nothing runs between fork and exec, so Python can vfork (a fork of
+    the toolhost costs milliseconds); limits are set by ``prlimit`` inside the sandbox instead.
+    """
+
+    argv: list[str]
+    env: dict[str, str]
+    pass_fds: tuple[int, ...]
+    preexec: Callable[[], None] | None
+    cwd: str | None = None  # host directory (fallback only; bubblewrap uses --chdir)
+    _owned_fds: list[int] = field(default_factory=list)
+    _scratch: str | None = None
+
+    def spawned(self) -> None:
+        """Release what only the child needed (seccomp memfds); call right after the child started."""
+        for fd in self._owned_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._owned_fds.clear()
+
+    def finished(self) -> None:
+        """Release everything, the fallback's scratch directory included; call once the child is gone."""
+        self.spawned()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def prepare(
+    policy: SandboxPolicy,
+    command: Sequence[str],
+    *,
+    profile: str | None = None,
+    network: bool = False,
+    ro_paths: Iterable[str] = (),
+    devices: Iterable[str] = (),
+    cwd: str = SANDBOX_TMP,
+    env: Mapping[str, str] | None = None,
+    drop_in_process: bool = False,
+    keep_fds: Sequence[int] = (),
+    rlimits: Rlimits | None = None,
+) -> Launch:
+    """Build the launch of ``command`` under ``policy``.
+
+    ``profile`` is the seccomp profile (default: the policy's); ``network`` keeps the host's network
+    namespace (only for tools that need it); ``ro_paths`` are host paths made visible read-only at the same
+    place; ``devices`` are device paths bound when present (the GPU); ``drop_in_process`` means the command
+    drops to the tool uid itself (a Python executor) instead of through ``setpriv``; ``keep_fds`` are
+    passed through to the command; ``rlimits`` bound the command (bubblewrap itself is not limited).
+    """
+    profile = profile or ("net" if network else policy.default_profile)
+    seccomp_fds = list(seccomp.program_fds(profile)) if policy.seccomp and policy.bwrap else []
+    if policy.bwrap is None:
+        return _prepare_fallback(policy, command, profile, cwd, env, drop_in_process, keep_fds, rlimits)
+    argv = [policy.bwrap, *_namespace_args(policy, network)]
+    argv += _mount_args(ro_paths, devices, policy.tmp_mb)
+    argv += ["--chdir", cwd, "--clearenv"]
+    for key, value in base_environment(env).items():
+        argv += ["--setenv", key, value]
+    for fd in seccomp_fds:
+        argv += ["--add-seccomp-fd", str(fd)]
+    argv.append("--")
+    argv += _prlimit(rlimits)
+    if policy.drops_privileges and not drop_in_process:
+        argv += _setpriv(policy)
+    argv += list(command)
+    return Launch(
+        argv=argv,
+        env={"PATH": SANDBOX_PATH},  # bubblewrap's own environment: no secret reaches its /proc/<pid>/environ
+        pass_fds=(*seccomp_fds, *keep_fds),
+        preexec=None,  # bubblewrap sets no_new_privs itself; so does setpriv
+        _owned_fds=seccomp_fds,
+    )
+
+
+def _namespace_args(policy: SandboxPolicy, network: bool) -> list[str]:
+    args = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    if not network:
+        args.append("--unshare-net")
+    args += ["--hostname", SANDBOX_HOSTNAME, "--die-with-parent", "--new-session"]
+    if policy.drops_privileges:
+        # bubblewrap runs as root: no user namespace (it would map the tool to uid 0 outside); capabilities
+        # are dropped to the three needed to become the tool uid, which the drop then clears.
+        args += ["--cap-drop", "ALL"]
+        for cap in _DROP_CAPS:
+            args += ["--cap-add", cap]
+    else:
+        args += ["--unshare-user", "--disable-userns"]
+    return args
+
+
+def _mount_args(ro_paths: Iterable[str], devices: Iterable[str], tmp_mb: int) -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in MERGED_USR_LINKS:
+        path = "/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--ro-bind", default_view().path(), "/etc"]  # a copy of a short list: never /etc/shadow
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(tmp_mb * _MIB), "--perms", "1777", "--tmpfs", SANDBOX_TMP]  # writable by the tool uid
+    args += _extra_binds(ro_paths)
+    for device in devices:
+        args += ["--dev-bind-try", device, device]
+    return args
+
+
+def _extra_binds(paths: Iterable[str]) -> list[str]:
+    """Read-only binds at the same place, with their parent directories created traversable (0755).
+
+    bubblewrap would otherwise copy restrictive modes of the host's parents (``/root`` is 0700), and an
+    unprivileged tool could not reach an interpreter bound below them.
+    """
+    bound = ["/usr", "/etc", "/proc", "/dev", SANDBOX_TMP]
+    made: set[str] = set()
+    args: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths}, key=lambda p: (p.count("/"), p)):
+        if not os.path.exists(path) or _covered(path, bound):
+            continue
+        for parent in _ancestors(path):
+            if parent not in made and not _covered(parent, bound):
+                args += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
+        args += ["--ro-bind", path, path]
+        bound.append(path)
+    return args
+
+
+def _covered(path: str, bound: Iterable[str]) -> bool:
+    return any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound)
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _setpriv(policy: SandboxPolicy) -> list[str]:
+    return [
+        SETPRIV,
+        f"--reuid={policy.tool_uid}",
+        f"--regid={policy.tool_gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+
+
+def _prlimit(rlimits: Rlimits | None) -> list[str]:
+    """``prlimit`` options setting soft and hard limits (0 = leave unlimited), run first inside the sandbox."""
+    if rlimits is None:
+        return []
+    options = [
+        f"--{name}={value}"
+        for name, value in (
+            ("cpu", rlimits.cpu_sec),
+            ("as", rlimits.as_mb * _MIB),
+            ("fsize", rlimits.fsize_mb * _MIB),
+            ("nofile", rlimits.nofile),
+            ("nproc", rlimits.nproc),
+        )
+        if value
+    ]
+    return [PRLIMIT, *options, "--"] if options else []
+
+
+def _prepare_fallback(
+    policy: SandboxPolicy,
+    command: Sequence[str],
+    profile: str,
+    cwd: str,
+    env: Mapping[str, str] | None,
+    drop_in_process: bool,
+    keep_fds: Sequence[int],
+    rlimits: Rlimits | None,
+) -> Launch:
+    """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp."""
+    if cwd != SANDBOX_TMP:
+        raise SandboxUnavailable(f"cwd {cwd!r} needs bubblewrap: without it a tool runs in a private scratch dir")
+    scratch = tempfile.mkdtemp(prefix="machina-tool-")
+    if policy.drops_privileges:
+        assert policy.tool_uid is not None and policy.tool_gid is not None
+        os.chown(scratch, policy.tool_uid, policy.tool_gid)
+    filters = [*(seccomp.filters(profile) if policy.seccomp else []), seccomp.session_guard_filter()]
+    drop = policy.drops_privileges and not drop_in_process
+
+    limits = rlimits or Rlimits()
+
+    def child_setup() -> None:
+        limits.apply()
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if drop:
+            drop_privileges(policy.tool_uid, policy.tool_gid)  # type: ignore[arg-type]
+        prctl.set_no_new_privs(True)
+        for filt in filters:
+            filt.load()
+
+    return Launch(
+        argv=list(command),
+        env=base_environment(env, home=scratch),
+        pass_fds=tuple(keep_fds),
+        preexec=child_setup,
+        cwd=scratch,
+        _scratch=scratch,
+    )
+
+
+def python_paths() -> list[str]:
+    """Host paths a Python executor needs inside the sandbox: the interpreter, its packages, Machina.
+
+    Machina's own package directory is bound rather than a checkout holding it (tests, .git stay outside).
+    """
+    import machina
+
+    package_dir = os.path.dirname(os.path.abspath(machina.__file__))
+    return sorted(p for p in {sys.base_prefix, sys.prefix, package_dir} if os.path.isdir(p))

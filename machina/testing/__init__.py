@@ -1,0 +1,1 @@
+"""Helpers for testing Machina components against real processes (importable by every part's tests)."""

@@ -1,0 +1,225 @@
+"""The toolhost's side of a sandboxed call: it answers what the tool asks for, within the call's grant.
+
+A sandbox has no access to MACHINA_ROOT, the queue or the embedding service.  A tool asks over its
+channel and the broker answers, after checking the *grant* the toolhost gave this call (from the built-in
+tool's manifest, or from a plugin's allowed capabilities), never anything the tool claims:
+
+    op             grant          answer
+    open_read      fs_read        a read-only descriptor of a file under the root (machina.toolhost.confine)
+    create_file    fs_write       a write descriptor of a new temporary file beside the target
+    commit         fs_write       the temporary file renamed into place, the old one kept as .bak
+    open_stream    memory_read    a descriptor of memory/<stream>.jsonl, read-only
+                   memory_write   ... or append-only (created when missing)
+    embed          embed          vectors from machina-embed (float32, base64)
+    enqueue        queue_write    a follow-up job, its _capabilities narrowed to the caller's
+    host_metrics   proc_read      the toolhost process's own resource use
+
+Temporary files a call did not commit are removed when the call ends, whatever happened to the tool.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import contextlib
+import logging
+import os
+import resource
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from machina import toolapi
+from machina.exitcodes import MachinaError
+from machina.toolhost.confine import ConfinedRoot, PendingWrite
+from machina.tools.base import ToolFailure
+
+log = logging.getLogger(__name__)
+
+OP_GRANTS = {
+    "open_read": "fs_read",
+    "create_file": "fs_write",
+    "commit": "fs_write",
+    "embed": "embed",
+    "enqueue": "queue_write",
+    "host_metrics": "proc_read",
+}
+MAX_EMBED_TEXTS = 100_000
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who a call runs for: passed on to memory records and used to narrow enqueued capabilities."""
+
+    run_id: str | None = None
+    request_id: str | None = None
+    capabilities: dict[str, Any] | None = None  # the calling job's _capabilities; None: not limited
+
+
+class Broker:
+    """Shared by every call; each call gets its own :class:`CallScope`."""
+
+    def __init__(
+        self,
+        root: ConfinedRoot,
+        *,
+        embedder: Callable[[list[str], bool], tuple[list[list[float]], str]],
+        enqueue: Callable[[dict[str, Any], CallContext], dict[str, Any]],
+        metrics: Callable[[], dict[str, Any]],
+        fsync: bool,
+    ) -> None:
+        self.root = root
+        self.embedder = embedder
+        self.enqueue = enqueue
+        self.metrics = metrics
+        self.fsync = fsync
+
+    def scope(self, grants: frozenset[str], context: CallContext) -> CallScope:
+        return CallScope(self, grants, context)
+
+
+@dataclass
+class CallScope:
+    broker: Broker
+    grants: frozenset[str]
+    context: CallContext
+    pending: dict[str, PendingWrite] = field(default_factory=dict)
+
+    def answer(self, op: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """The answer frame for one request, and the descriptors to send with it (the caller closes them)."""
+        try:
+            result, fds = self._handle(op, args)
+        except ToolFailure as exc:
+            return {"t": "answer", "ok": False, "status": exc.status, "error": str(exc)}, []
+        except (TypeError, KeyError, ValueError) as exc:
+            return {"t": "answer", "ok": False, "status": toolapi.TOOL_ERROR, "error": f"bad {op} request: {exc}"}, []
+        except OSError as exc:
+            return {"t": "answer", "ok": False, "status": toolapi.TOOL_ERROR, "error": f"{op}: {exc.strerror}"}, []
+        return {"t": "answer", "ok": True, "result": result}, fds
+
+    def _handle(self, op: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        if op == "open_stream":
+            mode = args["mode"]
+            self._require("memory_write" if mode == "append" else "memory_read", op)
+            fd = self.broker.root.open_stream(args["stream"], append=mode == "append")
+            return {}, [] if fd is None else [fd]
+        required = OP_GRANTS.get(op)
+        if required is None:
+            raise ToolFailure(f"unknown host operation {op!r}")
+        self._require(required, op)
+        return getattr(self, "_op_" + op)(args)
+
+    def _require(self, grant: str, op: str) -> None:
+        if grant not in self.grants:
+            raise ToolFailure(f"{op} is not granted to this tool (needs {grant})", status=toolapi.DENIED)
+
+    def _op_open_read(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        fd, size = self.broker.root.open_read(args["path"])
+        return {"size": size}, [fd]
+
+    def _op_create_file(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        pending, fd = self.broker.root.create_pending(
+            args["path"], overwrite=bool(args.get("overwrite")), mkdirs=bool(args.get("mkdirs"))
+        )
+        token = secrets.token_hex(8)
+        self.pending[token] = pending
+        return {"token": token}, [fd]
+
+    def _op_commit(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        pending = self.pending.pop(str(args["token"]), None)
+        if pending is None:
+            raise ToolFailure("commit of an unknown or already committed file")
+        return self.broker.root.commit(pending, fsync=True), []
+
+    def _op_embed(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        texts = args["texts"]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or len(texts) > MAX_EMBED_TEXTS:
+            raise ToolFailure("embed needs a list of texts")
+        vectors, embedder = self.broker.embedder(texts, bool(args.get("fallback")))
+        dim = len(vectors[0]) if vectors else 0
+        return {"vectors": pack_vectors(vectors), "dim": dim, "embedder": embedder}, []
+
+    def _op_enqueue(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        request = args["request"]
+        if not isinstance(request, dict):
+            raise ToolFailure("request must be a JSON object")
+        return self.broker.enqueue(request, self.context), []
+
+    def _op_host_metrics(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        return self.broker.metrics(), []
+
+    def close(self) -> None:
+        for pending in self.pending.values():
+            self.broker.root.discard(pending)
+        self.pending.clear()
+
+
+def pack_vectors(vectors: list[list[float]]) -> str:
+    values = array.array("f", [x for vec in vectors for x in vec])
+    if sys.byteorder != "little":
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+class ServiceEmbedder:
+    """Vectors from machina-embed; with ``fallback`` the local hash embedding when the service is down."""
+
+    def __init__(self, socket_path: str, dim: int, timeout_s: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self.dim = dim
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._lock = threading.Lock()  # one EmbedClient (itself thread-safe), replaced after a failure
+
+    def __call__(self, texts: list[str], fallback: bool) -> tuple[list[list[float]], str]:
+        if not texts:
+            return [], "machina-embed"
+        try:
+            return self._service(texts), "machina-embed"
+        except (ImportError, MachinaError, OSError) as exc:
+            reason = f"machina-embed is not available at {self.socket_path} ({exc})"
+        if not fallback:
+            raise ToolFailure(reason)
+        try:
+            from machina.embed.hashing import hash_embed
+        except ImportError:
+            raise ToolFailure(reason + " and no local embedding is installed") from None
+        log.info("%s: ranking with the local hash embedding", reason)
+        return hash_embed(texts, self.dim).tolist(), "hash (local fallback: machina-embed unavailable)"
+
+    def _service(self, texts: list[str]) -> list[list[float]]:
+        from machina.embed.client import EmbedClient
+
+        with self._lock:
+            if self._client is None:
+                self._client = EmbedClient(self.socket_path, timeout=self.timeout_s)
+            client = self._client
+        try:
+            return [list(map(float, v)) for v in client.embed(texts)]
+        except (MachinaError, OSError):
+            with self._lock:
+                if self._client is client:
+                    self._client = None
+            with contextlib.suppress(Exception):
+                client.close()
+            raise
+
+
+def process_metrics(started: float, counters: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The toolhost's own resource use (AID.PROC.SELF_METRICS.v1)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - started, 3),
+        "max_rss_kb": usage.ru_maxrss,
+        "cpu_user_s": round(usage.ru_utime, 3),
+        "cpu_system_s": round(usage.ru_stime, 3),
+        "children_cpu_s": round(children.ru_utime + children.ru_stime, 3),
+        "open_fds": len(os.listdir("/proc/self/fd")),
+        **counters(),
+    }

@@ -1,0 +1,115 @@
+"""The tools the toolhost can run: built-ins (manifest + implementation) and pinned plugins.
+
+A plugin is re-verified (hash, declaration, capabilities) on every call, so replacing or unpinning its file
+takes effect at once, and the bytes that run are the bytes just checked.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from machina import toolapi
+from machina.manifests.tools import TIER_NAMES, ToolSpec
+from machina.plugins import caps
+from machina.plugins.loader import Plugin, PluginRefused, load_plugin, load_plugins
+from machina.toolhost.runners import BUILTIN_RUNNERS, PLUGIN, Runner
+
+
+class ToolUnavailable(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: ToolSpec
+    runner: Runner
+    plugin: Plugin | None = None
+
+
+def plugin_runner(plugin: Plugin) -> Runner:
+    c = plugin.capabilities
+    return Runner(
+        "plugin",
+        PLUGIN,
+        caps.grants(c),
+        network="NETWORK" in c,
+        gpu="GPU" in c,
+        exec_allowed="SHELL" in c,
+    )
+
+
+class Catalog:
+    def __init__(self, manifests: dict[str, ToolSpec], plugins_dir: str, allowed_caps: tuple[str, ...]) -> None:
+        self.manifests = manifests
+        self.plugins_dir = plugins_dir
+        self.allowed_caps = allowed_caps
+        self._lock = threading.Lock()
+        self._plugin_files: dict[str, str] = {}
+        self.refused: list[tuple[str, str]] = []
+
+    def refresh(self) -> dict[str, Plugin]:
+        plugins, refused = load_plugins(self.plugins_dir, self.allowed_caps, taken_aids=self.manifests)
+        with self._lock:
+            self._plugin_files = {aid: p.file for aid, p in plugins.items()}
+            self.refused = refused
+        return plugins
+
+    def resolve(self, aid: str) -> Resolved:
+        spec = self.manifests.get(aid)
+        if spec is not None:
+            runner = BUILTIN_RUNNERS.get(aid)
+            if runner is None:
+                raise ToolUnavailable(
+                    toolapi.UNKNOWN_TOOL, f"{aid} is declared by toolpack {spec.pack!r} but has no implementation"
+                )
+            return Resolved(spec, runner)
+        with self._lock:
+            file = self._plugin_files.get(aid)
+        if file is None:
+            self.refresh()
+            with self._lock:
+                file = self._plugin_files.get(aid)
+        if file is None:
+            raise ToolUnavailable(toolapi.UNKNOWN_TOOL, f"no tool {aid} (not built in, no pinned plugin declares it)")
+        try:
+            plugin = load_plugin(self.plugins_dir, file, self.allowed_caps)
+        except PluginRefused as exc:
+            self.refresh()
+            raise ToolUnavailable(toolapi.DENIED, f"plugin refused: {exc}") from None
+        if plugin.spec.aid != aid:
+            self.refresh()
+            raise ToolUnavailable(toolapi.UNKNOWN_TOOL, f"no tool {aid} ({file} now declares {plugin.spec.aid})")
+        return Resolved(plugin.spec, plugin_runner(plugin), plugin)
+
+    def listing(self, describe: Any) -> dict[str, Any]:
+        """Every runnable tool (``describe(resolved)`` adds the path and the permission answer)."""
+        plugins = self.refresh()
+        tools = []
+        for aid, spec in sorted(self.manifests.items()):
+            if aid in BUILTIN_RUNNERS:
+                tools.append(_entry(spec, **describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
+        for _aid, plugin in sorted(plugins.items()):
+            resolved = Resolved(plugin.spec, plugin_runner(plugin), plugin)
+            tools.append(
+                _entry(plugin.spec, plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved))
+            )
+        return {"tools": tools, "refused": [{"file": f, "reason": r} for f, r in self.refused]}
+
+
+def _entry(spec: ToolSpec, **extra: Any) -> dict[str, Any]:
+    return {
+        "aid": spec.aid,
+        "name": spec.name,
+        "description": spec.description,
+        "tags": list(spec.tags),
+        "side_effects": list(spec.side_effects),
+        "tier": spec.tier,
+        "tier_name": TIER_NAMES[spec.tier],
+        "deterministic": spec.deterministic,
+        "inputs_schema": spec.inputs_schema,
+        **extra,
+    }

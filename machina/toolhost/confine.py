@@ -1,0 +1,248 @@
+"""Paths under MACHINA_ROOT, opened the only safe way: component by component, never through a symlink.
+
+Every tool path is relative to the root (an absolute path is accepted only when it is textually under the
+root).  ``..`` is refused outright rather than resolved, and each directory is opened with
+``O_NOFOLLOW | O_DIRECTORY`` relative to the previous one, so neither a symlink nor a rename race can walk
+out of the root: the walk holds a descriptor of every step.
+
+The suite's own directories are out of the file tools' reach: nothing is written into the layout's
+directories (queue, logs, memory, toolpacks, goalpacks, plugins, run, state; memory streams have their
+own tools), and nothing is read from queue/, state/ or run/ (other people's jobs, leases, sockets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass
+
+from machina.tools.base import ToolFailure
+
+WRITE_RESERVED = frozenset({"queue", "logs", "memory", "toolpacks", "goalpacks", "plugins", "run", "state"})
+READ_RESERVED = frozenset({"queue", "state", "run"})
+STREAM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
+MAX_PATH = 4096
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class PathRefused(ToolFailure):
+    pass
+
+
+@dataclass
+class PendingWrite:
+    """A temporary file created beside its target, waiting to be renamed over it."""
+
+    dir_fd: int
+    tmp_name: str
+    name: str
+    path: str
+    overwrite: bool
+
+
+class ConfinedRoot:
+    """MACHINA_ROOT, held open; every lookup starts from this descriptor."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.realpath(path)
+        self.fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    # --- paths --------------------------------------------------------------------------------------------
+
+    def parts(self, path: str) -> list[str]:
+        """The components of a tool path, relative to the root; refuses anything that could leave it."""
+        if not isinstance(path, str) or not path or len(path) > MAX_PATH or "\x00" in path:
+            raise PathRefused(f"{path!r} is not a usable path")
+        rel = path
+        if os.path.isabs(path):
+            prefix = self.path.rstrip("/") + "/"
+            if not path.startswith(prefix):
+                raise PathRefused(f"{path}: outside the working root")
+            rel = path[len(prefix) :]
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise PathRefused(f"{path}: '..' is not allowed in a tool path")
+        if not parts:
+            raise PathRefused(f"{path}: names the working root itself, not a file")
+        return parts
+
+    def _walk(self, path: str, dirs: list[str], create: bool) -> int:
+        """A descriptor of the directory ``dirs`` (relative to the root), each step without following links."""
+        fd = os.open(".", _DIR_FLAGS, dir_fd=self.fd)
+        try:
+            for i, name in enumerate(dirs):
+                fd = self._step(fd, name, path, "/".join(dirs[: i + 1]), create)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _step(self, fd: int, name: str, path: str, where: str, create: bool) -> int:
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise PathRefused(f"{path}: directory {where} does not exist") from None
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=fd)
+            child = self._open_existing_dir(fd, name, path, where)
+        except OSError as exc:
+            raise self._explain(fd, name, path, where, exc) from None
+        os.close(fd)
+        return child
+
+    def _open_existing_dir(self, fd: int, name: str, path: str, where: str) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            raise self._explain(fd, name, path, where, exc) from None
+
+    @staticmethod
+    def _explain(fd: int, name: str, path: str, where: str, exc: OSError) -> PathRefused:
+        try:
+            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode) or exc.errno == errno.ELOOP:
+            return PathRefused(f"{path}: {where} is a symbolic link; links are not followed")
+        if exc.errno == errno.ENOTDIR:
+            return PathRefused(f"{path}: {where} is not a directory")
+        return PathRefused(f"{path}: {where}: {exc.strerror}")
+
+    # --- file tools -------------------------------------------------------------------------------------
+
+    def open_read(self, path: str) -> tuple[int, int]:
+        """A read-only descriptor of a regular file and its size."""
+        parts = self.parts(path)
+        if parts[0] in READ_RESERVED:
+            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not readable by tools")
+        dir_fd = self._walk(path, parts[:-1], create=False)
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+            try:
+                fd = os.open(parts[-1], flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise PathRefused(f"{path}: no such file") from None
+            except OSError as exc:
+                raise self._explain(dir_fd, parts[-1], path, "/".join(parts), exc) from None
+        finally:
+            os.close(dir_fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise PathRefused(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        return fd, info.st_size
+
+    def create_pending(self, path: str, *, overwrite: bool, mkdirs: bool) -> tuple[PendingWrite, int]:
+        """A new temporary file beside ``path`` (and a write descriptor of it) to be committed later."""
+        parts = self.parts(path)
+        if parts[0] in WRITE_RESERVED:
+            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not writable by tools")
+        name = parts[-1]
+        if name.endswith(".tmp") and name.startswith("."):
+            raise PathRefused(f"{path}: names a temporary file")
+        dir_fd = self._walk(path, parts[:-1], create=mkdirs)
+        try:
+            self._check_target(dir_fd, name, path, overwrite)
+            tmp_name = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+            fd = os.open(
+                tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+            )
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        return PendingWrite(dir_fd, tmp_name, name, path, overwrite), fd
+
+    @staticmethod
+    def _check_target(dir_fd: int, name: str, path: str, overwrite: bool) -> None:
+        try:
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(mode):
+            raise PathRefused(f"{path} is a symbolic link; it is not replaced")
+        if not stat.S_ISREG(mode):
+            raise PathRefused(f"{path} exists and is not a regular file")
+        if not overwrite:
+            raise PathRefused(f"{path} already exists (set overwrite to replace it; the old file is kept as .bak)")
+
+    def commit(self, pending: PendingWrite, *, fsync: bool = True) -> dict[str, object]:
+        """Rename the temporary file into place; the replaced content stays as ``<name>.bak``.
+
+        Without overwrite the final step is link(2), which fails if the name appeared meanwhile.  With
+        overwrite the old file is first hard-linked to a temporary name and renamed onto ``.bak``, so the
+        target name never disappears, even for an instant.
+        """
+        fd, tmp, name = pending.dir_fd, pending.tmp_name, pending.name
+        backup = None
+        try:
+            if pending.overwrite:
+                self._check_target(fd, name, pending.path, overwrite=True)
+                backup = self._keep_backup(fd, name, pending.path)
+                os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            else:
+                try:
+                    os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                except FileExistsError:
+                    raise PathRefused(f"{pending.path} already exists (set overwrite to replace it)") from None
+                os.unlink(tmp, dir_fd=fd)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            self.discard(pending)
+        return {"created": backup is None, "backup": backup}
+
+    @staticmethod
+    def _keep_backup(dir_fd: int, name: str, path: str) -> str | None:
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        link_tmp = f".{name[:200]}.{secrets.token_hex(6)}.bak.tmp"
+        os.link(name, link_tmp, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        os.rename(link_tmp, name + ".bak", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return path + ".bak"
+
+    @staticmethod
+    def discard(pending: PendingWrite) -> None:
+        """Remove the temporary file (if still there) and release the directory."""
+        if pending.dir_fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pending.tmp_name, dir_fd=pending.dir_fd)
+        os.close(pending.dir_fd)
+        pending.dir_fd = -1
+
+    # --- memory streams ---------------------------------------------------------------------------------
+
+    def open_stream(self, stream: str, *, append: bool) -> int | None:
+        """``memory/<stream>.jsonl`` for appending (created when missing) or reading (None when missing)."""
+        if not isinstance(stream, str) or not STREAM_PATTERN.fullmatch(stream):
+            raise PathRefused(f"{stream!r} is not a stream name (a-z, 0-9, _ and -, at most 64)")
+        dir_fd = self._walk("memory", ["memory"], create=append)
+        try:
+            name = stream + ".jsonl"
+            flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            flags |= (os.O_WRONLY | os.O_APPEND | os.O_CREAT) if append else os.O_RDONLY
+            try:
+                fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise self._explain(dir_fd, name, f"memory/{name}", f"memory/{name}", exc) from None
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PathRefused(f"memory/{stream}.jsonl is not a regular file")
+        os.set_blocking(fd, True)
+        return fd

@@ -1,0 +1,148 @@
+"""The machina-toolhost wire protocol: one JSON object per line each way, over a Unix stream socket.
+
+Tool call (any allowed peer)::
+
+    {"aid": "AID.FILE.READ.v1", "inputs": {"path": "data/app.log"}, "request_id": "r-1", "run_id": "run-9",
+     "lease_token": "mlease_...", "idempotency_key": "k-1", "capabilities": {"allowed_tools": ["AID.FILE.*"]}}
+
+``aid`` and ``inputs`` are required; ``request_id``/``run_id`` (strings, at most 256 characters) travel into
+logs and memory records; ``lease_token`` approves an "ask" call or satisfies MACHINA_LEASE_ENFORCE;
+``idempotency_key`` makes a retry return the first reply; ``capabilities`` is the calling job's
+``_capabilities`` (only AID.QUEUE.ENQUEUE.v1 uses it, to narrow the job it starts).
+
+Reply (every request)::
+
+    {"ok": true, "status": "ok", "output": {...}, "error": "", "duration_ms": 1.2}
+
+``status`` is one of the machina.toolapi strings (ok, tool_error, invalid_input, unknown_tool, denied,
+approval_required, lease_required, timeout, sandbox_error, forbidden, internal_error) or ``bad_request``
+for a malformed request.  A repeated idempotent call adds ``"replayed": true``.
+
+Other operations carry ``op``:
+
+    {"op": "_tools.list"}
+        any allowed peer; output {"tools": [...], "refused": [{"file", "reason"}]}
+    {"op": "_lease.issue", "aid": AID or "*", "tier": 0-3, "ttl_ms": N}
+        administrative peers only; output {"lease_token", "lease_id", "aid", "tier", "expires_at", ...}
+    {"op": "_lease.gc"}
+        administrative peers only; output {"removed": N, "remaining": N}
+    {"op": "_ping"}
+        any allowed peer; output {"pid", "status"}
+
+The earlier runtime's form ``{"aid": "_lease.issue", "inputs": {"tool_aid", "tier", "ttl_ms"}}`` is accepted
+too.  A peer that is not allowed at all gets one ``forbidden`` reply and the connection is closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+OP_CALL = "call"
+OP_TOOLS_LIST = "_tools.list"
+OP_LEASE_ISSUE = "_lease.issue"
+OP_LEASE_GC = "_lease.gc"
+OP_PING = "_ping"
+OPS = (OP_CALL, OP_TOOLS_LIST, OP_LEASE_ISSUE, OP_LEASE_GC, OP_PING)
+ADMIN_OPS = (OP_LEASE_ISSUE, OP_LEASE_GC)
+BAD_REQUEST = "bad_request"
+MAX_ID_CHARS = 256
+
+
+class BadRequest(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    aid: str
+    inputs: dict[str, Any]
+    request_id: str | None = None
+    run_id: str | None = None
+    lease_token: str | None = None
+    idempotency_key: str | None = None
+    capabilities: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"aid": self.aid, "inputs": self.inputs}
+        for key in ("request_id", "run_id", "lease_token", "idempotency_key", "capabilities"):
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value
+        return wire
+
+
+def op_of(request: dict[str, Any]) -> str:
+    op = request.get("op")
+    if op is None:
+        aid = request.get("aid")
+        return aid if isinstance(aid, str) and aid.startswith("_") else OP_CALL
+    if op not in OPS:
+        raise BadRequest(f"unknown op {op!r}: expected one of {', '.join(OPS)}")
+    return str(op)
+
+
+def parse_call(request: dict[str, Any]) -> CallRequest:
+    aid = request.get("aid")
+    if not isinstance(aid, str) or not aid:
+        raise BadRequest("aid must be a non-empty string")
+    inputs = request.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise BadRequest("inputs must be a JSON object")
+    capabilities = request.get("capabilities")
+    if capabilities is not None and not _is_capabilities(capabilities):
+        raise BadRequest('capabilities must be {"allowed_tools": [...], "blocked_tools": [...]}')
+    return CallRequest(
+        aid=aid,
+        inputs=inputs,
+        request_id=_optional_text(request, "request_id"),
+        run_id=_optional_text(request, "run_id"),
+        lease_token=_optional_text(request, "lease_token"),
+        idempotency_key=_optional_text(request, "idempotency_key"),
+        capabilities=capabilities,
+    )
+
+
+def parse_lease_issue(request: dict[str, Any]) -> tuple[str, int, int]:
+    """``(aid, tier, ttl_ms)`` from either form of the request."""
+    if request.get("op") is None:  # the earlier runtime's form
+        inputs = request.get("inputs")
+        if not isinstance(inputs, dict):
+            raise BadRequest("inputs must be a JSON object")
+        aid, tier, ttl = inputs.get("tool_aid"), inputs.get("tier"), inputs.get("ttl_ms")
+    else:
+        aid, tier, ttl = request.get("aid"), request.get("tier"), request.get("ttl_ms")
+    if not isinstance(aid, str) or not aid:
+        raise BadRequest('aid must be an AID or "*"')
+    if not isinstance(tier, int) or isinstance(tier, bool) or not 0 <= tier <= 3:
+        raise BadRequest("tier must be an integer from 0 to 3")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
+        raise BadRequest("ttl_ms must be a positive integer")
+    return aid, tier, ttl
+
+
+def _optional_text(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        raise BadRequest(f"{key} must be a string of 1 to {MAX_ID_CHARS} characters")
+    return value
+
+
+def _is_capabilities(value: Any) -> bool:
+    if not isinstance(value, dict) or set(value) - {"allowed_tools", "blocked_tools"}:
+        return False
+    return all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values())
+
+
+def reply(
+    status: str, output: dict[str, Any] | None = None, error: str = "", duration_ms: float = 0.0
+) -> dict[str, Any]:
+    return {
+        "ok": status == "ok",
+        "status": status,
+        "output": output or {},
+        "error": error,
+        "duration_ms": round(duration_ms, 3),
+    }

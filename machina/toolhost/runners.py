@@ -1,0 +1,211 @@
+"""Which path each tool takes, and running a call on it.
+
+    path     used by                                                sandbox
+    pool     FILE.READ, FILE.WRITE, ERROR_SCAN, REPORT_SUMMARY,      a pre-started Python executor of the
+             MEMORY.APPEND, MEMORY.QUERY, EMBED.TEXT, QUEUE.ENQUEUE, ``strict`` pool (HTTP_GET: the ``net``
+             PROC.SELF_METRICS, NOOP, ASK_SUP, NET.HTTP_GET         pool), recycled after N calls or a failure
+    fresh    GPU_SMOKE (GPU devices bound); every pool tool when    a Python executor started for this call
+             MACHINA_TOOLHOST_POOL_SIZE=0
+    shell    SHELL.EXEC                                             a new bubblewrap per call, the program
+                                                                    itself as the sandboxed process
+    plugin   pinned plugins                                          a Python executor started for this call,
+                                                                    shaped by the plugin's capabilities
+
+With MACHINA_TOOLHOST_ISOLATE=1 (the prod profile) a pooled executor serves a single call and is then
+retired: no two calls share a process, yet a call still finds one started and waiting.
+
+The grant of each built-in (what the broker will hand it) follows its manifest's side effects; a test
+holds the two together.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from machina import toolapi
+from machina.proc import Rlimits
+from machina.sandbox.launch import GPU_DEVICES
+from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
+from machina.toolhost.broker import Broker, CallContext
+from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, ExecutorSpec, ExecutorTimedOut, start_executor
+from machina.tools.base import ToolFailure
+from machina.tools.shell import ShellSettings, shell_exec
+
+log = logging.getLogger(__name__)
+
+POOL, FRESH, SHELL, PLUGIN = "pool", "fresh", "shell", "plugin"
+HTTP_GRACE_S = 2.0  # the HTTP tool enforces its own timeout; the executor gets this much more
+# What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
+EXECUTOR_STATUSES = frozenset({toolapi.OK, toolapi.TOOL_ERROR, toolapi.TIMEOUT, toolapi.DENIED, toolapi.INVALID_INPUT})
+
+
+@dataclass(frozen=True)
+class Runner:
+    tool: str  # the executor's tool name (machina.tools.EXECUTOR_TOOLS), or the shell tool
+    path: str
+    grants: frozenset[str] = frozenset()
+    network: bool = False
+    gpu: bool = False
+    exec_allowed: bool = False  # plugins with SHELL only
+
+
+def _pool(tool: str, *grants: str, network: bool = False) -> Runner:
+    return Runner(tool, POOL, frozenset(grants), network=network)
+
+
+BUILTIN_RUNNERS: dict[str, Runner] = {
+    "AID.SHELL.EXEC.v1": Runner("shell_exec", SHELL),
+    "AID.NET.HTTP_GET.v1": _pool("http_get", network=True),
+    "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
+    "AID.FILE.WRITE.v1": _pool("file_write", "fs_write"),
+    "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read"),
+    "AID.REPORT_SUMMARY.v1": _pool("report_summary", "fs_write"),
+    "AID.MEMORY.APPEND.v1": _pool("memory_append", "memory_write"),
+    "AID.MEMORY.QUERY.v1": _pool("memory_query", "memory_read", "embed"),
+    "AID.EMBED.TEXT.v1": _pool("embed_text", "embed"),
+    "AID.QUEUE.ENQUEUE.v1": _pool("queue_enqueue", "queue_write"),
+    "AID.PROC.SELF_METRICS.v1": _pool("self_metrics", "proc_read"),
+    "AID.GPU_SMOKE.v1": Runner("gpu_smoke", FRESH, gpu=True),
+    "AID.NOOP.v1": _pool("noop"),
+    "AID.ASK_SUP.v1": _pool("ask_supervisor"),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    output: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == toolapi.OK
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """The configured limits every path needs, read once from the configuration."""
+
+    tool_timeout_s: float
+    http_timeout_s: float
+    tool_rlimits: Rlimits
+    http_rlimits: Rlimits
+    shell: ShellSettings
+    pool_size: int
+    pool_recycle: int
+    params: dict[str, dict[str, Any]]  # per executor tool: configured limits sent with each call
+
+
+class ToolRunner:
+    def __init__(self, policy: SandboxPolicy, broker: Broker, settings: RunnerSettings) -> None:
+        self.policy = policy
+        self.broker = broker
+        self.settings = settings
+        self.pools: dict[str, ExecutorPool] = {}
+        if settings.pool_size > 0:
+            for network in (False, True):
+                name = "net" if network else "strict"
+                factory = functools.partial(start_executor, policy, self._pool_spec(network))
+                self.pools[name] = ExecutorPool(name, factory, settings.pool_size, settings.pool_recycle)
+
+    def start(self) -> None:
+        for pool in self.pools.values():
+            pool.start()
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+    def path_of(self, runner: Runner) -> str:
+        if runner.path == POOL and not self.pools:
+            return FRESH
+        return runner.path
+
+    def _pool_spec(self, network: bool) -> ExecutorSpec:
+        limits = self.settings.http_rlimits if network else self.settings.tool_rlimits
+        return ExecutorSpec(network=network, cpu_per_call=limits.cpu_sec, rlimits=replace(limits, cpu_sec=0))
+
+    def _fresh_spec(self, runner: Runner) -> ExecutorSpec:
+        limits = self.settings.http_rlimits if runner.network else self.settings.tool_rlimits
+        if runner.gpu:
+            limits = replace(limits, as_mb=0, nproc=0)  # CUDA needs both unlimited (OPERATIONS.md)
+        return ExecutorSpec(
+            network=runner.network,
+            no_spawn=not runner.exec_allowed,
+            one_shot=True,
+            devices=GPU_DEVICES if runner.gpu else (),
+            rlimits=limits,
+        )
+
+    def run(self, runner: Runner, inputs: dict[str, Any], context: CallContext, plugin: Any = None) -> Outcome:
+        path = self.path_of(runner)
+        try:
+            if path == SHELL:
+                output = shell_exec(inputs, self.policy, self.settings.shell)
+                return Outcome(toolapi.OK, output, path=path)
+            message = self._message(runner, inputs, context, plugin)
+            if path == POOL:
+                return self._run_pooled(runner, message, context)
+            return self._run_fresh(runner, message, context, path)
+        except ToolFailure as exc:
+            return Outcome(exc.status, exc.output, str(exc), path)
+        except SandboxUnavailable as exc:
+            return Outcome(toolapi.SANDBOX_ERROR, {}, str(exc), path)
+
+    def _message(self, runner: Runner, inputs: dict[str, Any], context: CallContext, plugin: Any) -> dict[str, Any]:
+        params = dict(self.settings.params.get(runner.tool, {}))
+        params.update(run_id=context.run_id, request_id=context.request_id)
+        if plugin is not None:
+            params.update(self.settings.params.get("plugin", {}))
+            return {"t": "plugin", "name": plugin.file, "source": plugin.source, "inputs": inputs, "params": params}
+        return {"t": "call", "tool": runner.tool, "inputs": inputs, "params": params}
+
+    def _timeout_s(self, runner: Runner) -> float:
+        if runner.tool == "http_get":
+            return self.settings.http_timeout_s + HTTP_GRACE_S
+        return self.settings.tool_timeout_s
+
+    def _run_pooled(self, runner: Runner, message: dict[str, Any], context: CallContext) -> Outcome:
+        pool = self.pools["net" if runner.network else "strict"]
+        executor = pool.acquire()
+        outcome = self._converse(executor, runner, message, context, POOL)
+        pool.release(executor, healthy=outcome.ok)
+        return outcome
+
+    def _run_fresh(self, runner: Runner, message: dict[str, Any], context: CallContext, path: str) -> Outcome:
+        try:
+            executor = start_executor(self.policy, self._fresh_spec(runner))
+        except ExecutorFailed as exc:
+            return Outcome(toolapi.SANDBOX_ERROR, {}, f"cannot start the tool's sandbox: {exc}", path)
+        try:
+            return self._converse(executor, runner, message, context, path)
+        finally:
+            executor.kill()
+
+    def _converse(
+        self, executor: Executor, runner: Runner, message: dict[str, Any], context: CallContext, path: str
+    ) -> Outcome:
+        scope = self.broker.scope(runner.grants, context)
+        deadline = time.monotonic() + self._timeout_s(runner)
+        try:
+            done = executor.call(message, scope, deadline)
+        except ExecutorTimedOut:
+            executor.kill()
+            return Outcome(
+                toolapi.TIMEOUT, {}, f"no result within {self._timeout_s(runner):g}s: the tool was killed", path
+            )
+        except ExecutorFailed as exc:
+            executor.kill()
+            return Outcome(toolapi.TOOL_ERROR, {}, f"the tool's executor failed: {exc}", path)
+        finally:
+            scope.close()
+        output = done.get("output") if isinstance(done.get("output"), dict) else {}
+        status = str(done.get("status") or toolapi.TOOL_ERROR)
+        if status not in EXECUTOR_STATUSES or (done.get("ok") is not True and status == toolapi.OK):
+            status = toolapi.TOOL_ERROR
+        return Outcome(status, output or {}, str(done.get("error") or ""), path)

@@ -1,0 +1,36 @@
+"""Built-in tool implementations, run inside sandboxed executors (see machina.sandbox.executor).
+
+``EXECUTOR_TOOLS`` maps the name the toolhost sends to ``module:function``.  The shell tool is not here:
+it runs an external program and is started by the toolhost itself (``machina.tools.shell``) in a fresh
+sandbox per call.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+EXECUTOR_TOOLS: dict[str, str] = {
+    "noop": "machina.tools.basic:noop",
+    "ask_supervisor": "machina.tools.basic:ask_supervisor",
+    "file_read": "machina.tools.files:file_read",
+    "file_write": "machina.tools.files:file_write",
+    "error_scan": "machina.tools.scan:error_scan",
+    "report_summary": "machina.tools.report:report_summary",
+    "memory_append": "machina.tools.memory:memory_append",
+    "memory_query": "machina.tools.memory:memory_query",
+    "embed_text": "machina.tools.memory:embed_text",
+    "queue_enqueue": "machina.tools.queue:queue_enqueue",
+    "self_metrics": "machina.tools.metrics:self_metrics",
+    "gpu_smoke": "machina.tools.gpu:gpu_smoke",
+    "http_get": "machina.tools.http:http_get",
+}
+
+ToolFunction = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def load(name: str) -> ToolFunction:
+    module_name, func = EXECUTOR_TOOLS[name].split(":")
+    function: ToolFunction = getattr(importlib.import_module(module_name), func)
+    return function
