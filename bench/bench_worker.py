@@ -16,16 +16,14 @@ On a shared machine jobs/s follow the load of everything else; the CPU time each
 children, toolhost, from /proc) does much less, and "idle cap/s" is what that CPU time would allow on
 this machine's CPUs with nothing else running.
 
-Tools run in machina-toolhost when this checkout has it (``machina.toolhost``), else in the engine tests'
-stand-in (tests/engine/fake_toolhost.py: the toolhost protocol on the real socket, tools run in-process,
-no sandbox); the output says which.  ``--profile DIR`` samples one worker and its children with py-spy
-during a 2-worker fsync-on no-op run and writes flame graphs (SVG) and top functions there.
+Tools run in the real machina-toolhost (``bin/machina-toolhost``, sandboxed as configured). ``--profile DIR``
+samples one worker and its children with py-spy (when installed) during a 2-worker fsync-on no-op run and
+writes the flame graph DIR/worker.svg.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -54,7 +52,6 @@ from machina.root import Root, init_root  # noqa: E402
 NOOP = {"goal_id": "goal.NOOP.v1"}
 ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
 GOALS = {"noop": NOOP, "error_scan": ERROR_SCAN}
-REAL_TOOLHOST = importlib.util.find_spec("machina.toolhost") is not None
 TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync on (issue 5)
 C_RUNTIME = {"error_scan": 250.0}  # the earlier C++ runtime, 2 workers, on this machine
 
@@ -85,14 +82,8 @@ def new_root(base: Path, name: str) -> Path:
 @contextmanager
 def toolhost(root: Path, env: dict[str, str]) -> Iterator[int]:
     sock = root / "run" / "toolhost.sock"
-    if REAL_TOOLHOST:
-        argv = [str(CHECKOUT / "bin" / "machina-toolhost")]
-        cwd, proc_env = CHECKOUT, env
-    else:
-        engine_tests = CHECKOUT / "tests" / "engine"
-        argv = [sys.executable, str(engine_tests / "fake_toolhost.py"), str(sock), str(root)]
-        cwd, proc_env = engine_tests, dict(env, PYTHONPATH=f"{engine_tests}:{CHECKOUT}")
-    proc = subprocess.Popen(argv, cwd=cwd, env=proc_env, stderr=subprocess.DEVNULL)
+    argv = [str(CHECKOUT / "bin" / "machina-toolhost")]
+    proc = subprocess.Popen(argv, cwd=CHECKOUT, env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
@@ -346,8 +337,7 @@ def main() -> int:
     jobs = 400 if args.quick else args.jobs
     fsyncs = (True,) if args.quick else (False, True)
     repeat = 1 if args.quick else max(1, args.repeat)
-    print(f"toolhost: {'machina-toolhost' if REAL_TOOLHOST else 'stand-in (tests/engine/fake_toolhost.py)'}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, "
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, "
           f"median of {repeat} runs; worker concurrency: default")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         base = Path(tmp)

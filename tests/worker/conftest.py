@@ -1,4 +1,4 @@
-"""Fixtures for the worker's tests: a Suite (root, stand-in toolhost, real worker processes)."""
+"""Fixtures for the worker's tests: a Suite (root, the real machina-toolhost, real worker processes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from workerkit import NotifySocket, Suite
 
 @pytest.fixture
 def suite(machina_root: Path, tmp_path: Path) -> Iterator[Suite]:
-    """A root with the example data and a running stand-in toolhost; workers are started by the test."""
+    """A root with the example data and machina-toolhost running on it; workers are started by the test."""
     kit = Suite(machina_root, tmp_path)
     kit.start_toolhost()
     try:

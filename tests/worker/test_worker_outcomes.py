@@ -1,4 +1,4 @@
-"""How each way a run ends reaches the queue, with a real worker and the stand-in toolhost: done, noop and
+"""How each way a run ends reaches the queue, with a real worker and machina-toolhost: done, noop and
 asked complete (their status recorded); a request that cannot run fails permanently; an unreachable
 toolhost is a retryable failure that also holds the worker back from claiming for a while."""
 

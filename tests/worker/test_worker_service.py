@@ -29,7 +29,8 @@ def test_ready_watchdog_and_stopping_on_a_real_notify_socket(suite: Suite, notif
 def test_no_ready_and_no_claim_while_children_cannot_start(suite: Suite, notify: NotifySocket) -> None:
     assert suite.toolhost is not None
     suite.toolhost.terminate()  # removes its socket: a child cannot connect to the toolhost
-    suite.toolhost.wait(10)
+    suite.toolhost.wait(20)
+    assert not suite.toolhost_socket.exists()
     name = suite.enqueue(NOOP)
     worker = suite.start_worker(notify=notify)
     status = notify.wait_for(lambda m: "cannot start a job child" in m)

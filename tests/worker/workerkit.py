@@ -1,7 +1,7 @@
-"""A small suite for the worker's tests: a root with the example data, a stand-in toolhost process (the
-engine tests' fake_toolhost.py: the toolhost wire protocol on the real socket path) and workers started as
-real processes — ``bin/machina-worker`` through /bin/sh, or fault_worker.py whose children obey a request's
-``"fault"``.  Every process started here is ended by its pid (or process group) in :meth:`Suite.close`.
+"""A small suite for the worker's tests: a root with the example data, the real machina-toolhost on it and
+workers started as real processes — ``bin/machina-worker`` through /bin/sh, or fault_worker.py whose
+children obey a request's ``"fault"``.  Every process started here is ended by its pid in
+:meth:`Suite.close`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from machina.queue import FileQueue, JobStatus, QueueConfig
 from tests.conftest import BIN, CHECKOUT, bin_env
 
 HERE = Path(__file__).resolve().parent
-ENGINE_TESTS = CHECKOUT / "tests" / "engine"
 FAULT_WORKER = HERE / "fault_worker.py"
 NOOP = {"goal_id": "goal.NOOP.v1"}
 ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
@@ -133,12 +132,19 @@ class Suite:
         return self.root / "run" / "toolhost.sock"
 
     def start_toolhost(self) -> None:
-        self.toolhost = subprocess.Popen(
-            [sys.executable, str(ENGINE_TESTS / "fake_toolhost.py"), str(self.toolhost_socket), str(self.root)],
-            cwd=ENGINE_TESTS,
-            env={**os.environ, "PYTHONPATH": f"{ENGINE_TESTS}:{CHECKOUT}"},
-        )
-        wait_for(self.toolhost_socket.exists, what="the toolhost socket")
+        """bin/machina-toolhost on the root's default socket, once it accepts connections."""
+        with open(self.tmp / "toolhost.log", "ab") as log:
+            self.toolhost = subprocess.Popen([str(BIN / "machina-toolhost")], env=self.env, stdout=log, stderr=log)
+        wait_for(self._toolhost_answers, 30, "machina-toolhost to accept connections")
+
+    def _toolhost_answers(self) -> bool:
+        assert self.toolhost is not None and self.toolhost.poll() is None, (self.tmp / "toolhost.log").read_text()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(self.toolhost_socket))
+            except OSError:
+                return False
+        return True
 
     def start_worker(
         self,
@@ -172,7 +178,11 @@ class Suite:
                 worker.proc.wait()
         if self.toolhost is not None and self.toolhost.poll() is None:
             self.toolhost.terminate()
-            self.toolhost.wait(10)
+            try:
+                self.toolhost.wait(20)
+            except subprocess.TimeoutExpired:
+                self.toolhost.kill()
+                self.toolhost.wait()
         if self._queue is not None:
             self._queue.close()
         self._kill_fault_leftovers()
