@@ -48,6 +48,7 @@ from machina.engine import Engine  # noqa: E402
 from machina.engine.toolhost_link import connect_toolhost  # noqa: E402
 from machina.queue import FileQueue, QueueConfig  # noqa: E402
 from machina.root import Root, init_root  # noqa: E402
+from machina.worker.orphans import child_pids  # noqa: E402
 
 NOOP = {"goal_id": "goal.NOOP.v1"}
 ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
@@ -219,24 +220,13 @@ def _stat_cpu(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / _TICK
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(p) for p in handle.read().split()]
-        except OSError:
-            continue
-    return found
-
-
 def cpu_seconds(workers: list[int], toolhost_pid: int) -> dict[str, float]:
     """CPU used so far by the worker processes, their live job children, and the toolhost (with the sandbox
     processes it collected).  A child that exited is counted in its worker's figure (cutime)."""
     return {
         "worker": sum(_stat_cpu(pid) for pid in workers),
-        "children": sum(_stat_cpu(child) for pid in workers for child in _children(pid)),
-        "toolhost": _stat_cpu(toolhost_pid) + sum(_stat_cpu(child) for child in _children(toolhost_pid)),
+        "children": sum(_stat_cpu(child) for pid in workers for child in child_pids(pid)),
+        "toolhost": _stat_cpu(toolhost_pid) + sum(_stat_cpu(child) for child in child_pids(toolhost_pid)),
     }
 
 

@@ -28,13 +28,12 @@ def kill_orphans(keep: Collection[int]) -> list[int]:
     """SIGKILL (with its process group, when it leads one) and collect each child of this process whose pid
     is not in ``keep``; the pids killed.  The caller holds whatever lock guards starting children, so a
     child being started cannot be taken for an orphan."""
-    me = os.getpid()
     killed = []
-    for pid, ppid, pgrp in _processes():
-        if ppid != me or pid in keep:
+    for pid in child_pids(os.getpid()):
+        if pid in keep:
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if pgrp == pid:
+            if _process_group(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
@@ -45,19 +44,46 @@ def kill_orphans(keep: Collection[int]) -> list[int]:
     return killed
 
 
-def _processes() -> list[tuple[int, int, int]]:
-    """(pid, ppid, process group) of every process /proc shows."""
+def child_pids(pid: int) -> list[int]:
+    """The children of process ``pid`` (``/proc/<pid>/task/*/children``; a scan of /proc where the kernel
+    lacks that file)."""
+    found: list[int] = []
+    listed = False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(p) for p in handle.read().split()]
+            listed = True
+        except (OSError, ValueError):
+            continue
+    return found if listed else [p for p, ppid in _parents() if ppid == pid]
+
+
+def _process_group(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[2]) if fields else None
+
+
+def _parents() -> list[tuple[int, int]]:
+    """(pid, ppid) of every process /proc shows."""
     found = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ")".
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        with contextlib.suppress(IndexError, ValueError):
-            found.append((int(name), int(fields[1]), int(fields[2])))
+        fields = _stat(int(name)) if name.isdigit() else None
+        if fields:
+            found.append((int(name), int(fields[1])))
     return found
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ")".
+    return stat[stat.rfind(b")") + 2 :].split()

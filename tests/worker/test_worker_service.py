@@ -7,7 +7,9 @@ import os
 import signal
 import time
 
-from workerkit import ERROR_SCAN, NOOP, NotifySocket, Suite, children_of, pid_alive, wait_for
+from workerkit import ERROR_SCAN, NOOP, NotifySocket, Suite, pid_alive, wait_for
+
+from machina.worker.orphans import child_pids
 
 
 def test_ready_watchdog_and_stopping_on_a_real_notify_socket(suite: Suite, notify: NotifySocket) -> None:
@@ -17,7 +19,7 @@ def test_ready_watchdog_and_stopping_on_a_real_notify_socket(suite: Suite, notif
     assert any(line.startswith("STATUS=worker 1: ") for line in ready.splitlines())
     notify.wait_for(lambda m: m == "WATCHDOG=1")
     # READY comes once the job children are up: the worker's children include them.
-    assert len(children_of(worker.pid)) >= 2
+    assert len(child_pids(worker.pid)) >= 2
     name = suite.enqueue(NOOP)
     suite.wait_state(name, "done")
     worker.proc.send_signal(signal.SIGTERM)
@@ -50,7 +52,7 @@ def test_a_worker_killed_mid_job_runs_the_job_again_after_restart(suite: Suite) 
     worker = suite.start_worker(faulty=True)
     name = suite.enqueue(NOOP, fault="slow", fault_s=1.5)
     suite.wait_state(name, "processing")
-    children = children_of(worker.pid)
+    children = child_pids(worker.pid)
     os.kill(worker.pid, signal.SIGKILL)
     worker.proc.wait()
     # The job children die with their worker (PR_SET_PDEATHSIG): none goes on with the job.
@@ -106,7 +108,7 @@ def test_two_workers_on_one_queue_run_each_job_once(suite: Suite) -> None:
 def test_one_live_process_per_worker_id(suite: Suite) -> None:
     first = suite.start_worker("7")
     wait_for(lambda: (suite.root / "state" / "claims" / "7.json").exists(), what="worker 7's claim registry")
-    wait_for(lambda: len(children_of(first.pid)) >= 2, what="worker 7's children")
+    wait_for(lambda: len(child_pids(first.pid)) >= 2, what="worker 7's children")
     second = suite.start_worker("7")
     assert second.proc.wait(30) == 75
     assert "held by" in second.text() or "in use" in second.text(), second.text()
@@ -123,7 +125,7 @@ def test_children_get_no_secret_but_the_audit_key_over_their_pipe(suite: Suite) 
     worker = suite.start_worker(**secrets)
     name = suite.enqueue(ERROR_SCAN)
     job = suite.wait_state(name, "done")
-    children = children_of(worker.pid)
+    children = child_pids(worker.pid)
     assert children
     for pid in children:
         with open(f"/proc/{pid}/environ", "rb") as handle:

@@ -48,17 +48,6 @@ def pid_alive(pid: int) -> bool:
     return state != b"Z"
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(p) for p in handle.read().split()]
-        except OSError:
-            continue
-    return found
-
-
 class NotifySocket:
     """An AF_UNIX datagram socket listening as systemd's notify socket does."""
 
