@@ -116,7 +116,10 @@ class ChildPool:
             with self._cond:
                 self._collect_exiting()
                 if self._closing:
-                    return
+                    if not self._exiting:
+                        return  # only now: the children die with this thread (PR_SET_PDEATHSIG)
+                    self._cond.wait(0.02)
+                    continue
                 if self.fatal is not None or len(self._idle) + len(self._lent) >= self.size:
                     self._cond.wait(HOUSEKEEPING_S)
                     continue
@@ -174,23 +177,22 @@ class ChildPool:
     # --- shutdown --------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Ask every idle child to exit, collect them all (killing laggards), stop the starter thread."""
+        """Ask every child to exit and collect them all (killing laggards); the starter thread does it and
+        then ends."""
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
         with self._cond:
             self._closing = True
-            leaving = self._idle + list(self._lent)
+            for child in [*self._idle, *self._lent]:
+                child.ask_to_exit()
+                self._exiting.append((child, deadline))
             self._idle, self._lent = [], set()
             self._cond.notify_all()
-        deadline = time.monotonic() + EXIT_TIMEOUT_S
-        for child in leaving:
-            child.ask_to_exit()
-            self._exiting.append((child, deadline))
-        while True:
-            with self._cond:
-                self._collect_exiting()
-                if not self._exiting:
-                    break
-            time.sleep(0.02)
-        self._thread.join(timeout=START_TIMEOUT_JOIN_S)
+        if self._thread.is_alive():
+            self._thread.join(timeout=EXIT_TIMEOUT_S + START_TIMEOUT_JOIN_S)
+        with self._cond:  # never started, or stuck: collect here
+            for child, _ in self._exiting:
+                child.kill()
+            self._exiting = []
 
 
 #: A starter thread busy starting a child when the pool closes waits for it at most this long.
