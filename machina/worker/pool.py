@@ -25,6 +25,7 @@ from machina.exitcodes import ExitCode
 from machina.queue.backoff import retry_delay_ms
 from machina.worker import orphans
 from machina.worker.children import EXIT_TIMEOUT_S, ChildStartError, JobChild
+from machina.worker.results import exit_reason
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,13 @@ class ChildPool:
             self._cond.wait_for(lambda: self._closing, delay)
 
     def _collect_exiting(self) -> None:
-        self._exiting = [(child, deadline) for child, deadline in self._exiting if not child.finish_exit(deadline)]
+        still = []
+        for child, deadline in self._exiting:
+            if not child.finish_exit(deadline):
+                still.append((child, deadline))
+            elif child.returncode != 0:
+                logger.warning("job child %d asked to exit ended %s", child.pid, exit_reason(child.returncode))
+        self._exiting = still
 
     def _pids(self) -> set[int]:
         children = [*self._idle, *self._lent, *self._starting, *(c for c, _ in self._exiting)]

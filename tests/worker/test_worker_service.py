@@ -26,6 +26,7 @@ def test_ready_watchdog_and_stopping_on_a_real_notify_socket(suite: Suite, notif
     notify.wait_for(lambda m: m.startswith("STOPPING=1"))
     assert worker.proc.wait(20) == 0, worker.text()
     assert "stopped" in worker.text()
+    assert "asked to exit ended" not in worker.text()  # idle children exited by themselves, status 0
 
 
 def test_no_ready_and_no_claim_while_children_cannot_start(suite: Suite, notify: NotifySocket) -> None:
