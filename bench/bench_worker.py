@@ -57,6 +57,10 @@ TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync 
 C_RUNTIME = {"error_scan": 250.0}  # the earlier C++ runtime, 2 workers, on this machine
 
 
+#: Settings given with --set, for every process of every run.
+SETTINGS: dict[str, str] = {}
+
+
 def env_for(root: Path, fsync: bool, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MACHINA_", "NOTIFY_", "WATCHDOG_"))}
     env.update(
@@ -65,8 +69,9 @@ def env_for(root: Path, fsync: bool, **extra: str) -> dict[str, str]:
         MACHINA_WAL_FSYNC="1" if fsync else "0",
         MACHINA_LOG_LEVEL="warning",
         MACHINA_DEDUP_TTL_MS="0",
-        **extra,
     )
+    env.update(SETTINGS)
+    env.update(extra)
     return env
 
 
@@ -323,18 +328,23 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure; the median is shown")
     parser.add_argument("--quick", action="store_true", help="fewer jobs, fsync on only, one run each")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy flame graph of a 2-worker run")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every process, e.g. MACHINA_TOOLHOST_POOL_SIZE=8 (repeatable)")  # fmt: skip
+    parser.add_argument("--goal", choices=sorted(GOALS), action="append", help="only this goal (repeatable)")
     args = parser.parse_args()
+    SETTINGS.update(item.split("=", 1) for item in args.set)
+    goals = {name: GOALS[name] for name in args.goal or GOALS}
     jobs = 400 if args.quick else args.jobs
     fsyncs = (True,) if args.quick else (False, True)
     repeat = 1 if args.quick else max(1, args.repeat)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, "
-          f"median of {repeat} runs; worker concurrency: default")  # fmt: skip
+          f"median of {repeat} runs; settings: {SETTINGS or 'defaults'}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         base = Path(tmp)
         print(f"\n{'goal':<11} {'fsync':<5} {'bare loop/s':>12} {'1 worker/s':>11} {'2 workers/s':>12} "
               f"{'2w/bare':>8} {'2w/target':>9}  {'2w CPU ms/job: worker+child+toolhost':<36} "
               f"{'idle cap/s':>10}")  # fmt: skip
-        for goal in GOALS:
+        for goal in goals:
             for fsync in fsyncs:
                 bare = statistics.median(bare_loop(base, goal, fsync, max(jobs // 3, 100)) for _ in range(repeat))
                 one = statistics.median(throughput(base, goal, 1, fsync, jobs).rate for _ in range(repeat))
@@ -349,7 +359,7 @@ def main() -> int:
         print(f"\nlatency, one job at a time, 1 idle worker ({args.latency_jobs} jobs):")
         print(f"{'goal':<11} {'fsync':<5} {'enq->start p50':>15} {'p99':>8} {'enq->done p50':>14} {'p99':>8} "
               f"{'enqueue call p50':>17}  (ms)")  # fmt: skip
-        for goal in GOALS:
+        for goal in goals:
             for fsync in fsyncs:
                 start, done, acked = latency(base, goal, fsync, args.latency_jobs)
                 print(f"{goal:<11} {'on' if fsync else 'off':<5} {statistics.median(start):>15.2f} "
