@@ -118,6 +118,12 @@ class JobSlot(threading.Thread):
             if child is None:
                 child = ctx.pool.acquire(TICK_S)
                 continue
+            if child.exited():  # died while idle (the OOM killer, an operator): no job is charged for it
+                reason = results.exit_reason(child.returncode)
+                logger.warning("idle job child %d ended (%s): replaced", child.pid, reason)
+                ctx.pool.discard(child)
+                child = None
+                continue
             try:
                 claim = ctx.queue.claim(ctx.worker_id, timeout=TICK_S)
             except QueueError as exc:

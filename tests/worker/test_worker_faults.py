@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 from workerkit import NOOP, Suite, Worker, pid_alive, wait_for
 
+from machina.worker.orphans import child_pids
+
 
 @pytest.fixture
 def faulty(suite: Suite) -> Iterator[Worker]:
@@ -96,3 +98,15 @@ def test_the_log_names_the_job_and_the_cause(suite: Suite, faulty: Worker) -> No
     text = faulty.text()
     assert "died mid-job (killed_by_SIGSEGV)" in text
     assert f"job={name}" in text
+
+
+def test_idle_children_killed_cost_no_job_an_attempt(suite: Suite) -> None:
+    worker = suite.start_worker(MACHINA_WORKER_CONCURRENCY="1")
+    children = wait_for(lambda: child_pids(worker.pid) if len(child_pids(worker.pid)) >= 2 else None)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    name = suite.enqueue(NOOP)
+    job = suite.wait_state(name, "done")
+    assert [(e["attempt"], e["status"]) for e in job.results] == [(1, "done")]
+    assert job.results[0]["result"]["child_pid"] not in children
+    assert worker.stop() == 0
