@@ -64,6 +64,14 @@ for result in "$root"/queue/out/"$stem".attempt*.result.json; do
     [ -e "$result" ] || { echo "(no result file in $root/queue/out/)"; break; }
     echo "result ($result):"
     .venv/bin/python -m json.tool "$result"
+    report=$(.venv/bin/python -c 'import json, sys
+outputs = json.load(open(sys.argv[1]))["result"].get("outputs", {})
+print(outputs.get("AID.REPORT_SUMMARY.v1", {}).get("output_path", ""))' "$result" 2>/dev/null || true)
+    if [ -n "$report" ] && [ -e "$root/$report" ]; then
+        echo
+        echo "report written by the job ($root/$report):"
+        cat "$root/$report"
+    fi
 done
 echo
 bin/machina status --root "$root" || true
