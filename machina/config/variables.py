@@ -407,7 +407,7 @@ _var(
     "MACHINA_TOOLHOST_POOL_SIZE",
     Int(0, 16),
     2,
-    "pre-started built-in tool executors kept idle per sandbox profile (0 = a fresh sandbox every call)",
+    "pre-started built-in tool executors per sandbox profile, idle or busy (0 = a fresh sandbox every call)",
 )
 _var(
     "MACHINA_TOOLHOST_POOL_RECYCLE",

@@ -4,12 +4,13 @@ An executor (:mod:`machina.sandbox.executor`) runs built-in tools and plugins.  
 
 * **fresh**: started for one call and gone after it (plugins, GPU_SMOKE, and every built-in under
   ``MACHINA_TOOLHOST_ISOLATE=1``);
-* **pooled**: :class:`ExecutorPool` keeps ``MACHINA_TOOLHOST_POOL_SIZE`` idle executors per profile
-  (``strict``, ``net``), started by its own long-lived thread (bwrap's --die-with-parent follows the
-  thread that started it).  A pooled executor sits in exactly the sandbox a fresh one gets (namespaces,
-  seccomp profile, rlimits, cleared environment, tool uid) plus the no-spawn seccomp layer; it is retired
-  after ``MACHINA_TOOLHOST_POOL_RECYCLE`` calls or at once after any failed call, timeout or protocol
-  error.
+* **pooled**: :class:`ExecutorPool` keeps ``MACHINA_TOOLHOST_POOL_SIZE`` executors per profile
+  (``strict``, ``net``), idle or busy, started by its own long-lived thread (bwrap's --die-with-parent
+  follows the thread that started it).  A call waits for an idle one rather than paying for a new
+  sandbox; a healthy executor goes back to the pool and serves call after call.  A pooled executor sits
+  in exactly the sandbox a fresh one gets (namespaces, seccomp profile, rlimits, cleared environment, tool
+  uid) plus the no-spawn seccomp layer; it is retired after ``MACHINA_TOOLHOST_POOL_RECYCLE`` calls or at
+  once after any failed call, timeout or protocol error.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def _close_all(fds: list[int]) -> None:
 
 
 class ExecutorPool:
-    """Idle executors of one profile, kept topped up by a spawner thread."""
+    """Up to ``size`` executors of one profile, idle or busy; the spawner replaces the retired ones."""
 
     def __init__(self, name: str, factory: Callable[[], Executor], size: int, recycle_after: int) -> None:
         self.name = name
@@ -223,6 +224,7 @@ class ExecutorPool:
         self.recycle_after = recycle_after
         self._idle: collections.deque[Executor] = collections.deque()
         self._starting = 0
+        self._busy = 0
         self._cond = threading.Condition()
         self._closing = False
         self._last_error: str | None = None
@@ -245,29 +247,30 @@ class ExecutorPool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SandboxUnavailable(f"no {self.name} executor became ready within {timeout:g}s")
-                self._cond.notify_all()
-                self._cond.wait(remaining)
+                self._cond.wait(remaining)  # woken by a release or by the spawner; waiters never wake each other
             executor = self._idle.popleft()
-            self._cond.notify_all()  # the spawner tops the pool up again
+            self._busy += 1
             return executor
 
     def release(self, executor: Executor, healthy: bool) -> None:
         """Give an executor back after a call; a failed or worn-out one is retired instead."""
         with self._cond:
+            self._busy -= 1
             keep = healthy and not self._closing and executor.calls < self.recycle_after
-            keep = keep and len(self._idle) < self.size and executor.proc.poll() is None
+            keep = keep and executor.proc.poll() is None
             if keep:
                 self._idle.append(executor)
-                self._cond.notify_all()
-                return
-            self.retired_total += 1
-        executor.kill()
+            else:
+                self.retired_total += 1
+            self._cond.notify_all()  # a waiting caller takes it, or the spawner replaces a retired one
+        if not keep:
+            executor.kill()
 
     def _spawner(self) -> None:
         backoff = 0.1
         while True:
             with self._cond:
-                while not self._closing and len(self._idle) + self._starting >= self.size:
+                while not self._closing and len(self._idle) + self._starting + self._busy >= self.size:
                     self._cond.wait()
                 if self._closing:
                     return
@@ -297,7 +300,12 @@ class ExecutorPool:
 
     def stats(self) -> dict[str, int]:
         with self._cond:
-            return {"idle": len(self._idle), "started": self.started_total, "retired": self.retired_total}
+            return {
+                "idle": len(self._idle),
+                "busy": self._busy,
+                "started": self.started_total,
+                "retired": self.retired_total,
+            }
 
     def close(self) -> None:
         with self._cond:

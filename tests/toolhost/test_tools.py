@@ -286,6 +286,20 @@ def test_pooled_executors_are_recycled_after_n_calls(toolhost: Start) -> None:
     assert after["retired"] - before["retired"] >= 3
 
 
+def test_a_healthy_executor_serves_call_after_call(toolhost: Start) -> None:
+    """Regression: the pool used to top itself up while a call ran and then retire the executor coming
+    back, so every pooled call paid for a fresh sandbox start."""
+    client = toolhost(MACHINA_TOOLHOST_POOL_SIZE="2").client
+    time.sleep(1.0)  # let the pool fill
+    before = _pool(client)
+    for _ in range(10):
+        assert client.call("AID.NOOP.v1", {}).ok
+        time.sleep(0.1)  # calls spaced out like a worker's: room for a spawner to "top up"
+    after = _pool(client)
+    assert after["retired"] == before["retired"]
+    assert after["started"] == before["started"]
+
+
 def test_isolate_gives_every_call_an_executor_of_its_own(toolhost: Start) -> None:
     client = toolhost(MACHINA_TOOLHOST_ISOLATE="1").client
     before = _pool(client)["retired"]
