@@ -47,6 +47,10 @@ class ProtocolViolation(Exception):
     """The other end sent something that is not a message of this protocol."""
 
 
+class Unread(EOFError):
+    """The other end went away with what we sent still unread (ECONNRESET on a Unix stream socket)."""
+
+
 class Channel:
     """One end of the socketpair: messages framed by a 4-byte big-endian length, JSON inside.
 
@@ -71,7 +75,8 @@ class Channel:
         return bool(readable)
 
     def receive(self) -> dict[str, Any]:
-        """The next message; EOFError when the other end is gone, ProtocolViolation when it is not ours."""
+        """The next message; EOFError when the other end is gone (Unread when it never read what we sent),
+        ProtocolViolation when it is not ours."""
         header = self._read(_HEADER.size, None)
         (length,) = _HEADER.unpack(header)
         if length > MESSAGE_MAX:
@@ -90,7 +95,11 @@ class Channel:
         while missing:
             if deadline is not None and not self.poll(deadline - time.monotonic()):
                 raise ProtocolViolation(f"message incomplete after {BODY_TIMEOUT_S:g} s")
-            chunk = self.sock.recv(min(missing, 1 << 20))
+            try:
+                chunk = self.sock.recv(min(missing, 1 << 20))
+            except ConnectionResetError:
+                # Linux resets the survivor only when the closing end still had unread data queued.
+                raise Unread("the other end closed the pipe without reading what was sent") from None
             if not chunk:
                 if missing == size and deadline is None:
                     raise EOFError("the other end closed the pipe")

@@ -175,7 +175,7 @@ class JobSlot(threading.Thread):
             now = time.monotonic()
             limit = min(deadline, next_beat, now + TICK_S, ctx.grace_deadline or deadline)
             if child.poll(limit - now):
-                return self._answer(child, run_id, path, started)
+                return self._answer(claim, child, run_id, path, started)
             self.tick()
             now = time.monotonic()
             if now >= deadline:
@@ -199,11 +199,16 @@ class JobSlot(threading.Thread):
                     self.ctx.pool.discard(child)
                     return _Answer(None, None)
 
-    def _answer(self, child: JobChild, run_id: str, path: str, started: float) -> _Answer:
+    def _answer(self, claim: Claim, child: JobChild, run_id: str, path: str, started: float) -> _Answer:
         took = (time.monotonic() - started) * 1000
         try:
             message = child.receive()
-        except EOFError:
+        except protocol.Unread:  # it died idle, just after the job was sent: the job never reached it
+            logger.warning("job child %d died before it read the job: job given back", child.pid)
+            self.ctx.pool.discard(child)
+            self._release(claim)
+            return _Answer(None, None)
+        except (EOFError, OSError):
             reason = results.exit_reason(child.kill())
             logger.warning("job child %d died mid-job (%s)", child.pid, reason)
             self.ctx.pool.discard(child)

@@ -116,3 +116,21 @@ def test_a_pipe_closed_mid_message_is_a_violation_and_at_a_boundary_is_eof(pipe)
     with pytest.raises(EOFError):
         protocol.Channel(b).receive()
     b.close()
+
+
+def test_an_end_that_closes_with_our_message_unread_is_told_apart_from_one_that_read_it(pipe) -> None:
+    # The worker releases a job, uncharged, when the child died before reading it; once read, it is an attempt.
+    left, right = pipe
+    left.send({"op": protocol.RUN})
+    right.close()
+    with pytest.raises(protocol.Unread):
+        left.receive()
+    a, b = socket.socketpair()
+    reader, writer = protocol.Channel(a), protocol.Channel(b)
+    writer.send({"op": protocol.RUN})
+    assert reader.receive() == {"op": protocol.RUN}
+    reader.close()
+    with pytest.raises(EOFError) as caught:
+        writer.receive()
+    assert not isinstance(caught.value, protocol.Unread)
+    writer.close()
