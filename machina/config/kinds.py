@@ -60,24 +60,10 @@ class Int(Kind):
         text = raw.strip()
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             raise ValueError(self.expects())
-        value = int(text)
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(self.expects())
-        if self.maximum is not None and value > self.maximum:
-            raise ValueError(self.expects())
-        return value
+        return _within(int(text), self.minimum, self.maximum, self.expects())
 
     def expects(self) -> str:
-        what = "an integer"
-        if self.unit:
-            what += f" in {self.unit}"
-        if self.minimum is not None and self.maximum is not None:
-            return f"{what} from {self.minimum} to {self.maximum}"
-        if self.minimum is not None:
-            return f"{what} >= {self.minimum}"
-        if self.maximum is not None:
-            return f"{what} <= {self.maximum}"
-        return what
+        return _range_text(f"an integer in {self.unit}" if self.unit else "an integer", self.minimum, self.maximum)
 
 
 @dataclass(frozen=True)
@@ -92,14 +78,26 @@ class Float(Kind):
             raise ValueError(self.expects()) from None
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(self.expects())
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(self.expects())
-        if self.maximum is not None and value > self.maximum:
-            raise ValueError(self.expects())
-        return value
+        return _within(value, self.minimum, self.maximum, self.expects())
 
     def expects(self) -> str:
-        return f"a number from {self.minimum} to {self.maximum}"
+        return _range_text("a number", self.minimum, self.maximum)
+
+
+def _within(value: Any, minimum: Any, maximum: Any, expects: str) -> Any:
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(expects)
+    return value
+
+
+def _range_text(what: str, minimum: Any, maximum: Any) -> str:
+    if minimum is not None and maximum is not None:
+        return f"{what} from {minimum} to {maximum}"
+    if minimum is not None:
+        return f"{what} >= {minimum}"
+    if maximum is not None:
+        return f"{what} <= {maximum}"
+    return what
 
 
 @dataclass(frozen=True)
