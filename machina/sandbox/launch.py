@@ -169,8 +169,10 @@ def _extra_binds(paths: Iterable[str]) -> list[str]:
     bubblewrap would otherwise copy restrictive modes of the host's parents (``/root`` is 0700), and an
     unprivileged tool could not reach an interpreter bound below them.
     """
-    bound = ["/usr", "/etc", "/proc", "/dev", SANDBOX_TMP]
-    made: set[str] = set()
+    # The private /tmp is not in the list: a bind below it (a checkout under the host's /tmp) lands on the
+    # fresh tmpfs, which stays empty otherwise; it must not be skipped as "already visible".
+    bound = ["/usr", "/etc", "/proc", "/dev"]
+    made: set[str] = {SANDBOX_TMP}
     args: list[str] = []
     for path in sorted({os.path.realpath(p) for p in paths}, key=lambda p: (p.count("/"), p)):
         if not os.path.exists(path) or _covered(path, bound):

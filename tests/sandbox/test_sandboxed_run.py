@@ -131,3 +131,26 @@ def test_no_network_without_the_net_profile(bwrap_policy: SandboxPolicy) -> None
     result = py(without_seccomp, code)
     assert b"CONNECTED" not in result.stdout
     assert b"Network is unreachable" in result.stderr  # an empty network namespace, even without seccomp
+
+
+@needs_bwrap
+def test_a_read_only_path_under_the_hosts_tmp_is_bound_over_the_private_tmp(
+    bwrap_policy: SandboxPolicy, tmp_path
+) -> None:
+    # A checkout under /tmp (a CI clone) must still reach its interpreter and package inside the sandbox.
+    shared, hidden = tmp_path / "shared", tmp_path / "hidden"
+    shared.mkdir()
+    hidden.mkdir()
+    (shared / "code.txt").write_text("visible")
+    (hidden / "secret.txt").write_text("host only")
+    code = f"""
+import os
+print(open({str(shared / "code.txt")!r}).read())
+print(os.path.exists({str(hidden / "secret.txt")!r}))
+try:
+    open({str(shared / "new.txt")!r}, "w"); print("WROTE")
+except OSError as exc:
+    print("refused", exc.strerror)
+"""
+    out = py(bwrap_policy, code, ro_paths=[str(shared)]).stdout.decode().split("\n")
+    assert out[:2] == ["visible", "False"] and out[2].startswith("refused")
