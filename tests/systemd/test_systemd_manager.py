@@ -407,11 +407,25 @@ def test_stopping_the_target_leaves_nothing_behind(suite: Suite) -> None:
             time.sleep(0.2)
         assert suite.m.show(unit, "ActiveState") in ("inactive", "failed"), suite.state(unit)
     cgroup = Path("/sys/fs/cgroup/systemd") / suite.m.name / "app.slice"
-    leftovers = []
+    # A unit is "inactive" once its main process is reaped; processes it took down with it (sandboxes dying
+    # with their parent, SIGKILLed children) may need a moment longer to exit. Ten seconds, then it is a leak.
+    deadline = time.monotonic() + 10
+    while (leftovers := cgroup_processes(cgroup)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers, f"processes left in {cgroup}: {leftovers}"
+
+
+def cgroup_processes(cgroup: Path) -> dict[str, str]:
+    """pid -> command line of every process still in ``cgroup`` or below it."""
+    found: dict[str, str] = {}
     if cgroup.exists():
         for procs in cgroup.rglob("cgroup.procs"):
-            leftovers += procs.read_text().split()
-    assert not leftovers, f"processes left in {cgroup}: {leftovers}"
+            for pid in procs.read_text().split():
+                try:
+                    found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue  # gone while we looked
+    return found
 
 
 def test_the_units_were_the_shipped_ones(suite: Suite) -> None:
