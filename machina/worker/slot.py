@@ -160,10 +160,7 @@ class JobSlot(threading.Thread):
         try:
             child.send({**message, "request": claim.request})
         except OSError as exc:  # it died while idle: the job never reached it
-            logger.warning("job child %d gone before the job reached it (%s): job given back", child.pid, exc)
-            self.ctx.pool.discard(child)
-            self._release(claim)
-            return _Answer(None, None)
+            return self._never_reached(claim, child, str(exc))
         logger.debug("running attempt %d in child %d", claim.attempt, child.pid, extra=fields(run_id=run_id))
         return self._wait(claim, child, run_id, path, started)
 
@@ -203,11 +200,8 @@ class JobSlot(threading.Thread):
         took = (time.monotonic() - started) * 1000
         try:
             message = child.receive()
-        except protocol.Unread:  # it died idle, just after the job was sent: the job never reached it
-            logger.warning("job child %d died before it read the job: job given back", child.pid)
-            self.ctx.pool.discard(child)
-            self._release(claim)
-            return _Answer(None, None)
+        except protocol.Unread as exc:  # it died idle, just after the job was sent: the job never reached it
+            return self._never_reached(claim, child, str(exc))
         except (EOFError, OSError):
             reason = results.exit_reason(child.kill())
             logger.warning("job child %d died mid-job (%s)", child.pid, reason)
@@ -231,6 +225,13 @@ class JobSlot(threading.Thread):
             error = str(message.get("error", ""))
             return self._lost(child, run_id, path, "child_exception", error, took)
         return self._misbehaved(child, run_id, path, f"unexpected op {op!r}", took)
+
+    def _never_reached(self, claim: Claim, child: JobChild, why: str) -> _Answer:
+        """The child died before it read the job: no attempt is charged, the job goes back to the queue."""
+        logger.warning("job child %d gone before the job reached it (%s): job given back", child.pid, why)
+        self.ctx.pool.discard(child)
+        self._release(claim)
+        return _Answer(None, None)
 
     def _misbehaved(self, child: JobChild, run_id: str, path: str, error: str, took: float) -> _Answer:
         logger.error("job child %d broke the protocol (%s): killed", child.pid, error)
