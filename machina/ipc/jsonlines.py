@@ -235,7 +235,11 @@ class JsonLineClient:
                 self._sock.sendall(payload)
                 break
             except (BrokenPipeError, ConnectionResetError):
-                # The server closed an idle connection; nothing was sent, so one fresh try is safe.
+                # A server that refuses a peer answers at once and closes, maybe before we sent: its answer
+                # is still queued here.  Without one, it closed an idle connection: one fresh try is safe.
+                left_behind = self._read_line_left_behind()
+                if left_behind:
+                    return self._parse(left_behind)
                 self.close()
                 if attempt == 2:
                     raise ServiceUnavailable(f"{self.path}: connection lost") from None
@@ -249,6 +253,16 @@ class JsonLineClient:
         if not line:
             self.close()
             raise ServiceUnavailable(f"{self.path}: server closed the connection without a reply")
+        return self._parse(line)
+
+    def _read_line_left_behind(self) -> bytes:
+        """What a server that has closed on us sent before it closed (it cannot block: the peer is gone)."""
+        try:
+            return bytes(self._reader.readline(self.max_line + 1))
+        except OSError:
+            return b""
+
+    def _parse(self, line: bytes) -> dict[str, Any]:
         try:
             reply = json.loads(line)
         except ValueError:

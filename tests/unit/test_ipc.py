@@ -68,6 +68,25 @@ def test_unauthorised_peer_is_refused_before_anything_is_read(server) -> None:
     assert seen == []
 
 
+def test_a_refusal_sent_and_closed_before_the_client_wrote_still_reaches_it(server) -> None:
+    # The server answers a refused peer at once and closes: a slow client meets a closed pipe when it writes.
+    path, srv = server(authorize=lambda peer: False)
+    client = jsonlines.JsonLineClient(path)
+    client._connect()  # connect now, write later: the order a loaded machine can produce
+    assert client._sock is not None
+    client._sock.settimeout(5)
+    assert client._sock.recv(1, socket.MSG_PEEK) == b"{"  # the refusal is here
+    for _ in range(500):  # ...and the server has closed its end
+        try:
+            client._sock.send(b" ")
+        except BrokenPipeError:
+            break
+    reply = client.call({"x": 1})
+    assert reply["ok"] is False and reply["status"] == "forbidden"
+    assert srv.connections_total == 1, "the answer left behind is the answer: no second connection"
+    client.close()
+
+
 def test_bad_json_and_non_objects_get_error_replies_and_the_connection_lives(server) -> None:
     path, _ = server()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
