@@ -11,7 +11,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from machina.clock import SYSTEM_CLOCK, Clock
-from machina.config import Config
+from machina.config import VARIABLES, Config, ConfigError
+from machina.llm.anthropic import API_VERSION as ANTHROPIC_VERSION
+from machina.llm.anthropic import AnthropicCodec
+from machina.llm.client import HttpBackend, Options
+from machina.llm.codec import Codec
+from machina.llm.http import Settings, Transport
+from machina.llm.oai_compat import OpenAICodec, chat_base
+from machina.llm.ollama import OllamaCodec
 from machina.llm.types import Completion, Message, ToolSpec
 
 BACKENDS = ("oai_compat", "anthropic", "ollama")
@@ -77,4 +84,39 @@ def open_backend(
     missing model or an unknown backend raises :class:`~machina.config.ConfigError` (exit 78).  Nothing
     is sent until the first call.  ``clock`` is used for deadlines and for waiting between retries.
     """
-    raise NotImplementedError("open_backend: implementation in progress on branch llm")
+    name = backend or cfg["MACHINA_CHAT_BACKEND"]
+    if name not in BACKENDS:
+        raise ConfigError(f"LLM backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    max_tokens = cfg["MACHINA_CHAT_MAX_TOKENS"]
+    timeout_s = cfg["MACHINA_CHAT_TIMEOUT_MS"] / 1000.0
+    headers = {"content-type": "application/json", "user-agent": "machina"}
+    key: str | None
+    codec: Codec
+    if name == "oai_compat":
+        base, key, codec = chat_base(cfg["OAI_COMPAT_BASE_URL"]), cfg["OAI_COMPAT_API_KEY"], OpenAICodec()
+        model_var, key_var = "OAI_COMPAT_MODEL", "OAI_COMPAT_API_KEY"
+        if cfg["OAI_COMPAT_TIMEOUT_SEC"] is not None:
+            timeout_s = float(cfg["OAI_COMPAT_TIMEOUT_SEC"])
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+    elif name == "anthropic":
+        base, key, codec = cfg["ANTHROPIC_BASE_URL"].rstrip("/"), cfg["ANTHROPIC_API_KEY"], AnthropicCodec()
+        model_var, key_var = "ANTHROPIC_MODEL", "ANTHROPIC_API_KEY"
+        max_tokens = cfg["ANTHROPIC_MAX_TOKENS"] or max_tokens
+        if not key and base == VARIABLES["ANTHROPIC_BASE_URL"].default:
+            raise ConfigError("ANTHROPIC_API_KEY is not set: the anthropic backend needs it for api.anthropic.com")
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+    else:
+        base, key, codec = cfg["OLLAMA_HOST"].rstrip("/"), None, OllamaCodec()
+        model_var, key_var = "OLLAMA_MODEL", None
+    chosen_model = model or cfg[model_var]
+    if not chosen_model:
+        raise ConfigError(f"{model_var} is not set: the {name} backend needs a model name")
+    secrets = tuple(s for s in (key,) if s)
+    settings = Settings(name, base, timeout_s, key_variable=key_var, model_variable=model_var)
+    transport = Transport(settings, headers, clock, secrets)
+    temp = cfg["MACHINA_CHAT_TEMPERATURE"] if temperature is None else temperature
+    options = Options(chosen_model, float(temp), int(max_tokens), cfg["MACHINA_CHAT_TOOL_MODE"])
+    return HttpBackend(codec, transport, options, secrets)
