@@ -104,7 +104,13 @@ class Transport:
         self.clock = clock
         self._redact = Redactor(secrets)
         # trust_env=False: no proxy or netrc from the environment; follow no redirects (a key must not travel).
-        self._client = client or httpx.Client(headers=dict(headers), trust_env=False, follow_redirects=False)
+        # verify stays on for https; for plain http there is no TLS, and skipping the CA bundle saves its load.
+        self._client = client or httpx.Client(
+            headers=dict(headers),
+            trust_env=False,
+            follow_redirects=False,
+            verify=settings.base_url.startswith("https:"),
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -15,7 +15,7 @@ Each chat request takes the next turn, whatever its protocol.  A turn is a JSON 
   with ``text`` too if wanted;
 - ``{"status": 429, "retry_after": 2, "message": "..."}``: an HTTP error in the protocol's error shape
   (401, 403, 404, 500, 529, ...);
-- modifiers: ``"delay": S`` (wait before answering), ``"stall": S`` (streams: wait after the first frame),
+- modifiers: ``"delay": S`` (wait before answering), ``"stall": S`` (streams: wait after the first frame with text),
   ``"truncate": true`` (cut the body or stream in the middle), ``"garbage": true`` (a body that is not the
   protocol), ``"finish": "length"``, ``"usage": {"input_tokens": N, "output_tokens": M}``.
 
@@ -112,7 +112,9 @@ class FakeLLM:
         return len(self.turns)
 
     def start(self) -> FakeLLM:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-llm", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -243,6 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         if turn.get("truncate"):
             frames = frames[: max(1, len(frames) // 2)]
         kind = "application/x-ndjson" if protocol == wire.OLLAMA else "text/event-stream"
+        stall_at = wire.FIRST_TEXT_FRAME[protocol] if turn.get("text") else 0
         self.send_response(200)
         self.send_header("content-type", kind)
         self.send_header("connection", "close")  # the body ends when the connection does
@@ -252,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             for position, frame in enumerate(frames):
                 self.wfile.write(frame)
                 self.wfile.flush()
-                if position == 0 and turn.get("stall") and self.server_fake.stopping.wait(float(turn["stall"])):
+                if position == stall_at and turn.get("stall") and self.server_fake.stopping.wait(float(turn["stall"])):
                     return
         except (BrokenPipeError, ConnectionResetError):
             return  # the client went away (cancelled): nothing to answer

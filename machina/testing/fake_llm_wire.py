@@ -14,6 +14,8 @@ from typing import Any
 from machina.llm.toolnames import aid_to_function
 
 OPENAI, ANTHROPIC, OLLAMA = "openai", "anthropic", "ollama"
+# Where the first piece of text is in a stream of frames (role chunk; message_start, ping, block start).
+FIRST_TEXT_FRAME = {OPENAI: 1, ANTHROPIC: 3, OLLAMA: 0}
 
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
