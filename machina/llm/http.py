@@ -147,9 +147,11 @@ class Transport:
             wait = _retry_wait(headers, attempt, self.clock)
             left = deadline - self.clock.monotonic()
             if wait >= left:
+                said = self._redact(_server_message(text))
                 raise LLMUnavailable(
                     f"{self.settings.backend}: {url} answered {status} {_reason(status)}"
-                    f" and asked to wait {wait:g}s, more than the {max(0.0, left):.1f}s left before the deadline"
+                    + (f": {said}" if said else "")
+                    + f"; waiting {wait:g}s to retry would pass the deadline ({max(0.0, left):.1f}s left)"
                 )
             log.info(
                 "llm call will be retried",
