@@ -16,6 +16,7 @@ from typing import Any
 
 from machina.llm.codec import ChatRequest, Draft, expect_object, expect_text
 from machina.llm.errors import LLMProtocolError, LLMUnavailable
+from machina.llm.jsonmode import fold_messages
 from machina.llm.streams import SSE, json_object
 from machina.llm.toolnames import aid_to_function
 from machina.llm.types import Completion, Message
@@ -33,10 +34,15 @@ class AnthropicCodec:
 
     def chat_body(self, req: ChatRequest, stream: bool) -> dict[str, Any]:
         system = "\n\n".join(m.content for m in req.messages if m.role == "system" and m.content)
+        messages = req.messages
+        if not req.tools and any(m.tool_calls or m.role == "tool" for m in messages):
+            # The API refuses tool_use/tool_result blocks in a request that defines no tools (a summary
+            # phase offers none): the earlier calls and results then go as text.
+            messages = fold_messages(messages, "")[1:]
         body: dict[str, Any] = {
             "model": req.model,
             "max_tokens": req.max_tokens,
-            "messages": turns(req.messages),
+            "messages": turns(messages),
             "temperature": min(1.0, req.temperature),
             "stream": stream,
         }

@@ -284,6 +284,11 @@ class Transport:
             return LLMNotFound(head + hint)
         if status in RETRIED:
             return LLMUnavailable(head + (" (still failing after retries)" if retried else ""))
+        if 300 <= status < 400:
+            return LLMProtocolError(
+                f"{s.backend}: {url} answered {status} {_reason(status)}: redirects are not followed"
+                " (set the base URL to the final address)"
+            )
         return LLMProtocolError(head + " (the server refused the request)")
 
 

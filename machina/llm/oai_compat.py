@@ -58,6 +58,8 @@ class OpenAICodec:
 
     def parse(self, doc: Any) -> Completion:
         what = self.name
+        if isinstance(doc, dict) and "error" in doc:
+            raise LLMProtocolError(f"{what}: the server answered an error object: {_error_text(doc)}")
         choice = _first_choice(expect_object(doc, what), what)
         message = expect_object(choice.get("message"), what, "message of the first choice")
         draft = Draft(what)

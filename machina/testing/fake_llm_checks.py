@@ -63,6 +63,8 @@ def _check_anthropic(body: dict[str, Any], messages: list[dict[str, Any]]) -> st
         return "temperature: must be between 0 and 1"
     if messages[0].get("role") != "user":
         return "messages: first message must use the user role"
+    if not body.get("tools") and any(_has_tool_blocks(m) for m in messages):
+        return "messages: tool_use and tool_result blocks need tools to be defined in the request"
     tool_ids: set[str] = set()
     for i, m in enumerate(messages):
         if set(m) - {"role", "content"}:
@@ -75,6 +77,13 @@ def _check_anthropic(body: dict[str, Any], messages: list[dict[str, Any]]) -> st
         if problem:
             return problem
     return None
+
+
+def _has_tool_blocks(m: dict[str, Any]) -> bool:
+    content = m.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content
+    )
 
 
 def _check_blocks(i: int, m: dict[str, Any], tool_ids: set[str]) -> str | None:

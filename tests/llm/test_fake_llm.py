@@ -12,7 +12,7 @@ import httpx
 import pytest
 from llm_support import ANTHROPIC, OAI, OLLAMA, backend
 
-from machina.llm import LLMProtocolError, Message, ToolCall
+from machina.llm import LLMProtocolError, Message, ToolCall, ToolSpec
 
 
 def test_as_a_program(tmp_path: Path) -> None:
@@ -80,7 +80,8 @@ def test_rules_answer_by_the_last_message(fake_llm, wire) -> None:
         Message("assistant", "", tool_calls=(ToolCall(call.id, call.aid, call.arguments),)),
         Message("tool", '{"matches": 3}', tool_call_id=call.id),
     ]
-    assert b.complete(history).text == "Found 3 errors."
+    scan = ToolSpec("AID.ERROR_SCAN.v1", "scan a log", {"type": "object"})
+    assert b.complete(history, tools=[scan]).text == "Found 3 errors."
     assert b.complete([Message("user", "HELLO there")]).text == "Hi!"
     with pytest.raises(LLMProtocolError, match="no scripted turn left"):
         b.complete([Message("user", "something else")])
@@ -116,6 +117,18 @@ def test_scripted_turns_come_before_rules(fake_llm) -> None:
             "/v1/chat/completions",
             {"model": "m", "messages": [{"role": "tool", "content": "x", "tool_call_id": "nope"}]},
             "answers no earlier tool call",
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "A", "input": {}}]},
+                ],
+            },
+            "need tools to be defined",
         ),
         ("/api/chat", {"messages": [{"role": "user", "content": "x"}]}, "model is required"),
     ],

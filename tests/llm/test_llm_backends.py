@@ -211,3 +211,13 @@ def test_a_call_to_a_function_outside_the_mapping_keeps_its_name(fake_llm, wire:
     fake = fake_llm([{"tool_calls": [{"name": "rm rf", "aid": "AID.X.v1", "arguments": {}}]}])
     answer = backend(wire, fake).complete([Message("user", "x")], on_text=(lambda _: None) if stream else None)
     assert answer.tool_calls[0].aid == "rm rf"
+
+
+def test_anthropic_history_with_tools_but_none_offered_goes_as_text(fake_llm) -> None:
+    """A summary call offers no tools; the API refuses tool blocks then, so earlier calls travel as text."""
+    fake = fake_llm([{"text": "Summary: 2 errors."}])
+    answer = backend(ANTHROPIC, fake).complete(_history())
+    assert answer.text == "Summary: 2 errors."
+    sent = json.dumps(fake.chat_requests[0].body["messages"])
+    assert "tool_use" not in sent and "tool_result" not in sent
+    assert "Result of tool call call_7" in sent and "AID.ERROR_SCAN.v1" in sent

@@ -289,3 +289,36 @@ def test_mid_stream_error_events_are_errors(fake_llm, wire: Wire) -> None:
     decoder_type, frame = frames[wire.name]
     with pytest.raises(LLMError, match="boom"):
         decoder_type(wire.name).feed(frame)
+
+
+def test_redirects_are_not_followed(fake_llm) -> None:
+    """A key must not travel to wherever a redirect points."""
+    import http.server
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("location", "http://198.51.100.7/steal")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(LLMProtocolError, match="307 Temporary Redirect: redirects are not followed"):
+            backend(OAI, url).complete(HI)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_error_object_with_status_200_is_a_protocol_error() -> None:
+    from machina.llm.oai_compat import OpenAICodec
+
+    with pytest.raises(LLMProtocolError, match="error object: quota exceeded"):
+        OpenAICodec().parse({"error": {"message": "quota exceeded"}})
