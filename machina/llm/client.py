@@ -82,8 +82,12 @@ class HttpBackend:
             elif json_schema is not None:
                 completion = parse_json_answer(completion, json_schema, self.name)
         except LLMError as exc:
-            log.warning("llm call failed", extra=fields(backend=self.name, model=self.model, error=type(exc).__name__))
-            raise _redacted(exc, self._redact) from None
+            clean = _redacted(exc, self._redact)
+            log.warning(
+                "llm call failed",
+                extra=fields(backend=self.name, model=self.model, error=type(exc).__name__, detail=str(clean)),
+            )
+            raise clean from None
         if on_text is not None and relay is None and completion.text:
             on_text(completion.text)
         log.info(

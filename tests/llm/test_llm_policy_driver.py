@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from llm_support import KEY, WIRES, Wire
+from llm_support import KEY, WIRES, Wire, config
 
 from machina.engine.selectors.grammar import parse_reply
 from machina.exitcodes import ExitCode
+from machina.llm.policy_driver import decide
 
 PAYLOAD = {
     "goal_digest": "d1",
@@ -95,11 +96,12 @@ def test_input_patch_travels_as_base64(fake_llm, tmp_path: Path) -> None:
         "list",
     ],
 )
-def test_every_answer_becomes_one_grammar_line(fake_llm, tmp_path: Path, answer: dict, line: str) -> None:
+def test_every_answer_becomes_one_grammar_line(fake_llm, answer: dict, line: str) -> None:
+    """In process (the program around decide() is tested above and below)."""
     fake = fake_llm([answer])
-    result = run_driver(tmp_path, settings(WIRES[0], fake.base_url))
-    assert (result.returncode, result.stdout) == (0, line + "\n"), result.stderr
-    parse_reply(result.stdout)
+    cfg = config(WIRES[0], fake.base_url)
+    assert decide(PAYLOAD, cfg) == line
+    parse_reply(line)
 
 
 def test_model_unreachable_exits_69_so_the_engine_falls_back(tmp_path: Path) -> None:
