@@ -33,20 +33,38 @@ class Options:
 
 
 class StreamSink(Sink):
-    """Feeds a streamed body to the protocol's decoder and each text delta to ``on_text``."""
+    """Feeds a streamed body to the protocol's decoder and each text delta to ``on_text``.
 
-    def __init__(self, decoder: StreamDecoder, on_text: Callable[[str], None] | None) -> None:
-        self.decoder = decoder
+    A server that ignores ``"stream": true`` and answers one JSON document (``application/json``; some
+    OpenAI-compatible servers do) is read whole and its text given to ``on_text`` at once.
+    """
+
+    def __init__(self, codec: Codec, on_text: Callable[[str], None] | None) -> None:
+        self.codec = codec
+        self.decoder: StreamDecoder = codec.decoder()
+        self.whole: BodySink | None = None
         self.on_text = on_text
         self.completion: Completion | None = None
 
+    def start(self, content_type: str) -> None:
+        if content_type.split(";")[0].strip().lower() == "application/json":
+            self.whole = BodySink(self.codec.name)
+
     def feed(self, data: bytes) -> None:
+        if self.whole is not None:
+            self.whole.feed(data)
+            return
         for delta in self.decoder.feed(data):
             if self.on_text is not None:
                 self.on_text(delta)
 
     def end(self) -> None:
-        self.completion = self.decoder.finish()
+        if self.whole is None:
+            self.completion = self.decoder.finish()
+            return
+        self.completion = self.codec.parse(self.whole.json())
+        if self.on_text is not None and self.completion.text:
+            self.on_text(self.completion.text)
 
 
 class HttpBackend:
@@ -152,7 +170,7 @@ class HttpBackend:
             assert isinstance(sink, BodySink)
             return self.codec.parse(sink.json())
         streamed = self.transport.exchange(
-            "POST", path, body, lambda: StreamSink(self.codec.decoder(), on_text), deadline=until, cancel=cancel
+            "POST", path, body, lambda: StreamSink(self.codec, on_text), deadline=until, cancel=cancel
         )
         assert isinstance(streamed, StreamSink) and streamed.completion is not None
         return streamed.completion

@@ -66,6 +66,9 @@ class Sink:
     def feed(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def start(self, content_type: str) -> None:
+        """The server answered 200 with this content type; the body follows."""
+
     def end(self) -> None:
         """The server closed the body normally (a stream decoder checks here that it was complete)."""
 
@@ -222,6 +225,8 @@ class Transport:
                     text = response.read()[:4096].decode("utf-8", "replace")
                     post("status", (response.status_code, response.headers, text))
                     return
+                if not post("start", response.headers.get("content-type", "")):
+                    return
                 for chunk in response.iter_bytes():
                     if not post("data", chunk):
                         return
@@ -256,6 +261,8 @@ class Transport:
             if kind == "data":
                 got_data = True
                 sink.feed(value)
+            elif kind == "start":
+                sink.start(value)
             elif kind == "end":
                 sink.end()
                 return None

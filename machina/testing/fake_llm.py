@@ -17,7 +17,8 @@ Each chat request takes the next turn, whatever its protocol.  A turn is a JSON 
   (401, 403, 404, 500, 529, ...);
 - modifiers: ``"delay": S`` (wait before answering), ``"stall": S`` (streams: wait after the first frame with text),
   ``"truncate": true`` (cut the body or stream in the middle), ``"garbage": true`` (a body that is not the
-  protocol), ``"finish": "length"``, ``"usage": {"input_tokens": N, "output_tokens": M}``.
+  protocol), ``"finish": "length"``, ``"usage": {"input_tokens": N, "output_tokens": M}``, ``"ignore_stream": true``
+  (answer one JSON body even when a stream was asked for, as some servers do).
 
 When the turns run out, ``rules`` answer: ``{"match": REGEX, "on": "user"|"tool"|"any", "reply": TURN}``,
 the first whose regex finds the text of the conversation's last message (a user's words, or a tool result
@@ -230,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(int(turn["status"]), wire.error_body(protocol, int(turn["status"]), message), headers)
             return
         model = str(body.get("model", "fake-model"))
-        if body.get("stream"):
+        if body.get("stream") and not turn.get("ignore_stream"):
             self._stream(protocol, turn, model, number)
             return
         if turn.get("garbage"):

@@ -221,3 +221,12 @@ def test_anthropic_history_with_tools_but_none_offered_goes_as_text(fake_llm) ->
     sent = json.dumps(fake.chat_requests[0].body["messages"])
     assert "tool_use" not in sent and "tool_result" not in sent
     assert "Result of tool call call_7" in sent and "AID.ERROR_SCAN.v1" in sent
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
+def test_a_server_that_ignores_stream_true_is_read_whole(fake_llm, wire: Wire) -> None:
+    fake = fake_llm([{"text": "all at once", "ignore_stream": True}])
+    deltas: list[str] = []
+    answer = backend(wire, fake).complete([Message("user", "x")], on_text=deltas.append)
+    assert fake.chat_requests[0].body["stream"] is True
+    assert (answer.text, deltas) == ("all at once", ["all at once"])
