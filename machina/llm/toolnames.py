@@ -1,7 +1,7 @@
 """The documented, reversible mapping between AIDs and the function names models see.
 
 Function names of the OpenAI and Anthropic tool APIs allow only ``[A-Za-z0-9_-]`` (at most 64 characters);
-AIDs (``AID.FILE.READ.v1``, ``AID.MCP.GITHUB.SEARCH_ISSUES.v1``) contain dots and never a ``-``.  So:
+AIDs (``AID.FILE.READ.v1``, ``AID.NET.HTTP_GET.v1``) contain dots and never a ``-``.  So:
 
     aid_to_function("AID.FILE.READ.v1")  == "FILE-READ-v1"      # drop "AID.", each "." becomes "-"
     function_to_aid("FILE-READ-v1")      == "AID.FILE.READ.v1"  # add "AID.", each "-" becomes "."
