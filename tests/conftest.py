@@ -20,6 +20,9 @@ BIN = CHECKOUT / "bin"
 _SCRUB_PREFIXES = (
     "MACHINA_",
     "TELEGRAM_",
+    "OAI_COMPAT_",
+    "ANTHROPIC_",
+    "OLLAMA_",
     "NOTIFY_SOCKET",
     "WATCHDOG_",
     "JOURNAL_STREAM",

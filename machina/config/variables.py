@@ -22,6 +22,11 @@ MIB = 1024 * 1024
 HOST_PATTERN = r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?"
 AID_PATTERN = r"AID\.[A-Z0-9_]+(\.[A-Z0-9_]+)*(\.v[0-9]+)?\*?|AID\.[A-Z0-9_.]*\*|\*"
 EXE_PATTERN = r"[A-Za-z0-9._+-]+"
+# A base URL of an LLM server: no credentials, query or fragment in it (keys go in headers, and URLs get logged).
+URL_PATTERN = r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?"
+URL_TEXT = "an http:// or https:// URL without credentials, query or fragment"
+MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*"
+MODEL_TEXT = "a model name (letters, digits and . _ : / @ + -)"
 
 
 @dataclass(frozen=True)
@@ -226,11 +231,56 @@ _section_start("chat")
 _var("MACHINA_CHAT_CMD", Command(), None, "chat driver command (argv, no shell)")
 _var(
     "MACHINA_CHAT_BACKEND",
-    Choice(("oai_compat", "anthropic")),
+    Choice(("oai_compat", "anthropic", "ollama")),
     "oai_compat",
-    "LLM wire protocol of the chat driver",
+    "LLM wire protocol of the chat driver (docs/LLM_BACKENDS.md)",
 )
-_var("MACHINA_CHAT_TIMEOUT_MS", Int(1, MS_MAX, "ms"), 60000, "chat driver timeout")
+_var(
+    "MACHINA_CHAT_TIMEOUT_MS",
+    Int(1, MS_MAX, "ms"),
+    60000,
+    "chat driver timeout, and the limit of one model call (less when the Pulse budget has less left)",
+)
+_var("MACHINA_CHAT_TEMPERATURE", Float(0.0, 2.0), 0.7, "sampling temperature of model calls")
+_var("MACHINA_CHAT_MAX_TOKENS", Int(1, 1_000_000, "tokens"), 4096, "most tokens one model answer may have")
+_var(
+    "MACHINA_CHAT_TOOL_MODE",
+    Choice(("native", "json")),
+    "native",
+    "native: the protocol's tool calling; json: a JSON action object, for models without tool support",
+)
+_var(
+    "OAI_COMPAT_BASE_URL",
+    Text(URL_PATTERN, URL_TEXT),
+    "http://127.0.0.1:11434",
+    "base URL of the OpenAI-compatible server (a base already ending in /v1 also works)",
+)
+_var("OAI_COMPAT_MODEL", Text(MODEL_PATTERN, MODEL_TEXT), None, "model name sent to the OpenAI-compatible server")
+_var(
+    "OAI_COMPAT_API_KEY", Text(), None, "bearer key of the OpenAI-compatible server (none sent when unset)", secret=True
+)
+_var(
+    "OAI_COMPAT_TIMEOUT_SEC",
+    Int(1, 86400, "seconds"),
+    None,
+    "limit of one oai_compat call, replacing MACHINA_CHAT_TIMEOUT_MS for that backend (earlier setting)",
+)
+_var(
+    "ANTHROPIC_BASE_URL",
+    Text(URL_PATTERN, URL_TEXT),
+    "https://api.anthropic.com",
+    "base URL of the Anthropic Messages API",
+)
+_var("ANTHROPIC_API_KEY", Text(), None, "Anthropic API key (sent as x-api-key)", secret=True)
+_var("ANTHROPIC_MODEL", Text(MODEL_PATTERN, MODEL_TEXT), None, "Anthropic model name")
+_var(
+    "ANTHROPIC_MAX_TOKENS",
+    Int(1, 1_000_000, "tokens"),
+    None,
+    "max_tokens of Anthropic calls (default: MACHINA_CHAT_MAX_TOKENS)",
+)
+_var("OLLAMA_HOST", Text(URL_PATTERN, URL_TEXT), "http://127.0.0.1:11434", "base URL of the Ollama server")
+_var("OLLAMA_MODEL", Text(MODEL_PATTERN, MODEL_TEXT), None, "Ollama model name")
 _var("MACHINA_MAX_CYCLES", Int(1, 100000), 100, "Pulse Loop cycle budget per conversation")
 _var("MACHINA_PULSE_BUDGET_S", Int(1, 86400, "seconds"), 3600, "Pulse Loop wall-clock budget per conversation")
 
