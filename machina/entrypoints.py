@@ -15,6 +15,7 @@ ENTRY_POINTS: dict[str, str] = {
     "machina-worker": "machina.worker.main:main",
     "machina-toolhost": "machina.toolhost.main:main",
     "machina-embed": "machina.embed.main:main",
+    "machina-autonomic": "machina.autonomic.main:main",
 }
 
 

@@ -104,10 +104,8 @@ def append(
             raise StreamError(f"memory/{stream}: {problem}")
     line = encode_line(record, ts=clock.time(), text=text, request_id=request_id, run_id=run_id)
     ensure_dir(memory_dir)
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # read: the torn-tail check
-    fd = os.open(stream_path(memory_dir, stream), flags, 0o600)
+    fd = _open_locked(stream_path(memory_dir, stream))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         offset = os.lseek(fd, 0, os.SEEK_END)
         if offset and os.pread(fd, 1, offset - 1) != b"\n":
             line = b"\n" + line  # a torn line before us stays one bad line of its own
@@ -118,6 +116,25 @@ def append(
         return offset
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _open_locked(path: str) -> int:
+    """The stream, opened for appending and locked; reopened when a rewrite replaced the file meanwhile.
+
+    Rotation and pruning replace a stream under its lock; a writer that opened the old file and waited
+    for the lock would otherwise append to a file no longer linked anywhere, and the line would be lost.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # read: the torn-tail check
+    while True:
+        fd = os.open(path, flags, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_ino, current.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+            return fd
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
