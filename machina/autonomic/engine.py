@@ -1,6 +1,7 @@
 """The heartbeat: run the levels that are due, record what each did, save the state.
 
-Built here: L1 Reflect and L4 Hygiene (reward check with per-artifact rollback, trust pruning, log caps).
+Built here: L1 Reflect and L4 Hygiene (reward check with per-artifact rollback, trust pruning, graph
+compaction, log caps).
 L2 Test, L3 Heal, L5 Curiosity and L6 Web need the agent core's tool use and are **not built yet**: they
 are never reported as run, and ``machina autonomic run L2`` says so (exit 69).
 
@@ -24,8 +25,8 @@ from machina.autonomic.timings import LEVEL_NAMES, LEVELS, Timings
 from machina.clock import Clock
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir, write_atomic
-from machina.memory.streams import append, read_lines, stream_path
-from machina.ops.memory import archive_path, locked
+from machina.memory import graph
+from machina.memory.streams import append, archive_path, locked, read_lines, stream_path
 
 log = logging.getLogger(__name__)
 BUILT_LEVELS = ("L1", "L4")
@@ -132,6 +133,7 @@ class Engine:
             result = trust.prune(self.memory, stream, self.clock)
             pruned[stream] = result.pruned
         detail["pruned"] = pruned
+        detail["graph_compacted"] = graph.compact(self.memory, self.clock)
         halved = logcaps.enforce_caps(self.memory, self.limits.log_file_cap, self.limits.log_total_cap, self.clock)
         detail["halved"] = [os.path.basename(h.path) for h in halved]
         summary = (

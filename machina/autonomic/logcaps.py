@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from machina.clock import Clock
 from machina.fsutil import ensure_dir, fsync_dir
-from machina.memory.streams import stream_names, stream_path
-from machina.ops.memory import archive_path, locked
+from machina.memory.streams import archive_path, locked, stream_names, stream_path
 
 BLOCK = 1 << 20
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from machina.clock import Clock
 from machina.fsutil import ensure_dir, fsync_dir
-from machina.memory.streams import read_lines, stream_path
-from machina.ops.memory import archive_path, locked
+from machina.memory.streams import archive_path, locked, read_lines, stream_path
 
 HALF_LIFE_DAYS = 7.0
 QUALITY_SUCCESS = 1.0

@@ -13,6 +13,7 @@ import click
 
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.exitcodes import ExitCode
+from machina.memory.graph import graph_status
 from machina.memory.index import DEFAULT_HALF_LIFE_DAYS, MemoryIndex
 from machina.memory.streams import check_name, stream_names, stream_path
 from machina.ops.memory import reindex
@@ -86,6 +87,39 @@ def stats(as_json: bool, root: str | None) -> int:
     for name, row in table.items():
         entries = row.get("entries")
         click.echo(f"{name:<32} {row['bytes']:>12} bytes  {entries if entries is not None else '-':>8} indexed")
+    return ExitCode.OK
+
+
+@memory.command("graph")
+@click.argument("entity", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@root_option
+def graph_cmd(entity: str | None, as_json: bool, root: str | None) -> int:
+    """Graph memory: entity and relation counts and the most mentioned entities, or ENTITY's neighbours.
+
+    Exit status: 0 shown, 1 ENTITY is not known, 78 MACHINA_ROOT missing.
+    """
+    machina_root = _root(root, "machina memory graph")
+    status = graph_status(machina_root.memory, entity)
+    if as_json:
+        echo_json(status)
+    elif entity is None:
+        click.echo(
+            f"{status['entities']} entities, {status['relations']} relations "
+            f"({status['faded_relations']} faded below the threshold)"
+        )
+        for top in status["top"]:
+            click.echo(f"  {top['mentions']:>6}  {top['name']} ({top['type']})")
+    else:
+        for match in status["matches"]:
+            click.echo(f"{match['name']} ({match['type']})")
+            for n in match["neighbours"]:
+                arrow = "->" if n["direction"] == "out" else "<-"
+                click.echo(f"  {arrow} {n['predicate']} {n['entity']}  (strength {n['strength']})")
+    if entity is not None and not status["matches"]:
+        if not as_json:
+            click.echo(f"no entity named {entity!r}", err=True)
+        return ExitCode.FAILURE
     return ExitCode.OK
 
 

@@ -13,6 +13,7 @@ instead of corrupting the new record.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -135,6 +136,31 @@ def _open_locked(path: str) -> int:
         if current is not None and (current.st_ino, current.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
             return fd
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[int]:
+    """Exclusive flock on the stream while it is read and rewritten (writers of memory streams take it too).
+
+    Read-only is enough for the lock and the read (rewrites replace the file), so a read-only check such as
+    ``reindex --verify`` also runs where the root is mounted read-only (machina-guardrails.service).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def archive_path(memory_dir: str, name: str, day: str) -> str:
+    """memory/archive/YYYYMMDD/<name>, with .1, .2 ... when the day already has one."""
+    base = os.path.join(memory_dir, ARCHIVE_DIR, day, name)
+    candidate, n = base, 0
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{base}.{n}"
+    return candidate
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -9,11 +9,8 @@ the archive copy is durable before the stream is cut.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import click
@@ -22,13 +19,12 @@ from machina.cli.common import bootstrap, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir, fsync_dir, write_atomic
 from machina.memory.index import MemoryIndex
-from machina.memory.streams import stream_path
+from machina.memory.streams import archive_path, locked, stream_path
 from machina.memory.verify import check_stream, verify_memory
 from machina.ops.paths import configured_root
 from machina.root import Root
 
 MIB = 1024 * 1024
-ARCHIVE = "archive"
 
 
 def streams(memory_dir: str) -> list[str]:
@@ -40,31 +36,6 @@ def streams(memory_dir: str) -> list[str]:
         for n in os.listdir(memory_dir)
         if n.endswith(".jsonl") and os.path.isfile(os.path.join(memory_dir, n))
     )
-
-
-@contextlib.contextmanager
-def locked(path: str) -> Iterator[int]:
-    """Exclusive flock on the stream while it is read and rewritten (writers of memory streams take it too).
-
-    Read-only is enough for the lock and the read (rewrites replace the file), so a read-only check such as
-    ``reindex --verify`` also runs where the root is mounted read-only (machina-guardrails.service).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def archive_path(memory_dir: str, name: str, day: str) -> str:
-    """memory/archive/YYYYMMDD/<name>, with .1, .2 ... when the day already has one."""
-    base = os.path.join(memory_dir, ARCHIVE, day, name)
-    candidate, n = base, 0
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{base}.{n}"
-    return candidate
 
 
 def _read_all(fd: int) -> bytes:
