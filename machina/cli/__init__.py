@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "lease": "machina.cli.tool_cmd:lease",
     "plugin": "machina.cli.tool_cmd:plugin",
     "embed": "machina.cli.embed_cmd:embed",
+    "memory": "machina.cli.memory_cmd:memory",
+    "autonomic": "machina.cli.autonomic_cmd:autonomic",
     "select": "machina.cli.embed_cmd:select",
     "up": "machina.cli.up_cmd:up",
     "serve": "machina.cli.up_cmd:serve",

@@ -557,6 +557,30 @@ _var(
     (),
     "low-risk ASK tools the autonomic engine may approve by itself",
 )
+_var(
+    "MACHINA_REGRESSION_CMD",
+    Command(),
+    None,
+    "test command of the regression gate (argv, no shell); unset, every self-made change is rejected",
+)
+_var(
+    "MACHINA_REGRESSION_TIMEOUT_S",
+    Int(1, 86400, "seconds"),
+    600,
+    "longest run of the regression gate's command; past it the change is rejected",
+)
+_var(
+    "MACHINA_AUTONOMIC_LOG_FILE_CAP_BYTES",
+    Int(1024, 1 << 50, "bytes"),
+    2 * 1024 * MIB,
+    "a memory stream larger than this is halved to its newest 50 % (the older half archived)",
+)
+_var(
+    "MACHINA_AUTONOMIC_LOG_TOTAL_CAP_BYTES",
+    Int(1024, 1 << 50, "bytes"),
+    10 * 1024 * MIB,
+    "while all memory streams together exceed this, the largest is halved",
+)
 
 # --- telegram --------------------------------------------------------------------------------------------
 _section_start("telegram")

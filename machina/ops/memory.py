@@ -9,12 +9,8 @@ the archive copy is durable before the stream is cut.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import click
@@ -22,10 +18,13 @@ import click
 from machina.cli.common import bootstrap, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir, fsync_dir, write_atomic
+from machina.memory.index import MemoryIndex
+from machina.memory.streams import archive_path, locked, stream_path
+from machina.memory.verify import check_stream, verify_memory
 from machina.ops.paths import configured_root
+from machina.root import Root
 
 MIB = 1024 * 1024
-ARCHIVE = "archive"
 
 
 def streams(memory_dir: str) -> list[str]:
@@ -37,31 +36,6 @@ def streams(memory_dir: str) -> list[str]:
         for n in os.listdir(memory_dir)
         if n.endswith(".jsonl") and os.path.isfile(os.path.join(memory_dir, n))
     )
-
-
-@contextlib.contextmanager
-def locked(path: str) -> Iterator[int]:
-    """Exclusive flock on the stream while it is read and rewritten (writers of memory streams take it too).
-
-    Read-only is enough for the lock and the read (rewrites replace the file), so a read-only check such as
-    ``reindex --verify`` also runs where the root is mounted read-only (machina-guardrails.service).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def archive_path(memory_dir: str, name: str, day: str) -> str:
-    """memory/archive/YYYYMMDD/<name>, with .1, .2 ... when the day already has one."""
-    base = os.path.join(memory_dir, ARCHIVE, day, name)
-    candidate, n = base, 0
-    while os.path.exists(candidate):
-        n += 1
-        candidate = f"{base}.{n}"
-    return candidate
 
 
 def _read_all(fd: int) -> bytes:
@@ -149,75 +123,64 @@ def work_memory_maintenance(apply: bool, keep_lines: int, min_size_mb: float, ro
 # --- reindex --verify ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BadLine:
-    path: str
-    line: int
-    why: str
+def quarantine(machina_root: Root, stream: str, day: str) -> tuple[int, str]:
+    """Move a stream's bad lines (verbatim) to the archive, then rewrite the stream without them.
 
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.why}"
-
-
-def verify_stream(data: bytes, path: str) -> tuple[list[bytes], list[tuple[int, bytes, str]]]:
-    """Split a stream into good lines and (number, raw line, why) for bad ones."""
-    good, bad = [], []
-    lines = data.splitlines(keepends=True)
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        if not raw.endswith(b"\n"):
-            bad.append((number, raw, "torn last line (no newline): an interrupted write"))
-            continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            bad.append((number, raw, f"not JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        except UnicodeDecodeError:
-            bad.append((number, raw, "not UTF-8"))
-            continue
-        if not isinstance(value, dict):
-            bad.append((number, raw, f"a JSON {type(value).__name__}, not an object"))
-            continue
-        good.append(raw)
-    return good, bad
+    The stream is checked again under its lock, so a line appended since the report is neither lost nor
+    judged unseen.  Returns how many lines moved and where.
+    """
+    path = stream_path(machina_root.memory, stream)
+    with locked(path) as fd:
+        check = check_stream(machina_root.memory, stream)
+        if not check.bad:
+            return 0, ""
+        mode = os.fstat(fd).st_mode & 0o777
+        target = archive_path(machina_root.memory, os.path.basename(path) + ".rejected", day)
+        ensure_dir(os.path.dirname(target))
+        rejected = b"".join(b.raw if b.raw.endswith(b"\n") else b.raw + b"\n" for b in check.bad)
+        _write_durably(target, rejected, mode)
+        _write_durably(path, b"".join(check.good), mode)
+    return len(check.bad), target
 
 
 @click.command()
 @click.option("--verify", "verify_only", is_flag=True, help="Only check (the default; kept for the manual's spelling).")
 @click.option("--apply", is_flag=True, help="Move bad lines to memory/archive/YYYYMMDD/<stream>.rejected.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the search index (state/memory/) from the streams.")
 @root_option
-def reindex(verify_only: bool, apply: bool, root: str | None) -> int:
-    """Check the integrity of the JSONL memory streams: every line a JSON object, no torn last line.
+def reindex(verify_only: bool, apply: bool, rebuild: bool, root: str | None) -> int:
+    """Check the memory streams and their search index; repair only when asked.
 
-    Read-only unless --apply, which moves each bad line (verbatim) to
-    memory/archive/YYYYMMDD/<stream>.rejected and rewrites the stream atomically without it.
-    Exit status: 0 all streams intact (or repaired with --apply), 1 bad lines found, 73 cannot write.
+    Checks that every line is a JSON object (no torn last line), that the records of the typed streams
+    (experiences, insights, skills, knowledge, entities, relations) fit their schemas, that no line was
+    written twice, and that the search index agrees with the streams.  Read-only unless --apply, which
+    moves each bad line (verbatim) to memory/archive/YYYYMMDD/<stream>.rejected and rewrites the stream
+    atomically without it, or --rebuild, which makes the index again from the streams.
+    Exit status: 0 all intact (or repaired), 1 problems found, 64 usage, 73 cannot write.
     """
-    if verify_only and apply:
-        raise click.UsageError("--verify and --apply exclude each other")
+    if verify_only and (apply or rebuild):
+        raise click.UsageError("--verify excludes --apply and --rebuild")
     cfg = bootstrap("reindex", {"MACHINA_ROOT": os.path.abspath(root)} if root else None)
     cfg.require_root()
     machina_root = configured_root(cfg)
     assert machina_root is not None
+    report = verify_memory(machina_root.memory, machina_root.state)
+    for check in report.streams:
+        for bad in check.bad:
+            click.echo(str(bad))
+    for problem in report.index_problems:
+        click.echo(problem)
     day = time.strftime("%Y%m%d", time.gmtime())
-    total_bad = checked = 0
-    for path in streams(machina_root.memory):
-        with locked(path) as fd:
-            good, bad = verify_stream(_read_all(fd), path)
-            checked += 1
-            for number, _, why in bad:
-                click.echo(str(BadLine(path, number, why)))
-            total_bad += len(bad)
-            if apply and bad:
-                mode = os.fstat(fd).st_mode & 0o777
-                target = archive_path(machina_root.memory, os.path.basename(path) + ".rejected", day)
-                ensure_dir(os.path.dirname(target))
-                _write_durably(target, b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for _, raw, _ in bad), mode)
-                _write_durably(path, b"".join(good), mode)
-                click.echo(f"moved {len(bad)} bad line(s) of {path} to {target}")
-    click.echo(f"{checked} stream(s) checked, {total_bad} bad line(s)", err=True)
-    if total_bad and not apply:
-        return ExitCode.FAILURE
-    return ExitCode.OK
+    if apply:
+        for check in report.streams:
+            if check.bad:
+                moved, target = quarantine(machina_root, check.stream, day)
+                click.echo(f"moved {moved} bad line(s) of {check.path} to {target}")
+    if rebuild or (apply and report.index_built):
+        with MemoryIndex(machina_root.memory, machina_root.state) as index:
+            lines = index.rebuild()
+        click.echo(f"rebuilt the search index: {lines} line(s) from {len(report.streams)} stream(s)")
+    click.echo(f"{len(report.streams)} stream(s) checked, {report.bad_lines} bad line(s)", err=True)
+    if report.ok or apply or (rebuild and not report.bad_lines):
+        return ExitCode.OK
+    return ExitCode.FAILURE

@@ -27,7 +27,7 @@ from machina.fsutil import ensure_dir, write_atomic
 from machina.ops.paths import configured_root, ops_dir
 from machina.root import Root
 from machina.up import health
-from machina.up.components import SERVERS, locate
+from machina.up.components import AGENTS, SERVERS, locate
 from machina.up.pidfiles import PIDFILE_SUFFIX, pid_alive, pid_matches, read_pidfile, remove_pidfile
 from machina.up.supervisor import SUPERVISOR_PIDFILE
 
@@ -136,6 +136,8 @@ class Ops:
             return "machina"
         if name in SERVERS:
             return SERVERS[name][0]
+        if name in AGENTS:
+            return AGENTS[name][0]
         if name.startswith("worker-") and name.removeprefix("worker-").isdigit():
             return "machina-worker"
         return None

@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import secrets
 import stat
 from dataclasses import dataclass
 
+from machina.memory.streams import StreamError, check_name, is_typed
 from machina.tools.base import ToolFailure
 
 WRITE_RESERVED = frozenset({"queue", "logs", "memory", "toolpacks", "goalpacks", "plugins", "run", "state"})
 READ_RESERVED = frozenset({"queue", "state", "run"})
-STREAM_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
 MAX_PATH = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -226,8 +225,12 @@ class ConfinedRoot:
 
     def open_stream(self, stream: str, *, append: bool) -> int | None:
         """``memory/<stream>.jsonl`` for appending (created when missing) or reading (None when missing)."""
-        if not isinstance(stream, str) or not STREAM_PATTERN.fullmatch(stream):
-            raise PathRefused(f"{stream!r} is not a stream name (a-z, 0-9, _ and -, at most 64)")
+        try:
+            check_name(stream)
+        except StreamError as exc:
+            raise PathRefused(str(exc)) from None
+        if append and is_typed(stream):
+            raise PathRefused(f"memory/{stream} is written by the agent components only (a typed stream)")
         dir_fd = self._walk("memory", ["memory"], create=append)
         try:
             name = stream + ".jsonl"

@@ -21,6 +21,10 @@ SERVERS = {
     "enqueued": ("machina-enqueued", "machina-enqueued.service", 1, 30.0, 90.0, 30.0),
 }
 WORKER = ("machina-worker", "machina-worker@.service", 1, 60.0, 90.0, 90.0)
+# Daemons without a socket of their own: ready by sd_notify, checked by their pid.
+AGENTS = {
+    "autonomic": ("machina-autonomic", "machina-autonomic.service", 2, 60.0, 90.0, 30.0),
+}
 
 
 def locate(executable: str) -> list[str]:
@@ -60,6 +64,8 @@ def suite(
     exe, _unit, wave, watchdog, start, stop = WORKER
     for n in range(1, workers + 1):
         specs.append(ChildSpec(f"worker-{n}", (*locate(exe), "--id", str(n)), exe, wave, watchdog, start, stop))
+    for name, (exe, _unit, wave, watchdog, start, stop) in AGENTS.items():
+        specs.append(ChildSpec(name, tuple(locate(exe)), exe, wave, watchdog, start, stop))
     return specs
 
 
@@ -67,7 +73,7 @@ def unit_of(name: str) -> str:
     """The systemd unit that runs the component ``name`` (``worker-3`` -> ``machina-worker@3.service``)."""
     if name.startswith("worker-"):
         return f"machina-worker@{name.removeprefix('worker-')}.service"
-    return SERVERS[name][1]
+    return {**SERVERS, **AGENTS}[name][1]
 
 
 def http_url(host: str, port: int, path: str = "") -> str:

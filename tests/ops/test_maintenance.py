@@ -211,7 +211,7 @@ def test_rotation_without_a_root_is_exit_78() -> None:
 
 
 def test_reindex_verify_reports_bad_lines_and_changes_nothing(machina_root) -> None:
-    stream = machina_root / "memory" / "knowledge.jsonl"
+    stream = machina_root / "memory" / "notes.jsonl"  # a free stream: no schema, JSON objects only
     stream.write_bytes(b'{"a": 1}\nnot json\n[1, 2]\n{"b": 2}\n{"torn": ')
     before = snapshot(machina_root)
     result = script("reindex.py", "--verify", "--root", str(machina_root))
@@ -226,13 +226,13 @@ def test_reindex_verify_reports_bad_lines_and_changes_nothing(machina_root) -> N
 
 
 def test_reindex_apply_quarantines_bad_lines(machina_root) -> None:
-    stream = machina_root / "memory" / "knowledge.jsonl"
+    stream = machina_root / "memory" / "notes.jsonl"
     stream.write_bytes(b'{"a": 1}\nnot json\n{"b": 2}\n')
     result = script("reindex.py", "--apply", "--root", str(machina_root))
     assert result.returncode == 0, result.stdout + result.stderr
     assert stream.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
     day = time.strftime("%Y%m%d", time.gmtime())
-    assert (machina_root / "memory" / "archive" / day / "knowledge.jsonl.rejected").read_bytes() == b"not json\n"
+    assert (machina_root / "memory" / "archive" / day / "notes.jsonl.rejected").read_bytes() == b"not json\n"
     assert script("reindex.py", "--verify", "--root", str(machina_root)).returncode == 0
 
 

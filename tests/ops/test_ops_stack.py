@@ -117,7 +117,7 @@ def test_start_apply_runs_machina_up_in_the_background_and_kill_stops_it(machina
         # Ready only once every executable of the suite exists; until then the children crash-loop.
         assert start.returncode in (0, 69)
         state = json.loads((machina_root / "run" / "machina-up.json").read_text())
-        assert set(state["components"]) == {"toolhost", "embed", "enqueued", "worker-1"}
+        assert set(state["components"]) == {"toolhost", "embed", "enqueued", "worker-1", "autonomic"}
         again = script("ops_start.sh", "--apply", env=env)
         assert again.returncode == 0 and "already running" in again.stdout
         children = [p for p in (read_pidfile(str(f)) for f in (machina_root / "run").glob("*.pid")) if p]

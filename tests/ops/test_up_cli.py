@@ -112,13 +112,14 @@ def test_up_without_a_root_is_exit_78(tmp_path) -> None:
 def test_up_runs_the_suites_executables_refuses_a_second_and_stops_clean_on_ctrl_c(up_factory, machina_root) -> None:
     up = up_factory("--workers", "2")
     state = up.wait_state()
-    assert set(state["components"]) == {"toolhost", "embed", "enqueued", "worker-1", "worker-2"}
+    assert set(state["components"]) == {"toolhost", "embed", "enqueued", "worker-1", "worker-2", "autonomic"}
     assert state["endpoints"]["http"] == f"http://127.0.0.1:{up.port}"
     assert {c["executable"] for c in state["components"].values()} == {
         "machina-toolhost",
         "machina-embed",
         "machina-enqueued",
         "machina-worker",
+        "machina-autonomic",
     }
     second = run_bin("machina", "serve", "--port", str(free_port()), env=bin_env(MACHINA_ROOT=str(machina_root)))
     assert second.returncode == 75 and "already running" in second.stderr

@@ -11,7 +11,13 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 UNIT_DIR = CHECKOUT / "systemd"
-DAEMONS = ("machina-enqueued.service", "machina-worker@.service", "machina-toolhost.service", "machina-embed.service")
+DAEMONS = (
+    "machina-enqueued.service",
+    "machina-worker@.service",
+    "machina-toolhost.service",
+    "machina-embed.service",
+    "machina-autonomic.service",
+)
 # systemd-analyze security --offline: the ceilings (the toolhost must create namespaces for bwrap).
 EXPOSURE_CEILING = {"machina-toolhost.service": 3.0}
 DEFAULT_CEILING = 2.0

@@ -22,7 +22,7 @@ from machina_units import (
 )
 
 from machina.entrypoints import ENTRY_POINTS
-from machina.up.components import SERVERS, WORKER
+from machina.up.components import AGENTS, SERVERS, WORKER
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
@@ -133,7 +133,7 @@ def test_execstart_runs_the_executable_with_its_fixed_command_line(unit: str) ->
 
 def test_timings_agree_with_machina_up() -> None:
     """machina up supervises with the units' watchdog, start and stop timeouts."""
-    for exe, unit, _wave, watchdog, start, stop in [*SERVERS.values(), WORKER]:
+    for exe, unit, _wave, watchdog, start, stop in [*SERVERS.values(), WORKER, *AGENTS.values()]:
         service = directives(UNIT_DIR / unit)["Service"]
         assert seconds(service["WatchdogSec"][0]) == watchdog, unit
         assert seconds(service["TimeoutStopSec"][0]) == stop, unit

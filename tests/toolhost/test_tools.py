@@ -190,6 +190,15 @@ def test_memory_append_writes_whole_locked_lines(shared: RunningToolhost) -> Non
     assert client.call("AID.MEMORY.APPEND.v1", {"stream": "../etc", "text": "x"}).status == toolapi.INVALID_INPUT
 
 
+def test_memory_append_refuses_the_typed_streams_of_the_agent(shared: RunningToolhost) -> None:
+    """A job must not forge experiences, insights or skills (AGENT.md fault 10): those are the agent's own."""
+    for stream in ("experiences", "insights", "skills", "knowledge", "entities", "relations"):
+        reply = shared.client.call("AID.MEMORY.APPEND.v1", {"stream": stream, "record": {"success": True}})
+        assert not reply.ok and reply.status == toolapi.TOOL_ERROR, (stream, reply)
+        assert reply.error == f"memory/{stream} is written by the agent components only (a typed stream)"
+    assert shared.client.call("AID.MEMORY.QUERY.v1", {"stream": "experiences", "query": "x"}).ok  # reading is fine
+
+
 def test_memory_query_of_an_empty_stream(shared: RunningToolhost) -> None:
     reply = shared.client.call("AID.MEMORY.QUERY.v1", {"stream": "nothing", "query": "x"})
     assert reply.ok and reply.output["results"] == [] and reply.output["scanned"] == 0
