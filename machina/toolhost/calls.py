@@ -99,7 +99,7 @@ class CallHandler:
             if request.lease_token is None:
                 return reply(refusal, error=f"{aid} (tier {tier}) needs a lease: {why}"), ""
             try:
-                lease = self.leases.consume(request.lease_token, aid, tier)
+                lease = self.leases.consume(request.lease_token, aid, tier, request.inputs)
             except LeaseError as exc:
                 return reply(refusal, error=f"{aid} (tier {tier}) needs a lease: {exc}"), ""
             log.info("lease %s spent on %s", lease.lease_id, aid)
