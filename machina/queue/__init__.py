@@ -26,7 +26,8 @@ blocks (asyncio code calls it from a thread pool)::
         claim = queue.claim(worker_id, timeout=1.0)  # wakes within ms of a new job (inotify)
         if claim is None: continue
         ...  run claim.request; queue.heartbeat(claim) every MACHINA_CLAIM_TIMEOUT_MS / 3 or so on long jobs
-        queue.complete(claim, result)  |  queue.fail(claim, reason, retryable=...)  |  queue.release(claim)
+        queue.complete(claim, result) | queue.fail(claim, reason, retryable=...) | queue.ask(claim, result)
+        | queue.release(claim)
     queue.close()                                  # on SIGTERM: release(claim) first, then close
 
 Threads: with fsync off, enqueue is CPU-bound and more threads do not add throughput (the GIL); with fsync
@@ -36,8 +37,9 @@ Files (DESIGN.md section 3; names in :mod:`machina.queue.names`)
 ==============================================================
 ``inbox/`` waiting, in name order = claim order (priority, lower first; then enqueue time; FIFO within a
 priority for one enqueuer) · ``processing/`` claimed · ``retry/retry_{due}_{stem}.a{N}.json`` waiting for a
-retry · ``done/`` · ``failed/`` (permanent: invalid request, or ``retryable=False``) · ``dlq/`` (attempts
-spent) · ``out/{stem}.attempt{N}.result.json`` each attempt's result envelope ``{"name","attempt",
+retry · ``asked/`` waiting for an operator's approval (``ask``; ``approve`` resumes it with leases, see
+:mod:`machina.approvals`) · ``done/`` · ``failed/`` (permanent: invalid request, or ``retryable=False``) ·
+``dlq/`` (attempts spent) · ``out/{stem}.attempt{N}.result.json`` each attempt's result envelope ``{"name","attempt",
 "status","worker_id","finished_ms","result"[,"error","retry_due_ms"]}`` · ``tmp/`` files being written ·
 ``wal/`` log and checkpoint · ``$MACHINA_ROOT/state/claims/<worker_id>.json`` who holds which claim.
 

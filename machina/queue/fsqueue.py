@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from machina.approvals import LEASES_KEY, without_tokens
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
 from machina.log import fields
@@ -86,6 +87,8 @@ COUNTER_NAMES = {
     "PROMOTE": "retries_promoted",
     "RECOVER": "recovered",
     "DONE": "done",
+    "ASK": "asked",
+    "APPROVE": "approved",
     "RETRY": "requeued",
     "DLQ": "dead_lettered",
     "FAIL": "failed",
@@ -376,6 +379,13 @@ class FileQueue(BaseQueue):
         log.info("attempt %d failed (%s): %s", claim.attempt, state, reason, extra=fields(job=claim.name))
         return state
 
+    def ask(self, claim: Claim, result: Any = None) -> None:
+        registry = self._registry_for(claim)
+        ref = self._ref_of(claim)
+        self._write_result(ref, self._envelope(ref, "asked", claim.worker_id, result=result))
+        self._finish(registry, claim, "asked", claim.file, "ASK")
+        log.info("asked: waits in asked/ for an operator's approval", extra=fields(job=claim.name))
+
     def release(self, claim: Claim) -> None:
         registry = self._registry_for(claim)
         self._finish(registry, claim, "inbox", claim.file, "RELEASE")
@@ -644,6 +654,45 @@ class FileQueue(BaseQueue):
         log.info("requeued from %s/ as %s", status.state, target, extra=fields(job=status.name))
         return target
 
+    def approve(self, name: str, leases: list[dict[str, Any]]) -> str:
+        status = self.job_status(name)
+        if status is None:
+            raise JobNotFound(name)
+        if status.state != "asked":
+            raise JobNotFound(name, f"is in {status.state}/: only jobs in asked/ can be approved")
+        ref = self._ref_from_status(status)
+        self._carry_leases(status.file, leases)
+        target = ref.next_attempt().file
+        if not self._move("asked", status.file, "inbox", target):
+            raise JobNotFound(name, "moved while being approved")
+        self._log("APPROVE", file=status.file, to=target, n_leases=len(leases))
+        self._inbox.push(target)
+        self._sync("inbox", "asked")
+        log.info("approved with %d lease(s): requeued as %s", len(leases), target, extra=fields(job=status.name))
+        return target
+
+    def _carry_leases(self, file: str, leases: list[dict[str, Any]]) -> None:
+        """Rewrite the job in asked/ with ``leases`` as its ``_leases`` (one atomic replace: a crash before
+        the move to the inbox leaves it in asked/, to be approved again)."""
+        path = os.path.join(self.dirs["asked"], file)
+        try:
+            with open(path, "rb") as handle:
+                body = load_request(handle.read()).body
+        except FileNotFoundError:
+            raise JobNotFound(file, "moved while being approved") from None
+        except OSError as exc:
+            self._reraise("read the asked job", exc)
+        body = {key: value for key, value in body.items() if key != LEASES_KEY}
+        if leases:
+            body[LEASES_KEY] = leases
+        tmp = self._write_tmp(validate_request(body).canonical, "write the approved job")
+        try:
+            os.rename(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self._reraise("write the approved job", exc)
+
     def purge(self, state: str, older_than_ms: int) -> int:
         if state not in FINAL_STATES:
             raise QueueError(f"purge only removes finished jobs ({', '.join(FINAL_STATES)}), not {state}")
@@ -714,11 +763,12 @@ class FileQueue(BaseQueue):
             status.owner = self._owner_of(file)
         if with_request:
             with contextlib.suppress(OSError, ValueError), open(os.path.join(self.dirs[state], file), "rb") as handle:
-                status.request = json.loads(handle.read())
+                body = json.loads(handle.read())
+                status.request = without_tokens(body) if isinstance(body, dict) else body
         return status
 
     def _locate(self, ref: JobRef) -> str | None:
-        for state in ("inbox", "processing", "done", "failed", "dlq"):
+        for state in ("inbox", "processing", "asked", "done", "failed", "dlq"):
             if os.path.exists(os.path.join(self.dirs[state], ref.file)):
                 return state
         return None

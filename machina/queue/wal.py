@@ -58,6 +58,8 @@ RECORD_TYPES = frozenset(
         "PROMOTE",
         "RECOVER",
         "DONE",
+        "ASK",
+        "APPROVE",
         "RETRY",
         "DLQ",
         "FAIL",

@@ -270,7 +270,7 @@ class JobSlot(threading.Thread):
             ctx.gate.clear()
 
     def _record(self, claim: Claim, decision: results.Decision) -> bool:
-        """complete or fail; retried while the queue cannot write (disk full).  False when not recorded."""
+        """complete, ask or fail; retried while the queue cannot write (disk full).  False when not recorded."""
         ctx = self.ctx
         delay = 1.0
         while True:
@@ -278,6 +278,9 @@ class JobSlot(threading.Thread):
                 if decision.complete:
                     ctx.queue.complete(claim, decision.result)
                     self._log_outcome(claim, decision, "done")
+                elif decision.asked:
+                    ctx.queue.ask(claim, decision.result)
+                    self._log_outcome(claim, decision, "asked")
                 else:
                     state = ctx.queue.fail(claim, decision.reason, retryable=decision.retryable, result=decision.result)
                     self._log_outcome(claim, decision, state)
