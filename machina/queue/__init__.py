@@ -17,6 +17,7 @@ blocks (asyncio code calls it from a thread pool)::
     except InvalidRequest as e:   reply(400, e.reason)
     except DedupConflict:         reply(409, ...)
     except QueueNotWritable:      reply(503, ...)  # ENOSPC/EROFS/EDQUOT/EFBIG/EIO: nothing was queued
+    except QueuedNotDurable as e: reply(500, ...)  # queued as e.name but its fsync failed: do not resend
     queue.stats()                                   # QueueStats(sizes={state: n}, counters={name: n})
     queue.job_status(name)                          # JobStatus(state, attempt, results, owner ...) or None
 
@@ -101,6 +102,7 @@ from machina.queue.errors import (
     DedupConflict,
     InvalidRequest,
     JobNotFound,
+    QueuedNotDurable,
     QueueError,
     QueueNotWritable,
     WorkerIdInUse,
@@ -130,6 +132,7 @@ __all__ = [
     "QueueNotWritable",
     "QueueSettings",
     "QueueStats",
+    "QueuedNotDurable",
     "Request",
     "WorkerIdInUse",
     "load_request",

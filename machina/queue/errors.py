@@ -1,7 +1,7 @@
 """The queue's exceptions.  Each is a MachinaError, so the CLI turns it into one line and an exit code.
 
 HTTP mapping for machina-enqueued: InvalidRequest 400, DedupConflict 409, QueueNotWritable 503,
-JobNotFound 404.
+QueuedNotDurable 500 (naming the job), JobNotFound 404.
 """
 
 from __future__ import annotations
@@ -67,6 +67,18 @@ class QueueNotWritable(QueueError):
         super().__init__(f"queue not writable: {what}: {name} ({error.strerror or error})")
         self.errno = code
         self.errno_name = name
+
+
+class QueuedNotDurable(QueueError):
+    """The job was placed in the inbox, its fsync failed, and it could not be taken back (a worker may have
+    claimed it already): it is queued and may run, but may not survive a crash.  Names the job, so that a
+    client does not send it again as new (a resend with the same request_id is answered with this name)."""
+
+    exit_code = ExitCode.IOERR
+
+    def __init__(self, name: str, error: QueueError | OSError) -> None:
+        super().__init__(f"job {name} was queued, but making it durable failed ({error}): it may run; do not resend it")
+        self.name = name
 
 
 class JobNotFound(QueueError):

@@ -44,6 +44,7 @@ from machina.queue.errors import (
     DedupConflict,
     InvalidRequest,
     JobNotFound,
+    QueuedNotDurable,
     QueueError,
     QueueNotWritable,
     is_not_writable,
@@ -80,6 +81,7 @@ MAX_REASON = 4000
 #: WAL record type -> stats counter name.
 COUNTER_NAMES = {
     "ENQ": "enqueued",
+    "UNENQ": "enqueues_taken_back",
     "DEDUP": "deduplicated",
     "CLAIM": "claimed",
     "RELEASE": "released",
@@ -180,14 +182,38 @@ class FileQueue(BaseQueue):
         self._log("ENQ", ts=ts, **record)
         faults.point("enqueue.logged")
         try:
+            faults.point("enqueue.sync")
             self._sync("inbox")
-        finally:
+        except (QueueNotWritable, OSError) as exc:
+            if self._take_back(ref, rid):
+                if reservation is not None:
+                    self._dedup.abort(rid, reservation)  # type: ignore[arg-type]
+                if isinstance(exc, OSError):
+                    self._reraise("fsync", exc)
+                raise  # nothing was queued: the answer "not writable" is true
             if reservation is not None:
-                # The job file exists now, so a repeat must point at it even if the fsync failed.
+                # The job is in the queue after all: a repeat must point at it.
                 self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
+            raise QueuedNotDurable(ref.name, exc) from exc
+        if reservation is not None:
+            self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
         self._inbox.push(ref.file)
         log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
         return EnqueueResult(ref.name, rid, False)
+
+    def _take_back(self, ref: JobRef, rid: str | None) -> bool:
+        """Undo the placement of a job whose fsync failed; False when it is beyond recall (claimed already)."""
+        try:
+            os.unlink(os.path.join(self.dirs["inbox"], ref.file))
+        except OSError as exc:
+            log.error("job %s placed but not durable, and it cannot be taken back: %s", ref.name, exc)
+            return False
+        record: dict[str, Any] = {"name": ref.name}
+        if rid is not None:
+            record["rid"] = rid
+        self._log("UNENQ", **record)  # the ENQ record before it must not answer a repeat of the request
+        log.warning("job %s taken back: its fsync failed", ref.name, extra=fields(job=ref.name))
+        return True
 
     def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
         if isinstance(request, Request):

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 RECORD_TYPES = frozenset(
     {
         "ENQ",
+        "UNENQ",
         "DEDUP",
         "CLAIM",
         "RELEASE",

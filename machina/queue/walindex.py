@@ -182,6 +182,11 @@ class WalIndex:
             rid = record.get("rid")
             if rid and record.get("sha") and rid not in self.entries:
                 self.entries[rid] = DedupEntry(record["name"], record["sha"], record["ts"])
+        elif kind == "UNENQ":  # a job taken back after its fsync failed: its request was never queued
+            rid = record.get("rid")
+            entry = self.entries.get(rid) if rid else None
+            if entry is not None and entry.name == record.get("name"):
+                del self.entries[rid]
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.writer is not None:

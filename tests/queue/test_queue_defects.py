@@ -1,0 +1,90 @@
+"""Regression tests of the queue defects found in review (issue 11): each is named after its defect."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machina.queue import FileQueue, QueueConfig, QueuedNotDurable, QueueNotWritable, faults
+
+
+@pytest.fixture
+def make_queue(machina_root: Path) -> Iterator[Callable[..., FileQueue]]:
+    opened: list[FileQueue] = []
+
+    def make(**overrides: Any) -> FileQueue:
+        clock = overrides.pop("clock", None)
+        queue = FileQueue(
+            str(machina_root), QueueConfig(**{"scan_ms": 20, **overrides}), **({"clock": clock} if clock else {})
+        )
+        opened.append(queue)
+        return queue
+
+    yield make
+    for queue in opened:
+        queue.close()
+
+
+@pytest.fixture
+def fault_at() -> Iterator[Callable[[str, Callable[[], None]], None]]:
+    """``fault_at(point, action)``: run ``action`` when the queue reaches the named point (machina.queue.faults)."""
+
+    def arm(point: str, action: Callable[[], None]) -> None:
+        def hook(name: str, context: dict[str, Any]) -> None:
+            if name == point:
+                action()
+
+        faults.hook = hook
+
+    yield arm
+    faults.hook = None
+
+
+def _fsync_fails() -> None:
+    raise OSError(errno.EIO, "Input/output error")
+
+
+# --- D6: "nothing was queued" for a job that was queued -----------------------------------------------------
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_d6_a_failed_fsync_after_placing_takes_the_job_back(
+    make_queue: Any, machina_root: Path, fault_at: Any, fsync: bool
+) -> None:
+    q = make_queue(fsync=fsync)
+    fault_at("enqueue.sync", _fsync_fails)
+    with pytest.raises(QueueNotWritable, match="EIO"):
+        q.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-undo")
+    assert list((machina_root / "queue" / "inbox").iterdir()) == [], "refused means nothing was queued"
+    faults.hook = None
+    again = q.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-undo")
+    assert not again.deduplicated, "the refused try left no dedup entry pointing at a job that is not there"
+    other = make_queue(fsync=fsync)  # another process reads the WAL: the taken-back ENQ answers nothing
+    assert other.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-undo").name == again.name
+    assert q.stats().counters["enqueues_taken_back"] == 1
+
+
+def test_d6_a_job_claimed_before_it_could_be_taken_back_is_named(
+    make_queue: Any, machina_root: Path, fault_at: Any
+) -> None:
+    q = make_queue()
+    worker = make_queue()
+    claimed: list[Any] = []
+
+    def claim_then_fail() -> None:
+        claimed.append(worker.claim("w1"))  # a worker is faster than the failing fsync
+        _fsync_fails()
+
+    fault_at("enqueue.sync", claim_then_fail)
+    with pytest.raises(QueuedNotDurable) as caught:
+        q.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-named")
+    (claim,) = claimed
+    assert caught.value.name == claim.name and claim.name in str(caught.value)
+    assert caught.value.exit_code == 74
+    faults.hook = None
+    repeat = q.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-named")
+    assert repeat.deduplicated and repeat.name == claim.name, "a resend is told the job it already has"
