@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: How often a process looks for claims of dead or silent owners (seconds).
 RECOVERY_SWEEP_S = 1.0
+#: How often maintain() forgets expired dedup entries (seconds).
+DEDUP_PRUNE_S = 1.0
 #: Stale temporary files of live-looking pids are removed after this long (seconds).
 TMP_MAX_AGE_S = 24 * 3600
 #: stats() answers from a cache this young (seconds): /metrics scrapes must not rescan 100k files each.
@@ -148,6 +150,7 @@ class FileQueue(BaseQueue):
         self._retry_next_due: int | None = None
         self._retry_scanned_at = float("-inf")
         self._swept_at = float("-inf")
+        self._pruned_at = float("-inf")
         self._checkpoint_checked_at = time.monotonic()
         self._stats_cache: tuple[float, QueueStats] | None = None
         self._stop = threading.Event()
@@ -568,6 +571,10 @@ class FileQueue(BaseQueue):
             self._duty("promote due retries", self._promote_due)
             if now - self._swept_at >= RECOVERY_SWEEP_S:
                 self._duty("recover orphaned claims", self._sweep)
+            if now - self._pruned_at >= DEDUP_PRUNE_S:
+                # Always, not only with a checkpoint: with MACHINA_WAL_ENABLE=0 nothing else forgets an id.
+                self._pruned_at = now
+                self._duty("prune dedup entries", lambda: self._dedup.prune(self._now_ms()))
             if self._index is not None and now - self._checkpoint_checked_at >= self.config.checkpoint_ms / 1000:
                 self._checkpoint_checked_at = now
                 self._duty("checkpoint the WAL", self._checkpoint_if_due)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from machina.clock import FakeClock
 from machina.queue import FileQueue, QueueConfig, QueuedNotDurable, QueueNotWritable, faults
 
 
@@ -88,3 +89,20 @@ def test_d6_a_job_claimed_before_it_could_be_taken_back_is_named(
     faults.hook = None
     repeat = q.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-named")
     assert repeat.deduplicated and repeat.name == claim.name, "a resend is told the job it already has"
+
+
+# --- D7: the dedup table is never pruned with MACHINA_WAL_ENABLE=0 ---------------------------------------------
+
+
+@pytest.mark.parametrize("wal_enable", [False, True])
+def test_d7_maintain_prunes_expired_dedup_entries_with_or_without_the_wal(make_queue: Any, wal_enable: bool) -> None:
+    clock = FakeClock()
+    q = make_queue(clock=clock, wal_enable=wal_enable, dedup_ttl_ms=1000, checkpoint_ms=3_600_000)
+    for n in range(50):
+        q.enqueue({"goal_id": "goal.X.v1"}, request_id=f"d7-{n}")
+    q.maintain()
+    assert len(q._dedup._recent) == 50, "young entries are kept"
+    clock.advance(2.0)
+    q._pruned_at = float("-inf")  # the next maintain() is due at once (its cadence is wall time)
+    q.maintain()
+    assert len(q._dedup._recent) == 0
