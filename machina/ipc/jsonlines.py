@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from machina.audit.canonical import loads_strict
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.peercred import PeerCred, peer_cred
 
@@ -149,8 +150,8 @@ class JsonLineServer:
 
     def _dispatch(self, line: bytes, peer: PeerCred) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
+            request = loads_strict(line)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return {"ok": False, "status": "bad_request", "error": f"not JSON: {exc}"}
         if not isinstance(request, dict):
             return {"ok": False, "status": "bad_request", "error": "request must be a JSON object"}

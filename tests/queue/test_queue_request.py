@@ -53,6 +53,7 @@ def test_unknown_top_level_keys_are_kept() -> None:
         (b'{"goal_id":"g","goal_id":"h"}', "duplicate key 'goal_id'"),
         (b'{"goal_id":"g","n":NaN}', "NaN is not valid JSON"),
         (b'{"goal_id":"g","n":Infinity}', "Infinity is not valid JSON"),
+        (b'{"goal_id":"g","n":1e400}', "number 1e400 is out of range"),  # D9
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'"goal"', "got a string"),
         (b"null", "got null"),

@@ -49,6 +49,10 @@ def test_bad_requests_get_clear_replies(toolhost: Start) -> None:
     assert raw(host, b'{"inputs": {}}\n')["error"] == "aid must be a non-empty string"
     assert raw(host, b'{"aid": "AID.NOOP.v1", "inputs": []}\n')["error"] == "inputs must be a JSON object"
     assert raw(host, b'{"aid": "AID.NOOP.v1", "request_id": ""}\n')["status"] == "bad_request"
+    # D9: a number too large to be finite, NaN and duplicate keys have no single reading: refused
+    for line in (b'{"aid": "AID.NOOP.v1", "inputs": {"n": 1e400}}\n', b'{"aid": "AID.NOOP.v1", "aid": "x"}\n'):
+        assert raw(host, line)["status"] == "bad_request"
+    assert "out of range" in raw(host, b'{"aid": "AID.NOOP.v1", "inputs": {"n": 1e400}}\n')["error"]
     reply = host.client.call("AID.FILE.READ.v1", {"path": 7, "extra": True})
     assert reply.status == toolapi.INVALID_INPUT
     assert "inputs: Additional properties are not allowed ('extra' was unexpected)" in reply.error
