@@ -491,7 +491,6 @@ class FileQueue(BaseQueue):
     def _sweep(self) -> list[str]:
         """Recover claims of dead owners, silent owners and nobody."""
         self._swept_at = time.monotonic()
-        now_ms = self._now_ms()
         listed: set[str] = set()
         recovered: list[str] = []
         with self._registry_lock:
@@ -510,8 +509,8 @@ class FileQueue(BaseQueue):
                         for file in owner.claims:
                             recovered += self._recover_file(file, why)
                         clear_claims(fd, owner)
-                    elif not dead and now_ms - owner.heartbeat_ms > self.config.claim_timeout_ms:
-                        why = f"worker {owner.worker_id} (pid {owner.pid}) silent for {now_ms - owner.heartbeat_ms} ms"
+                    elif not dead and (silent := owner.silent_ms(self.clock)) > self.config.claim_timeout_ms:
+                        why = f"worker {owner.worker_id} (pid {owner.pid}) silent for {silent} ms"
                         for file in owner.claims:
                             recovered += self._recover_file(file, why)
             except FileNotFoundError:

@@ -183,10 +183,10 @@ class WalIndex:
             if rid and record.get("sha") and rid not in self.entries:
                 self.entries[rid] = DedupEntry(record["name"], record["sha"], record["ts"])
         elif kind == "UNENQ":  # a job taken back after its fsync failed: its request was never queued
-            rid = record.get("rid")
-            entry = self.entries.get(rid) if rid else None
-            if entry is not None and entry.name == record.get("name"):
-                del self.entries[rid]
+            taken_back = record.get("rid")
+            entry = self.entries.get(taken_back) if isinstance(taken_back, str) else None
+            if isinstance(taken_back, str) and entry is not None and entry.name == record.get("name"):
+                del self.entries[taken_back]
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.writer is not None:

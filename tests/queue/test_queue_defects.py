@@ -11,6 +11,7 @@ import pytest
 
 from machina.clock import FakeClock
 from machina.queue import FileQueue, QueueConfig, QueuedNotDurable, QueueNotWritable, faults
+from machina.queue.claims import BOOT_ID, Owner, foreign_registry
 
 
 @pytest.fixture
@@ -101,8 +102,46 @@ def test_d7_maintain_prunes_expired_dedup_entries_with_or_without_the_wal(make_q
     for n in range(50):
         q.enqueue({"goal_id": "goal.X.v1"}, request_id=f"d7-{n}")
     q.maintain()
-    assert len(q._dedup._recent) == 50, "young entries are kept"
+    assert len(_dedup_ids(q)) == 50, "young entries are kept"
     clock.advance(2.0)
     q._pruned_at = float("-inf")  # the next maintain() is due at once (its cadence is wall time)
     q.maintain()
-    assert len(q._dedup._recent) == 0
+    assert _dedup_ids(q) == set()
+
+
+def _dedup_ids(q: FileQueue) -> set[str]:
+    """Request ids the queue holds in memory: its own recent ones and those read from the WAL."""
+    return set(q._dedup._recent) | set(q._index.entries if q._index is not None else ())
+
+
+# --- D10: claim liveness compared wall clocks across processes ------------------------------------------------
+
+
+def test_d10_a_wall_clock_step_neither_recovers_a_live_claim_nor_hides_a_silent_one(make_queue: Any) -> None:
+    clock = FakeClock()
+    worker = make_queue(clock=clock, claim_timeout_ms=5000)
+    name = worker.enqueue({"goal_id": "goal.X.v1"}).name
+    claim = worker.claim("w1")
+    sweeper = make_queue(clock=clock, claim_timeout_ms=5000)
+    clock.jump(3600)  # NTP steps the wall clock an hour forward: the worker is as alive as before
+    assert sweeper.recover() == []
+    clock.jump(-7200)  # and back, past where it was
+    clock.advance(4)
+    worker.heartbeat(claim)
+    clock.advance(6)  # silent for 6 s on the clock that does not jump
+    assert sweeper.recover() == [name]
+
+
+def test_d10_the_registry_records_the_boot_clock_and_an_old_registry_falls_back_to_the_wall_clock(
+    make_queue: Any, machina_root: Path
+) -> None:
+    clock = FakeClock()
+    worker = make_queue(clock=clock, claim_timeout_ms=5000)
+    worker.enqueue({"goal_id": "goal.X.v1"})
+    worker.claim("w1")
+    with foreign_registry(str(machina_root / "state" / "claims" / "w1.json")) as (owner, dead, _fd):
+        assert owner is not None and not dead
+        assert owner.boot_id == BOOT_ID and owner.heartbeat_boot_ms == int(clock.boottime() * 1000)
+    old = Owner("w2", 1, BOOT_ID, 1, int(clock.time() * 1000), {})  # written before heartbeat_boot_ms existed
+    clock.jump(10)
+    assert old.silent_ms(clock) == 10_000
