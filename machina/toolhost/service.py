@@ -25,7 +25,7 @@ from machina.clock import SYSTEM_CLOCK, Clock
 from machina.config import Config
 from machina.fsutil import ensure_dir
 from machina.ipc import activation
-from machina.ipc.jsonlines import JsonLineServer, bind_unix
+from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
 from machina.manifests.tools import load_tools, toolpack_manifests
 from machina.proc import Rlimits
@@ -151,12 +151,14 @@ class Toolhost:
     def _listen(self, root: Root) -> JsonLineServer:
         inherited = activation.listen_sockets()
         if inherited:
-            return JsonLineServer(inherited[0], self.handle, self.authorize)
+            return JsonLineServer(inherited[0], self.handle, self.authorize, limits=ServerLimits.from_config(self.cfg))
         path = self._socket_path or root.socket_path("toolhost")
         ensure_dir(os.path.dirname(path))
         listener = bind_unix(path, mode=SOCKET_MODE)
         self.socket_path = path
-        return JsonLineServer(listener, self.handle, self.authorize, owned_path=path)
+        return JsonLineServer(
+            listener, self.handle, self.authorize, owned_path=path, limits=ServerLimits.from_config(self.cfg)
+        )
 
     def serve(self, stop: threading.Event) -> None:
         assert self.server is not None
