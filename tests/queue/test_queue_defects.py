@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from machina.clock import FakeClock
 from machina.queue import FileQueue, QueueConfig, QueuedNotDurable, QueueNotWritable, faults
 from machina.queue.claims import BOOT_ID, Owner, foreign_registry
+from machina.queue.durable import GroupCommit
 
 
 @pytest.fixture
@@ -145,3 +148,54 @@ def test_d10_the_registry_records_the_boot_clock_and_an_old_registry_falls_back_
     old = Owner("w2", 1, BOOT_ID, 1, int(clock.time() * 1000), {})  # written before heartbeat_boot_ms existed
     clock.jump(10)
     assert old.silent_ms(clock) == 10_000
+
+
+# --- D14: group commit reported "synced" after a failure that was not an OSError ------------------------------
+
+
+def test_d14_every_waiter_of_a_batch_that_failed_otherwise_hears_it_failed() -> None:
+    first_inside, release_first = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def wal_sync() -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the first batch holds the leader's seat while two others queue up
+            first_inside.set()
+            release_first.wait(30)
+            return
+        raise RuntimeError("the WAL writer is in a state nobody expected")
+
+    commit = GroupCommit(wal_sync)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def sync(who: str) -> None:
+        try:
+            commit.sync()
+            outcomes[who] = None
+        except BaseException as exc:
+            outcomes[who] = exc
+
+    first = threading.Thread(target=sync, args=("first",))
+    first.start()
+    assert first_inside.wait(30)
+    second = [threading.Thread(target=sync, args=(who,)) for who in ("a", "b")]
+    for thread in second:
+        thread.start()
+    wait_until(lambda: commit.requests == 3)
+    release_first.set()
+    for thread in (first, *second):
+        thread.join(30)
+    commit.close()
+    assert outcomes["first"] is None
+    for who in ("a", "b"):  # one led the failing batch, the other followed it: neither may hear "synced"
+        error = outcomes[who]
+        assert isinstance(error, OSError) and error.errno == errno.EIO, outcomes
+        assert "RuntimeError" in str(error)
+    assert len(calls) == 2, "a and b shared one batch"
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
