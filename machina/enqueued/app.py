@@ -48,6 +48,7 @@ from machina.metrics.figures import read_all
 from machina.queue import (
     BaseQueue,
     DedupConflict,
+    DedupPending,
     EnqueueResult,
     InvalidRequest,
     QueuedNotDurable,
@@ -356,6 +357,8 @@ def _refusal_error(refused: Refused) -> HttpError:
         log.error("enqueue: %s", error, extra=fields(request_id=rid, job=error.name))
         return HttpError(500, str(error), None, rid)
     retry = [(b"retry-after", str(NOT_WRITABLE_RETRY_S).encode())]
+    if isinstance(error, DedupPending):
+        return HttpError(503, str(error), retry, rid)
     if isinstance(error, QueueNotWritable):
         return HttpError(
             503, f"queue not writable ({error.errno_name}): nothing was queued; try again later", retry, rid

@@ -100,6 +100,7 @@ from machina.queue.base import (
 from machina.queue.errors import (
     ClaimLost,
     DedupConflict,
+    DedupPending,
     InvalidRequest,
     JobNotFound,
     QueuedNotDurable,
@@ -121,6 +122,7 @@ __all__ = [
     "Claim",
     "ClaimLost",
     "DedupConflict",
+    "DedupPending",
     "EnqueueResult",
     "FileQueue",
     "InvalidRequest",

@@ -1,7 +1,7 @@
 """The queue's exceptions.  Each is a MachinaError, so the CLI turns it into one line and an exit code.
 
 HTTP mapping for machina-enqueued: InvalidRequest 400, DedupConflict 409, QueueNotWritable 503,
-QueuedNotDurable 500 (naming the job), JobNotFound 404.
+QueuedNotDurable 500 (naming the job), DedupPending 503, JobNotFound 404.
 """
 
 from __future__ import annotations
@@ -51,6 +51,20 @@ class DedupConflict(QueueError):
         super().__init__(f"request_id {request_id!r} was already used for a different request (queued as {first_name})")
         self.request_id = request_id
         self.first_name = first_name
+
+
+class DedupPending(QueueError):
+    """Another copy of this request_id is still being written after the wait allowed for it: nothing was
+    queued by this copy; sending it again later is safe (it is deduplicated then)."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+    def __init__(self, request_id: str, waited_s: float) -> None:
+        super().__init__(
+            f"request_id {request_id!r} is still being queued by another request after {waited_s:g} s: "
+            "nothing was queued by this one; try again"
+        )
+        self.request_id = request_id
 
 
 class QueueNotWritable(QueueError):

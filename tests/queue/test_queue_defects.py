@@ -14,7 +14,9 @@ import pytest
 from machina.clock import FakeClock
 from machina.queue import FileQueue, QueueConfig, QueuedNotDurable, QueueNotWritable, faults
 from machina.queue.claims import BOOT_ID, Owner, foreign_registry
+from machina.queue.dedup import DedupTable, Reservation
 from machina.queue.durable import GroupCommit
+from machina.queue.errors import DedupPending
 
 
 @pytest.fixture
@@ -199,3 +201,18 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.005)
+
+
+# --- D16: copies of a request waited for the first copy without a bound ---------------------------------------
+
+
+def test_d16_a_copy_waits_for_the_first_copy_only_so_long() -> None:
+    table = DedupTable(ttl_ms=60_000, index=None, refresh_s=1.0, pending_wait_s=0.05)
+    first = table.begin("rid-1", "sha-1", now_ms=1000)
+    assert isinstance(first, Reservation)  # the first copy is being written, and hangs there
+    with pytest.raises(DedupPending, match=r"rid-1.*still being queued.*nothing was queued by this one"):
+        table.begin("rid-1", "sha-1", now_ms=1001)
+    table.finish("rid-1", first, "p5000_rq_x.json", 1000)
+    entry = table.begin("rid-1", "sha-1", now_ms=1002)
+    assert not isinstance(entry, Reservation) and entry.name == "p5000_rq_x.json"
+    assert DedupPending("r", 1.0).exit_code == 75
