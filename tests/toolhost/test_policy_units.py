@@ -12,7 +12,7 @@ import pytest
 from machina.clock import FakeClock
 from machina.manifests.tools import EFFECT_TIERS, load_tools, toolpack_manifests
 from machina.toolhost.enqueue import covered, narrow
-from machina.toolhost.idempotency import IdempotencyCache, Mismatch, fingerprint
+from machina.toolhost.idempotency import IdempotencyCache, InFlight, Mismatch, fingerprint
 from machina.toolhost.leases import LeaseError, LeaseStore, inputs_digest
 from machina.toolhost.permissions import ALLOW, ASK, DENY, MODES, Permissions
 from machina.toolhost.runners import BUILTIN_RUNNERS, POOL
@@ -260,6 +260,28 @@ def test_a_repeat_waits_for_the_first_call() -> None:
     cache.finish(0, "k", {"first": True}, keep=True)
     waiter.join(10)
     assert seen == [{"first": True}]
+
+
+def test_d13_a_repeat_never_runs_a_call_still_in_flight() -> None:
+    cache = IdempotencyCache(60_000)
+    fp = fingerprint("AID.SHELL.EXEC.v1", {"cmd": ["rm", "x"]})
+    assert cache.begin(0, "k", fp, wait_s=1) is None  # the first call runs, and runs long
+    with pytest.raises(InFlight, match="still running"):
+        cache.begin(0, "k", fp, wait_s=0.01)
+    cache.finish(0, "k", {"first": True}, keep=True)
+    assert cache.begin(0, "k", fp, wait_s=0.01) == {"first": True}
+
+
+def test_d13_an_entry_in_flight_is_never_evicted(clock: FakeClock) -> None:
+    cache = IdempotencyCache(60_000, clock, max_entries=2)
+    fp = fingerprint("AID.NOOP.v1", {})
+    assert cache.begin(0, "running", fp, wait_s=1) is None
+    for n in range(5):  # finished calls push the table past its bound
+        assert cache.begin(0, f"done-{n}", fp, wait_s=1) is None
+        cache.finish(0, f"done-{n}", {"n": n}, keep=True)
+    with pytest.raises(InFlight):
+        cache.begin(0, "running", fp, wait_s=0.01)
+    assert cache.begin(0, "done-0", fp, wait_s=1) is None, "the oldest finished entry was evicted"
 
 
 def test_fingerprint_ignores_key_order() -> None:
