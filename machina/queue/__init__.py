@@ -61,7 +61,7 @@ forever): at worker start (``recover(worker_id)``), and in every process's ``mai
 A worker whose claim was taken away gets :class:`ClaimLost` from ``complete``; since each attempt has its
 own file name, a job is never in ``done/`` twice.
 
-Retries: capped exponential backoff with jitter (:mod:`machina.queue.backoff`) between
+Retries: capped exponential backoff with jitter (:mod:`machina.backoff`) between
 ``MACHINA_RETRY_MIN_MS`` and ``MACHINA_RETRY_MAX_MS``, at most ``MACHINA_MAX_ATTEMPTS``; a request's
 ``_queue`` settings (priority, max_attempts, retry_min_ms, retry_max_ms) override them and, living in the
 body that is never rewritten, survive every retry.

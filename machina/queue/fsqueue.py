@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from machina.approvals import LEASES_KEY, without_tokens
+from machina.backoff import retry_delay_ms
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
 from machina.log import fields
 from machina.queue import faults
-from machina.queue.backoff import retry_delay_ms
 from machina.queue.base import (
     FINAL_STATES,
     STATES,

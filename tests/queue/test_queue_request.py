@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from machina.backoff import retry_delay_ms
 from machina.queue import InvalidRequest, load_request, validate_request
-from machina.queue.backoff import retry_delay_ms
 from machina.queue.names import (
     JobRef,
     fnv1a32,
