@@ -24,7 +24,6 @@ from machina.backoff import retry_delay_ms
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
 from machina.log import fields
-from machina.queue import faults
 from machina.queue.base import (
     FINAL_STATES,
     STATES,
@@ -49,6 +48,7 @@ from machina.queue.errors import (
     QueueNotWritable,
     is_not_writable,
 )
+from machina.queue.faults import point as fault_point
 from machina.queue.inbox import InboxIndex
 from machina.queue.names import (
     DEFAULT_PRIORITY,
@@ -183,9 +183,9 @@ class FileQueue(BaseQueue):
         if rid is not None:
             record.update(rid=rid, sha=req.sha256)
         self._log("ENQ", ts=ts, **record)
-        faults.point("enqueue.logged")
+        fault_point("enqueue.logged")
         try:
-            faults.point("enqueue.sync")
+            fault_point("enqueue.sync")
             self._sync("inbox")
         except (QueueNotWritable, OSError) as exc:
             if self._take_back(ref, rid):
@@ -241,7 +241,7 @@ class FileQueue(BaseQueue):
 
     def _write_job(self, req: Request, priority: int) -> JobRef:
         tmp = self._write_tmp(req.canonical, "write job")
-        faults.point("enqueue.tmp_written")
+        fault_point("enqueue.tmp_written")
         try:
             for _ in range(16):
                 ref = self._new_ref(priority, req.request_id)
@@ -249,7 +249,7 @@ class FileQueue(BaseQueue):
                     place(tmp, os.path.join(self.dirs["inbox"], ref.file))
                 except FileExistsError:
                     continue  # two enqueuers drew the same name: draw again, never replace
-                faults.point("enqueue.placed")
+                fault_point("enqueue.placed")
                 return ref
             raise QueueError("could not find a free job name after 16 tries")
         except BaseException as exc:
@@ -299,7 +299,7 @@ class FileQueue(BaseQueue):
                 continue
             try:
                 registry.add(file)
-                faults.point("claim.intent")
+                fault_point("claim.intent")
                 os.rename(os.path.join(self.dirs["inbox"], file), os.path.join(self.dirs["processing"], file))
             except FileNotFoundError:
                 registry.remove(file)  # another worker was faster
@@ -308,7 +308,7 @@ class FileQueue(BaseQueue):
                 registry.remove(file)
                 self._inbox.push(file)
                 self._reraise("claim", exc)
-            faults.point("claim.moved")
+            fault_point("claim.moved")
             self._log("CLAIM", file=file, w=registry.worker_id)
             claimed = self._open_claim(registry, ref)
             if claimed is not None:
@@ -381,9 +381,9 @@ class FileQueue(BaseQueue):
         registry = self._registry_for(claim)
         ref = self._ref_of(claim)
         self._write_result(ref, self._envelope(ref, "done", claim.worker_id, result=result))
-        faults.point("complete.result")
+        fault_point("complete.result")
         self._finish(registry, claim, "done", claim.file, "DONE")
-        faults.point("complete.moved")
+        fault_point("complete.moved")
         log.debug("done", extra=fields(job=claim.name))
 
     def fail(self, claim: Claim, reason: str, *, retryable: bool = True, result: Any = None) -> str:
@@ -401,7 +401,7 @@ class FileQueue(BaseQueue):
             state, kind, target = "retry", "SCHED", ref.next_attempt().retry_file(due)
         envelope = self._envelope(ref, state, claim.worker_id, error=reason, result=result, retry_due_ms=due)
         self._write_result(ref, envelope)
-        faults.point("fail.result")
+        fault_point("fail.result")
         self._finish(registry, claim, state, target, kind, due=due)
         if due is not None:
             self._note_retry(due)
@@ -549,7 +549,7 @@ class FileQueue(BaseQueue):
         exhausted = ref.attempt >= max_attempts
         status = "dlq" if exhausted else "recovered"
         self._write_result(ref, self._envelope(ref, status, None, error=f"recovered: {reason}"), replace=False)
-        faults.point("recover.result")
+        fault_point("recover.result")
         state, target, kind = ("dlq", file, "DLQ") if exhausted else ("inbox", ref.next_attempt().file, "RECOVER")
         if not self._move("processing", file, state, target):
             return []

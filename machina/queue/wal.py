@@ -44,7 +44,7 @@ from typing import Any
 
 from machina.clock import Clock
 from machina.fsutil import ensure_dir, fsync_dir
-from machina.queue import faults
+from machina.queue.faults import point as fault_point
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class WalWriter:
         with self._lock:
             try:
                 fd = self._open()
-                faults.point("wal.append", fd=fd, line=line)
+                fault_point("wal.append", fd=fd, line=line)
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(errno.ENOSPC, "short write to WAL segment")
