@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(
 def own_distribution() -> str:
     """Where this Python's own `machina` distribution lives (empty when there is none)."""
     probe = (
-        "import importlib.metadata as m\ntry: print(m.distribution('machina').locate_file(''))\nexcept Exception: pass"
+        "import importlib.metadata as m\n"
+        "try: print(m.distribution('machina').locate_file(''))\n"
+        "except Exception: pass"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd="/")
     return result.stdout.strip()
