@@ -68,9 +68,10 @@ body that is never rewritten, survive every retry.
 
 WAL (:mod:`machina.queue.wal`, :mod:`machina.queue.walindex`): a segment per process (no cross-process
 lock on the write path; a segment's ``flock`` tells live from sealed), JSON lines with an optional CRC-32,
-the record types of DESIGN.md (ENQ DEDUP SCHED PROMOTE RECOVER DONE RETRY DLQ FAIL) plus CLAIM, RELEASE,
-PURGE, TRUNC and CKPT_BAD, group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS`` (by
-whichever process finds one due; ``maintain`` does it), torn or corrupt tails cut, logged and counted.
+the record types of DESIGN.md (ENQ DEDUP SCHED PROMOTE RECOVER DONE ASK APPROVE RETRY DLQ FAIL) plus
+CLAIM, RELEASE, PURGE, UNENQ (an enqueue taken back after its fsync failed), TRUNC and CKPT_BAD,
+group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS`` (by whichever process finds one
+due; ``maintain`` does it), torn or corrupt tails cut, logged and counted.
 The directories are the truth: deleting ``wal/`` loses no job, only dedup entries and counters.
 ``MACHINA_WAL_ENABLE=0`` runs without it (dedup then lives in memory only).
 
