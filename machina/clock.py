@@ -14,6 +14,10 @@ class Clock(Protocol):
     def monotonic(self) -> float:
         """Seconds on a clock that never jumps (for intervals inside one process)."""
 
+    def boottime(self) -> float:
+        """Seconds since boot, suspend included (CLOCK_BOOTTIME): one clock that never jumps for every process
+        of one boot (compare its readings across processes only together with the boot id)."""
+
     def sleep(self, seconds: float) -> None: ...
 
 
@@ -23,6 +27,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def boottime(self) -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -42,12 +49,20 @@ class FakeClock:
     def monotonic(self) -> float:
         return self._mono
 
+    def boottime(self) -> float:
+        return self._mono
+
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("a clock does not go back")
         with self._lock:
             self._now += seconds
             self._mono += seconds
+
+    def jump(self, seconds: float) -> None:
+        """Step the wall clock only, either way (an NTP step, an operator's ``date -s``)."""
+        with self._lock:
+            self._now += seconds
 
     def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))

@@ -46,6 +46,8 @@ _SYSLOG_PRIORITY = {
     logging.DEBUG: 7,
 }
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+#: A lease token (machina.toolhost.leases: mlease_<id>_<secret>): its secret approves a tool call.
+_LEASE_SECRET = re.compile(r"(mlease_[0-9a-f]+_)[A-Za-z0-9_-]+")
 _NEEDS_QUOTES = re.compile(r"[\s\"=]")
 REDACTED = "<redacted>"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -90,7 +92,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return _BEARER.sub(r"\1" + REDACTED, text)
+        return _LEASE_SECRET.sub(r"\1" + REDACTED, _BEARER.sub(r"\1" + REDACTED, text))
 
 
 def _quote(value: str) -> str:

@@ -14,7 +14,7 @@ from machina.fsutil import PRIVATE_DIR, ensure_dir
 if TYPE_CHECKING:
     from machina.config import Config
 
-QUEUE_STATES = ("inbox", "processing", "retry", "done", "failed", "dlq", "out", "tmp")
+QUEUE_STATES = ("inbox", "processing", "retry", "asked", "done", "failed", "dlq", "out", "tmp")
 
 LAYOUT = (
     *(f"queue/{state}" for state in QUEUE_STATES),

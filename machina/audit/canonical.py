@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -28,6 +29,15 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def finite_float(text: str) -> float:
+    """A JSON number as a float, refusing one too large to be finite (``1e400`` would read as infinity,
+    which has no JSON spelling: accepted now, it could never be written back)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -38,5 +48,5 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """Parse JSON refusing NaN/Infinity and duplicate keys (input we did not write ourselves)."""
-    return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+    """Parse JSON refusing NaN/Infinity, numbers out of range and duplicate keys (input we did not write)."""
+    return json.loads(text, parse_constant=_no_constants, parse_float=finite_float, object_pairs_hook=_no_duplicates)

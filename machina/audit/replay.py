@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from machina.approvals import without_leases
 from machina.audit.canonical import digest
 from machina.audit.verify import LogReport, verify_log
 from machina.engine.loop import new_run_id
@@ -123,7 +124,7 @@ def strict_replay(
     report = ReplayReport(log, list(log.problems))
     if not log.ok:
         return report
-    if digest(request) != log.start.get("request_digest"):
+    if digest(without_leases(request)) != log.start.get("request_digest"):
         report.problems.append("the request is not the one this log ran (request digests differ)")
         return report
     selections = [e for e in log.events if e["event"] == "selection"]

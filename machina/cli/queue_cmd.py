@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import click
 
+from machina.approvals import approvals_error
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.queue import (
@@ -27,6 +28,8 @@ from machina.queue import (
     load_request,
     open_queue,
 )
+from machina.root import open_root
+from machina.toolhost.client import ToolhostClient
 
 _DURATION = re.compile(r"(?P<n>\d+)(?P<unit>ms|s|m|h|d|w)?")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -142,9 +145,10 @@ def _requests(stream: IO[bytes], lines: bool) -> Iterator[tuple[int, bytes]]:
 def queue() -> None:
     """Inspect and operate the job queue under $MACHINA_ROOT/queue.
 
-    States: inbox (waiting), processing (claimed), retry (waiting for a retry), done, failed (permanent
-    failure), dlq (attempts spent). Exit codes: 0 ok, 64 usage, 67 no such job, 73 not writable,
-    75 busy, 78 bad configuration.
+    States: inbox (waiting), processing (claimed), retry (waiting for a retry), asked (waiting for an
+    operator to approve a tool call: `machina queue approve`), done, failed (permanent failure), dlq
+    (attempts spent). Exit codes: 0 ok, 64 usage, 67 no such job, 73 not writable, 75 busy, 77 lease
+    refused, 78 bad configuration.
     """
 
 
@@ -189,6 +193,9 @@ def show(name: str, as_json: bool, with_request: bool, root: str | None) -> None
     for result in status.results:
         error = f" error={result['error']!r}" if result.get("error") else ""
         click.echo(f"attempt {result.get('attempt')}: {result.get('status')}{error}")
+    if status.state == "asked":
+        for call in _asked_calls(status):
+            click.echo("asks: " + _describe_call(call))
     if status.request is not None:
         click.echo("request: " + _compact(status.request))
 
@@ -230,6 +237,61 @@ def retry(name: str | None, all_dlq: bool, root: str | None) -> None:
         names = [job.name for job in q.list_jobs("dlq")] if all_dlq else [name or ""]
         for one in names:
             click.echo(q.requeue(one))
+
+
+@queue.command()
+@click.argument("name")
+@click.option(
+    "--ttl", metavar="DURATION", help="How long the leases wait for the job to run (default MACHINA_LEASE_MAX_TTL_MS)."
+)
+@click.option("--socket", "socket_path", metavar="PATH", help="Toolhost socket (default: toolhost.sock of the root).")
+@root_option
+def approve(name: str, ttl: str | None, socket_path: str | None, root: str | None) -> None:
+    """Approve the tool calls job NAME (in asked/) stopped at, and requeue it.
+
+    Issues one single-use lease per call its last attempt lists (the call that asked, and any that ran on
+    a lease before it: the job runs again from the start), each bound to that call's AID and inputs, and
+    sends the job back to the inbox carrying them. Each approved call is printed on stderr (`machina queue
+    show NAME` lists them first); the new file name on stdout. Needs an administrative toolhost peer.
+    Exit 67 if NAME is not in asked/, 69 toolhost not running, 77 a lease was refused.
+    """
+    with _opened(root) as (q, cfg):
+        status = q.job_status(name)
+        if status is None:
+            raise MachinaError(f"{name}: no such job", ExitCode.NOTFOUND)
+        if status.state != "asked":
+            raise MachinaError(f"{name}: is in {status.state}/: only jobs in asked/ can be approved", ExitCode.NOTFOUND)
+        calls = _asked_calls(status)
+        if not calls:
+            raise MachinaError(f"{name}: its last attempt lists no call to approve", ExitCode.DATAERR)
+        ttl_ms = parse_duration_ms(ttl) if ttl else cfg["MACHINA_LEASE_MAX_TTL_MS"]
+        path = socket_path or open_root(cfg).socket_path("toolhost")
+        leases = []
+        with ToolhostClient(path, timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"])) as client:
+            for call in calls:
+                granted = client.issue_lease(call["aid"], call["tier"], ttl_ms, inputs_digest=call["inputs_digest"])
+                leases.append(
+                    {"aid": call["aid"], "inputs_digest": call["inputs_digest"], "token": granted["lease_token"]}
+                )
+                click.echo("approved " + _describe_call(call), err=True)
+        click.echo(q.approve(name, leases))
+
+
+def _asked_calls(status: Any) -> list[dict[str, Any]]:
+    """The calls of the job's last attempt that need a lease to run again, each once."""
+    last = status.results[-1].get("result") if status.results else None
+    calls = last.get("approvals") if isinstance(last, dict) else None
+    if approvals_error(calls) is not None:
+        return []
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for call in calls or []:
+        unique.setdefault((call["aid"], call["inputs_digest"]), call)
+    return list(unique.values())
+
+
+def _describe_call(call: dict[str, Any]) -> str:
+    inputs = _compact(call["inputs"]) if "inputs" in call else "(too long to show: see the run log)"
+    return f"{call['aid']} tier {call['tier']} ({call['status']}) inputs {inputs} sha256 {call['inputs_digest'][:16]}"
 
 
 @queue.command()

@@ -6,13 +6,13 @@ runtime directory of MACHINA_ROOT); ``plugin`` works on the files of $MACHINA_RO
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from typing import Any
 
 import click
 
+from machina.audit.canonical import loads_strict
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.root import Root, open_root
@@ -45,7 +45,7 @@ def _client(root: str | None, socket_path: str | None) -> ToolhostClient:
     return ToolhostClient(path, timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"]))
 
 
-def _read_inputs(text: str) -> dict[str, Any]:
+def _read_inputs(text: str, option: str = "--input") -> dict[str, Any]:
     if text == "-":
         raw, where = sys.stdin.read(), "stdin"
     elif text.startswith("@"):
@@ -55,9 +55,9 @@ def _read_inputs(text: str) -> dict[str, Any]:
         except OSError as exc:
             raise MachinaError(f"{text[1:]}: {exc.strerror}", ExitCode.NOINPUT) from None
     else:
-        raw, where = text, "--input"
+        raw, where = text, option
     try:
-        inputs = json.loads(raw)
+        inputs = loads_strict(raw)
     except ValueError as exc:
         raise MachinaError(f"{where}: not JSON: {exc}", ExitCode.DATAERR) from None
     if not isinstance(inputs, dict):
@@ -144,16 +144,30 @@ def lease() -> None:
 @click.argument("aid")
 @click.option("--tier", type=click.IntRange(0, 3), required=True, help="Highest tool tier the lease covers.")
 @click.option("--ttl", "ttl", default="60s", show_default=True, help="Lifetime: 500ms, 30s, 5m, 1h.")
+@click.option(
+    "--inputs",
+    "inputs_text",
+    metavar="JSON",
+    help="Bind the lease to the call of AID with exactly these inputs (a JSON object, @FILE, or - for stdin).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole lease as JSON, not just the token.")
 @socket_option
 @root_option
-def issue(aid: str, tier: int, ttl: str, as_json: bool, socket_path: str | None, root: str | None) -> None:
+def issue(
+    aid: str, tier: int, ttl: str, inputs_text: str | None, as_json: bool, socket_path: str | None, root: str | None
+) -> None:
     """Issue a lease for one call of AID (or * for any tool) up to --tier; prints the token.
+
+    With --inputs the lease approves only the call of AID with exactly those inputs (its inputs
+    digest is in --json's output); any other call is refused and the lease kept.
 
     The token is a secret: hand it to the caller that needs the approval (the --lease of
     `machina tool run`, the lease_token of a request) and nobody else.
     """
-    granted = _client(root, socket_path).issue_lease(aid, tier, parse_duration_ms(ttl))
+    inputs = None if inputs_text is None else _read_inputs(inputs_text, "--inputs")
+    if inputs is not None and aid == "*":
+        raise MachinaError("--inputs binds a lease to one call: name its AID, not *", ExitCode.USAGE)
+    granted = _client(root, socket_path).issue_lease(aid, tier, parse_duration_ms(ttl), inputs=inputs)
     if as_json:
         echo_json(granted)
     else:

@@ -96,6 +96,24 @@ _var(
     None,
     "directory for sockets and pid files (default: $RUNTIME_DIRECTORY under systemd, else $MACHINA_ROOT/run)",
 )
+_var(
+    "MACHINA_IPC_MAX_CONNECTIONS_PER_UID",
+    Int(1, 65536),
+    64,
+    "connections one peer uid may hold open to a socket service (toolhost, embed); more are refused busy",
+)
+_var(
+    "MACHINA_IPC_MAX_CONNECTIONS",
+    Int(1, 65536),
+    1024,
+    "connections (one thread each) a socket service (toolhost, embed) holds open in all",
+)
+_var(
+    "MACHINA_IPC_IDLE_TIMEOUT_MS",
+    Int(1000, MS_MAX, "ms"),
+    600000,
+    "a socket service closes a connection idle this long between requests (clients reconnect)",
+)
 
 # --- serve / HTTP ingress --------------------------------------------------------------------------------
 _section_start("serve")

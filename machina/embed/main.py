@@ -11,6 +11,7 @@ from machina.embed.service import EmbedService
 from machina.embed.wiring import build_engine
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.activation import listen_sockets
+from machina.ipc.jsonlines import ServerLimits
 from machina.root import open_root
 from machina.service import run_service
 
@@ -42,7 +43,13 @@ def cli(root: str | None, socket_path: str | None, verbose: bool) -> int:
         raise MachinaError(f"systemd passed {len(activated)} sockets; machina-embed takes one", ExitCode.CONFIG)
     path = socket_path or open_root(cfg).socket_path("embed")
     allowed = [int(uid) for uid in cfg["MACHINA_EMBED_ALLOWED_UIDS"]]
-    service = EmbedService(engine, path, listener=activated[0] if activated else None, allowed_uids=allowed)
+    service = EmbedService(
+        engine,
+        path,
+        listener=activated[0] if activated else None,
+        allowed_uids=allowed,
+        limits=ServerLimits.from_config(cfg),
+    )
     return int(run_service(service))
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from machina.embed.engine import BadRequest, EmbedEngine, check_texts, parse_menu
 from machina.fsutil import ensure_dir
-from machina.ipc.jsonlines import JsonLineServer, bind_unix
+from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ class EmbedService:
         listener: Any = None,
         allowed_uids: Iterable[int] = (),
         socket_mode: int = SOCKET_MODE,
+        limits: ServerLimits | None = None,
     ) -> None:
+        self.limits = limits
         self.engine = engine
         self.socket_path = socket_path
         self.allowed_uids = frozenset({0, os.getuid(), *allowed_uids})
@@ -84,7 +86,7 @@ class EmbedService:
             ensure_dir(os.path.dirname(self.socket_path))
             self._listener = bind_unix(self.socket_path, self.socket_mode)
             owned = self.socket_path
-        self._server = JsonLineServer(self._listener, self.handle, self.authorize, owned_path=owned)
+        self._server = JsonLineServer(self._listener, self.handle, self.authorize, owned_path=owned, limits=self.limits)
 
     def serve(self, stop: threading.Event) -> None:
         assert self._server is not None, "start() first"

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from machina import __version__
+from machina import __version__, approvals
+from machina.approvals import LEASES_KEY, approval, token_for, without_leases
 from machina.audit.canonical import digest
 from machina.audit.chain import Chain
 from machina.audit.runlog import LOG_FORMAT, RunLogWriter, log_path
@@ -226,6 +227,8 @@ class _Run:
         self.figures: dict[str, ToolFigures] = {}
         self.calls: list[tuple[str, bool, float]] = []
         self.capabilities: dict[str, Any] | None = None  # the job's _capabilities, passed on to the toolhost
+        self.leases: Any = None  # the job's _leases: each approves one call (machina.approvals)
+        self.approvals: list[dict[str, Any]] = []
 
     def execute(self) -> RunResult:
         try:
@@ -240,6 +243,7 @@ class _Run:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
         self.state = RunState.initial(request.inputs)
         self.capabilities = request.raw.get("_capabilities")
+        self.leases = request.raw.get(LEASES_KEY)
         return self._finish(self._loop(request, goal), request.goal_id)
 
     def _raw_goal_id(self) -> str | None:
@@ -346,6 +350,7 @@ class _Run:
         run_id = self.log.run_id
         started = time.monotonic()
         diff: list[dict[str, Any]] = []
+        token = token_for(self.leases, entry.aid, inputs)
         with before.begin() as tx, log_context(aid=entry.aid):
             try:
                 reply = self.tools.call(
@@ -353,6 +358,7 @@ class _Run:
                     inputs,
                     request_id=self.log.request_id,
                     run_id=run_id,
+                    lease_token=token,
                     idempotency_key=f"{run_id}/{ctx.step}",
                     capabilities=self.capabilities,
                 )
@@ -366,7 +372,15 @@ class _Run:
                 except (ValueError, TypeError) as exc:
                     reply = ToolReply(False, INTERNAL_ERROR, error=f"output not representable: {exc}")
         self._log_tool(ctx, entry, inputs, reply, before, diff)
+        self._note_approval(entry, inputs, reply, token is not None)
         return self._after_tool(ctx, entry, reply)
+
+    def _note_approval(self, entry: MenuEntry, inputs: dict[str, Any], reply: ToolReply, had_lease: bool) -> None:
+        """Remember calls that need a lease to run again: the one that asked, and those that spent one."""
+        if reply.status in (APPROVAL_REQUIRED, LEASE_REQUIRED):
+            self.approvals.append(approval(entry.aid, entry.tool.tier, inputs, approvals.ASKED))
+        elif had_lease and reply.status not in (DENIED, FORBIDDEN, UNAVAILABLE):
+            self.approvals.append(approval(entry.aid, entry.tool.tier, inputs, approvals.SPENT))
 
     def _log_tool(
         self,
@@ -436,12 +450,14 @@ class _Run:
             outputs=self.state.snapshot()["outputs"],
             error=end.error,
             retryable=end.retryable,
+            approvals=self.approvals,
         )
 
 
 def _request_digest(raw: Any) -> str | None:
+    """The digest of the request as its sender wrote it: the leases an approval added are not part of it."""
     try:
-        return digest(raw)
+        return digest(without_leases(raw) if isinstance(raw, Mapping) else raw)
     except (TypeError, ValueError):
         return None
 

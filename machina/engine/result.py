@@ -32,6 +32,8 @@ class RunResult:
     error: str = ""
     #: True when the failure is the infrastructure's (toolhost unreachable): the same job may well succeed later.
     retryable: bool = False
+    #: Calls that needed a lease (status "asked") or ran on one the job carried ("spent"): machina.approvals.
+    approvals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

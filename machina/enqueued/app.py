@@ -6,7 +6,8 @@ path                   auth    answer
 ``POST /enqueue``      yes     200 ``{"ok":true,"queued":name,"request_id":...[,"deduplicated":true]}``;
                                400 bad request, 401/403 auth, 409 request_id reused with another body,
                                413 body over MACHINA_API_MAX_BODY_BYTES, 429 rate limit, 503 queue not
-                               writable (nothing was queued)
+                               writable (nothing was queued), 500 naming the job when it was queued but
+                               its fsync failed and it could not be taken back (do not resend it)
 ``GET /health``        no      200 ``{"ok":true}``
 ``GET /stats``         yes     200 ``{"ok":true,"sizes":{...},"counters":{...},"jobs":{...}}``
 ``GET /metrics``       yes*    Prometheus text (* no auth with MACHINA_METRICS_PUBLIC=1)
@@ -47,8 +48,10 @@ from machina.metrics.figures import read_all
 from machina.queue import (
     BaseQueue,
     DedupConflict,
+    DedupPending,
     EnqueueResult,
     InvalidRequest,
+    QueuedNotDurable,
     QueueError,
     QueueNotWritable,
     load_request,
@@ -350,7 +353,12 @@ def _refusal_error(refused: Refused) -> HttpError:
         )
     if isinstance(error, InvalidRequest):
         return HttpError(400, error.reason, None, rid)
+    if isinstance(error, QueuedNotDurable):
+        log.error("enqueue: %s", error, extra=fields(request_id=rid, job=error.name))
+        return HttpError(500, str(error), None, rid)
     retry = [(b"retry-after", str(NOT_WRITABLE_RETRY_S).encode())]
+    if isinstance(error, DedupPending):
+        return HttpError(503, str(error), retry, rid)
     if isinstance(error, QueueNotWritable):
         return HttpError(
             503, f"queue not writable ({error.errno_name}): nothing was queued; try again later", retry, rid

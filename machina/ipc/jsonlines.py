@@ -4,6 +4,11 @@ Used by machina-toolhost and machina-embed.  The server checks every peer with S
 a byte, bounds line length, and answers malformed input with an error reply instead of dropping the
 connection silently.  Each connection is served by its own thread; requests on one connection are
 answered in order.
+
+Bounded (:class:`ServerLimits`, MACHINA_IPC_*): at most ``max_per_uid`` connections of one uid and
+``max_total`` in all (one thread each); a connection past either cap gets one ``busy`` reply and is
+closed.  A connection idle between requests for ``idle_timeout_s`` (or a peer that does not read its
+reply for as long) is closed; :class:`JsonLineClient` notices an idle close and reconnects.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import select
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from machina.audit.canonical import loads_strict
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.peercred import PeerCred, peer_cred
 
@@ -29,6 +37,24 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LINE = 8 * 1024 * 1024
 Handler = Callable[[dict[str, Any], PeerCred], dict[str, Any]]
 Authorizer = Callable[[PeerCred], bool]
+BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Caps of one server: connections (threads) per peer uid and in all, and idle time per connection."""
+
+    max_per_uid: int = 64  #: MACHINA_IPC_MAX_CONNECTIONS_PER_UID
+    max_total: int = 1024  #: MACHINA_IPC_MAX_CONNECTIONS
+    idle_timeout_s: float = 600.0  #: MACHINA_IPC_IDLE_TIMEOUT_MS
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ServerLimits:
+        return cls(
+            cfg["MACHINA_IPC_MAX_CONNECTIONS_PER_UID"],
+            cfg["MACHINA_IPC_MAX_CONNECTIONS"],
+            cfg["MACHINA_IPC_IDLE_TIMEOUT_MS"] / 1000.0,
+        )
 
 
 class ServiceUnavailable(MachinaError):
@@ -82,13 +108,17 @@ class JsonLineServer:
         authorize: Authorizer,
         max_line: int = DEFAULT_MAX_LINE,
         owned_path: str | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.listener = listener
         self.handler = handler
         self.authorize = authorize
         self.max_line = max_line
         self.owned_path = owned_path  # unlinked on close; None for a socket systemd owns
+        self.limits = limits or ServerLimits()
         self._connections: dict[threading.Thread, socket.socket] = {}
+        self._per_uid: Counter[int] = Counter()
+        self.refused_busy = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.connections_total = 0
@@ -115,16 +145,38 @@ class JsonLineServer:
             self._start_connection(conn)
 
     def _start_connection(self, conn: socket.socket) -> None:
-        thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True, name="ipc-conn")
+        try:
+            peer = peer_cred(conn)
+        except OSError:
+            conn.close()
+            return
+        thread = threading.Thread(target=self._serve_connection, args=(conn, peer), daemon=True, name="ipc-conn")
         with self._lock:
-            self._connections[thread] = conn
-            self.connections_total += 1
+            why = self._over_limit(peer.uid)
+            if why is None:
+                self._connections[thread] = conn
+                self._per_uid[peer.uid] += 1
+                self.connections_total += 1
+            else:
+                self.refused_busy += 1
+        if why is not None:
+            log.warning("refused a connection of uid %d: %s", peer.uid, why)
+            _refuse(conn, {"ok": False, "status": BUSY, "error": why})
+            return
         thread.start()
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _over_limit(self, uid: int) -> str | None:
+        """Why one more connection of ``uid`` is one too many (called with the lock held), or None."""
+        if self._per_uid[uid] >= self.limits.max_per_uid:
+            return f"too many connections of uid {uid} (MACHINA_IPC_MAX_CONNECTIONS_PER_UID={self.limits.max_per_uid})"
+        if len(self._connections) >= self.limits.max_total:
+            return f"too many connections (MACHINA_IPC_MAX_CONNECTIONS={self.limits.max_total})"
+        return None
+
+    def _serve_connection(self, conn: socket.socket, peer: PeerCred) -> None:
         try:
-            conn.settimeout(None)
-            peer = peer_cred(conn)
+            # Bounds both the wait for the next request and a peer that does not read its reply.
+            conn.settimeout(self.limits.idle_timeout_s)
             if not self.authorize(peer):
                 log.warning("refused peer pid=%d uid=%d gid=%d", peer.pid, peer.uid, peer.gid)
                 _send(conn, {"ok": False, "status": "forbidden", "error": f"peer uid {peer.uid} is not allowed"})
@@ -140,17 +192,22 @@ class JsonLineServer:
                 _send(conn, self._dispatch(line, peer))
         except (ConnectionError, BrokenPipeError):
             pass
+        except TimeoutError:
+            log.debug("closed a connection of uid %d idle for %g s", peer.uid, self.limits.idle_timeout_s)
         except Exception:
             log.exception("connection handler failed")
         finally:
             conn.close()
             with self._lock:
-                self._connections.pop(threading.current_thread(), None)
+                if self._connections.pop(threading.current_thread(), None) is not None:
+                    self._per_uid[peer.uid] -= 1
+                    if self._per_uid[peer.uid] <= 0:
+                        del self._per_uid[peer.uid]
 
     def _dispatch(self, line: bytes, peer: PeerCred) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
+            request = loads_strict(line)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return {"ok": False, "status": "bad_request", "error": f"not JSON: {exc}"}
         if not isinstance(request, dict):
             return {"ok": False, "status": "bad_request", "error": "request must be a JSON object"}
@@ -186,6 +243,17 @@ class JsonLineServer:
 
 def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
     conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+def _refuse(conn: socket.socket, obj: dict[str, Any]) -> None:
+    """One reply to a fresh connection, without ever blocking the accept loop, then close."""
+    try:
+        conn.setblocking(False)
+        conn.send(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

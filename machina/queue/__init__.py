@@ -17,6 +17,7 @@ blocks (asyncio code calls it from a thread pool)::
     except InvalidRequest as e:   reply(400, e.reason)
     except DedupConflict:         reply(409, ...)
     except QueueNotWritable:      reply(503, ...)  # ENOSPC/EROFS/EDQUOT/EFBIG/EIO: nothing was queued
+    except QueuedNotDurable as e: reply(500, ...)  # queued as e.name but its fsync failed: do not resend
     queue.stats()                                   # QueueStats(sizes={state: n}, counters={name: n})
     queue.job_status(name)                          # JobStatus(state, attempt, results, owner ...) or None
 
@@ -26,7 +27,8 @@ blocks (asyncio code calls it from a thread pool)::
         claim = queue.claim(worker_id, timeout=1.0)  # wakes within ms of a new job (inotify)
         if claim is None: continue
         ...  run claim.request; queue.heartbeat(claim) every MACHINA_CLAIM_TIMEOUT_MS / 3 or so on long jobs
-        queue.complete(claim, result)  |  queue.fail(claim, reason, retryable=...)  |  queue.release(claim)
+        queue.complete(claim, result) | queue.fail(claim, reason, retryable=...) | queue.ask(claim, result)
+        | queue.release(claim)
     queue.close()                                  # on SIGTERM: release(claim) first, then close
 
 Threads: with fsync off, enqueue is CPU-bound and more threads do not add throughput (the GIL); with fsync
@@ -36,8 +38,9 @@ Files (DESIGN.md section 3; names in :mod:`machina.queue.names`)
 ==============================================================
 ``inbox/`` waiting, in name order = claim order (priority, lower first; then enqueue time; FIFO within a
 priority for one enqueuer) · ``processing/`` claimed · ``retry/retry_{due}_{stem}.a{N}.json`` waiting for a
-retry · ``done/`` · ``failed/`` (permanent: invalid request, or ``retryable=False``) · ``dlq/`` (attempts
-spent) · ``out/{stem}.attempt{N}.result.json`` each attempt's result envelope ``{"name","attempt",
+retry · ``asked/`` waiting for an operator's approval (``ask``; ``approve`` resumes it with leases, see
+:mod:`machina.approvals`) · ``done/`` · ``failed/`` (permanent: invalid request, or ``retryable=False``) ·
+``dlq/`` (attempts spent) · ``out/{stem}.attempt{N}.result.json`` each attempt's result envelope ``{"name","attempt",
 "status","worker_id","finished_ms","result"[,"error","retry_due_ms"]}`` · ``tmp/`` files being written ·
 ``wal/`` log and checkpoint · ``$MACHINA_ROOT/state/claims/<worker_id>.json`` who holds which claim.
 
@@ -58,16 +61,17 @@ forever): at worker start (``recover(worker_id)``), and in every process's ``mai
 A worker whose claim was taken away gets :class:`ClaimLost` from ``complete``; since each attempt has its
 own file name, a job is never in ``done/`` twice.
 
-Retries: capped exponential backoff with jitter (:mod:`machina.queue.backoff`) between
+Retries: capped exponential backoff with jitter (:mod:`machina.backoff`) between
 ``MACHINA_RETRY_MIN_MS`` and ``MACHINA_RETRY_MAX_MS``, at most ``MACHINA_MAX_ATTEMPTS``; a request's
 ``_queue`` settings (priority, max_attempts, retry_min_ms, retry_max_ms) override them and, living in the
 body that is never rewritten, survive every retry.
 
 WAL (:mod:`machina.queue.wal`, :mod:`machina.queue.walindex`): a segment per process (no cross-process
 lock on the write path; a segment's ``flock`` tells live from sealed), JSON lines with an optional CRC-32,
-the record types of DESIGN.md (ENQ DEDUP SCHED PROMOTE RECOVER DONE RETRY DLQ FAIL) plus CLAIM, RELEASE,
-PURGE, TRUNC and CKPT_BAD, group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS`` (by
-whichever process finds one due; ``maintain`` does it), torn or corrupt tails cut, logged and counted.
+the record types of DESIGN.md (ENQ DEDUP SCHED PROMOTE RECOVER DONE ASK APPROVE RETRY DLQ FAIL) plus
+CLAIM, RELEASE, PURGE, UNENQ (an enqueue taken back after its fsync failed), TRUNC and CKPT_BAD,
+group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS`` (by whichever process finds one
+due; ``maintain`` does it), torn or corrupt tails cut, logged and counted.
 The directories are the truth: deleting ``wal/`` loses no job, only dedup entries and counters.
 ``MACHINA_WAL_ENABLE=0`` runs without it (dedup then lives in memory only).
 
@@ -97,8 +101,10 @@ from machina.queue.base import (
 from machina.queue.errors import (
     ClaimLost,
     DedupConflict,
+    DedupPending,
     InvalidRequest,
     JobNotFound,
+    QueuedNotDurable,
     QueueError,
     QueueNotWritable,
     WorkerIdInUse,
@@ -117,6 +123,7 @@ __all__ = [
     "Claim",
     "ClaimLost",
     "DedupConflict",
+    "DedupPending",
     "EnqueueResult",
     "FileQueue",
     "InvalidRequest",
@@ -128,6 +135,7 @@ __all__ = [
     "QueueNotWritable",
     "QueueSettings",
     "QueueStats",
+    "QueuedNotDurable",
     "Request",
     "WorkerIdInUse",
     "load_request",

@@ -15,10 +15,11 @@ from machina.queue.request import Request
 if TYPE_CHECKING:
     from machina.config import Config
 
-#: Queue states, in the order a job usually moves through them.
-STATES = ("inbox", "processing", "retry", "done", "failed", "dlq")
-#: States a job leaves only by an operator's hand (``requeue``, ``purge``).
-FINAL_STATES = ("done", "failed", "dlq")
+#: Queue states, in the order a job usually moves through them.  ``asked``: stopped until an operator
+#: approves the tool calls that need a lease (:meth:`BaseQueue.ask`, :meth:`BaseQueue.approve`).
+STATES = ("inbox", "processing", "retry", "asked", "done", "failed", "dlq")
+#: States a job leaves only by an operator's hand (``approve``, ``requeue``, ``purge``).
+FINAL_STATES = ("asked", "done", "failed", "dlq")
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class JobStatus:
 
 @dataclass
 class QueueStats:
-    sizes: dict[str, int]  #: files per state (inbox, processing, retry, done, failed, dlq)
+    sizes: dict[str, int]  #: files per state (inbox, processing, retry, asked, done, failed, dlq)
     counters: dict[str, int]  #: transitions since the WAL began (all processes), and error counts
 
     def as_dict(self) -> dict[str, Any]:
@@ -179,6 +180,19 @@ class BaseQueue(abc.ABC):
         permanent: failed/.  Returns the new state ("retry", "dlq" or "failed")."""
 
     @abc.abstractmethod
+    def ask(self, claim: Claim, result: Any = None) -> None:
+        """The attempt stopped because a tool call needs an operator's approval (a lease): record ``result``
+        (JSON; its ``approvals`` list the calls) as this attempt's result and move the job to asked/, where
+        it waits for :meth:`approve` or ``purge``.  ClaimLost as for :meth:`complete`."""
+
+    @abc.abstractmethod
+    def approve(self, name: str, leases: list[dict[str, Any]]) -> str:
+        """Resume job ``name`` from asked/: its body's ``_leases`` become ``leases`` (machina.approvals: one
+        ``{"aid", "inputs_digest", "token"}`` per approved call; a request_id's dedup entry is unchanged) and
+        it returns to the inbox as its next attempt.  Returns the new file name.  JobNotFound unless the job
+        is in asked/; InvalidRequest when ``leases`` is not a valid ``_leases`` list."""
+
+    @abc.abstractmethod
     def release(self, claim: Claim) -> None:
         """Give the job back untouched (shutdown): it returns to the inbox without using an attempt."""
 
@@ -204,7 +218,7 @@ class BaseQueue(abc.ABC):
 
     @abc.abstractmethod
     def purge(self, state: str, older_than_ms: int) -> int:
-        """Delete jobs (and their results) that entered ``state`` (done, failed or dlq) more than
+        """Delete jobs (and their results) that entered ``state`` (asked, done, failed or dlq) more than
         ``older_than_ms`` ago.  Returns how many."""
 
     @abc.abstractmethod
@@ -213,7 +227,8 @@ class BaseQueue(abc.ABC):
 
     @abc.abstractmethod
     def job_status(self, name: str, *, with_request: bool = False) -> JobStatus | None:
-        """Where job ``name`` is and its results; None when unknown."""
+        """Where job ``name`` is and its results; None when unknown.  The request (``with_request``) shows
+        carried leases without their tokens (machina.approvals.without_tokens)."""
 
     @abc.abstractmethod
     def stats(self) -> QueueStats:

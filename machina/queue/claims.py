@@ -1,7 +1,10 @@
 """Who holds which claimed job: one registry file per worker id, ``state/claims/<worker_id>.json``.
 
 The file says who the owner is (worker id, pid, boot id from ``/proc/sys/kernel/random/boot_id``, start
-and last heartbeat, epoch ms) and which ``processing/`` files it holds.  The owner keeps an exclusive
+and last heartbeat in epoch ms, and the last heartbeat on CLOCK_BOOTTIME) and which ``processing/`` files
+it holds.  Whether a live owner has gone silent is judged on CLOCK_BOOTTIME when the owner runs in this
+boot (:meth:`Owner.silent_ms`): the wall clock may be stepped (NTP, an operator) and would otherwise make
+every live owner look silent, or none.  The owner keeps an exclusive
 ``flock`` on it for as long as it lives, which is how everyone else tells a live owner from a dead one: the
 kernel drops the lock when the process dies, whatever the pid is reused for, and no lock survives a reboot.
 The pid and boot id are recorded for the operator (``machina queue show``) and the logs.
@@ -55,6 +58,7 @@ class Owner:
     started_ms: int = 0
     heartbeat_ms: int = 0
     claims: dict[str, int] = field(default_factory=dict)  # processing file -> claimed at (epoch ms)
+    heartbeat_boot_ms: int = 0  # the last heartbeat on CLOCK_BOOTTIME (0: a registry written before it existed)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,8 +67,16 @@ class Owner:
             "boot_id": self.boot_id,
             "started_ms": self.started_ms,
             "heartbeat_ms": self.heartbeat_ms,
+            "heartbeat_boot_ms": self.heartbeat_boot_ms,
             "claims": self.claims,
         }
+
+    def silent_ms(self, clock: Clock) -> int:
+        """How long since the owner's last heartbeat: on CLOCK_BOOTTIME when it runs in this boot, else (a
+        registry of an older version) on the wall clock, the only clock left to compare."""
+        if self.boot_id and self.boot_id == BOOT_ID and self.heartbeat_boot_ms > 0:
+            return int(clock.boottime() * 1000) - self.heartbeat_boot_ms
+        return int(clock.time() * 1000) - self.heartbeat_ms
 
 
 def check_worker_id(worker_id: str) -> str:
@@ -86,6 +98,7 @@ def _parse(data: bytes) -> Owner | None:
             int(raw["started_ms"]),
             int(raw["heartbeat_ms"]),
             {str(k): int(v) for k, v in raw["claims"].items()},
+            int(raw.get("heartbeat_boot_ms", 0)),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -160,6 +173,7 @@ class ClaimRegistry:
 
     def _write(self) -> None:
         self.owner.heartbeat_ms = self._now()
+        self.owner.heartbeat_boot_ms = int(self.clock.boottime() * 1000)
         data = encode(self.owner.as_dict(), crc=True)
         os.pwrite(self._fd, data, 0)
 

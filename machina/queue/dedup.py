@@ -23,9 +23,13 @@ import logging
 import threading
 import time
 
+from machina.queue.errors import DedupPending
 from machina.queue.walindex import DedupEntry, WalIndex
 
 log = logging.getLogger(__name__)
+
+#: How long a copy of a request waits for the first copy, still being written, before giving up (DedupPending).
+PENDING_WAIT_S = 30.0
 
 
 class Reservation:
@@ -37,8 +41,11 @@ class Reservation:
 
 
 class DedupTable:
-    def __init__(self, ttl_ms: int, index: WalIndex | None, refresh_s: float) -> None:
+    def __init__(
+        self, ttl_ms: int, index: WalIndex | None, refresh_s: float, pending_wait_s: float = PENDING_WAIT_S
+    ) -> None:
         self.ttl_ms = ttl_ms
+        self.pending_wait_s = pending_wait_s
         self.index = index
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
@@ -51,12 +58,17 @@ class DedupTable:
         return self.ttl_ms > 0
 
     def begin(self, rid: str, sha256: str, now_ms: int) -> DedupEntry | Reservation:
-        """The live entry for ``rid``, or a Reservation the caller must ``finish`` or ``abort``."""
+        """The live entry for ``rid``, or a Reservation the caller must ``finish`` or ``abort``.
+
+        Raises DedupPending when another copy has been being written for longer than ``pending_wait_s``
+        (a stuck disk must not pile up every copy's thread behind it)."""
+        deadline = time.monotonic() + self.pending_wait_s
         while True:
             with self._lock:
                 local = self._local(rid, now_ms)
             if isinstance(local, Reservation):
-                local.done.wait()
+                if not local.done.wait(max(0.0, deadline - time.monotonic())):
+                    raise DedupPending(rid, self.pending_wait_s)
                 continue
             if local is not None:
                 return local

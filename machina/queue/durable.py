@@ -21,6 +21,7 @@ import ctypes
 import errno
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,8 +87,9 @@ class GroupCommit:
     from a small thread pool, so the file system folds them into one journal commit and one cache flush,
     then wakes every waiter it covered.  Callers arriving meanwhile form the next batch.
 
-    An fsync error is raised to every waiter of that batch; the WAL handles its own errors (it is an aid to
-    restart, not the record of a job, so its failure must not fail an enqueue that is on disk).
+    An fsync error (or any other failure of the batch, as EIO) is raised to every waiter of that batch; the
+    WAL handles its own errors (it is an aid to restart, not the record of a job, so its failure must not
+    fail an enqueue that is on disk).
     """
 
     POOL_THREADS = 8
@@ -147,7 +149,14 @@ class GroupCommit:
             if wal and self._wal_sync is not None:
                 jobs.append(self._wal_sync)
             error = self._run(jobs)
+        except Exception as exc:
+            # Whatever went wrong (a bug, a pool shut down under us), this batch is not synced: every waiter
+            # of it must hear so, not only the leader.
+            error = _not_synced(exc)
+            raise error from exc
         finally:
+            if error is None and sys.exc_info()[0] is not None:  # interrupted (KeyboardInterrupt ...)
+                error = OSError(errno.EIO, "group commit interrupted")
             self._cond.acquire()
             self._leader = False
             self._synced = upto
@@ -171,4 +180,14 @@ def _attempt(job: Callable[[], None]) -> OSError | None:
     except OSError as exc:
         log.error("fsync failed: %s", exc)
         return exc
+    except Exception as exc:  # not an I/O error, yet nothing says the data reached the disk
+        log.exception("fsync failed unexpectedly")
+        return _not_synced(exc)
     return None
+
+
+def _not_synced(exc: BaseException) -> OSError:
+    """An error that is not an OSError, as the I/O error it means here: the batch was not synced."""
+    if isinstance(exc, OSError):
+        return exc
+    return OSError(errno.EIO, f"group commit failed: {type(exc).__name__}: {exc}")

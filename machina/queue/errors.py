@@ -1,7 +1,7 @@
 """The queue's exceptions.  Each is a MachinaError, so the CLI turns it into one line and an exit code.
 
 HTTP mapping for machina-enqueued: InvalidRequest 400, DedupConflict 409, QueueNotWritable 503,
-JobNotFound 404.
+QueuedNotDurable 500 (naming the job), DedupPending 503, JobNotFound 404.
 """
 
 from __future__ import annotations
@@ -53,6 +53,20 @@ class DedupConflict(QueueError):
         self.first_name = first_name
 
 
+class DedupPending(QueueError):
+    """Another copy of this request_id is still being written after the wait allowed for it: nothing was
+    queued by this copy; sending it again later is safe (it is deduplicated then)."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+    def __init__(self, request_id: str, waited_s: float) -> None:
+        super().__init__(
+            f"request_id {request_id!r} is still being queued by another request after {waited_s:g} s: "
+            "nothing was queued by this one; try again"
+        )
+        self.request_id = request_id
+
+
 class QueueNotWritable(QueueError):
     """The queue's file system refused the write (full, read-only, over quota, file too large, I/O error).
 
@@ -67,6 +81,18 @@ class QueueNotWritable(QueueError):
         super().__init__(f"queue not writable: {what}: {name} ({error.strerror or error})")
         self.errno = code
         self.errno_name = name
+
+
+class QueuedNotDurable(QueueError):
+    """The job was placed in the inbox, its fsync failed, and it could not be taken back (a worker may have
+    claimed it already): it is queued and may run, but may not survive a crash.  Names the job, so that a
+    client does not send it again as new (a resend with the same request_id is answered with this name)."""
+
+    exit_code = ExitCode.IOERR
+
+    def __init__(self, name: str, error: QueueError | OSError) -> None:
+        super().__init__(f"job {name} was queued, but making it durable failed ({error}): it may run; do not resend it")
+        self.name = name
 
 
 class JobNotFound(QueueError):

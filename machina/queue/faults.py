@@ -2,7 +2,8 @@
 
 The queue calls ``point("enqueue.placed")`` and the like at each step of a state change.  A test's child
 process installs a hook (``faults.hook = ...``) that sends itself SIGKILL at the point it wants to test, so
-a crash lands exactly between two steps; nothing in the environment can arm it.
+a crash lands exactly between two steps (or raises OSError where a real fsync would fail); nothing in the
+environment can arm it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ POINTS = (
     "enqueue.tmp_written",  # job file written (and fsynced) in tmp/, not yet in inbox/
     "enqueue.placed",  # job file in inbox/, WAL record not yet written
     "enqueue.logged",  # WAL record written, group commit not yet done (not acknowledged)
+    "enqueue.sync",  # the group commit of the placed job begins (a hook raising OSError: a failed fsync)
     "claim.intent",  # claim recorded in the worker's registry, job still in inbox/
     "claim.moved",  # job in processing/, not yet returned to the worker
     "complete.result",  # result written to out/, job still in processing/

@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from machina.approvals import LEASES_KEY, without_tokens
+from machina.backoff import retry_delay_ms
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
 from machina.log import fields
-from machina.queue import faults
-from machina.queue.backoff import retry_delay_ms
 from machina.queue.base import (
     FINAL_STATES,
     STATES,
@@ -43,10 +43,12 @@ from machina.queue.errors import (
     DedupConflict,
     InvalidRequest,
     JobNotFound,
+    QueuedNotDurable,
     QueueError,
     QueueNotWritable,
     is_not_writable,
 )
+from machina.queue.faults import point as fault_point
 from machina.queue.inbox import InboxIndex
 from machina.queue.names import (
     DEFAULT_PRIORITY,
@@ -69,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: How often a process looks for claims of dead or silent owners (seconds).
 RECOVERY_SWEEP_S = 1.0
+#: How often maintain() forgets expired dedup entries (seconds).
+DEDUP_PRUNE_S = 1.0
 #: Stale temporary files of live-looking pids are removed after this long (seconds).
 TMP_MAX_AGE_S = 24 * 3600
 #: stats() answers from a cache this young (seconds): /metrics scrapes must not rescan 100k files each.
@@ -79,6 +83,7 @@ MAX_REASON = 4000
 #: WAL record type -> stats counter name.
 COUNTER_NAMES = {
     "ENQ": "enqueued",
+    "UNENQ": "enqueues_taken_back",
     "DEDUP": "deduplicated",
     "CLAIM": "claimed",
     "RELEASE": "released",
@@ -86,6 +91,8 @@ COUNTER_NAMES = {
     "PROMOTE": "retries_promoted",
     "RECOVER": "recovered",
     "DONE": "done",
+    "ASK": "asked",
+    "APPROVE": "approved",
     "RETRY": "requeued",
     "DLQ": "dead_lettered",
     "FAIL": "failed",
@@ -143,6 +150,7 @@ class FileQueue(BaseQueue):
         self._retry_next_due: int | None = None
         self._retry_scanned_at = float("-inf")
         self._swept_at = float("-inf")
+        self._pruned_at = float("-inf")
         self._checkpoint_checked_at = time.monotonic()
         self._stats_cache: tuple[float, QueueStats] | None = None
         self._stop = threading.Event()
@@ -175,16 +183,40 @@ class FileQueue(BaseQueue):
         if rid is not None:
             record.update(rid=rid, sha=req.sha256)
         self._log("ENQ", ts=ts, **record)
-        faults.point("enqueue.logged")
+        fault_point("enqueue.logged")
         try:
+            fault_point("enqueue.sync")
             self._sync("inbox")
-        finally:
+        except (QueueNotWritable, OSError) as exc:
+            if self._take_back(ref, rid):
+                if reservation is not None:
+                    self._dedup.abort(rid, reservation)  # type: ignore[arg-type]
+                if isinstance(exc, OSError):
+                    self._reraise("fsync", exc)
+                raise  # nothing was queued: the answer "not writable" is true
             if reservation is not None:
-                # The job file exists now, so a repeat must point at it even if the fsync failed.
+                # The job is in the queue after all: a repeat must point at it.
                 self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
+            raise QueuedNotDurable(ref.name, exc) from exc
+        if reservation is not None:
+            self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
         self._inbox.push(ref.file)
         log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
         return EnqueueResult(ref.name, rid, False)
+
+    def _take_back(self, ref: JobRef, rid: str | None) -> bool:
+        """Undo the placement of a job whose fsync failed; False when it is beyond recall (claimed already)."""
+        try:
+            os.unlink(os.path.join(self.dirs["inbox"], ref.file))
+        except OSError as exc:
+            log.error("job %s placed but not durable, and it cannot be taken back: %s", ref.name, exc)
+            return False
+        record: dict[str, Any] = {"name": ref.name}
+        if rid is not None:
+            record["rid"] = rid
+        self._log("UNENQ", **record)  # the ENQ record before it must not answer a repeat of the request
+        log.warning("job %s taken back: its fsync failed", ref.name, extra=fields(job=ref.name))
+        return True
 
     def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
         if isinstance(request, Request):
@@ -209,7 +241,7 @@ class FileQueue(BaseQueue):
 
     def _write_job(self, req: Request, priority: int) -> JobRef:
         tmp = self._write_tmp(req.canonical, "write job")
-        faults.point("enqueue.tmp_written")
+        fault_point("enqueue.tmp_written")
         try:
             for _ in range(16):
                 ref = self._new_ref(priority, req.request_id)
@@ -217,7 +249,7 @@ class FileQueue(BaseQueue):
                     place(tmp, os.path.join(self.dirs["inbox"], ref.file))
                 except FileExistsError:
                     continue  # two enqueuers drew the same name: draw again, never replace
-                faults.point("enqueue.placed")
+                fault_point("enqueue.placed")
                 return ref
             raise QueueError("could not find a free job name after 16 tries")
         except BaseException as exc:
@@ -267,7 +299,7 @@ class FileQueue(BaseQueue):
                 continue
             try:
                 registry.add(file)
-                faults.point("claim.intent")
+                fault_point("claim.intent")
                 os.rename(os.path.join(self.dirs["inbox"], file), os.path.join(self.dirs["processing"], file))
             except FileNotFoundError:
                 registry.remove(file)  # another worker was faster
@@ -276,7 +308,7 @@ class FileQueue(BaseQueue):
                 registry.remove(file)
                 self._inbox.push(file)
                 self._reraise("claim", exc)
-            faults.point("claim.moved")
+            fault_point("claim.moved")
             self._log("CLAIM", file=file, w=registry.worker_id)
             claimed = self._open_claim(registry, ref)
             if claimed is not None:
@@ -349,9 +381,9 @@ class FileQueue(BaseQueue):
         registry = self._registry_for(claim)
         ref = self._ref_of(claim)
         self._write_result(ref, self._envelope(ref, "done", claim.worker_id, result=result))
-        faults.point("complete.result")
+        fault_point("complete.result")
         self._finish(registry, claim, "done", claim.file, "DONE")
-        faults.point("complete.moved")
+        fault_point("complete.moved")
         log.debug("done", extra=fields(job=claim.name))
 
     def fail(self, claim: Claim, reason: str, *, retryable: bool = True, result: Any = None) -> str:
@@ -369,12 +401,19 @@ class FileQueue(BaseQueue):
             state, kind, target = "retry", "SCHED", ref.next_attempt().retry_file(due)
         envelope = self._envelope(ref, state, claim.worker_id, error=reason, result=result, retry_due_ms=due)
         self._write_result(ref, envelope)
-        faults.point("fail.result")
+        fault_point("fail.result")
         self._finish(registry, claim, state, target, kind, due=due)
         if due is not None:
             self._note_retry(due)
         log.info("attempt %d failed (%s): %s", claim.attempt, state, reason, extra=fields(job=claim.name))
         return state
+
+    def ask(self, claim: Claim, result: Any = None) -> None:
+        registry = self._registry_for(claim)
+        ref = self._ref_of(claim)
+        self._write_result(ref, self._envelope(ref, "asked", claim.worker_id, result=result))
+        self._finish(registry, claim, "asked", claim.file, "ASK")
+        log.info("asked: waits in asked/ for an operator's approval", extra=fields(job=claim.name))
 
     def release(self, claim: Claim) -> None:
         registry = self._registry_for(claim)
@@ -452,7 +491,6 @@ class FileQueue(BaseQueue):
     def _sweep(self) -> list[str]:
         """Recover claims of dead owners, silent owners and nobody."""
         self._swept_at = time.monotonic()
-        now_ms = self._now_ms()
         listed: set[str] = set()
         recovered: list[str] = []
         with self._registry_lock:
@@ -471,8 +509,8 @@ class FileQueue(BaseQueue):
                         for file in owner.claims:
                             recovered += self._recover_file(file, why)
                         clear_claims(fd, owner)
-                    elif not dead and now_ms - owner.heartbeat_ms > self.config.claim_timeout_ms:
-                        why = f"worker {owner.worker_id} (pid {owner.pid}) silent for {now_ms - owner.heartbeat_ms} ms"
+                    elif not dead and (silent := owner.silent_ms(self.clock)) > self.config.claim_timeout_ms:
+                        why = f"worker {owner.worker_id} (pid {owner.pid}) silent for {silent} ms"
                         for file in owner.claims:
                             recovered += self._recover_file(file, why)
             except FileNotFoundError:
@@ -511,7 +549,7 @@ class FileQueue(BaseQueue):
         exhausted = ref.attempt >= max_attempts
         status = "dlq" if exhausted else "recovered"
         self._write_result(ref, self._envelope(ref, status, None, error=f"recovered: {reason}"), replace=False)
-        faults.point("recover.result")
+        fault_point("recover.result")
         state, target, kind = ("dlq", file, "DLQ") if exhausted else ("inbox", ref.next_attempt().file, "RECOVER")
         if not self._move("processing", file, state, target):
             return []
@@ -532,6 +570,10 @@ class FileQueue(BaseQueue):
             self._duty("promote due retries", self._promote_due)
             if now - self._swept_at >= RECOVERY_SWEEP_S:
                 self._duty("recover orphaned claims", self._sweep)
+            if now - self._pruned_at >= DEDUP_PRUNE_S:
+                # Always, not only with a checkpoint: with MACHINA_WAL_ENABLE=0 nothing else forgets an id.
+                self._pruned_at = now
+                self._duty("prune dedup entries", lambda: self._dedup.prune(self._now_ms()))
             if self._index is not None and now - self._checkpoint_checked_at >= self.config.checkpoint_ms / 1000:
                 self._checkpoint_checked_at = now
                 self._duty("checkpoint the WAL", self._checkpoint_if_due)
@@ -644,6 +686,45 @@ class FileQueue(BaseQueue):
         log.info("requeued from %s/ as %s", status.state, target, extra=fields(job=status.name))
         return target
 
+    def approve(self, name: str, leases: list[dict[str, Any]]) -> str:
+        status = self.job_status(name)
+        if status is None:
+            raise JobNotFound(name)
+        if status.state != "asked":
+            raise JobNotFound(name, f"is in {status.state}/: only jobs in asked/ can be approved")
+        ref = self._ref_from_status(status)
+        self._carry_leases(status.file, leases)
+        target = ref.next_attempt().file
+        if not self._move("asked", status.file, "inbox", target):
+            raise JobNotFound(name, "moved while being approved")
+        self._log("APPROVE", file=status.file, to=target, n_leases=len(leases))
+        self._inbox.push(target)
+        self._sync("inbox", "asked")
+        log.info("approved with %d lease(s): requeued as %s", len(leases), target, extra=fields(job=status.name))
+        return target
+
+    def _carry_leases(self, file: str, leases: list[dict[str, Any]]) -> None:
+        """Rewrite the job in asked/ with ``leases`` as its ``_leases`` (one atomic replace: a crash before
+        the move to the inbox leaves it in asked/, to be approved again)."""
+        path = os.path.join(self.dirs["asked"], file)
+        try:
+            with open(path, "rb") as handle:
+                body = load_request(handle.read()).body
+        except FileNotFoundError:
+            raise JobNotFound(file, "moved while being approved") from None
+        except OSError as exc:
+            self._reraise("read the asked job", exc)
+        body = {key: value for key, value in body.items() if key != LEASES_KEY}
+        if leases:
+            body[LEASES_KEY] = leases
+        tmp = self._write_tmp(validate_request(body).canonical, "write the approved job")
+        try:
+            os.rename(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self._reraise("write the approved job", exc)
+
     def purge(self, state: str, older_than_ms: int) -> int:
         if state not in FINAL_STATES:
             raise QueueError(f"purge only removes finished jobs ({', '.join(FINAL_STATES)}), not {state}")
@@ -714,11 +795,12 @@ class FileQueue(BaseQueue):
             status.owner = self._owner_of(file)
         if with_request:
             with contextlib.suppress(OSError, ValueError), open(os.path.join(self.dirs[state], file), "rb") as handle:
-                status.request = json.loads(handle.read())
+                body = json.loads(handle.read())
+                status.request = without_tokens(body) if isinstance(body, dict) else body
         return status
 
     def _locate(self, ref: JobRef) -> str | None:
-        for state in ("inbox", "processing", "done", "failed", "dlq"):
+        for state in ("inbox", "processing", "asked", "done", "failed", "dlq"):
             if os.path.exists(os.path.join(self.dirs[state], ref.file)):
                 return state
         return None

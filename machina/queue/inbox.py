@@ -20,15 +20,26 @@ import select
 import threading
 import time
 
-from machina.queue import inotify
+from machina.queue.inotify import (
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    Inotify,
+    open_inotify,
+)
 from machina.queue.names import is_candidate
 
 log = logging.getLogger(__name__)
 
-_INBOX_MASK = inotify.IN_MOVED_TO | inotify.IN_CREATE | inotify.IN_MOVED_FROM | inotify.IN_DELETE
-_RETRY_MASK = inotify.IN_MOVED_TO | inotify.IN_CREATE
-_ADDED = inotify.IN_MOVED_TO | inotify.IN_CREATE
-_RESCAN = inotify.IN_Q_OVERFLOW | inotify.IN_IGNORED | inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF
+_INBOX_MASK = IN_MOVED_TO | IN_CREATE | IN_MOVED_FROM | IN_DELETE
+_RETRY_MASK = IN_MOVED_TO | IN_CREATE
+_ADDED = IN_MOVED_TO | IN_CREATE
+_RESCAN = IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF
 
 
 class InboxIndex:
@@ -55,7 +66,7 @@ class InboxIndex:
         with self._cond:
             if self._watcher is not None:
                 return self.watching
-            ino = inotify.open_inotify()
+            ino = open_inotify()
             if ino is None:
                 self._watcher = _Watcher(self, None, -1, -1)  # marks "tried"; never started
                 return False
@@ -167,7 +178,7 @@ class InboxIndex:
 
 
 class _Watcher(threading.Thread):
-    def __init__(self, index: InboxIndex, ino: inotify.Inotify | None, inbox_wd: int, retry_wd: int) -> None:
+    def __init__(self, index: InboxIndex, ino: Inotify | None, inbox_wd: int, retry_wd: int) -> None:
         super().__init__(name="machina-queue-inotify", daemon=True)
         self.index = index
         self.ino = ino

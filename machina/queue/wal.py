@@ -44,13 +44,14 @@ from typing import Any
 
 from machina.clock import Clock
 from machina.fsutil import ensure_dir, fsync_dir
-from machina.queue import faults
+from machina.queue.faults import point as fault_point
 
 log = logging.getLogger(__name__)
 
 RECORD_TYPES = frozenset(
     {
         "ENQ",
+        "UNENQ",
         "DEDUP",
         "CLAIM",
         "RELEASE",
@@ -58,6 +59,8 @@ RECORD_TYPES = frozenset(
         "PROMOTE",
         "RECOVER",
         "DONE",
+        "ASK",
+        "APPROVE",
         "RETRY",
         "DLQ",
         "FAIL",
@@ -194,7 +197,7 @@ class WalWriter:
         with self._lock:
             try:
                 fd = self._open()
-                faults.point("wal.append", fd=fd, line=line)
+                fault_point("wal.append", fd=fd, line=line)
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(errno.ENOSPC, "short write to WAL segment")

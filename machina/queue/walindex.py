@@ -34,7 +34,7 @@ from typing import Any
 
 from machina.clock import Clock
 from machina.fsutil import fsync_dir, write_atomic
-from machina.queue import faults
+from machina.queue.faults import point as fault_point
 from machina.queue.wal import BadRecord, WalWriter, check_crc, encode, list_segments, scan_segment, try_seal
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,11 @@ class WalIndex:
             rid = record.get("rid")
             if rid and record.get("sha") and rid not in self.entries:
                 self.entries[rid] = DedupEntry(record["name"], record["sha"], record["ts"])
+        elif kind == "UNENQ":  # a job taken back after its fsync failed: its request was never queued
+            taken_back = record.get("rid")
+            entry = self.entries.get(taken_back) if isinstance(taken_back, str) else None
+            if isinstance(taken_back, str) and entry is not None and entry.name == record.get("name"):
+                del self.entries[taken_back]
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -235,7 +240,7 @@ class WalIndex:
                 }
                 path = os.path.join(self.wal_dir, CHECKPOINT)
                 write_atomic(path, encode(body, crc=True), fsync=self.fsync)
-                faults.point("checkpoint.written")
+                fault_point("checkpoint.written")
                 self._checkpoint_id = self._stat_checkpoint()
                 self.checkpoint_written_ms = now
                 self._drop_covered(sizes)

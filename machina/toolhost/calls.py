@@ -16,7 +16,7 @@ from machina.log import fields, log_context
 from machina.toolhost import permissions as perm
 from machina.toolhost.broker import CallContext
 from machina.toolhost.catalog import Catalog, Resolved, ToolUnavailable
-from machina.toolhost.idempotency import IdempotencyCache, Mismatch, fingerprint
+from machina.toolhost.idempotency import IdempotencyCache, InFlight, Mismatch, fingerprint
 from machina.toolhost.leases import LeaseError, LeaseStore
 from machina.toolhost.protocol import BAD_REQUEST, CallRequest, reply
 from machina.toolhost.runners import ToolRunner
@@ -79,6 +79,8 @@ class CallHandler:
             )
         except Mismatch as exc:
             return reply(BAD_REQUEST, error=str(exc)), ""
+        except InFlight as exc:
+            return reply(toolapi.TIMEOUT, error=f"{exc}; ask again later (it was not run twice)"), "in_flight"
         if earlier is not None:
             return {**earlier, "replayed": True}, "replay"
         answer: dict[str, Any] = reply(toolapi.INTERNAL_ERROR, error="call did not finish")
@@ -99,7 +101,7 @@ class CallHandler:
             if request.lease_token is None:
                 return reply(refusal, error=f"{aid} (tier {tier}) needs a lease: {why}"), ""
             try:
-                lease = self.leases.consume(request.lease_token, aid, tier)
+                lease = self.leases.consume(request.lease_token, aid, tier, request.inputs)
             except LeaseError as exc:
                 return reply(refusal, error=f"{aid} (tier {tier}) needs a lease: {exc}"), ""
             log.info("lease %s spent on %s", lease.lease_id, aid)

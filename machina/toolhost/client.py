@@ -19,6 +19,7 @@ from machina import toolapi
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.jsonlines import JsonLineClient
 from machina.toolapi import ToolReply
+from machina.toolhost.leases import inputs_digest as digest_of_call
 from machina.toolhost.protocol import BAD_REQUEST, OP_LEASE_GC, OP_LEASE_ISSUE, OP_PING, OP_TOOLS_LIST, CallRequest
 
 # A reply carries a tool's output: up to MACHINA_SHELL_STDOUT_MAX + _STDERR_MAX (64 MiB each), JSON-escaped.
@@ -98,9 +99,28 @@ class ToolhostClient:
     def refused_plugins(self) -> list[dict[str, str]]:
         return list(self._op({"op": OP_TOOLS_LIST})["refused"])
 
-    def issue_lease(self, aid: str, tier: int, ttl_ms: int) -> dict[str, Any]:
-        """A single-use lease (administrative peers only): ``{"lease_token", "lease_id", "expires_at", ...}``."""
-        return self._op({"op": OP_LEASE_ISSUE, "aid": aid, "tier": tier, "ttl_ms": ttl_ms})
+    def issue_lease(
+        self,
+        aid: str,
+        tier: int,
+        ttl_ms: int,
+        *,
+        inputs: dict[str, Any] | None = None,
+        inputs_digest: str | None = None,
+    ) -> dict[str, Any]:
+        """A single-use lease (administrative peers only): ``{"lease_token", "lease_id", "expires_at", ...}``.
+
+        With ``inputs`` the lease is bound to that one call: it approves ``aid`` with exactly these inputs.
+        ``inputs_digest`` (machina.toolhost.leases.inputs_digest, already computed) binds it the same way.
+        """
+        if inputs is not None and inputs_digest is not None:
+            raise ValueError("give inputs or inputs_digest, not both")
+        message: dict[str, Any] = {"op": OP_LEASE_ISSUE, "aid": aid, "tier": tier, "ttl_ms": ttl_ms}
+        if inputs is not None:
+            message["inputs_digest"] = digest_of_call(aid, inputs)
+        elif inputs_digest is not None:
+            message["inputs_digest"] = inputs_digest
+        return self._op(message)
 
     def gc_leases(self) -> int:
         """Remove expired leases (administrative peers only); how many were removed."""

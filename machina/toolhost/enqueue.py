@@ -5,6 +5,9 @@ intersection of what it asks for and what the calling job has (passed by the cal
 ``capabilities`` field; a caller that passes none, such as an operator's ``machina tool run``, is not
 limited).  ``allowed_tools`` keeps each pattern of one side that the other side covers; ``blocked_tools``
 is the union of both.  Absent ``allowed_tools`` means every tool.
+
+A job started by a tool never carries leases (``_leases``): approvals come from an operator
+(``machina queue approve``), never from what a job or a model wrote.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from machina.approvals import LEASES_KEY
 from machina.exitcodes import MachinaError
 from machina.toolhost.broker import CallContext
 from machina.toolhost.permissions import pattern_matches
@@ -62,6 +66,10 @@ class Enqueuer:
         self._queue: Any = None
 
     def __call__(self, request: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        if LEASES_KEY in request:
+            raise ToolFailure(
+                f"not enqueued: a job started by a tool cannot carry {LEASES_KEY} (only an operator approves)"
+            )
         job = dict(request)
         caps = narrow(context.capabilities, request.get("_capabilities"))
         if caps is None:

@@ -2,8 +2,10 @@
 
 Keys are scoped to the calling uid and bound to the call (AID and inputs): the same key for a different
 call is refused rather than answered with someone else's result.  A repeat that arrives while the first
-call still runs waits for it.  Only replies of calls that ran are kept (ok, tool_error, timeout); a call
-refused before running (denied, approval or lease required, bad input) can be retried with the same key.
+call still runs waits for it, and never runs the call a second time: when the first is still running after
+the wait, the repeat is told so (:class:`InFlight`).  An entry in flight is never evicted.  Only replies of
+calls that ran are kept (ok, tool_error, timeout); a call refused before running (denied, approval or
+lease required, bad input) can be retried with the same key.
 
 The table lives in memory (bounded, MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS): a toolhost restart forgets it.
 """
@@ -11,20 +13,18 @@ The table lives in memory (bounded, MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS): a tool
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from machina.audit.canonical import digest
 from machina.clock import SYSTEM_CLOCK, Clock
 
 MAX_ENTRIES = 10_000
 
 
 def fingerprint(aid: str, inputs: Any) -> str:
-    body = json.dumps([aid, inputs], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return digest([aid, inputs])
 
 
 @dataclass
@@ -39,6 +39,10 @@ class Mismatch(Exception):
     """The key was used for a different call."""
 
 
+class InFlight(Exception):
+    """The first call with this key is still running after the wait: the repeat must not run it again."""
+
+
 class IdempotencyCache:
     def __init__(self, ttl_ms: int, clock: Clock = SYSTEM_CLOCK, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl_s = ttl_ms / 1000.0
@@ -50,7 +54,8 @@ class IdempotencyCache:
     def begin(self, uid: int, key: str, print_: str, wait_s: float) -> dict[str, Any] | None:
         """The stored reply of an earlier identical call, or None: then run it and call :meth:`finish`.
 
-        Raises Mismatch when the key belongs to a different call.
+        Raises Mismatch when the key belongs to a different call, InFlight when the first call with it is
+        still running after ``wait_s``.
         """
         while True:
             with self._lock:
@@ -65,7 +70,7 @@ class IdempotencyCache:
                     return entry.reply
                 event = entry.done
             if not event.wait(wait_s):
-                return None  # the first call is stuck; run this one rather than wait forever
+                raise InFlight(f"the call with this idempotency_key is still running after {wait_s:g} s")
 
     def finish(self, uid: int, key: str, reply: dict[str, Any], keep: bool) -> None:
         with self._lock:
@@ -78,9 +83,17 @@ class IdempotencyCache:
             else:
                 del self._entries[(uid, key)]
             entry.done.set()
-            while len(self._entries) > self.max_entries:
-                _, oldest = self._entries.popitem(last=False)
-                oldest.done.set()
+            self._evict()
+
+    def _evict(self) -> None:
+        """Keep at most max_entries, dropping the oldest finished ones (called with the lock held).  A call in
+        flight keeps its entry: dropping it would let a repeat run the call a second time."""
+        excess = len(self._entries) - self.max_entries
+        if excess <= 0:
+            return
+        finished = [k for k, e in self._entries.items() if e.reply is not None][:excess]
+        for key in finished:
+            del self._entries[key]
 
     def _expire(self) -> None:
         """Drop expired replies from the front (entries are kept in the order their calls began)."""

@@ -5,6 +5,10 @@ token handed out is ``mlease_<id>_<secret>``; only SHA-256(secret) is stored, an
 constant time.  A lease is spent (and the file rewritten, fsynced) *before* the tool runs, so a crash
 cannot make it usable twice.  A lease presented for the wrong tool or too low a tier is refused and kept.
 
+A lease may also be bound to one call: issued with ``inputs_digest`` (:func:`inputs_digest` of the AID and
+its inputs), it approves only a call whose AID and inputs give that digest; any other call is refused and
+the lease kept.  A human's "yes" to ``ls`` then cannot become a later ``rm``.
+
 Only administrative peers issue or collect leases (the toolhost checks; see machina.toolhost.service).
 """
 
@@ -19,7 +23,9 @@ import os
 import secrets
 import threading
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from machina.audit.canonical import digest
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir, write_atomic
@@ -27,6 +33,19 @@ from machina.fsutil import ensure_dir, write_atomic
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "mlease_"  # noqa: S105 - a prefix, not a secret
+DIGEST_HEX_CHARS = 64
+
+
+def inputs_digest(aid: str, inputs: dict[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of ``{"aid": aid, "inputs": inputs}``: what binds a lease to one call.
+
+    ValueError for inputs with no canonical form (NaN, infinities), TypeError for non-JSON values.
+    """
+    return digest({"aid": aid, "inputs": inputs})
+
+
+def is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == DIGEST_HEX_CHARS and all(c in "0123456789abcdef" for c in value)
 
 
 class LeaseError(MachinaError):
@@ -42,6 +61,7 @@ class Lease:
     issued_at: float
     expires_at: float
     issued_by: int  # peer uid
+    inputs_digest: str | None = None  # set: the lease approves only the call with this inputs_digest()
 
     def public(self) -> dict[str, object]:
         return {
@@ -51,7 +71,19 @@ class Lease:
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
             "issued_by": self.issued_by,
+            "inputs_digest": self.inputs_digest,
         }
+
+    def covers_inputs(self, aid: str, inputs: dict[str, Any] | None) -> bool:
+        if self.inputs_digest is None:
+            return True
+        if inputs is None:
+            return False
+        try:
+            presented = inputs_digest(aid, inputs)
+        except (TypeError, ValueError):
+            return False
+        return hmac.compare_digest(presented, self.inputs_digest)
 
 
 def _hash(secret: str) -> str:
@@ -87,18 +119,26 @@ class LeaseStore:
         body = {"version": 1, "leases": [asdict(lease) for lease in self._leases.values()]}
         write_atomic(self.path, json.dumps(body, sort_keys=True).encode(), fsync=True)
 
-    def issue(self, aid: str, tier: int, ttl_ms: int, issued_by: int) -> tuple[str, Lease]:
+    def issue(
+        self, aid: str, tier: int, ttl_ms: int, issued_by: int, inputs_digest: str | None = None
+    ) -> tuple[str, Lease]:
+        """A new lease and its token; ``inputs_digest`` binds it to the one call with that digest."""
+        if inputs_digest is not None and not is_digest(inputs_digest):
+            raise LeaseError("inputs_digest must be 64 lowercase hex digits")
         lease_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = self.clock.time()
-        lease = Lease(lease_id, _hash(secret), aid, tier, now, now + ttl_ms / 1000.0, issued_by)
+        lease = Lease(lease_id, _hash(secret), aid, tier, now, now + ttl_ms / 1000.0, issued_by, inputs_digest)
         with self._lock:
             self._leases[lease_id] = lease
             self._save()
         return f"{TOKEN_PREFIX}{lease_id}_{secret}", lease
 
-    def consume(self, token: str, aid: str, tier: int) -> Lease:
-        """Spend the lease ``token`` for one call of ``aid`` (tier ``tier``); LeaseError says why not."""
+    def consume(self, token: str, aid: str, tier: int, inputs: dict[str, Any] | None = None) -> Lease:
+        """Spend the lease ``token`` for one call of ``aid`` (tier ``tier``) with ``inputs``; LeaseError says why not.
+
+        A lease bound to one call (issued with an inputs digest) is refused, and kept, for any other inputs.
+        """
         lease_id, secret = _split(token)
         with self._lock:
             lease = self._leases.get(lease_id)
@@ -113,6 +153,8 @@ class LeaseStore:
                 raise LeaseError(f"lease is for {lease.aid}, not {aid}")
             if tier > lease.tier:
                 raise LeaseError(f"lease covers tier {lease.tier}; {aid} is tier {tier}")
+            if not lease.covers_inputs(aid, inputs):
+                raise LeaseError(f"lease is for one call of {lease.aid} with other inputs")
             del self._leases[lease_id]
             self._save()
         return lease

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from machina.backoff import Backoff
 from machina.proc import Rlimits
 from machina.sandbox import channel, seccomp
 from machina.sandbox.launch import prepare, python_paths
@@ -267,7 +268,7 @@ class ExecutorPool:
             executor.kill()
 
     def _spawner(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while True:
             with self._cond:
                 while not self._closing and len(self._idle) + self._starting + self._busy >= self.size:
@@ -283,11 +284,11 @@ class ExecutorPool:
                     self._last_error = str(exc)
                     self._cond.notify_all()
                 log.error("cannot start a %s executor: %s", self.name, exc)
+                delay = backoff.delay()
                 with self._cond:
-                    self._cond.wait_for(lambda: self._closing, backoff)
-                backoff = min(backoff * 2, 5.0)
+                    self._cond.wait_for(lambda: self._closing, delay)
                 continue
-            backoff = 0.1
+            backoff.reset()
             with self._cond:
                 self._starting -= 1
                 self._last_error = None

@@ -22,8 +22,11 @@ Other operations carry ``op``:
 
     {"op": "_tools.list"}
         any allowed peer; output {"tools": [...], "refused": [{"file", "reason"}]}
-    {"op": "_lease.issue", "aid": AID or "*", "tier": 0-3, "ttl_ms": N}
-        administrative peers only; output {"lease_token", "lease_id", "aid", "tier", "expires_at", ...}
+    {"op": "_lease.issue", "aid": AID or "*", "tier": 0-3, "ttl_ms": N, "inputs_digest": HEX (optional)}
+        administrative peers only; output {"lease_token", "lease_id", "aid", "tier", "expires_at",
+        "inputs_digest", ...}.  With ``inputs_digest`` (machina.toolhost.leases.inputs_digest: hex SHA-256 of
+        the canonical JSON of {"aid": AID, "inputs": INPUTS}) the lease approves only that one call; a call
+        with other inputs is refused and the lease kept.
     {"op": "_lease.gc"}
         administrative peers only; output {"removed": N, "remaining": N}
     {"op": "_ping"}
@@ -37,6 +40,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from machina.toolhost.leases import is_digest
 
 OP_CALL = "call"
 OP_TOOLS_LIST = "_tools.list"
@@ -103,22 +108,34 @@ def parse_call(request: dict[str, Any]) -> CallRequest:
     )
 
 
-def parse_lease_issue(request: dict[str, Any]) -> tuple[str, int, int]:
-    """``(aid, tier, ttl_ms)`` from either form of the request."""
+@dataclass(frozen=True)
+class LeaseIssue:
+    aid: str
+    tier: int
+    ttl_ms: int
+    inputs_digest: str | None = None
+
+
+def parse_lease_issue(request: dict[str, Any]) -> LeaseIssue:
+    """The lease asked for, from either form of the request."""
     if request.get("op") is None:  # the earlier runtime's form
         inputs = request.get("inputs")
         if not isinstance(inputs, dict):
             raise BadRequest("inputs must be a JSON object")
         aid, tier, ttl = inputs.get("tool_aid"), inputs.get("tier"), inputs.get("ttl_ms")
+        bound = inputs.get("inputs_digest")
     else:
         aid, tier, ttl = request.get("aid"), request.get("tier"), request.get("ttl_ms")
+        bound = request.get("inputs_digest")
     if not isinstance(aid, str) or not aid:
         raise BadRequest('aid must be an AID or "*"')
     if not isinstance(tier, int) or isinstance(tier, bool) or not 0 <= tier <= 3:
         raise BadRequest("tier must be an integer from 0 to 3")
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
         raise BadRequest("ttl_ms must be a positive integer")
-    return aid, tier, ttl
+    if bound is not None and not is_digest(bound):
+        raise BadRequest("inputs_digest must be a SHA-256 in hex (64 lowercase hex digits)")
+    return LeaseIssue(aid, tier, ttl, bound)
 
 
 def _optional_text(request: dict[str, Any], key: str) -> str | None:

@@ -25,7 +25,7 @@ from machina.clock import SYSTEM_CLOCK, Clock
 from machina.config import Config
 from machina.fsutil import ensure_dir
 from machina.ipc import activation
-from machina.ipc.jsonlines import JsonLineServer, bind_unix
+from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
 from machina.manifests.tools import load_tools, toolpack_manifests
 from machina.proc import Rlimits
@@ -151,12 +151,14 @@ class Toolhost:
     def _listen(self, root: Root) -> JsonLineServer:
         inherited = activation.listen_sockets()
         if inherited:
-            return JsonLineServer(inherited[0], self.handle, self.authorize)
+            return JsonLineServer(inherited[0], self.handle, self.authorize, limits=ServerLimits.from_config(self.cfg))
         path = self._socket_path or root.socket_path("toolhost")
         ensure_dir(os.path.dirname(path))
         listener = bind_unix(path, mode=SOCKET_MODE)
         self.socket_path = path
-        return JsonLineServer(listener, self.handle, self.authorize, owned_path=path)
+        return JsonLineServer(
+            listener, self.handle, self.authorize, owned_path=path, limits=ServerLimits.from_config(self.cfg)
+        )
 
     def serve(self, stop: threading.Event) -> None:
         assert self.server is not None
@@ -208,10 +210,13 @@ class Toolhost:
             return protocol.reply(protocol.BAD_REQUEST, error=str(exc))
 
     def _issue_lease(self, request: dict[str, Any], peer: PeerCred) -> dict[str, Any]:
-        aid, tier, ttl_ms = protocol.parse_lease_issue(request)
+        asked = protocol.parse_lease_issue(request)
+        aid, tier, ttl_ms = asked.aid, asked.tier, asked.ttl_ms
         max_ttl = self.cfg["MACHINA_LEASE_MAX_TTL_MS"]
         if ttl_ms > max_ttl:
             raise protocol.BadRequest(f"ttl_ms {ttl_ms} is above MACHINA_LEASE_MAX_TTL_MS={max_ttl}")
+        if aid == "*" and asked.inputs_digest is not None:
+            raise protocol.BadRequest('a lease bound to one call (inputs_digest) names its AID, not "*"')
         if aid != "*":
             try:
                 resolved = self.catalog.resolve(aid)
@@ -219,8 +224,11 @@ class Toolhost:
                 return protocol.reply(exc.status, error=str(exc))
             if resolved.spec.tier > tier:
                 raise protocol.BadRequest(f"{aid} is tier {resolved.spec.tier}: a tier {tier} lease would not cover it")
-        token, lease = self.leases.issue(aid, tier, ttl_ms, peer.uid)
-        log.info("lease %s issued for %s tier %d ttl %d ms by uid %d", lease.lease_id, aid, tier, ttl_ms, peer.uid)
+        token, lease = self.leases.issue(aid, tier, ttl_ms, peer.uid, asked.inputs_digest)
+        bound = f" bound to inputs {asked.inputs_digest[:12]}" if asked.inputs_digest else ""
+        log.info(
+            "lease %s issued for %s tier %d ttl %d ms by uid %d%s", lease.lease_id, aid, tier, ttl_ms, peer.uid, bound
+        )
         return protocol.reply(toolapi.OK, {"lease_token": token, **lease.public()})
 
     def _describe(self, resolved: Resolved) -> dict[str, Any]:

@@ -6,6 +6,6 @@ would (``NOTIFY_SOCKET``, ``WATCHDOG_USEC``), restarts a crashed or hung child w
 all (TERM, wait, KILL) on Ctrl-C or SIGTERM, leaving no process behind.  Pid files and a state file under the
 runtime directory let ``machina status`` and the ops scripts find what is running without matching names.
 
-Modules: :mod:`components` (what to run), :mod:`backoff`, :mod:`notifysock`, :mod:`pidfiles`,
+Modules: :mod:`components` (what to run), :mod:`notifysock`, :mod:`pidfiles`,
 :mod:`supervisor` (the loop), :mod:`health` (probes shared with ``machina status`` and ``ops_healthcheck``).
 """

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 import prctl
 
+from machina.backoff import Backoff
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.exitcodes import ExitCode
 from machina.fsutil import write_atomic
 from machina.notify import Notifier
-from machina.up.backoff import Backoff
 from machina.up.notifysock import Notification, NotifySocket
 from machina.up.pidfiles import pidfile_path, remove_pidfile, write_pidfile
 

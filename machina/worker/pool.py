@@ -16,13 +16,12 @@ the *thread* that started it ends, and orphans are told from children by the lis
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 
+from machina.backoff import Backoff
 from machina.exitcodes import ExitCode
-from machina.queue.backoff import retry_delay_ms
 from machina.worker import orphans
 from machina.worker.children import EXIT_TIMEOUT_S, ChildStartError, JobChild
 from machina.worker.results import exit_reason
@@ -51,7 +50,7 @@ class ChildPool:
         self._starting: set[JobChild] = set()
         self._exiting: list[tuple[JobChild, float]] = []
         self._closing = False
-        self._failures = 0
+        self._backoff = Backoff(BACKOFF_MIN_MS / 1000, BACKOFF_MAX_MS / 1000, jitter=True)
         self.problem: str | None = None  #: why children cannot be started right now
         self.fatal: ChildStartError | None = None  #: a start failure the worker must stop for
         self._thread = threading.Thread(target=self._run, name="child-starter", daemon=True)
@@ -145,23 +144,23 @@ class ChildPool:
                 child.kill()
                 return
             if failure is None:
-                if self._failures or self.problem:
+                if self._backoff.failures or self.problem:
                     logger.info("job children start again (pid %d ready)", child.pid)
-                self._failures, self.problem = 0, None
+                self._backoff.reset()
+                self.problem = None
                 self._idle.append(child)
                 self._cond.notify_all()
         if failure is not None:
             self._failed(failure)
 
     def _failed(self, exc: ChildStartError) -> None:
-        self._failures += 1
+        delay = self._backoff.delay()
         if exc.exit_code == ExitCode.CONFIG:
             logger.error("%s", exc)
             self.fatal = exc
             with self._cond:
                 self._cond.notify_all()
             return
-        delay = retry_delay_ms(self._failures, BACKOFF_MIN_MS, BACKOFF_MAX_MS, random.uniform) / 1000
         self.problem = f"{exc}; retrying in {delay:.1f} s"
         logger.error("cannot start a job child: %s", self.problem)
         self._on_status(f"cannot start a job child: {self.problem}")

@@ -7,8 +7,11 @@ summary (it is data from another process) and maps it to a queue operation (:fun
 engine status              queue
 =========================  ==========================================================================
 ``done``                   ``complete``: done/
-``asked``, ``noop``        ``complete``: done/, the result's ``status`` says ``asked`` / ``noop``
-                           (the run ended as the goal's rules allow; running it again gives the same)
+``asked`` by a tool call   ``ask``: asked/, until an operator approves the calls listed in the
+that needs a lease         result's ``approvals`` (``machina queue approve``: leases bound to each
+                           call, carried by the job's ``_leases``) and the job runs again
+``asked`` by the selector, ``complete``: done/, the result's ``status`` says ``asked`` / ``noop``
+``noop``                   (the run ended as the goal's rules allow; running it again gives the same)
 ``failed``, ``breaker``    ``fail``, retryable when the engine says so (``RunResult.retryable``: only
                            infrastructure failures, the toolhost unreachable): retry/, then dlq/ once
                            the attempts are spent; otherwise failed/ (an invalid request, an unknown
@@ -34,6 +37,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from machina import approvals
 from machina.engine import ASKED, BREAKER, DONE, FAILED, NOOP, RunResult
 from machina.engine.result import tool_totals
 from machina.log import redact
@@ -66,6 +70,7 @@ ATTEMPT_FIELDS = (
     "outputs_summary",
     "duration_ms",
     "child_pid",
+    "approvals",
 )
 
 
@@ -89,6 +94,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "tool_stats": tool_totals(result.tool_stats),
         "tool_calls": [[aid, ok, round(ms, 3)] for aid, ok, ms in result.tool_calls],
     }
+    if result.approvals:
+        summary["approvals"] = result.approvals
     encoded = {aid: _canonical(value) for aid, value in sorted(result.outputs.items())}
     summary["outputs_summary"] = {
         aid: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for aid, data in encoded.items()
@@ -112,6 +119,7 @@ class Decision:
     result: dict[str, Any]  #: the out/ envelope's result
     ok: bool  #: for the figures: the job succeeded (engine status done)
     tool_calls: tuple[tuple[str, bool, float], ...] = ()
+    asked: bool = False  #: True: queue.ask (a tool call needs a lease an operator may grant)
 
 
 def decide(summary: Any, *, child_pid: int, duration_ms: float) -> Decision:
@@ -119,6 +127,8 @@ def decide(summary: Any, *, child_pid: int, duration_ms: float) -> Decision:
     checked, calls = check_summary(summary)
     checked.update(child_pid=child_pid, duration_ms=round(duration_ms, 3))
     status = checked["status"]
+    if status == ASKED and any(a["status"] == approvals.ASKED for a in checked.get("approvals", [])):
+        return Decision(False, False, f"asked: {checked['reason']}", checked, False, calls, asked=True)
     if status in COMPLETE_STATUSES:
         return Decision(True, False, "", checked, status == DONE, calls)
     why = f"{status}: {checked['reason']}" + (f": {checked['error']}" if checked["error"] else "")
@@ -139,6 +149,9 @@ def check_summary(summary: Any) -> tuple[dict[str, Any], tuple[tuple[str, bool, 
         calls = tuple((str(aid), bool(ok), float(ms)) for aid, ok, ms in summary.get("tool_calls", []))
     except (TypeError, ValueError):
         raise BadSummary("tool_calls are not (aid, ok, duration_ms) triples") from None
+    problem = approvals.approvals_error(summary.get("approvals", []))
+    if problem is not None:
+        raise BadSummary(problem)
     recorded = {key: summary[key] for key in ATTEMPT_FIELDS if key in summary}
     recorded["error"] = redact(recorded["error"])[:ERROR_MAX]
     return recorded, calls

@@ -17,18 +17,17 @@ after which its child is killed and the job released to the inbox (its attempt n
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from machina.audit.runlog import log_path
+from machina.backoff import Backoff
 from machina.engine import new_run_id
 from machina.log import fields, log_context
 from machina.metrics.figures import FiguresWriter
 from machina.queue import BaseQueue, Claim, ClaimLost, QueueError, QueueNotWritable
-from machina.queue.backoff import retry_delay_ms
 from machina.worker import protocol, results
 from machina.worker.children import JobChild
 from machina.worker.pool import ChildPool
@@ -47,7 +46,7 @@ class ClaimGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._until = 0.0
-        self._failures = 0
+        self._backoff = Backoff(first=1.0, cap=30.0, jitter=True)
 
     def remaining(self) -> float:
         return max(0.0, self._until - time.monotonic())
@@ -55,14 +54,12 @@ class ClaimGate:
     def trouble(self) -> float:
         """One more infrastructure failure: the pause that starts now, in seconds (1 s doubling to 30 s)."""
         with self._lock:
-            self._failures += 1
-            delay = retry_delay_ms(self._failures, 1000, 30000, random.uniform) / 1000
+            delay = self._backoff.delay()
             self._until = time.monotonic() + delay
             return delay
 
     def clear(self) -> None:
-        with self._lock:
-            self._failures = 0
+        self._backoff.reset()
 
 
 @dataclass
@@ -270,14 +267,17 @@ class JobSlot(threading.Thread):
             ctx.gate.clear()
 
     def _record(self, claim: Claim, decision: results.Decision) -> bool:
-        """complete or fail; retried while the queue cannot write (disk full).  False when not recorded."""
+        """complete, ask or fail; retried while the queue cannot write (disk full).  False when not recorded."""
         ctx = self.ctx
-        delay = 1.0
+        backoff = Backoff(first=1.0, cap=SETTLE_BACKOFF_MAX_S)
         while True:
             try:
                 if decision.complete:
                     ctx.queue.complete(claim, decision.result)
                     self._log_outcome(claim, decision, "done")
+                elif decision.asked:
+                    ctx.queue.ask(claim, decision.result)
+                    self._log_outcome(claim, decision, "asked")
                 else:
                     state = ctx.queue.fail(claim, decision.reason, retryable=decision.retryable, result=decision.result)
                     self._log_outcome(claim, decision, state)
@@ -289,10 +289,10 @@ class JobSlot(threading.Thread):
                 if ctx.stop.is_set():
                     logger.error("stopping with the result unrecorded (%s): the job runs again after recovery", exc)
                     return False
+                delay = backoff.delay()
                 logger.error("cannot record the result (%s): retrying in %.0f s", exc, delay)
                 self.tick()
                 ctx.stop.wait(delay)
-                delay = min(delay * 2, SETTLE_BACKOFF_MAX_S)
 
     @staticmethod
     def _log_outcome(claim: Claim, decision: results.Decision, state: str) -> None:

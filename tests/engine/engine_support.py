@@ -34,6 +34,7 @@ class ToolhostDouble:
         self.fail: dict[str, tuple[str, str]] = {}  # aid -> (status, error): answer that instead of running
         self.down = False  # behave like a toolhost that is not running
         self.counter = 0  # makes AID.PROC.SELF_METRICS.v1 non-deterministic
+        self.tokens: list[tuple[str, str | None]] = []  # (aid, lease_token) of every call
 
     def call(
         self,
@@ -49,6 +50,7 @@ class ToolhostDouble:
         if self.down:
             raise ServiceUnavailable(f"{self.root}/run/toolhost.sock: service not running (No such file or directory)")
         started = time.monotonic()
+        self.tokens.append((aid, lease_token))
         spec = _SPECS.get(aid)
         if spec is None:
             return ToolReply(False, UNKNOWN_TOOL, error=f"no tool {aid}")

@@ -9,7 +9,8 @@ import pytest
 from engine_support import ERROR_SCAN, events, operator_goalpack
 
 from machina.audit.verify import verify_log
-from machina.toolapi import APPROVAL_REQUIRED, DENIED, SANDBOX_ERROR, TIMEOUT, TOOL_ERROR
+from machina.toolapi import APPROVAL_REQUIRED, DENIED, LEASE_REQUIRED, SANDBOX_ERROR, TIMEOUT, TOOL_ERROR
+from machina.toolhost.leases import inputs_digest
 
 
 def test_error_scan_runs_the_scan_then_the_report_with_its_findings(make_engine, root: Path) -> None:
@@ -131,6 +132,41 @@ def test_tool_statuses_that_end_the_run(make_engine, double, status, expected) -
     result = make_engine().run(ERROR_SCAN)
     assert (result.status, result.reason) == expected
     assert "permission mode says no" in result.error
+
+
+def test_a_call_that_needs_a_lease_is_recorded_for_the_operator(make_engine, double) -> None:
+    double.fail["AID.ERROR_SCAN.v1"] = (LEASE_REQUIRED, "MACHINA_LEASE_ENFORCE=1")
+    result = make_engine().run(ERROR_SCAN)
+    assert (result.status, result.reason) == ("asked", "tool_lease_required")
+    inputs = {"input_path": "data/app.log", "pattern": "ERROR"}  # as bound: the goal's default pattern too
+    assert result.approvals == [
+        {
+            "aid": "AID.ERROR_SCAN.v1",
+            "tier": 0,
+            "inputs_digest": inputs_digest("AID.ERROR_SCAN.v1", inputs),
+            "status": "asked",
+            "inputs": inputs,
+        }
+    ]
+
+
+def test_a_carried_lease_goes_only_to_the_call_it_was_issued_for(make_engine, double) -> None:
+    inputs = {"input_path": "data/app.log", "pattern": "ERROR"}
+    leases = [
+        {"aid": "AID.ERROR_SCAN.v1", "inputs_digest": inputs_digest("AID.ERROR_SCAN.v1", {"input_path": "x"}),
+         "token": "mlease_a_other"},
+        {"aid": "AID.ERROR_SCAN.v1", "inputs_digest": inputs_digest("AID.ERROR_SCAN.v1", inputs),
+         "token": "mlease_b_this"},
+    ]  # fmt: skip
+    engine = make_engine()
+    plain = engine.run(ERROR_SCAN)
+    result = engine.run({**ERROR_SCAN, "_leases": leases})
+    assert result.status == "done"
+    assert double.tokens[-2:] == [("AID.ERROR_SCAN.v1", "mlease_b_this"), ("AID.REPORT_SUMMARY.v1", None)]
+    assert [(a["aid"], a["status"]) for a in result.approvals] == [("AID.ERROR_SCAN.v1", "spent")]
+    start = events(result.log_path, "start")[0]
+    assert start["request_digest"] == events(plain.log_path, "start")[0]["request_digest"]
+    assert "mlease_b_this" not in Path(result.log_path).read_text()
 
 
 def test_a_tool_timeout_is_an_ordinary_failure(make_engine, double) -> None:

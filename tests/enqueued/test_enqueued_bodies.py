@@ -52,6 +52,16 @@ def test_bad_bodies_get_400_with_a_clear_error(daemon: Any, body: bytes, expecte
     assert inbox(daemon.root) == []
 
 
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1.5e999"])
+def test_d9_a_number_too_large_to_be_finite_is_refused_with_400(daemon: Any, number: bytes) -> None:
+    """``1e400`` reads as infinity: accepted, it was written as ``Infinity`` and failed when claimed."""
+    answer = post(daemon, b'{"goal_id": "goal.NOOP.v1", "inputs": {"n": ' + number + b"}}")
+    assert answer.status_code == 400, answer.text
+    assert f"number {number.decode()} is out of range" in answer.json()["error"]
+    assert inbox(daemon.root) == []
+    assert post(daemon, b'{"goal_id": "goal.NOOP.v1", "inputs": {"n": 1e300}}').status_code == 200
+
+
 def test_a_good_body_keeps_unknown_keys_and_gets_the_rid_suffix(daemon: Any) -> None:
     job = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"pattern": "ERROR"}, "request_id": "trace-42", "x_custom": [1]}
     answer = post(daemon, json.dumps(job).encode())

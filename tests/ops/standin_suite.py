@@ -14,8 +14,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from machina import log
+from machina.backoff import Backoff
 from machina.signals import ShutdownSignal
-from machina.up.backoff import Backoff
 from machina.up.supervisor import ChildSpec, Supervisor
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from machina.backoff import Backoff
 from machina.clock import FakeClock
-from machina.up.backoff import Backoff
 from machina.up.notifysock import parse_notification
 from machina.up.pidfiles import pid_matches, read_pidfile, write_pidfile
 from tests.ops.supervised import SupervisedSuite, alive, standin

@@ -25,6 +25,7 @@ from machina.queue import (
 )
 from machina.queue.names import fnv1a32
 
+LEASE = {"aid": "AID.SHELL.EXEC.v1", "inputs_digest": "ab" * 32, "token": "mlease_0123abcd_secretsecret"}
 NAME_RE = re.compile(r"p(\d{4})_rq_(\d{13})_([0-9a-f]{10})(_rid[0-9a-f]{8})?\.json")
 
 
@@ -72,6 +73,12 @@ class QueueContract:
             ({"goal_id": "g", "inputs": []}, "inputs must be an object"),
             ({"goal_id": "g", "_capabilities": {"allowed_tools": ["AID.*.X"]}}, "tool pattern"),
             ({"goal_id": "g", "request_id": "has space"}, "request_id"),
+            ({"goal_id": "g", "_leases": {}}, "_leases must be a list"),
+            ({"goal_id": "g", "_leases": [{"aid": "AID.X.v1"}]}, "exactly aid, inputs_digest and token"),
+            (
+                {"goal_id": "g", "_leases": [{"aid": "AID.X.v1", "inputs_digest": "x", "token": "mlease_a_b"}]},
+                "SHA-256",
+            ),
         ],
     )
     def test_invalid_requests_are_refused(self, make_queue: Any, request_body: Any, reason: str) -> None:
@@ -390,6 +397,62 @@ class QueueContract:
         q.requeue(name)
         assert q.claim("w1").attempt == 2
 
+    # --- approvals (asked/) ---------------------------------------------------------------------------
+
+    def test_an_asking_job_waits_in_asked_until_approved_with_its_leases(self, make_queue: Any) -> None:
+        q = make_queue()
+        name = q.enqueue(req(inputs={"x": 1}), request_id="ask-1").name
+        asked = {"status": "asked", "approvals": [{"aid": "AID.SHELL.EXEC.v1", "status": "asked"}]}
+        q.ask(q.claim("w1"), asked)
+        status = q.job_status(name)
+        assert status.state == "asked" and status.results[0]["status"] == "asked"
+        assert status.results[0]["result"] == asked
+        assert [j.name for j in q.list_jobs("asked")] == [name]
+        assert q.claim("w1") is None, "an asked job is not claimed again by itself"
+        assert q.approve(name, [LEASE]).startswith(name[: -len(".json")])
+        claim = q.claim("w1")
+        assert claim.name == name and claim.attempt == 2
+        assert claim.request == {
+            "goal_id": "goal.TEST.v1",
+            "inputs": {"x": 1},
+            "request_id": "ask-1",
+            "_leases": [LEASE],
+        }
+        shown = q.job_status(name, with_request=True).request
+        assert shown["_leases"] == [{"aid": LEASE["aid"], "inputs_digest": LEASE["inputs_digest"]}]
+        assert LEASE["token"] not in repr(q.job_status(name, with_request=True))
+        q.complete(claim)
+        assert q.stats().counters["approved"] == 1
+        again = q.enqueue(req(inputs={"x": 1}), request_id="ask-1")
+        assert again.deduplicated and again.name == name, "the approval did not change the request's dedup entry"
+
+    def test_a_second_approval_replaces_the_leases(self, make_queue: Any) -> None:
+        q = make_queue()
+        name = q.enqueue(req(_leases=[LEASE])).name
+        q.ask(q.claim("w1"), {"status": "asked"})
+        other = dict(LEASE, token="mlease_other_secret")
+        q.approve(name, [other])
+        assert q.claim("w1").request["_leases"] == [other]
+
+    def test_approve_refuses_a_job_not_in_asked_and_bad_leases(self, make_queue: Any) -> None:
+        q = make_queue()
+        name = q.enqueue(req()).name
+        with pytest.raises(JobNotFound, match="only jobs in asked/"):
+            q.approve(name, [LEASE])
+        with pytest.raises(JobNotFound):
+            q.approve("p5000_rq_1700000000000_0000000000.json", [LEASE])
+        q.ask(q.claim("w1"), {"status": "asked"})
+        with pytest.raises(InvalidRequest, match="token must be a lease token"):
+            q.approve(name, [dict(LEASE, token="not-a-token")])
+        assert q.job_status(name).state == "asked", "a refused approval leaves the job where it was"
+
+    def test_asked_jobs_can_be_purged(self, make_queue: Any) -> None:
+        q = make_queue()
+        name = q.enqueue(req()).name
+        q.ask(q.claim("w1"), {"status": "asked"})
+        assert q.purge("asked", older_than_ms=0) == 1
+        assert q.job_status(name) is None
+
     def test_purge_removes_finished_jobs_and_results(self, make_queue: Any) -> None:
         q = make_queue()
         name = q.enqueue(req()).name
@@ -421,8 +484,10 @@ class QueueContract:
         q.complete(q.claim("w1"))
         q.fail(q.claim("w1"), "x")
         q.fail(q.claim("w1"), "x", retryable=False)
+        q.ask(q.claim("w1"), {"status": "asked"})
         q.claim("w1")
         stats = q.stats()
-        assert stats.sizes == {"inbox": 1, "processing": 1, "retry": 1, "done": 1, "failed": 1, "dlq": 0}
-        assert stats.counters["enqueued"] == 5 and stats.counters["claimed"] == 4
+        sizes = {"inbox": 0, "processing": 1, "retry": 1, "asked": 1, "done": 1, "failed": 1, "dlq": 0}
+        assert stats.sizes == sizes
+        assert stats.counters["enqueued"] == 5 and stats.counters["claimed"] == 5 and stats.counters["asked"] == 1
         assert stats.as_dict()["sizes"]["done"] == 1

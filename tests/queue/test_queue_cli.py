@@ -110,6 +110,25 @@ def test_retry_all_dlq_through_xargs(machina_root: Path) -> None:
     assert sh(machina_root, "machina queue retry --all-dlq").stdout == ""
 
 
+def test_approve_refuses_clearly_and_leaves_the_job_in_asked(machina_root: Path) -> None:
+    call = {"aid": "AID.SHELL.EXEC.v1", "tier": 3, "inputs_digest": "ab" * 32, "status": "asked", "inputs": {}}
+    with FileQueue(str(machina_root)) as queue:
+        name = queue.enqueue({"goal_id": "g"}).name
+        queue.ask(queue.claim("w1"), {"status": "asked", "approvals": [call]})
+        bare = queue.enqueue({"goal_id": "g"}).name
+        queue.ask(queue.claim("w1"), {"status": "asked"})
+    assert sh(machina_root, "machina queue ls asked").stdout.split() == sorted([name, bare])
+    shown = sh(machina_root, f"machina queue show {name}").stdout
+    assert "asks: AID.SHELL.EXEC.v1 tier 3 (asked) inputs {}" in shown
+    down = sh(machina_root, f"machina queue approve {name}")  # no toolhost is running
+    assert down.returncode == 69 and "service not running" in down.stderr
+    nothing = sh(machina_root, f"machina queue approve {bare}")
+    assert nothing.returncode == 65 and "lists no call to approve" in nothing.stderr
+    assert sh(machina_root, "machina queue approve p5000_rq_1700000000000_0000000000.json").returncode == 67
+    assert sh(machina_root, f"machina queue approve {name} --ttl soon").returncode == 64
+    assert sh(machina_root, "machina queue ls asked").stdout.split() == sorted([name, bare])
+
+
 def test_purge_removes_old_finished_jobs(machina_root: Path) -> None:
     with FileQueue(str(machina_root)) as queue:
         queue.enqueue({"goal_id": "g"})

@@ -357,7 +357,7 @@ def test_a_waiting_worker_is_woken_by_inotify(make_queue: Any, machina_root: Pat
 def test_without_inotify_the_rescan_finds_the_job(
     make_queue: Any, machina_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inbox_module.inotify, "open_inotify", lambda: None)
+    monkeypatch.setattr(inbox_module, "open_inotify", lambda: None)
     queue = make_queue(scan_ms=50)
     assert queue.claim("w1") is None
     assert not queue._inbox.watching

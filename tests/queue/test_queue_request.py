@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from machina.backoff import retry_delay_ms
 from machina.queue import InvalidRequest, load_request, validate_request
-from machina.queue.backoff import retry_delay_ms
 from machina.queue.names import (
     JobRef,
     fnv1a32,
@@ -53,6 +53,7 @@ def test_unknown_top_level_keys_are_kept() -> None:
         (b'{"goal_id":"g","goal_id":"h"}', "duplicate key 'goal_id'"),
         (b'{"goal_id":"g","n":NaN}', "NaN is not valid JSON"),
         (b'{"goal_id":"g","n":Infinity}', "Infinity is not valid JSON"),
+        (b'{"goal_id":"g","n":1e400}', "number 1e400 is out of range"),  # D9
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'"goal"', "got a string"),
         (b"null", "got null"),

@@ -95,6 +95,29 @@ start_toolhost() {
     [[ "$output" == "removed 0 expired lease(s)" ]]
 }
 
+@test "a lease issued with --inputs approves that one call only" {
+    start_toolhost
+    token=$(machina lease issue AID.SHELL.EXEC.v1 --tier 3 --inputs '{"cmd": ["echo", "yes"]}')
+    [[ "$token" == mlease_* ]]
+    run machina tool run AID.SHELL.EXEC.v1 --input '{"cmd": ["echo", "no"]}' --lease "$token"
+    [ "$status" -eq 77 ]
+    [[ "$output" == *"with other inputs"* ]]
+    run machina tool run AID.SHELL.EXEC.v1 --input '{"cmd": ["echo", "yes"]}' --lease "$token"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *'"stdout":"yes\n"'* ]]
+    run machina lease issue AID.SHELL.EXEC.v1 --tier 3 --inputs '{"cmd": ["echo"]}' --json
+    [ "$status" -eq 0 ]
+    [[ "$output" == *'"inputs_digest":"'* ]]
+    run machina lease issue AID.SHELL.EXEC.v1 --tier 3 --inputs '{"cmd": '
+    [ "$status" -eq 65 ]
+    [[ "$output" == *"--inputs: not JSON"* ]]
+    run machina lease issue AID.SHELL.EXEC.v1 --tier 3 --inputs '[1]'
+    [ "$status" -eq 65 ]
+    run machina lease issue '*' --tier 3 --inputs '{}'
+    [ "$status" -eq 64 ]
+    [[ "$output" == *"name its AID"* ]]
+}
+
 @test "tool and lease commands without a toolhost exit 69" {
     run machina tool run AID.NOOP.v1
     [ "$status" -eq 69 ]

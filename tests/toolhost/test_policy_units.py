@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from machina.clock import FakeClock
 from machina.manifests.tools import EFFECT_TIERS, load_tools, toolpack_manifests
 from machina.toolhost.enqueue import covered, narrow
-from machina.toolhost.idempotency import IdempotencyCache, Mismatch, fingerprint
-from machina.toolhost.leases import LeaseError, LeaseStore
+from machina.toolhost.idempotency import IdempotencyCache, InFlight, Mismatch, fingerprint
+from machina.toolhost.leases import LeaseError, LeaseStore, inputs_digest
 from machina.toolhost.permissions import ALLOW, ASK, DENY, MODES, Permissions
 from machina.toolhost.runners import BUILTIN_RUNNERS, POOL
 
@@ -93,7 +94,66 @@ def test_lease_for_another_tool_or_a_lower_tier_is_refused_and_kept(store: Lease
 
 def test_wildcard_lease_covers_any_tool_up_to_its_tier(store: LeaseStore) -> None:
     token, _ = store.issue("*", 2, 30_000, issued_by=0)
+    with pytest.raises(LeaseError, match=r"covers tier 2; AID\.SHELL\.EXEC\.v1 is tier 3"):
+        store.consume(token, "AID.SHELL.EXEC.v1", 3)
+    assert store.count() == 1, "refused for too high a tier: kept"
     store.consume(token, "AID.NET.HTTP_GET.v1", 2)
+    lower, _ = store.issue("*", 2, 30_000, issued_by=0)
+    store.consume(lower, "AID.FILE.WRITE.v1", 1)
+    assert store.count() == 0
+
+
+def test_inputs_digest_is_the_canonical_json_of_the_aid_and_inputs() -> None:
+    expected = hashlib.sha256(b'{"aid":"AID.X.v1","inputs":{"a":1,"b":"\xc3\xa9"}}').hexdigest()
+    assert inputs_digest("AID.X.v1", {"b": "\u00e9", "a": 1}) == expected
+    assert inputs_digest("AID.X.v1", {"a": 1}) != inputs_digest("AID.Y.v1", {"a": 1})
+
+
+def test_a_lease_bound_to_one_call_is_refused_and_kept_for_other_inputs(store: LeaseStore) -> None:
+    ls = {"cmd": ["ls", "data"]}
+    token, lease = store.issue(
+        "AID.SHELL.EXEC.v1", 3, 30_000, issued_by=0, inputs_digest=inputs_digest("AID.SHELL.EXEC.v1", ls)
+    )
+    assert lease.public()["inputs_digest"] == inputs_digest("AID.SHELL.EXEC.v1", ls)
+    for other in ({"cmd": ["rm", "-rf", "data"]}, {"cmd": ["ls", "data"], "extra": 1}, {}, {"x": float("nan")}):
+        with pytest.raises(LeaseError, match=r"one call of AID\.SHELL\.EXEC\.v1 with other inputs"):
+            store.consume(token, "AID.SHELL.EXEC.v1", 3, other)
+    with pytest.raises(LeaseError, match="other inputs"):
+        store.consume(token, "AID.SHELL.EXEC.v1", 3)  # no inputs presented: not the bound call
+    assert store.count() == 1
+    assert store.consume(token, "AID.SHELL.EXEC.v1", 3, {"cmd": ["ls", "data"]}).lease_id == lease.lease_id
+    assert store.count() == 0
+
+
+def test_a_bound_lease_survives_a_restart_still_bound(store: LeaseStore, clock: FakeClock) -> None:
+    bound = inputs_digest("AID.FILE.WRITE.v1", {"path": "data/a", "content": "x"})
+    token, _ = store.issue("AID.FILE.WRITE.v1", 1, 30_000, issued_by=0, inputs_digest=bound)
+    reopened = LeaseStore(store.path, clock)
+    reopened.load()
+    with pytest.raises(LeaseError, match="other inputs"):
+        reopened.consume(token, "AID.FILE.WRITE.v1", 1, {"path": "data/b", "content": "x"})
+    reopened.consume(token, "AID.FILE.WRITE.v1", 1, {"content": "x", "path": "data/a"})
+
+
+def test_a_lease_file_without_digests_still_loads(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "leases.json"
+    store = LeaseStore(str(path), clock)
+    store.load()
+    token, _ = store.issue("*", 1, 30_000, issued_by=0)
+    doc = json.loads(path.read_text())
+    for item in doc["leases"]:
+        del item["inputs_digest"]  # a file an earlier toolhost wrote
+    path.write_text(json.dumps(doc))
+    reopened = LeaseStore(str(path), clock)
+    reopened.load()
+    reopened.consume(token, "AID.NOOP.v1", 0, {"anything": True})
+
+
+def test_a_malformed_inputs_digest_is_refused_at_issue(store: LeaseStore) -> None:
+    for bad in ("abc", "A" * 64, "g" * 64, 7):
+        with pytest.raises(LeaseError, match="64 lowercase hex digits"):
+            store.issue("AID.NOOP.v1", 0, 30_000, issued_by=0, inputs_digest=bad)  # type: ignore[arg-type]
+    assert store.count() == 0
 
 
 def test_forged_tokens_are_refused_without_telling_why(store: LeaseStore) -> None:
@@ -200,6 +260,28 @@ def test_a_repeat_waits_for_the_first_call() -> None:
     cache.finish(0, "k", {"first": True}, keep=True)
     waiter.join(10)
     assert seen == [{"first": True}]
+
+
+def test_d13_a_repeat_never_runs_a_call_still_in_flight() -> None:
+    cache = IdempotencyCache(60_000)
+    fp = fingerprint("AID.SHELL.EXEC.v1", {"cmd": ["rm", "x"]})
+    assert cache.begin(0, "k", fp, wait_s=1) is None  # the first call runs, and runs long
+    with pytest.raises(InFlight, match="still running"):
+        cache.begin(0, "k", fp, wait_s=0.01)
+    cache.finish(0, "k", {"first": True}, keep=True)
+    assert cache.begin(0, "k", fp, wait_s=0.01) == {"first": True}
+
+
+def test_d13_an_entry_in_flight_is_never_evicted(clock: FakeClock) -> None:
+    cache = IdempotencyCache(60_000, clock, max_entries=2)
+    fp = fingerprint("AID.NOOP.v1", {})
+    assert cache.begin(0, "running", fp, wait_s=1) is None
+    for n in range(5):  # finished calls push the table past its bound
+        assert cache.begin(0, f"done-{n}", fp, wait_s=1) is None
+        cache.finish(0, f"done-{n}", {"n": n}, keep=True)
+    with pytest.raises(InFlight):
+        cache.begin(0, "running", fp, wait_s=0.01)
+    assert cache.begin(0, "done-0", fp, wait_s=1) is None, "the oldest finished entry was evicted"
 
 
 def test_fingerprint_ignores_key_order() -> None:

@@ -20,6 +20,7 @@ from machina.exitcodes import ExitCode
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.testing.toolhost import RunningToolhost, running_toolhost, toolhost_command
 from machina.toolhost.client import ToolhostClient, ToolhostError
+from machina.toolhost.leases import inputs_digest
 
 from ..conftest import bin_env
 from .conftest import needs_bwrap
@@ -48,6 +49,10 @@ def test_bad_requests_get_clear_replies(toolhost: Start) -> None:
     assert raw(host, b'{"inputs": {}}\n')["error"] == "aid must be a non-empty string"
     assert raw(host, b'{"aid": "AID.NOOP.v1", "inputs": []}\n')["error"] == "inputs must be a JSON object"
     assert raw(host, b'{"aid": "AID.NOOP.v1", "request_id": ""}\n')["status"] == "bad_request"
+    # D9: a number too large to be finite, NaN and duplicate keys have no single reading: refused
+    for line in (b'{"aid": "AID.NOOP.v1", "inputs": {"n": 1e400}}\n', b'{"aid": "AID.NOOP.v1", "aid": "x"}\n'):
+        assert raw(host, line)["status"] == "bad_request"
+    assert "out of range" in raw(host, b'{"aid": "AID.NOOP.v1", "inputs": {"n": 1e400}}\n')["error"]
     reply = host.client.call("AID.FILE.READ.v1", {"path": 7, "extra": True})
     assert reply.status == toolapi.INVALID_INPUT
     assert "inputs: Additional properties are not allowed ('extra' was unexpected)" in reply.error
@@ -198,6 +203,17 @@ def test_lease_matrix(toolhost: Start) -> None:
         client.issue_lease("*", 3, 10**9)
     wildcard = client.issue_lease("*", 3, 60_000)["lease_token"]
     assert client.call(*shell, lease_token=wildcard).ok
+
+    # bound to one call: refused (and kept) for any other inputs, spent by exactly that call
+    bound = client.issue_lease("AID.SHELL.EXEC.v1", 3, 60_000, inputs={"cmd": ["echo", "approved"]})
+    assert bound["inputs_digest"] == inputs_digest(*shell)
+    other = client.call("AID.SHELL.EXEC.v1", {"cmd": ["echo", "other"]}, lease_token=bound["lease_token"])
+    assert other.status == toolapi.APPROVAL_REQUIRED and "with other inputs" in other.error
+    assert client.call(*shell, lease_token=bound["lease_token"]).output["stdout"] == "approved\n"
+    with pytest.raises(ToolhostError, match="names its AID"):
+        client.issue_lease("*", 3, 60_000, inputs={})
+    bad = client.request({"op": "_lease.issue", "aid": "AID.NOOP.v1", "tier": 0, "ttl_ms": 1, "inputs_digest": "x"})
+    assert bad["status"] == "bad_request" and "inputs_digest must be a SHA-256" in bad["error"]
 
 
 def test_lease_enforce_needs_a_lease_even_where_the_mode_allows(toolhost: Start) -> None:

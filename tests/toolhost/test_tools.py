@@ -251,6 +251,14 @@ def test_queue_enqueue_narrows_capabilities(toolhost: Start, machina_root: Path)
     assert bad.status == toolapi.TOOL_ERROR and "not enqueued" in bad.error
 
 
+def test_a_job_started_by_a_tool_cannot_carry_leases(toolhost: Start, machina_root: Path) -> None:
+    lease = {"aid": "AID.SHELL.EXEC.v1", "inputs_digest": "ab" * 32, "token": "mlease_a_b"}
+    request = {"goal_id": "goal.FOLLOW_UP.v1", "_leases": [lease]}
+    reply = toolhost().client.call("AID.QUEUE.ENQUEUE.v1", {"request": request})
+    assert reply.status == toolapi.TOOL_ERROR and "cannot carry _leases" in reply.error
+    assert list((machina_root / "queue" / "inbox").iterdir()) == []
+
+
 # --- HTTP_GET ------------------------------------------------------------------------------------------------
 
 

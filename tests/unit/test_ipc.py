@@ -28,8 +28,8 @@ def call_once(path: str, request: dict) -> dict:
 def server(tmp_path: Path):
     started = []
 
-    def start(authorize=lambda peer: True, handler=None, max_line=1024):
-        path = str(tmp_path / "svc.sock")
+    def start(authorize=lambda peer: True, handler=None, max_line=1024, limits=None):
+        path = str(tmp_path / f"svc{len(started) or ''}.sock")
         listener = jsonlines.bind_unix(path, mode=0o600)
 
         def echo(request: dict, peer: PeerCred) -> dict:
@@ -37,7 +37,9 @@ def server(tmp_path: Path):
                 raise RuntimeError("internal detail")
             return {"ok": True, "echo": request, "uid": peer.uid, "pid": peer.pid}
 
-        srv = jsonlines.JsonLineServer(listener, handler or echo, authorize, max_line=max_line, owned_path=path)
+        srv = jsonlines.JsonLineServer(
+            listener, handler or echo, authorize, max_line=max_line, owned_path=path, limits=limits
+        )
         stop = threading.Event()
         thread = threading.Thread(target=srv.serve, args=(stop,), daemon=True)
         thread.start()
@@ -177,3 +179,95 @@ def test_activation_ignores_variables_meant_for_another_process() -> None:
     env = {"LISTEN_PID": "1", "LISTEN_FDS": "2"}
     assert activation.listen_sockets(env) == []
     assert env == {}
+
+
+# --- D12: the server bounded connections, threads and idle time by nothing -----------------------------------
+
+
+def _connected(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
+def _served(sock: socket.socket) -> dict:
+    sock.sendall(b'{"ping": 1}\n')
+    return json.loads(sock.makefile("rb").readline())
+
+
+def test_d12_connections_are_capped_per_uid_and_in_all(server) -> None:
+    path, srv = server(limits=jsonlines.ServerLimits(max_per_uid=2, max_total=10, idle_timeout_s=60))
+    first, second = _connected(path), _connected(path)
+    assert _served(first)["ok"] and _served(second)["ok"]
+    third = _connected(path)
+    refused = json.loads(third.makefile("rb").readline())
+    assert refused["status"] == "busy" and "MACHINA_IPC_MAX_CONNECTIONS_PER_UID=2" in refused["error"]
+    assert third.recv(1) == b"", "refused and closed"
+    first.close()
+    wait_until(lambda: srv._per_uid[os.geteuid()] < 2)
+    again = _connected(path)
+    assert _served(again)["ok"], "a closed connection frees its place"
+    for sock in (second, third, again):
+        sock.close()
+
+    path_all, _ = server(limits=jsonlines.ServerLimits(max_per_uid=100, max_total=1, idle_timeout_s=60))
+    held = _connected(path_all)
+    assert _served(held)["ok"]
+    with _connected(path_all) as over:
+        assert "MACHINA_IPC_MAX_CONNECTIONS=1" in json.loads(over.makefile("rb").readline())["error"]
+    held.close()
+
+
+def test_d12_an_idle_connection_is_closed_and_the_client_reconnects(server) -> None:
+    path, srv = server(limits=jsonlines.ServerLimits(idle_timeout_s=0.2))
+    idle = _connected(path)
+    assert _served(idle)["ok"]
+    idle.settimeout(30)
+    assert idle.recv(1) == b"", "the server closed the idle connection"
+    idle.close()
+    wait_until(lambda: not srv._connections)
+    with jsonlines.JsonLineClient(path) as client:
+        assert client.call({"n": 1})["ok"]
+        wait_until(lambda: not srv._connections)  # closed again while idle
+        assert client.call({"n": 2})["ok"], "the client noticed and reconnected"
+
+
+def wait_until(check, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MACHINA_IPC_MAX_CONNECTIONS_PER_UID", "0", "from 1 to 65536"),
+        ("MACHINA_IPC_MAX_CONNECTIONS", "lots", "expected an integer"),
+        ("MACHINA_IPC_IDLE_TIMEOUT_MS", "10", "from 1000 to"),
+    ],
+)
+def test_ipc_limits_refuse_bad_values_with_exit_78(name: str, value: str, expected: str) -> None:
+    from machina import config
+
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(environ={"MACHINA_ENV_FILE": "/dev/null", name: value})
+    assert name in str(caught.value) and expected in str(caught.value)
+    assert caught.value.exit_code == 78
+
+
+def test_the_services_take_their_limits_from_the_configuration() -> None:
+    from machina import config
+
+    cfg = config.load(
+        environ={
+            "MACHINA_ENV_FILE": "/dev/null",
+            "MACHINA_IPC_MAX_CONNECTIONS_PER_UID": "3",
+            "MACHINA_IPC_MAX_CONNECTIONS": "9",
+            "MACHINA_IPC_IDLE_TIMEOUT_MS": "2500",
+        }
+    )
+    assert jsonlines.ServerLimits.from_config(cfg) == jsonlines.ServerLimits(3, 9, 2.5)

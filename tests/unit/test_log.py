@@ -103,6 +103,13 @@ def test_bearer_tokens_are_redacted_even_when_not_configured(capture) -> None:
     assert "Bearer <redacted>" in stream.getvalue()
 
 
+def test_lease_tokens_are_redacted_even_when_not_configured(capture) -> None:
+    stream = capture()
+    logging.getLogger("m").warning("job carried mlease_0123abcd4567ef89_s3cr-et_Value here")
+    assert "s3cr-et_Value" not in stream.getvalue()
+    assert "mlease_0123abcd4567ef89_<redacted> here" in stream.getvalue()
+
+
 def test_longer_secret_containing_a_shorter_one_is_fully_hidden() -> None:
     redact = log.Redactor(["abc", "abcdef"])
     assert redact("x abcdef y abc") == "x <redacted> y <redacted>"

@@ -123,3 +123,26 @@ def test_a_crash_is_a_retryable_failure_pointing_at_the_partial_log(tmp_path: An
 )
 def test_exit_reason(returncode: int | None, reason: str) -> None:
     assert results.exit_reason(returncode) == reason
+
+
+def test_a_run_asked_by_a_tool_call_goes_to_asked_with_its_approvals() -> None:
+    call = {"aid": "AID.SHELL.EXEC.v1", "tier": 3, "inputs_digest": "ab" * 32, "status": "asked"}
+    decision = decide(run_result("asked", "tool_approval_required", approvals=[call]))
+    assert (decision.asked, decision.complete, decision.retryable, decision.ok) == (True, False, False, False)
+    assert decision.result["approvals"] == [call]
+
+
+@pytest.mark.parametrize(
+    "approvals",
+    [
+        "all of them",
+        [{"aid": "AID.X.v1", "tier": 3, "inputs_digest": "nope", "status": "asked"}],
+        [{"aid": "AID.X.v1", "tier": 9, "inputs_digest": "ab" * 32, "status": "asked"}],
+        [{"aid": "AID.X.v1", "tier": 1, "inputs_digest": "ab" * 32, "status": "approved"}],
+    ],
+)
+def test_a_child_cannot_slip_bad_approvals_into_a_result(approvals: Any) -> None:
+    summary = results.summarize(run_result("asked", "tool_approval_required"))
+    summary["approvals"] = approvals
+    with pytest.raises(results.BadSummary):
+        results.decide(summary, child_pid=1, duration_ms=1.0)
