@@ -141,7 +141,7 @@ def test_memory_streams(confined: ConfinedRoot, machina_root: Path) -> None:
     os.close(fd)
     assert (machina_root / "memory" / "notes.jsonl").stat().st_mode & 0o777 == 0o600
     for bad in ("../x", "Notes", "a/b", "", "x" * 65):
-        with pytest.raises(PathRefused, match="not a stream name"):
+        with pytest.raises(PathRefused, match="not a memory stream name"):
             confined.open_stream(bad, append=True)
     (machina_root / "memory" / "linked.jsonl").symlink_to("/etc/passwd")
     with pytest.raises(PathRefused, match="symbolic link"):
