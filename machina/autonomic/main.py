@@ -17,8 +17,10 @@ from machina.service import run_service
 def cli(root: str | None, verbose: bool) -> int:
     """Run the self-improvement levels when they are due, under gates that fail closed.
 
-    Built: L1 Reflect (tool success statistics -> a tool_stats insight) and L4 Hygiene (reward check with
-    per-artifact rollback, trust pruning into the archive, log caps). L2, L3, L5 and L6 are not built yet.
+    L1 Reflect (tool statistics -> insights), L2 Test (probe jobs through the queue), L3 Heal and L5
+    Curiosity (the model proposes a call, the toolhost runs it, a success becomes a skill), L4 Hygiene
+    (reward rollback, trust pruning, log caps), L6 Web (search -> knowledge), self-questions and burst mode.
+    Without a configured model (MACHINA_CHAT_BACKEND and its model) L3, L5 and self-questions do not run.
     State is kept in $MACHINA_ROOT/state/autonomic_state.json (saved on every heartbeat and on SIGTERM or
     SIGINT), the pid in $MACHINA_RUNTIME_DIR/autonomic.pid, what each level did in
     memory/autonomic_audit.jsonl. Refuses to start (exit 78) with MACHINA_AUTONOMIC_APPROVE_ALL_ASK=1

@@ -7,12 +7,16 @@ import os
 import threading
 
 from machina.autonomic.activity import last_activity
-from machina.autonomic.engine import BUILT_LEVELS, Engine, Limits
+from machina.autonomic.engine import Engine, Limits, Means
 from machina.autonomic.state import load_state, save_state
-from machina.autonomic.timings import timings_for
+from machina.autonomic.timings import LEVELS, timings_for
+from machina.autonomic.toolcalls import ToolUse
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.config import Config, ConfigError
+from machina.llm.backend import open_backend
+from machina.queue import open_queue
 from machina.root import open_root
+from machina.toolhost.client import ToolhostClient
 from machina.up.pidfiles import pidfile_path, remove_pidfile, write_pidfile
 
 log = logging.getLogger(__name__)
@@ -27,12 +31,31 @@ def check_ask_settings(cfg: Config) -> None:
         )
 
 
-def build_engine(cfg: Config, clock: Clock = SYSTEM_CLOCK) -> Engine:
+def build_means(cfg: Config, clock: Clock) -> Means:
+    """The queue (its public interface), the toolhost and the model (when one is configured)."""
+    machina_root = open_root(cfg)
+    client = ToolhostClient(machina_root.socket_path("toolhost"), timeout=cfg["MACHINA_TOOLHOST_TIMEOUT"])
+    memory_dir = os.path.join(machina_root.path, "memory")
+    try:
+        model = open_backend(cfg, clock=clock)
+    except ConfigError as exc:  # no model configured: the levels that think do not run, the others do
+        log.info("autonomic: no model (%s); L3, L5 and self-questions will not run", exc)
+        model = None
+    return Means(
+        queue=open_queue(cfg, clock),
+        tools=ToolUse(client, memory_dir, clock, fsync=cfg["MACHINA_WAL_FSYNC"]),
+        catalog=client.list_tools,
+        model=model,
+    )
+
+
+def build_engine(cfg: Config, clock: Clock = SYSTEM_CLOCK, *, means: Means | None = None) -> Engine:
     root = cfg.require_root()
     state_dir = os.path.join(root, "state")
     limits = Limits(cfg["MACHINA_AUTONOMIC_LOG_FILE_CAP_BYTES"], cfg["MACHINA_AUTONOMIC_LOG_TOTAL_CAP_BYTES"])
     timings = timings_for(cfg["MACHINA_DEV_EXPLORE"])
-    return Engine(root, timings, limits, clock, load_state(state_dir), fsync=cfg["MACHINA_WAL_FSYNC"])
+    means = means if means is not None else build_means(cfg, clock)
+    return Engine(root, timings, limits, clock, load_state(state_dir), fsync=cfg["MACHINA_WAL_FSYNC"], means=means)
 
 
 class AutonomicService:
@@ -67,7 +90,8 @@ class AutonomicService:
         return self.clock.monotonic() - self._last_beat < 3 * self.engine.timings.heartbeat_s + 60
 
     def status(self) -> str:
-        return f"{self.engine.timings.mode} timings; levels built: {', '.join(BUILT_LEVELS)}"
+        ready = [level for level in LEVELS if self.engine.available(level)]
+        return f"{self.engine.timings.mode} timings; levels that can run: {', '.join(ready)}"
 
     def close(self) -> None:
         try:

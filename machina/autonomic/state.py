@@ -35,6 +35,31 @@ class AutonomicState:
     last_user_activity: float = 0.0
     rollbacks: int = 0
     alerts: int = 0
+    # L2 Test: probes enqueued and not yet collected (job name -> probe info), batches, perfect streak
+    pending_probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probe_batches: int = 0
+    l2_perfect_streak: int = 0
+    # L3 Heal: failures already looked at (bounded)
+    healed: list[str] = field(default_factory=list)
+    # L5 Curiosity: today's count, when "today" began, the last one
+    curiosity_day_start: float = 0.0
+    curiosity_today: int = 0
+    curiosity_last: float = 0.0
+    # L6 Web: queries waiting, and when each query was last asked (24 h dedup)
+    web_queue: list[str] = field(default_factory=list)
+    web_seen: dict[str, float] = field(default_factory=dict)
+    # self-questioning: recent question keys, failures in a row, earliest next question
+    sq_recent: dict[str, float] = field(default_factory=dict)
+    sq_failures: int = 0
+    sq_next_allowed: float = 0.0
+    # burst mode
+    burst_active: bool = False
+    burst_started_at: float = 0.0
+    burst_ended_at: float = 0.0
+    burst_stalled: int = 0
+    burst_self_questions: int = 0
+    bursts: int = 0
+    burst_exits: dict[str, int] = field(default_factory=dict)
 
     def level(self, name: str) -> LevelRecord:
         return self.levels.setdefault(name, LevelRecord())

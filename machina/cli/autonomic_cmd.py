@@ -39,7 +39,7 @@ def status(as_json: bool, root: str | None) -> int:
     levels: dict[str, dict[str, Any]] = {
         level: {
             "name": LEVEL_NAMES[level],
-            "built": level in BUILT_LEVELS,
+            "built": level in BUILT_LEVELS,  # every level is built; whether it can run depends on its means
             "interval_s": timings.interval_s[level],
             "last_run": state.level(level).last_run or None,
             "runs": state.level(level).runs,
@@ -54,6 +54,8 @@ def status(as_json: bool, root: str | None) -> int:
         "heartbeats": state.heartbeats,
         "rollbacks": state.rollbacks,
         "alerts": state.alerts,
+        "burst": {"active": state.burst_active, "count": state.bursts, "exits": state.burst_exits},
+        "probes_pending": len(state.pending_probes),
         "levels": levels,
     }
     if as_json:
@@ -62,10 +64,9 @@ def status(as_json: bool, root: str | None) -> int:
     click.echo(f"machina-autonomic: {'running, pid ' + str(pid) if running else 'not running'}; {timings.mode} timings")
     for level, row in levels.items():
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["last_run"])) if row["last_run"] else "never"
-        built = "" if row["built"] else " (not built yet)"
-        click.echo(
-            f"{level} {row['name']:<10} every {row['interval_s']:>6.0f} s  last {when}{built}  {row['last_outcome']}"
-        )
+        click.echo(f"{level} {row['name']:<10} every {row['interval_s']:>6.0f} s  last {when}  {row['last_outcome']}")
+    if state.burst_active:
+        click.echo(f"burst: running since {time.strftime('%H:%M:%S', time.gmtime(state.burst_started_at))}")
     return ExitCode.OK
 
 
@@ -76,7 +77,8 @@ def run(level: str, root: str | None) -> int:
     """Run LEVEL once now, whatever its timer says (the daemon's state records it).
 
     Exit status: 0 the level ran and found nothing wrong, 1 it ran and found a problem (a reward
-    regression, a failure), 69 the level is not built yet, 78 bad configuration.
+    regression, a failure), 69 the level cannot run here (it needs the toolhost, a model or the queue),
+    78 bad configuration.
     """
     cfg = bootstrap("machina autonomic run", overrides_from(root))
     engine = build_engine(cfg)

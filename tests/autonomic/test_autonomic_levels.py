@@ -64,12 +64,14 @@ def test_dev_explore_timings_are_the_documented_ones() -> None:
     assert NORMAL.burst_max_s == 1800 and DEV_EXPLORE.burst_max_s == 3600
 
 
-def test_levels_not_built_say_so_and_never_count_as_run(tmp_path: Path) -> None:
+def test_levels_without_their_means_say_what_they_need_and_never_count_as_run(tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
-    for level in ("L2", "L3", "L5", "L6"):
-        with pytest.raises(LevelNotBuilt, match="not built yet"):
+    needs = {"L2": "queue", "L3": "model and toolhost", "L5": "model and toolhost", "L6": "toolhost"}
+    for level, need in needs.items():
+        with pytest.raises(LevelNotBuilt, match=f"cannot run here: it needs {need}"):
             engine.run_level(level)
         assert engine.state.level(level).runs == 0
+    assert engine.due() == ["L1", "L4"]
 
 
 def test_l1_writes_a_tool_stats_insight_and_dedups_it(tmp_path: Path) -> None:

@@ -112,11 +112,23 @@ def test_run_l1_writes_a_tool_stats_insight_from_recorded_experiences(machina_ro
     assert result.returncode == 0, result.stderr
     (line,) = (machina_root / "memory" / "insights.jsonl").read_text().splitlines()
     assert json.loads(line)["record"]["type"] == "tool_stats"
-    assert machina(machina_root, "autonomic", "run", "L2").returncode == 69
+    no_model = machina(machina_root, "autonomic", "run", "L3")  # no model configured here
+    assert no_model.returncode == 69 and "needs model" in no_model.stderr, no_model.stderr
     assert machina(machina_root, "autonomic", "run", "L9").returncode == 64
     status = json.loads(machina(machina_root, "autonomic", "status", "--json").stdout)
-    assert status["levels"]["L1"]["runs"] == 1 and status["levels"]["L2"]["built"] is False
+    assert status["levels"]["L1"]["runs"] == 1 and status["levels"]["L3"]["runs"] == 0
     assert status["running"] is False
+
+
+def test_run_l2_enqueues_probe_jobs_through_the_queue_and_collects_nothing_yet(machina_root: Path) -> None:
+    result = machina(machina_root, "autonomic", "run", "L2")
+    assert result.returncode == 0, result.stderr
+    assert "enqueued batch 1" in result.stdout
+    inbox = sorted(p.name for p in (machina_root / "queue" / "inbox").iterdir())
+    assert len(inbox) == 2, inbox
+    again = machina(machina_root, "autonomic", "run", "L2")  # nothing ran them: no second batch piles up
+    assert "2 probe(s) still running" in again.stdout, again.stdout
+    assert len(list((machina_root / "queue" / "inbox").iterdir())) == 2
 
 
 def test_approve_all_ask_under_prod_refuses_to_start(machina_root: Path) -> None:
