@@ -285,3 +285,16 @@ def test_a_burst_turn_runs_the_highest_priority_due_level_then_self_questions_up
     assert burst.pick([], 2, True) == burst.SELF_QUESTION
     assert burst.pick([], burst.MAX_SELF_QUESTIONS, True) is None
     assert burst.pick([], 0, False) is None
+
+
+def test_an_ask_tool_never_runs_unattended_by_default(machina_root: Path, host: RunningToolhost) -> None:
+    """A self-question naming a tool that asks for approval gets approval_required: nobody says yes for it."""
+    clock = FakeClock(start=START)
+    tier = {t["aid"]: t["tier"] for t in host.client.list_tools()}["AID.SHELL.EXEC.v1"]
+    assert tier >= 2  # "ask" under MACHINA_PERMISSION_MODE=standard
+    ask = {"action": "test_tool", "arg": "AID.SHELL.EXEC.v1", "inputs": {"cmd": ["touch", "/tmp/pwned"]}}
+    with FakeLLM([{"json": ask}]) as fake:
+        outcome = engine_for(machina_root, thinking_means(machina_root, host, fake, clock), clock=clock).run_level("SQ")
+    assert not outcome.ok and "approval_required" in outcome.summary, outcome.summary
+    (call,) = [e["record"] for e in lines(machina_root / "memory" / "experiences.jsonl")]
+    assert call["success"] is False and "needs a lease" in call["result_preview"]
