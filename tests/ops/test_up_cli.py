@@ -147,7 +147,8 @@ def test_a_job_flows_from_curl_to_done(up_factory, machina_root) -> None:
     up.wait_state()
     banner = up.out.read_text()
     assert "send jobs:" in banner and "/enqueue" in banner, up.err.read_text()
-    (machina_root / "data").mkdir()
+    # machina-autonomic may already have made data/ for its probe log
+    (machina_root / "data").mkdir(exist_ok=True)
     (machina_root / "data" / "app.log").write_text(SAMPLE_LOG)
     http = json.loads((machina_root / "run" / "machina-up.json").read_text())["endpoints"]["http"]
     queued = curl_enqueue(http, TOKEN, SAMPLE_JOB)
