@@ -22,15 +22,6 @@ from machina.up.pidfiles import pidfile_path, remove_pidfile, write_pidfile
 log = logging.getLogger(__name__)
 
 
-def check_ask_settings(cfg: Config) -> None:
-    """Unattended approval is a development convenience only (AGENT.md fault 1)."""
-    if cfg["MACHINA_AUTONOMIC_APPROVE_ALL_ASK"] and cfg["MACHINA_PROFILE"] == "prod":
-        raise ConfigError(
-            "MACHINA_AUTONOMIC_APPROVE_ALL_ASK=1 is refused under MACHINA_PROFILE=prod: "
-            "list the low-risk tools in MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS instead"
-        )
-
-
 def build_means(cfg: Config, clock: Clock) -> Means:
     """The queue (its public interface), the toolhost and the model (when one is configured)."""
     machina_root = open_root(cfg)
@@ -62,7 +53,6 @@ class AutonomicService:
     name = "machina-autonomic"
 
     def __init__(self, cfg: Config, clock: Clock = SYSTEM_CLOCK) -> None:
-        check_ask_settings(cfg)
         self.cfg = cfg
         self.clock = clock
         self.engine = build_engine(cfg, clock)

@@ -200,3 +200,18 @@ def _check_relations(settings: Mapping[str, Setting], errors: list[str]) -> None
         errors.append(f"MACHINA_RETRY_MIN_MS={lo} is larger than MACHINA_RETRY_MAX_MS={hi}: expected min <= max")
     if settings["MACHINA_EMBED_PROVIDER"].value == "cmd" and not settings["MACHINA_EMBED_CMD"].value:
         errors.append("MACHINA_EMBED_PROVIDER='cmd' needs MACHINA_EMBED_CMD: expected a command line")
+    _check_autonomic_approval(settings, errors)
+
+
+def _check_autonomic_approval(settings: Mapping[str, Setting], errors: list[str]) -> None:
+    """Unattended approval is a development convenience only, and only for a peer of its own (AGENT.md fault 1)."""
+    if settings["MACHINA_AUTONOMIC_APPROVE_ALL_ASK"].value and settings["MACHINA_PROFILE"].value == "prod":
+        errors.append(
+            "MACHINA_AUTONOMIC_APPROVE_ALL_ASK=1 is refused under MACHINA_PROFILE=prod: "
+            "list the low-risk tools in MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS instead"
+        )
+    if "0" in settings["MACHINA_AUTONOMIC_UIDS"].value:
+        errors.append(
+            "MACHINA_AUTONOMIC_UIDS lists 0: root is every administrator's uid, not the autonomic engine's; "
+            "run machina-autonomic as a uid of its own and list that"
+        )

@@ -576,6 +576,13 @@ _var(
     "low-risk ASK tools the autonomic engine may approve by itself",
 )
 _var(
+    "MACHINA_AUTONOMIC_UIDS",
+    List(r"[0-9]+", "a comma-separated list of uids"),
+    (),
+    "uids the toolhost treats as the autonomic engine (the only peers the two settings above apply to; "
+    "never 0: give the engine a uid of its own)",
+)
+_var(
     "MACHINA_REGRESSION_CMD",
     Command(),
     None,

@@ -36,6 +36,7 @@ class CallHandler:
         idempotency: IdempotencyCache,
         runner: ToolRunner,
         clock: Clock = SYSTEM_CLOCK,
+        autonomic: perm.AutonomicApproval | None = None,
     ) -> None:
         self.catalog = catalog
         self.permissions = permissions
@@ -44,6 +45,7 @@ class CallHandler:
         self.idempotency = idempotency
         self.runner = runner
         self.clock = clock
+        self.autonomic = autonomic or perm.AutonomicApproval()
         self.calls_total = 0
         self.calls_by_status: dict[str, int] = {}
 
@@ -72,7 +74,7 @@ class CallHandler:
             return reply(toolapi.INVALID_INPUT, error="; ".join(problems[:10])), ""
         key = request.idempotency_key
         if key is None:
-            return self._checked_run(request, resolved)
+            return self._checked_run(request, resolved, peer)
         try:
             earlier = self.idempotency.begin(
                 peer.uid, key, fingerprint(request.aid, request.inputs), wait_s=self.runner.settings.tool_timeout_s * 2
@@ -85,16 +87,19 @@ class CallHandler:
             return {**earlier, "replayed": True}, "replay"
         answer: dict[str, Any] = reply(toolapi.INTERNAL_ERROR, error="call did not finish")
         try:
-            answer, path = self._checked_run(request, resolved)
+            answer, path = self._checked_run(request, resolved, peer)
             return answer, path
         finally:
             self.idempotency.finish(peer.uid, key, answer, keep=answer["status"] in KEPT_STATUSES)
 
-    def _checked_run(self, request: CallRequest, resolved: Resolved) -> tuple[dict[str, Any], str]:
+    def _checked_run(self, request: CallRequest, resolved: Resolved, peer: PeerCred) -> tuple[dict[str, Any], str]:
         aid, tier = request.aid, resolved.spec.tier
         decision = self.permissions.decide(aid, tier)
         if decision == perm.DENY:
             return reply(toolapi.DENIED, error=f"{aid} (tier {tier}) is denied ({self._why()})"), ""
+        if decision == perm.ASK and request.lease_token is None and self.autonomic.approves(peer.uid, aid, tier):
+            log.info("ask answered by MACHINA_AUTONOMIC_* for the autonomic peer", extra=fields(uid=peer.uid))
+            decision = perm.ALLOW
         if decision == perm.ASK or (self.lease_enforce and tier > 0):
             refusal = toolapi.APPROVAL_REQUIRED if decision == perm.ASK else toolapi.LEASE_REQUIRED
             why = f"{self._why()} asks for approval" if decision == perm.ASK else "MACHINA_LEASE_ENFORCE=1"

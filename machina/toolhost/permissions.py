@@ -14,12 +14,18 @@ An override (MACHINA_PERMISSION_OVERRIDES, ``AID=allow|ask|deny`` with the AID e
 "ask" never means yes: the call answers ``approval_required`` unless it presents a valid lease (a human's
 approval, issued by an administrative peer).  Independently, MACHINA_LEASE_ENFORCE=1 makes every tier > 0
 call need a lease even where the answer is allow.
+
+The one exception is :class:`AutonomicApproval`: a peer whose uid is listed in MACHINA_AUTONOMIC_UIDS (the
+autonomic engine under its own uid) may have an "ask" answered by configuration instead of a human, for the
+tools in MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS, or for every tool up to tier 2 with
+MACHINA_AUTONOMIC_APPROVE_ALL_ASK=1.  Never tier 3, never a "deny", never a call from any other peer, and
+never in place of the lease MACHINA_LEASE_ENFORCE=1 asks for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ALLOW, ASK, DENY = "allow", "ask", "deny"
 STRICTNESS = {ALLOW: 0, ASK: 1, DENY: 2}
@@ -56,3 +62,20 @@ class Permissions:
         if matched:
             return max(matched, key=STRICTNESS.__getitem__)
         return MODES[self.mode][tier]
+
+
+AUTO_APPROVE_MAX_TIER = 2  # tier 3 (dangerous) always needs a human
+
+
+@dataclass(frozen=True)
+class AutonomicApproval:
+    """Which "ask" answers configuration may give for the autonomic peer (nothing unless configured)."""
+
+    uids: frozenset[int] = frozenset()
+    approve_all_ask: bool = False
+    aids: tuple[str, ...] = field(default_factory=tuple)
+
+    def approves(self, uid: int, aid: str, tier: int) -> bool:
+        if uid not in self.uids or tier > AUTO_APPROVE_MAX_TIER:
+            return False
+        return self.approve_all_ask or any(pattern_matches(pattern, aid) for pattern in self.aids)

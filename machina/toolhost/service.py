@@ -105,7 +105,8 @@ class Toolhost:
         self.runner: ToolRunner | None = None
         self.root_dir: ConfinedRoot | None = None
         self.policy: SandboxPolicy | None = None
-        self.allowed_uids = {0, os.geteuid(), *(int(u) for u in cfg["MACHINA_TOOLHOST_ALLOWED_UIDS"])}
+        autonomic = (int(u) for u in cfg["MACHINA_AUTONOMIC_UIDS"])  # the engine's own uid calls tools too
+        self.allowed_uids = {0, os.geteuid(), *(int(u) for u in cfg["MACHINA_TOOLHOST_ALLOWED_UIDS"]), *autonomic}
         self.admin_uids = {0, *(int(u) for u in cfg["MACHINA_TOOLHOST_ADMIN_UIDS"])}
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -141,6 +142,11 @@ class Toolhost:
             IdempotencyCache(cfg["MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS"], self.clock),
             self.runner,
             self.clock,
+            autonomic=perm.AutonomicApproval(
+                frozenset(int(u) for u in cfg["MACHINA_AUTONOMIC_UIDS"]),
+                cfg["MACHINA_AUTONOMIC_APPROVE_ALL_ASK"],
+                tuple(cfg["MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS"]),
+            ),
         )
         self.server = self._listen(root)
         self.runner.start()
