@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from machina.autonomic import burst, learning, logcaps, probes, reflect, reward, selfq, trust, web
+from machina import alerts
+from machina.autonomic import burst, evolve, learning, logcaps, probes, reflect, reward, selfq, stimulus, trust, web
 from machina.autonomic.state import AutonomicState, save_state
 from machina.autonomic.thinking import Model, NoAnswer, ask_json
-from machina.autonomic.timings import LEVEL_NAMES, LEVELS, Timings
+from machina.autonomic.timings import ACTION_NAMES, LEVEL_NAMES, LEVELS, Timings
 from machina.autonomic.toolcalls import ToolUse
 from machina.clock import Clock
 from machina.exitcodes import ExitCode, MachinaError
@@ -59,8 +61,20 @@ class Means:
             "L5": {"model": self.model, "toolhost": self.tools},
             "L6": {"toolhost": self.tools},
             burst.SELF_QUESTION: {"model": self.model, "toolhost": self.tools},
+            stimulus.NAME: {"toolhost": self.tools, "tool list": self.catalog},
+            evolve.NAME: {"model": self.model},
         }
         return [name for name, value in table.get(level, {}).items() if value is None]
+
+
+@dataclass(frozen=True)
+class Evolution:
+    """Self-evolution settings: off unless MACHINA_SELF_EVOLVE=1; the gate's command proves each change."""
+
+    enabled: bool = False
+    regression_cmd: tuple[str, ...] = ()
+    timeout_s: float = 600.0
+    env: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,8 @@ class Engine:
         *,
         fsync: bool,
         means: Means | None = None,
+        rng: random.Random | None = None,
+        evolution: Evolution | None = None,
     ) -> None:
         self.root = root
         self.memory = os.path.join(root, "memory")
@@ -99,6 +115,8 @@ class Engine:
         self.state = state
         self.fsync = fsync
         self.means = means or Means()
+        self.rng = rng or random.Random()  # noqa: S311 - picks a harmless tool, not a secret
+        self.evolution = evolution or Evolution()
         self._levels: dict[str, Callable[[], Outcome]] = {
             "L1": self.level_reflect,
             "L2": self.level_test,
@@ -107,6 +125,8 @@ class Engine:
             "L5": self.level_curiosity,
             "L6": self.level_web,
             burst.SELF_QUESTION: self.self_question,
+            stimulus.NAME: self.random_stimulus,
+            evolve.NAME: self.self_evolve,
         }
 
     def available(self, level: str) -> bool:
@@ -136,10 +156,19 @@ class Engine:
                 due.append(level)
         return due
 
+    def evolution_due(self) -> bool:
+        if not self.evolution.enabled or not self.available(evolve.NAME):
+            return False
+        last = self.state.level(evolve.NAME).last_run
+        now = self.clock.time()
+        return now - last >= self.timings.evolve_interval_s and self.idle_seconds() >= self.timings.min_idle_s["L5"]
+
     def heartbeat(self) -> list[Outcome]:
         self.state.heartbeats += 1
         self.update_burst()
         outcomes = self.burst_turn() if self.state.burst_active else [self.run_level(level) for level in self.due()]
+        if not self.state.burst_active and self.evolution_due():
+            outcomes.append(self.run_level(evolve.NAME))
         save_state(self.state_dir, self.state)
         return outcomes
 
@@ -153,19 +182,24 @@ class Engine:
                 state.burst_active, state.burst_ended_at = False, now
                 state.burst_exits[why] = state.burst_exits.get(why, 0) + 1
                 log.info("autonomic: burst ended (%s) after %.0f s", why, now - state.burst_started_at)
+                self.alert(alerts.STREAM, f"burst ended ({why}) after {now - state.burst_started_at:.0f} s")
             return
         quiet = min(idle, now - state.burst_ended_at)  # a new burst needs a new idle spell after the last one
         if burst.should_enter(state.burst_active, quiet, self.timings):
             state.burst_active, state.burst_started_at = True, now
-            state.burst_stalled = state.burst_self_questions = 0
+            state.burst_stalled = state.burst_self_questions = state.burst_stimuli = 0
             state.bursts += 1
             log.info("autonomic: burst started after %.0f s idle", idle)
+            self.alert(alerts.STREAM, f"burst started after {idle:.0f} s idle")
 
     def burst_turn(self) -> list[Outcome]:
         state = self.state
         choice = burst.pick(
             self.due(pace=burst.BURST_SPEEDUP), state.burst_self_questions, self.available(burst.SELF_QUESTION)
         )
+        if choice is None and state.burst_stimuli < stimulus.MAX_PER_BURST and self.available(stimulus.NAME):
+            choice = stimulus.NAME  # nothing due and no self-question left: the last resort
+            state.burst_stimuli += 1
         if choice is None:
             state.burst_stalled += 1
             return []
@@ -179,20 +213,30 @@ class Engine:
 
     def run_level(self, level: str) -> Outcome:
         if level not in self._levels:
-            raise MachinaError(f"unknown level {level!r}: one of {', '.join(LEVELS)}, SQ", ExitCode.USAGE)
+            raise MachinaError(f"unknown level {level!r}: one of {', '.join((*LEVELS, *ACTION_NAMES))}", ExitCode.USAGE)
         missing = self.means.missing_for(level)
         if missing:
-            name = LEVEL_NAMES.get(level, "self-question")
+            name = LEVEL_NAMES.get(level) or ACTION_NAMES[level]
             raise LevelNotBuilt(f"{level} ({name}) cannot run here: it needs {' and '.join(missing)}")
         try:
             outcome = self._levels[level]()
         except (OSError, MachinaError) as exc:
             outcome = Outcome(level, False, f"failed: {exc}", {}, acted=False)
+            self.alert(alerts.STREAM, f"{level} failed: {exc}")
         record = self.state.level(level)
         record.last_run, record.runs, record.last_outcome = self.clock.time(), record.runs + 1, outcome.summary
         self.audit(outcome)
-        log.info("autonomic %s (%s): %s", level, LEVEL_NAMES.get(level, "self-question"), outcome.summary)
+        log.info("autonomic %s (%s): %s", level, LEVEL_NAMES.get(level) or ACTION_NAMES[level], outcome.summary)
         return outcome
+
+    def alert(self, tier: str, text: str) -> None:
+        """Spool an alert for the operator's front end (``machina.alerts``); milestones are counted."""
+        try:
+            alerts.post(self.state_dir, tier, text, source="machina-autonomic", clock=self.clock, fsync=self.fsync)
+        except OSError as exc:  # an alert is a courtesy: a full disk must not stop the heartbeat
+            log.warning("alert not spooled (%s): %s", exc, text)
+        if tier == alerts.MILESTONE:
+            self.state.alerts += 1
 
     def audit(self, outcome: Outcome) -> None:
         record = {"level": outcome.level, "ok": outcome.ok, "summary": outcome.summary, "detail": outcome.detail}
@@ -211,7 +255,9 @@ class Engine:
         state = self.state
         got = probes.collect(self.means.queue, state.pending_probes, self.memory, self.clock, self.fsync)
         if got.finished and got.batch_done:
+            before = state.l2_perfect_streak
             state.l2_perfect_streak = state.l2_perfect_streak + 1 if got.batch_perfect else 0
+            self.alert_streak_change(before, state.l2_perfect_streak)
         detail: dict[str, Any] = {
             "collected": got.finished,
             "passed": got.passed,
@@ -224,6 +270,15 @@ class Engine:
         detail["enqueued"] = sorted(state.pending_probes)
         summary = f"collected {got.finished} ({got.passed} passed); enqueued batch {state.probe_batches}"
         return Outcome("L2", True, summary, detail)
+
+    def alert_streak_change(self, before: int, after: int) -> None:
+        if before < probes.PERFECT_STREAK <= after:
+            self.alert(
+                alerts.MILESTONE,
+                f"L2: {after} perfect probe batches in a row; testing {probes.QUIET_FACTOR}x less often",
+            )
+        elif before >= probes.PERFECT_STREAK and after == 0:
+            self.alert(alerts.MILESTONE, "L2: a probe failed after a perfect streak; testing at the normal rate again")
 
     # --- L3 Heal --------------------------------------------------------------------------------------------
 
@@ -342,6 +397,38 @@ class Engine:
         reply = self.means.tools.call(aid, inputs, why=f"self-question {question.action}")
         return reply.ok, f"{aid} -> {reply.status}"
 
+    # --- RandomStimulus ------------------------------------------------------------------------------------
+
+    def random_stimulus(self) -> Outcome:
+        assert self.means.tools is not None and self.means.catalog is not None
+        tool = stimulus.pick(self.means.catalog(), self.rng)
+        if tool is None:
+            return Outcome(stimulus.NAME, True, "no tier-0 tool without inputs to poke", {}, acted=False)
+        reply = self.means.tools.call(tool["aid"], {}, why="random stimulus")
+        return Outcome(stimulus.NAME, reply.ok, f"{tool['aid']} -> {reply.status}", {"aid": tool["aid"]})
+
+    # --- self-evolution ------------------------------------------------------------------------------------
+
+    def self_evolve(self) -> Outcome:
+        assert self.means.model is not None
+        settings = self.evolution
+        if not settings.enabled:
+            return Outcome(evolve.NAME, True, "off (MACHINA_SELF_EVOLVE=0)", {}, acted=False)
+        context = json.dumps(
+            {"insights": reflect.recent(self.memory, "insights", 5), "failures": self.failed_requests()[:5]},
+            ensure_ascii=False,
+        )
+        try:
+            proposal = evolve.check(ask_json(self.means.model, evolve.SYSTEM, context, evolve.SCHEMA))
+            result = evolve.evolve(
+                self.root, proposal, settings.regression_cmd, settings.timeout_s, self.clock,
+                fsync=self.fsync, base_env=settings.env,
+            )  # fmt: skip
+        except (NoAnswer, evolve.Refused) as exc:
+            return Outcome(evolve.NAME, False, f"no change: {exc}", {}, acted=False)
+        self.alert(alerts.MILESTONE, f"self-evolution: {result.reason}")
+        return Outcome(evolve.NAME, result.kept, result.reason, {"path": result.path, "kept": result.kept})
+
     # --- L4 Hygiene ---------------------------------------------------------------------------------------
 
     def level_hygiene(self) -> Outcome:
@@ -349,10 +436,11 @@ class Engine:
         check = reward.check_reward(reflect.recent(self.memory, "experiences", 2 * reward.WINDOW))
         detail["reward"] = {"regression": check.regression, "reason": check.reason}
         if check.regression:
-            self.state.alerts += 1
             if check.culprit:  # one rollback per hygiene cycle, of the artifact that caused the drop
                 detail["rolled_back"] = self.roll_back_skill(check.culprit)
                 self.state.rollbacks += int(bool(detail["rolled_back"]))
+            undone = f"; skill {check.culprit!r} rolled back" if detail.get("rolled_back") else ""
+            self.alert(alerts.MILESTONE, f"reward regression: {check.reason}{undone}")
         pruned = {}
         for stream in trust.PRUNED_STREAMS:
             result = trust.prune(self.memory, stream, self.clock)

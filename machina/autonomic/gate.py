@@ -28,7 +28,7 @@ from machina.fsutil import write_atomic
 BASELINE_FILE = "regression_baseline.json"
 OUTPUT_CAP = 1 << 20
 # What the scratch copy holds: what the agent may change, plus what the tests read.  Never the queue or logs.
-COPIED = ("memory", "plugins", "toolpacks", "goalpacks", "policies", "skills", "utils")
+COPIED = ("memory", "plugins", "toolpacks", "goalpacks", "policies", "prompts", "skills", "utils")
 
 _PYTEST = re.compile(r"=+ (?P<body>[^=]*\bin [0-9.]+s[^=]*) =+\s*$", re.MULTILINE)
 _PLAIN = re.compile(

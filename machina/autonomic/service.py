@@ -7,7 +7,7 @@ import os
 import threading
 
 from machina.autonomic.activity import last_activity
-from machina.autonomic.engine import Engine, Limits, Means
+from machina.autonomic.engine import Engine, Evolution, Limits, Means
 from machina.autonomic.state import load_state, save_state
 from machina.autonomic.timings import LEVELS, timings_for
 from machina.autonomic.toolcalls import ToolUse
@@ -46,7 +46,15 @@ def build_engine(cfg: Config, clock: Clock = SYSTEM_CLOCK, *, means: Means | Non
     limits = Limits(cfg["MACHINA_AUTONOMIC_LOG_FILE_CAP_BYTES"], cfg["MACHINA_AUTONOMIC_LOG_TOTAL_CAP_BYTES"])
     timings = timings_for(cfg["MACHINA_DEV_EXPLORE"])
     means = means if means is not None else build_means(cfg, clock)
-    return Engine(root, timings, limits, clock, load_state(state_dir), fsync=cfg["MACHINA_WAL_FSYNC"], means=means)
+    evolution = Evolution(
+        cfg["MACHINA_SELF_EVOLVE"],
+        tuple(cfg["MACHINA_REGRESSION_CMD"] or ()),
+        cfg["MACHINA_REGRESSION_TIMEOUT_S"],
+        {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+    )
+    state = load_state(state_dir)
+    fsync = cfg["MACHINA_WAL_FSYNC"]
+    return Engine(root, timings, limits, clock, state, fsync=fsync, means=means, evolution=evolution)
 
 
 class AutonomicService:

@@ -58,6 +58,7 @@ class AutonomicState:
     burst_ended_at: float = 0.0
     burst_stalled: int = 0
     burst_self_questions: int = 0
+    burst_stimuli: int = 0
     bursts: int = 0
     burst_exits: dict[str, int] = field(default_factory=dict)
 

@@ -10,6 +10,9 @@ HOUR = 3600.0
 
 LEVELS = ("L1", "L2", "L3", "L4", "L5", "L6")
 LEVEL_NAMES = {"L1": "reflect", "L2": "test", "L3": "heal", "L4": "hygiene", "L5": "curiosity", "L6": "web"}
+#: What else ``machina autonomic run`` can run once: the actions that are not levels.
+ACTION_NAMES = {"SQ": "self-question", "RS": "random stimulus", "EV": "self-evolution"}
+RUNNABLE = (*LEVELS, *ACTION_NAMES)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class Timings:
     burst_after_idle_s: float
     burst_max_s: float
     heartbeat_s: float
+    evolve_interval_s: float  # self-evolution (MACHINA_SELF_EVOLVE=1), outside bursts, after min_idle_s["L5"]
 
 
 NORMAL = Timings(
@@ -40,6 +44,7 @@ NORMAL = Timings(
     burst_after_idle_s=2 * HOUR,
     burst_max_s=30 * MINUTE,
     heartbeat_s=30.0,
+    evolve_interval_s=6 * HOUR,
 )
 
 DEV_EXPLORE = Timings(
@@ -51,6 +56,7 @@ DEV_EXPLORE = Timings(
     burst_after_idle_s=3 * MINUTE,
     burst_max_s=HOUR,
     heartbeat_s=10.0,
+    evolve_interval_s=30 * MINUTE,
 )
 
 

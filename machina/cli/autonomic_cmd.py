@@ -12,7 +12,7 @@ from machina.autonomic.engine import BUILT_LEVELS
 from machina.autonomic.gate import run_gate
 from machina.autonomic.service import build_engine
 from machina.autonomic.state import load_state, save_state
-from machina.autonomic.timings import LEVEL_NAMES, LEVELS, timings_for
+from machina.autonomic.timings import ACTION_NAMES, LEVEL_NAMES, LEVELS, RUNNABLE, timings_for
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.clock import SYSTEM_CLOCK
 from machina.exitcodes import ExitCode
@@ -71,10 +71,13 @@ def status(as_json: bool, root: str | None) -> int:
 
 
 @autonomic.command()
-@click.argument("level", type=click.Choice(LEVELS, case_sensitive=False))
+@click.argument("level", type=click.Choice(RUNNABLE, case_sensitive=False))
 @root_option
 def run(level: str, root: str | None) -> int:
     """Run LEVEL once now, whatever its timer says (the daemon's state records it).
+
+    LEVEL is L1 to L6, or SQ (a self-question), RS (a random stimulus) or EV (self-evolution, only
+    with MACHINA_SELF_EVOLVE=1).
 
     Exit status: 0 the level ran and found nothing wrong, 1 it ran and found a problem (a reward
     regression, a failure), 69 the level cannot run here (it needs the toolhost, a model or the queue),
@@ -84,7 +87,8 @@ def run(level: str, root: str | None) -> int:
     engine = build_engine(cfg)
     outcome = engine.run_level(level.upper())
     save_state(engine.state_dir, engine.state)
-    click.echo(f"{outcome.level} {LEVEL_NAMES[outcome.level]}: {outcome.summary}")
+    name = LEVEL_NAMES.get(outcome.level) or ACTION_NAMES[outcome.level]
+    click.echo(f"{outcome.level} {name}: {outcome.summary}")
     return ExitCode.OK if outcome.ok else ExitCode.FAILURE
 
 

@@ -210,6 +210,10 @@ def _check_autonomic_approval(settings: Mapping[str, Setting], errors: list[str]
             "MACHINA_AUTONOMIC_APPROVE_ALL_ASK=1 is refused under MACHINA_PROFILE=prod: "
             "list the low-risk tools in MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS instead"
         )
+    if settings["MACHINA_SELF_EVOLVE"].value and settings["MACHINA_PROFILE"].value == "prod":
+        errors.append(
+            "MACHINA_SELF_EVOLVE=1 is refused under MACHINA_PROFILE=prod: self-made changes are for development"
+        )
     if "0" in settings["MACHINA_AUTONOMIC_UIDS"].value:
         errors.append(
             "MACHINA_AUTONOMIC_UIDS lists 0: root is every administrator's uid, not the autonomic engine's; "
