@@ -327,6 +327,12 @@ _var("MACHINA_HTTP_DEFAULT_DENY", Bool(), False, "refuse every host when MACHINA
 _var("MACHINA_HTTP_TIMEOUT_MS", Int(1, MS_MAX, "ms"), 3000, "AID.NET.HTTP_GET.v1 wall-clock limit")
 _var("MACHINA_HTTP_STDOUT_MAX", Int(0, 64 * MIB, "bytes"), 128 * KIB, "AID.NET.HTTP_GET.v1 body cap")
 _rlimits("MACHINA_HTTP", "HTTP tool processes", cpu=2, as_mb=512, fsize_mb=1, nofile=32, nproc=16)
+_var(
+    "MACHINA_SEARCH_URL",
+    Text(URL_PATTERN, URL_TEXT),
+    None,
+    "base URL of a SearXNG-compatible JSON search endpoint for AID.NET.WEB_SEARCH.v1 (unset: no web search)",
+)
 
 # --- policy driver ---------------------------------------------------------------------------------------
 _section_start("policy")

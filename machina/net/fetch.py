@@ -72,8 +72,9 @@ def http_get(
 def fetch_pinned(target: Target, *, timeout_ms: int, max_bytes: int, ca_bundle: str | None = None) -> dict[str, Any]:
     """GET a ``Target`` that ``check_url`` returned (``http_get`` minus the check).
 
-    The caller vouches for ``target``: pass only what ``check_url`` returned, never a Target built from
-    input.  (The tests use it to reach servers on loopback, which ``check_url`` rightly refuses.)
+    The caller vouches for ``target``: pass only what ``check_url`` (or, for a URL whose host is operator
+    configuration, ``configured_target``) returned, never a Target built from input.  (The tests use it to
+    reach servers on loopback, which ``check_url`` rightly refuses.)
     ``ca_bundle`` replaces the system CA bundle for certificate verification (tests use their own CA);
     verification itself is never turned off.
     """

@@ -111,6 +111,24 @@ def check_url(
     )
 
 
+def configured_target(url: str, resolver: Resolver = system_resolver) -> Target:
+    """A URL built from operator configuration (MACHINA_SEARCH_URL): parsed and pinned like ``check_url``,
+    without the allowlist and the address table, since the operator may name a service on loopback.
+
+    Only for URLs whose host comes from configuration: a caller or a model chooses at most the query.
+    """
+    scheme, host, literal, port, path_query = _parse(url)
+    addresses = [literal] if literal is not None else _resolve(host, port, resolver)
+    return Target(
+        scheme=scheme,
+        host=host,
+        port=port,
+        path_query=path_query,
+        addresses=tuple(str(a) for a in addresses),
+        pinned_ip=str(connect_address(addresses[0])),
+    )
+
+
 def validate_allowed_hosts(allowed_hosts: Iterable[str]) -> tuple[str, ...]:
     """The normalised allowlist; ``MachinaError`` (exit 78) naming the first entry that is not valid."""
     return tuple(_normalise_pattern(entry) for entry in allowed_hosts)

@@ -1,7 +1,8 @@
 """One tool call, from request to reply: the single code path every caller's tool call takes.
 
 resolve the AID -> validate inputs against the manifest -> idempotency -> permission (mode, overrides)
--> lease (approval of an "ask", or MACHINA_LEASE_ENFORCE) -> run on the tool's path -> reply, one log line
+-> lease (approval of an "ask", MACHINA_LEASE_ENFORCE, or a call asking for the network)
+-> run on the tool's path -> reply, one log line
 """
 
 from __future__ import annotations
@@ -100,9 +101,13 @@ class CallHandler:
         if decision == perm.ASK and request.lease_token is None and self.autonomic.approves(peer.uid, aid, tier):
             log.info("ask answered by MACHINA_AUTONOMIC_* for the autonomic peer", extra=fields(uid=peer.uid))
             decision = perm.ALLOW
-        if decision == perm.ASK or (self.lease_enforce and tier > 0):
-            refusal = toolapi.APPROVAL_REQUIRED if decision == perm.ASK else toolapi.LEASE_REQUIRED
+        # a network request is never auto-approved: only a human's lease opens the net profile
+        wants_network = bool(resolved.runner.network_input and request.inputs.get(resolved.runner.network_input))
+        if decision == perm.ASK or (self.lease_enforce and tier > 0) or wants_network:
+            refusal = toolapi.APPROVAL_REQUIRED if decision == perm.ASK or wants_network else toolapi.LEASE_REQUIRED
             why = f"{self._why()} asks for approval" if decision == perm.ASK else "MACHINA_LEASE_ENFORCE=1"
+            if wants_network:
+                why = f"{resolved.runner.network_input}=true asks for the net profile, which only a lease allows"
             if request.lease_token is None:
                 return reply(refusal, error=f"{aid} (tier {tier}) needs a lease: {why}"), ""
             try:

@@ -8,6 +8,8 @@
              MACHINA_TOOLHOST_POOL_SIZE=0
     shell    SHELL.EXEC                                             a new bubblewrap per call, the program
                                                                     itself as the sandboxed process
+    code     CODE.EXEC                                              a new bubblewrap per call, the interpreter
+                                                                    itself as the sandboxed process
     plugin   pinned plugins                                          a Python executor started for this call,
                                                                     shaped by the plugin's capabilities
 
@@ -33,12 +35,14 @@ from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 from machina.toolhost.broker import Broker, CallContext
 from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, ExecutorSpec, ExecutorTimedOut, start_executor
 from machina.tools.base import ToolFailure
+from machina.tools.code import CodeSettings, code_exec
 from machina.tools.shell import ShellSettings, shell_exec
 
 log = logging.getLogger(__name__)
 
-POOL, FRESH, SHELL, PLUGIN = "pool", "fresh", "shell", "plugin"
-HTTP_GRACE_S = 2.0  # the HTTP tool enforces its own timeout; the executor gets this much more
+POOL, FRESH, SHELL, CODE, PLUGIN = "pool", "fresh", "shell", "code", "plugin"
+HTTP_GRACE_S = 2.0  # the HTTP tools enforce their own timeout; the executor gets this much more
+HTTP_TOOLS = frozenset({"http_get", "web_search"})
 # What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
 EXECUTOR_STATUSES = frozenset({toolapi.OK, toolapi.TOOL_ERROR, toolapi.TIMEOUT, toolapi.DENIED, toolapi.INVALID_INPUT})
 
@@ -51,6 +55,7 @@ class Runner:
     network: bool = False
     gpu: bool = False
     exec_allowed: bool = False  # plugins with SHELL only
+    network_input: str = ""  # an input that, when true, asks for the net profile: such a call needs a lease
 
 
 def _pool(tool: str, *grants: str, network: bool = False) -> Runner:
@@ -59,7 +64,9 @@ def _pool(tool: str, *grants: str, network: bool = False) -> Runner:
 
 BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.SHELL.EXEC.v1": Runner("shell_exec", SHELL),
+    "AID.CODE.EXEC.v1": Runner("code_exec", CODE, network_input="network"),
     "AID.NET.HTTP_GET.v1": _pool("http_get", network=True),
+    "AID.NET.WEB_SEARCH.v1": _pool("web_search", network=True),
     "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
     "AID.FILE.WRITE.v1": _pool("file_write", "fs_write"),
     "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read"),
@@ -96,6 +103,7 @@ class RunnerSettings:
     tool_rlimits: Rlimits
     http_rlimits: Rlimits
     shell: ShellSettings
+    code: CodeSettings
     pool_size: int
     pool_recycle: int
     params: dict[str, dict[str, Any]]  # per executor tool: configured limits sent with each call
@@ -148,6 +156,8 @@ class ToolRunner:
             if path == SHELL:
                 output = shell_exec(inputs, self.policy, self.settings.shell)
                 return Outcome(toolapi.OK, output, path=path)
+            if path == CODE:
+                return Outcome(toolapi.OK, code_exec(inputs, self.policy, self.settings.code), path=path)
             message = self._message(runner, inputs, context, plugin)
             if path == POOL:
                 return self._run_pooled(runner, message, context)
@@ -166,7 +176,7 @@ class ToolRunner:
         return {"t": "call", "tool": runner.tool, "inputs": inputs, "params": params}
 
     def _timeout_s(self, runner: Runner) -> float:
-        if runner.tool == "http_get":
+        if runner.tool in HTTP_TOOLS:
             return self.settings.http_timeout_s + HTTP_GRACE_S
         return self.settings.tool_timeout_s
 

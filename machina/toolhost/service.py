@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import prctl
@@ -41,6 +42,7 @@ from machina.toolhost.enqueue import Enqueuer
 from machina.toolhost.idempotency import IdempotencyCache
 from machina.toolhost.leases import LeaseStore
 from machina.toolhost.runners import RunnerSettings, ToolRunner
+from machina.tools.code import CodeSettings
 from machina.tools.shell import ShellSettings
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ def rlimits(cfg: Config, prefix: str) -> Rlimits:
 def runner_settings(cfg: Config) -> RunnerSettings:
     read_params = {"read_max_bytes": cfg["MACHINA_FILE_READ_MAX_BYTES"]}
     memory_params = {"max_records": cfg["MACHINA_MEMORY_QUERY_MAX_RECORDS"], "fsync": cfg["MACHINA_WAL_FSYNC"]}
+    http_params = {"timeout_ms": cfg["MACHINA_HTTP_TIMEOUT_MS"], "max_bytes": cfg["MACHINA_HTTP_STDOUT_MAX"]}
+    code_timeout_s = cfg["MACHINA_CODE_TIMEOUT"]
     return RunnerSettings(
         tool_timeout_s=cfg["MACHINA_TOOL_TIMEOUT_MS"] / 1000.0,
         http_timeout_s=cfg["MACHINA_HTTP_TIMEOUT_MS"] / 1000.0,
@@ -73,16 +77,22 @@ def runner_settings(cfg: Config) -> RunnerSettings:
             stderr_max=cfg["MACHINA_SHELL_STDERR_MAX"],
             rlimits=rlimits(cfg, "MACHINA_SHELL"),
         ),
+        code=CodeSettings(
+            timeout_ms=code_timeout_s * 1000,
+            stdout_max=cfg["MACHINA_SHELL_STDOUT_MAX"],
+            stderr_max=cfg["MACHINA_SHELL_STDERR_MAX"],
+            rlimits=replace(rlimits(cfg, "MACHINA_TOOL"), cpu_sec=code_timeout_s),
+        ),
         pool_size=cfg["MACHINA_TOOLHOST_POOL_SIZE"],
         pool_recycle=1 if cfg["MACHINA_TOOLHOST_ISOLATE"] else cfg["MACHINA_TOOLHOST_POOL_RECYCLE"],
         params={
             "file_read": read_params,
             "http_get": {
-                "timeout_ms": cfg["MACHINA_HTTP_TIMEOUT_MS"],
-                "max_bytes": cfg["MACHINA_HTTP_STDOUT_MAX"],
+                **http_params,
                 "allowed_hosts": list(cfg["MACHINA_HTTP_ALLOWED_HOSTS"]),
                 "default_deny": cfg["MACHINA_HTTP_DEFAULT_DENY"],
             },
+            "web_search": {**http_params, "search_url": cfg["MACHINA_SEARCH_URL"]},
             "memory_append": memory_params,
             "memory_query": memory_params,
             "plugin": {**read_params, **memory_params},

@@ -1,8 +1,8 @@
 """Built-in tool implementations, run inside sandboxed executors (see machina.sandbox.executor).
 
-``EXECUTOR_TOOLS`` maps the name the toolhost sends to ``module:function``.  The shell tool is not here:
-it runs an external program and is started by the toolhost itself (``machina.tools.shell``) in a fresh
-sandbox per call.
+``EXECUTOR_TOOLS`` maps the name the toolhost sends to ``module:function``.  The shell and code tools are not
+here: they run an external program and are started by the toolhost itself (``machina.tools.shell``,
+``machina.tools.code``) in a fresh sandbox per call.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ EXECUTOR_TOOLS: dict[str, str] = {
     "self_metrics": "machina.tools.metrics:self_metrics",
     "gpu_smoke": "machina.tools.gpu:gpu_smoke",
     "http_get": "machina.tools.http:http_get",
+    "web_search": "machina.tools.search:web_search",
 }
 
 ToolFunction = Callable[[dict[str, Any], Any], dict[str, Any]]
