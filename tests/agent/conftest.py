@@ -45,9 +45,7 @@ def toolhost(agent_root: Path) -> Iterator[Callable[..., RunningToolhost]]:
     with contextlib.ExitStack() as stack:
 
         def start(mode: str = "standard", **env: str) -> RunningToolhost:
-            return stack.enter_context(
-                running_toolhost(str(agent_root), env={"MACHINA_PERMISSION_MODE": mode, **env})
-            )
+            return stack.enter_context(running_toolhost(str(agent_root), env={"MACHINA_PERMISSION_MODE": mode, **env}))
 
         yield start
 
