@@ -17,6 +17,7 @@ ENTRY_POINTS: dict[str, str] = {
     "machina-embed": "machina.embed.main:main",
     "machina-policy-llm": "machina.llm.policy_driver:main",
     "machina-autonomic": "machina.autonomic.main:main",
+    "machina-telegram": "machina.telegram.main:main",
 }
 
 

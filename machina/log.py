@@ -48,6 +48,8 @@ _SYSLOG_PRIORITY = {
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 #: A lease token (machina.toolhost.leases: mlease_<id>_<secret>): its secret approves a tool call.
 _LEASE_SECRET = re.compile(r"(mlease_[0-9a-f]+_)[A-Za-z0-9_-]+")
+#: A Telegram bot token inside a Bot API URL (.../bot<id>:<secret>/method): redacted even when not configured.
+_BOT_TOKEN = re.compile(r"(/bot)[0-9]{1,20}:[A-Za-z0-9_-]{20,}")
 _NEEDS_QUOTES = re.compile(r"[\s\"=]")
 REDACTED = "<redacted>"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -92,6 +94,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        text = _BOT_TOKEN.sub(r"\1" + REDACTED, text)
         return _LEASE_SECRET.sub(r"\1" + REDACTED, _BEARER.sub(r"\1" + REDACTED, text))
 
 

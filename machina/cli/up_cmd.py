@@ -133,7 +133,8 @@ def run_suite(root: str | None, workers: int | None, host: str | None, port: int
         env.update({k: v for k, v in overrides.items() if k in ("MACHINA_API_HOST", "MACHINA_API_PORT")})
         env["MACHINA_ROOT"] = machina_root.path  # absolute: every child agrees, whatever its cwd
         env["MACHINA_RUNTIME_DIR"] = runtime_dir
-        specs = suite(workers, host, port, machina_root.socket_path)
+        optional = frozenset({"telegram"} if cfg["TELEGRAM_BOT_TOKEN"] else set())
+        specs = suite(workers, host, port, machina_root.socket_path, optional=optional)
         endpoints = {
             "http": http_url(host, port),
             "toolhost": machina_root.socket_path("toolhost"),

@@ -555,6 +555,12 @@ _var(
     (),
     "per-tool answers replacing the mode's; when several match, deny beats ask beats allow",
 )
+_var(
+    "MACHINA_PERMISSION_TIMEOUT_S",
+    Int(1, 86400, "seconds"),
+    180,
+    "how long a tool call waits for a human's approval (Telegram buttons, chat prompt); no answer is no",
+)
 _var("MACHINA_LEASE_MAX_TTL_MS", Int(1000, 30 * 24 * 3600 * 1000, "ms"), 3600000, "longest lease a peer may ask for")
 _var(
     "MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS",
@@ -621,12 +627,36 @@ _var(
 
 # --- telegram --------------------------------------------------------------------------------------------
 _section_start("telegram")
-_var("TELEGRAM_BOT_TOKEN", Text(), None, "Telegram bot token", secret=True)
+_var(
+    "TELEGRAM_BOT_TOKEN",
+    Text(),
+    None,
+    "Telegram bot token (from @BotFather); machina-telegram starts in `machina up` only when it is set",
+    secret=True,
+)
 _var(
     "TELEGRAM_CHAT_ID",
-    Text(r"-?[0-9]+(,-?[0-9]+)*", "a chat id or comma-separated chat ids"),
-    None,
-    "chats allowed to drive the bot (the bot refuses to start without it)",
+    List(r"-?[0-9]{1,20}", "a chat id or comma-separated chat ids"),
+    (),
+    "chats allowed to drive the bot; machina-telegram refuses to start without it (exit 78)",
+)
+_var(
+    "TELEGRAM_ALLOWED_USER_IDS",
+    List(r"[0-9]{1,20}", "a comma-separated list of Telegram user ids"),
+    (),
+    "users allowed inside the allowed chats (empty: anyone in an allowed chat)",
+)
+_var(
+    "TELEGRAM_ADMIN_USER_IDS",
+    List(r"[0-9]{1,20}", "a comma-separated list of Telegram user ids"),
+    (),
+    "allowed users who may also run the commands that change the system (/use, /mcp_*, /dev_mode); empty: none",
+)
+_var(
+    "MACHINA_TELEGRAM_API_URL",
+    Text(URL_PATTERN, URL_TEXT),
+    "https://api.telegram.org/bot",
+    "Bot API base URL; the token and the method are appended (a local Bot API server, or a test server)",
 )
 
 

@@ -24,7 +24,10 @@ WORKER = ("machina-worker", "machina-worker@.service", 1, 60.0, 90.0, 90.0)
 # Daemons without a socket of their own: ready by sd_notify, checked by their pid.
 AGENTS = {
     "autonomic": ("machina-autonomic", "machina-autonomic.service", 2, 60.0, 90.0, 30.0),
+    "telegram": ("machina-telegram", "machina-telegram.service", 2, 60.0, 90.0, 30.0),
 }
+#: Agents that run only when configured: the Telegram front end needs TELEGRAM_BOT_TOKEN.
+OPTIONAL_AGENTS = frozenset({"telegram"})
 
 
 def locate(executable: str) -> list[str]:
@@ -46,10 +49,12 @@ def suite(
     port: int,
     socket_path: Callable[[str], str],
     locate: Callable[[str], list[str]] = locate,
+    optional: frozenset[str] = frozenset(),
 ) -> list[ChildSpec]:
     """ChildSpecs for the whole suite: tool host and embed first (their sockets), then ingress and workers.
 
-    ``socket_path`` is ``Root.socket_path``: where the tool host and embed listen by default.
+    ``socket_path`` is ``Root.socket_path``: where the tool host and embed listen by default.  ``optional``
+    names the optional agents to start (``telegram`` when TELEGRAM_BOT_TOKEN is set).
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}, got {workers}")
@@ -65,6 +70,8 @@ def suite(
     for n in range(1, workers + 1):
         specs.append(ChildSpec(f"worker-{n}", (*locate(exe), "--id", str(n)), exe, wave, watchdog, start, stop))
     for name, (exe, _unit, wave, watchdog, start, stop) in AGENTS.items():
+        if name in OPTIONAL_AGENTS and name not in optional:
+            continue
         specs.append(ChildSpec(name, tuple(locate(exe)), exe, wave, watchdog, start, stop))
     return specs
 

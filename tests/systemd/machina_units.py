@@ -17,6 +17,7 @@ DAEMONS = (
     "machina-toolhost.service",
     "machina-embed.service",
     "machina-autonomic.service",
+    "machina-telegram.service",
 )
 # systemd-analyze security --offline: the ceilings (the toolhost must create namespaces for bwrap).
 EXPOSURE_CEILING = {"machina-toolhost.service": 3.0}
