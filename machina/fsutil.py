@@ -32,7 +32,9 @@ def write_atomic(path: str, data: bytes, *, fsync: bool, mode: int = PRIVATE_FIL
     with a dot name.  On any error the temporary file is removed and the old content stays.
     """
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(tmp_dir or directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    # The name carries our pid, so a start after a SIGKILL can tell garbage from a write in flight
+    # (machina.owned.sweep_temps; same format as machina.owned.temp_name).
+    tmp = os.path.join(tmp_dir or directory, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:

@@ -1,8 +1,9 @@
 """The lifecycle every long-running Machina service shares (uvicorn style: startup, serve, shutdown).
 
 A service binds and opens what it needs in ``start`` (and fails there, before READY=1), runs until the
-shutdown event is set in ``serve``, and releases everything in ``close``.  ``run_service`` wires that to
-signals and sd_notify so each executable's ``main`` stays thin.
+shutdown event is set in ``serve``, and releases everything in ``close``, which also runs after a failed
+``start`` (so ``close`` must cope with a half-started service): a stop leaves nothing behind.
+``run_service`` wires that to signals and sd_notify so each executable's ``main`` stays thin.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from machina.exitcodes import ExitCode
 from machina.notify import Notifier
+from machina.owned import creating
 from machina.signals import ShutdownSignal
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,12 @@ class Service(Protocol):
 def run_service(service: Service, notifier: Notifier | None = None) -> ExitCode:
     notifier = notifier or Notifier()
     with ShutdownSignal() as stop:
-        service.start()
+        try:
+            with creating():  # a read-only or full place at start: one line naming it, exit 73
+                service.start()
+        except BaseException:
+            _close_after_failed_start(service)
+            raise
         try:
             notifier.ready(service.status())
             notifier.start_watchdog(service.healthy)
@@ -51,3 +58,11 @@ def run_service(service: Service, notifier: Notifier | None = None) -> ExitCode:
             notifier.stop_watchdog()
             service.close()
     return ExitCode.OK
+
+
+def _close_after_failed_start(service: Service) -> None:
+    """Release what a half-done start made (sockets, scratch); the start's own error is what gets reported."""
+    try:
+        service.close()
+    except Exception as exc:  # the first error is the one reported; this one is only logged
+        log.warning("%s: cleaning up after a failed start: %s", service.name, exc)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -19,11 +20,13 @@ import click
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir
+from machina.owned import cannot_create, pid_running, sweep_temps
 from machina.root import Root, open_root
 from machina.signals import ShutdownSignal
 from machina.up import health
 from machina.up.components import MAX_WORKERS, http_url, suite
-from machina.up.supervisor import Supervisor
+from machina.up.pidfiles import PIDFILE_SUFFIX, read_pidfile, remove_pidfile
+from machina.up.supervisor import STATE_FILE, Supervisor
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("machina.up")
@@ -125,10 +128,14 @@ def run_suite(root: str | None, workers: int | None, host: str | None, port: int
     cfg = bootstrap("machina", overrides)
     machina_root = open_root(cfg)
     runtime_dir = machina_root.runtime_dir
-    ensure_dir(runtime_dir)
+    try:
+        ensure_dir(runtime_dir)
+    except OSError as exc:
+        raise cannot_create(runtime_dir, exc) from None
     host, port, workers = cfg["MACHINA_API_HOST"], cfg["MACHINA_API_PORT"], cfg["MACHINA_WORKERS"]
     lock_fd = _lock_runtime_dir(runtime_dir)
     try:
+        _sweep_runtime_dir(runtime_dir)
         env = dict(os.environ)
         env.update({k: v for k, v in overrides.items() if k in ("MACHINA_API_HOST", "MACHINA_API_PORT")})
         env["MACHINA_ROOT"] = machina_root.path  # absolute: every child agrees, whatever its cwd
@@ -154,7 +161,7 @@ def run_suite(root: str | None, workers: int | None, host: str | None, port: int
         log.info("stopped; no process left")
         return code
     finally:
-        os.close(lock_fd)
+        _unlock_runtime_dir(runtime_dir, lock_fd)
 
 
 def _banner(endpoints: dict[str, str]) -> None:
@@ -170,14 +177,53 @@ def _banner(endpoints: dict[str, str]) -> None:
 
 
 def _lock_runtime_dir(runtime_dir: str) -> int:
-    """One machina up per runtime dir: an flock held for the supervisor's life (released even by SIGKILL)."""
+    """One machina up per runtime dir: an flock held for the supervisor's life (released even by SIGKILL).
+
+    A clean stop unlinks the lock file while holding it, so a starter that opened the old file before the
+    unlink may lock a file no longer on disk: it checks, and tries again with the one that is.
+    """
     path = os.path.join(runtime_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise cannot_create(path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            state = health.read_up_state(runtime_dir)
+            who = f" (pid {state['pid']})" if state else ""
+            raise MachinaError(f"machina up is already running on {runtime_dir}{who}", ExitCode.TEMPFAIL) from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        state = health.read_up_state(runtime_dir)
-        who = f" (pid {state['pid']})" if state else ""
-        raise MachinaError(f"machina up is already running on {runtime_dir}{who}", ExitCode.TEMPFAIL) from None
-    return fd
+
+
+def _unlock_runtime_dir(runtime_dir: str, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(runtime_dir, LOCK_FILE))  # still ours: nobody else can hold it now
+    os.close(fd)
+
+
+def _sweep_runtime_dir(runtime_dir: str) -> None:
+    """What a SIGKILLed machina up left: pid files of processes that are gone, half-written temporary files.
+
+    Called with the lock held, so no other machina up is writing here; a pid file whose process still
+    runs (a systemd unit sharing the directory) is left alone.
+    """
+    for name in os.listdir(runtime_dir):
+        if not name.endswith(PIDFILE_SUFFIX):
+            continue
+        path = os.path.join(runtime_dir, name)
+        pid = read_pidfile(path)
+        if pid is None or not pid_running(pid):
+            remove_pidfile(path)
+            log.info("removed stale pid file %s", path)
+    if health.read_up_state(runtime_dir) is None:  # we hold the lock: any state file is a dead supervisor's
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(runtime_dir, STATE_FILE))
+    sweep_temps(runtime_dir)

@@ -12,6 +12,7 @@ from machina.embed.wiring import build_engine
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.activation import listen_sockets
 from machina.ipc.jsonlines import ServerLimits
+from machina.owned import creating
 from machina.root import open_root
 from machina.service import run_service
 
@@ -37,7 +38,8 @@ def cli(root: str | None, socket_path: str | None, verbose: bool) -> int:
     (default $MACHINA_ROOT/run/embed.sock) with mode 0660. Stops cleanly on SIGTERM or SIGINT.
     """
     cfg = bootstrap("machina-embed", overrides_from(root), verbose)
-    engine = build_engine(cfg)
+    with creating():  # state/ read-only or full: one line naming it, exit 73
+        engine = build_engine(cfg)
     activated = listen_sockets()
     if len(activated) > 1:
         raise MachinaError(f"systemd passed {len(activated)} sockets; machina-embed takes one", ExitCode.CONFIG)

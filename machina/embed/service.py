@@ -47,6 +47,7 @@ from machina.embed.engine import BadRequest, EmbedEngine, check_texts, parse_men
 from machina.fsutil import ensure_dir
 from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
+from machina.owned import sweep_temps
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class EmbedService:
         owned = None
         if self._listener is None:
             ensure_dir(os.path.dirname(self.socket_path))
+            sweep_temps(os.path.dirname(self.socket_path))  # a bind cut short by a SIGKILL
             self._listener = bind_unix(self.socket_path, self.socket_mode)
             owned = self.socket_path
         self._server = JsonLineServer(self._listener, self.handle, self.authorize, owned_path=owned, limits=self.limits)

@@ -7,6 +7,7 @@ from machina.embed.engine import EmbedEngine, EngineSettings
 from machina.embed.history import SuccessHistory
 from machina.embed.providers import CommandProvider, CommandSpec
 from machina.fsutil import ensure_dir
+from machina.owned import sweep_temps
 from machina.proc import Rlimits
 from machina.root import open_root
 
@@ -34,5 +35,6 @@ def build_engine(cfg: Config) -> EmbedEngine:
     """The engine for the configured root: history under ``state/``, provider and limits from MACHINA_EMBED_*."""
     root = open_root(cfg)
     ensure_dir(root.state)
+    sweep_temps(root.state)  # half-written history files of a killed predecessor
     history = SuccessHistory(root.state, keep=cfg["MACHINA_EMBED_HISTORY"], fsync=cfg["MACHINA_WAL_FSYNC"])
     return EmbedEngine(EngineSettings.from_config(cfg), history, command_provider(cfg))

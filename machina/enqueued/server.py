@@ -34,6 +34,7 @@ from machina.enqueued.protocol import ConnectionLimits, guarded_protocol
 from machina.enqueued.ratelimit import RateLimiter
 from machina.enqueued.settings import ServerSettings
 from machina.exitcodes import ExitCode, MachinaError
+from machina.owned import sweep_temps
 from machina.queue import FileQueue, open_queue
 from machina.root import open_root
 
@@ -75,6 +76,7 @@ class EnqueueService:
         self._log_auth_mode()
         self.queue = open_queue(self.cfg, self.clock)
         self.queue.start_maintenance()
+        sweep_temps(self.root.state)  # a nonce table a SIGKILLed predecessor was writing
         self.nonces.load(self.root.state)
         self.executor = ThreadPoolExecutor(max_workers=s.threads, thread_name_prefix="enqueue")
         app = EnqueueApp(

@@ -18,7 +18,6 @@ import errno
 import json
 import logging
 import os
-import secrets
 import select
 import socket
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 from machina.audit.canonical import loads_strict
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.peercred import PeerCred, peer_cred
+from machina.owned import cannot_create, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,19 @@ def bind_unix(path: str, mode: int = 0o660, backlog: int = 128) -> socket.socket
     if os.path.exists(path):
         if _is_listening(path):
             raise ServiceUnavailable(f"{path}: another server is already listening", ExitCode.CANTCREAT)
-        os.unlink(path)
+        try:
+            os.unlink(path)  # stale: left by a server that was killed
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise cannot_create(path, exc) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}")
+    tmp = temp_name(path, short=True)  # names our pid: a start after a SIGKILL sweeps it (owned.sweep_temps)
     try:
-        sock.bind(tmp)
+        try:
+            sock.bind(tmp)
+        except OSError as exc:
+            raise cannot_create(path, exc) from None
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:

@@ -5,17 +5,29 @@ directory costs one.  The copy is rebuilt when a source changes (checked at most
 edited resolv.conf reaches new sandboxes quickly), into a new directory: a sandbox being set up never sees
 a half-written one.  Only entries readable by everyone are copied, and never /etc/ssl/private or the like:
 the list is explicit.
+
+Where it lives: ``<parent>/machina-etc.<pid>/<generation>`` (:class:`machina.owned.OwnedDir`).  The toolhost
+passes its runtime directory ($RUNTIME_DIRECTORY under systemd, else the root's ``run/``), installs the
+view as the default at start and closes it at every stop, so nothing is left; a view left by a SIGKILLed
+toolhost is swept at the next start.  A program that launches sandboxes without a toolhost gets a view
+under the temporary directory, removed at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
+import logging
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import time
+
+from machina.owned import OwnedDir, cannot_create, temp_root
+
+log = logging.getLogger(__name__)
 
 ETC_ENTRIES = (
     "alternatives",  # awk -> mawk and friends
@@ -33,12 +45,19 @@ ETC_ENTRIES = (
     "ssl/certs",
 )
 CHECK_EVERY_S = 2.0
+VIEW_PREFIX = "machina-etc"
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class EtcView:
     def __init__(
-        self, source: str = "/etc", entries: tuple[str, ...] = ETC_ENTRIES, check_every: float = CHECK_EVERY_S
+        self,
+        parent: str,
+        source: str = "/etc",
+        entries: tuple[str, ...] = ETC_ENTRIES,
+        check_every: float = CHECK_EVERY_S,
     ):
+        self.owner = OwnedDir(parent, VIEW_PREFIX)
         self.source = source
         self.entries = entries
         self.check_every = check_every
@@ -47,6 +66,12 @@ class EtcView:
         self._old: str | None = None
         self._signature: tuple[tuple[str, int, int], ...] = ()
         self._checked = 0.0
+        self._generation = 0
+
+    def open(self) -> str:
+        """Make the owner directory now (sweeping dead predecessors'); MachinaError, exit 73, if it cannot."""
+        with self._lock:
+            return self.owner.create()
 
     def path(self) -> str:
         """The current copy, rebuilt first if a source changed."""
@@ -69,21 +94,27 @@ class EtcView:
         return tuple(found)
 
     def _rebuild(self, signature: tuple[tuple[str, int, int], ...]) -> None:
-        target = tempfile.mkdtemp(prefix="machina-etc-")
+        self._generation += 1
+        target = os.path.join(self.owner.create(), str(self._generation))
+        os.mkdir(target, 0o755)
         os.chmod(target, 0o755)  # noqa: S103 - the tool uid must read it; it holds only public files
         for entry, _, _ in signature:
-            with contextlib.suppress(OSError):
+            try:
                 _copy(os.path.join(self.source, entry), os.path.join(target, entry))
+            except OSError as exc:
+                if exc.errno in NO_ROOM:  # a full or read-only disk: say so, never bind a half copy
+                    shutil.rmtree(target, ignore_errors=True)
+                    raise cannot_create(os.path.join(target, entry), exc) from None
+                log.debug("%s not copied into the sandbox's /etc: %s", entry, exc)  # vanished or unreadable
         if self._old:
             shutil.rmtree(self._old, ignore_errors=True)  # two generations back: no sandbox is still binding it
         self._old, self._path, self._signature = self._path, target, signature
 
     def close(self) -> None:
         with self._lock:
-            for path in (self._old, self._path):
-                if path:
-                    shutil.rmtree(path, ignore_errors=True)
+            self.owner.close()  # every generation with it
             self._old = self._path = None
+            self._signature = ()
 
 
 def _copy(src: str, dst: str) -> None:
@@ -105,8 +136,18 @@ _default_lock = threading.Lock()
 
 
 def default_view() -> EtcView:
+    """The installed view (the toolhost's); else one under the temporary directory, removed at exit."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = EtcView()
+            _default = EtcView(temp_root())
+            atexit.register(_default.close)
         return _default
+
+
+def install(view: EtcView | None) -> EtcView | None:
+    """Make ``view`` the one sandboxes bind (None: back to the lazy default); returns the previous one."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, view
+        return previous

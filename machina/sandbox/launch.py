@@ -7,17 +7,20 @@ no_new_privs, seccomp filters and uid.  See the package docstring for the whole 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import prctl
 
+from machina.owned import OwnedDir, temp_root
 from machina.proc import Rlimits
 from machina.sandbox import seccomp
 from machina.sandbox.drop import drop_privileges
@@ -31,6 +34,7 @@ PRLIMIT = "/usr/bin/prlimit"
 SETPRIV = "/usr/bin/setpriv"
 _MIB = 1024 * 1024
 SANDBOX_HOSTNAME = "machina-sandbox"
+SCRATCH_PREFIX = "machina-tool"
 
 MERGED_USR_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 GPU_DEVICES = (
@@ -239,7 +243,7 @@ def _prepare_fallback(
     """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp."""
     if cwd != SANDBOX_TMP:
         raise SandboxUnavailable(f"cwd {cwd!r} needs bubblewrap: without it a tool runs in a private scratch dir")
-    scratch = tempfile.mkdtemp(prefix="machina-tool-")
+    scratch = tempfile.mkdtemp(prefix="tool-", dir=scratch_parent())
     if policy.drops_privileges:
         assert policy.tool_uid is not None and policy.tool_gid is not None
         os.chown(scratch, policy.tool_uid, policy.tool_gid)
@@ -265,6 +269,31 @@ def _prepare_fallback(
         cwd=scratch,
         _scratch=scratch,
     )
+
+
+_scratch_owner: OwnedDir | None = None
+_scratch_lock = threading.Lock()
+
+
+def scratch_parent() -> str:
+    """``$TMPDIR/machina-tool.<pid>`` (0711: the tool uid reaches only its own 0700 directory inside); the
+    scratch of each launch is removed when its process ends, the parent at :func:`close_scratch` or exit,
+    and a killed predecessor's parent at the next first launch."""
+    global _scratch_owner
+    with _scratch_lock:
+        if _scratch_owner is None:
+            _scratch_owner = OwnedDir(temp_root(), SCRATCH_PREFIX, 0o711)
+            atexit.register(close_scratch)
+        return _scratch_owner.create()
+
+
+def close_scratch() -> None:
+    """Remove the fallback's scratch parent (a clean stop of whoever launched sandboxes)."""
+    global _scratch_owner
+    with _scratch_lock:
+        if _scratch_owner is not None:
+            _scratch_owner.close()
+            _scratch_owner = None
 
 
 def python_paths() -> list[str]:

@@ -6,7 +6,7 @@
         reply = host.client.call("AID.NOOP.v1", {})
 
 The toolhost is a separate process started like an operator would (``python -m machina.entrypoints
-machina-toolhost --root ROOT``), with a clean environment: only PATH, MACHINA_ENV_FILE=/dev/null,
+machina-toolhost --root ROOT``), with a clean environment: only PATH, TMPDIR, MACHINA_ENV_FILE=/dev/null,
 MACHINA_ROOT and what ``env`` adds.  Its log goes to ``<root>/toolhost-test.log`` (read it with
 ``host.log()``).  Pytest users: the ``toolhost`` fixture of tests/toolhost/conftest.py wraps this.
 """
@@ -69,6 +69,8 @@ def running_toolhost(
     root = os.path.abspath(root)
     socket_path = socket_path or os.path.join(root, "run", "toolhost.sock")
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": root}
+    if "TMPDIR" in os.environ:
+        environ["TMPDIR"] = os.environ["TMPDIR"]  # a test run's private one: what the toolhost leaves shows there
     environ.update(env or {})
     if "--socket" not in args:
         args = [*args, "--socket", socket_path]

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -178,7 +177,8 @@ def start_executor(policy: SandboxPolicy, spec: ExecutorSpec) -> Executor:
         ours.close()
         _close_all(passed)
         raise
-    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the Executor owns and closes it
+    # In memory, not in $TMPDIR: nothing on disk to leave behind, and a full or read-only /tmp cannot stop us.
+    stderr = os.fdopen(os.memfd_create("machina-executor-stderr", os.MFD_CLOEXEC), "w+b")
     try:
         proc = subprocess.Popen(
             launch.argv,

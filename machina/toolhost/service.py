@@ -29,8 +29,10 @@ from machina.ipc import activation
 from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
 from machina.manifests.tools import load_tools, toolpack_manifests
+from machina.owned import sweep_temps
 from machina.proc import Rlimits
 from machina.root import Root, open_root
+from machina.sandbox import etcview, launch
 from machina.sandbox.policy import SandboxPolicy, resolve_policy, verify
 from machina.toolhost import permissions as perm
 from machina.toolhost import protocol
@@ -115,6 +117,8 @@ class Toolhost:
         self.runner: ToolRunner | None = None
         self.root_dir: ConfinedRoot | None = None
         self.policy: SandboxPolicy | None = None
+        self.etc_view: etcview.EtcView | None = None
+        self._previous_view: etcview.EtcView | None = None
         autonomic = (int(u) for u in cfg["MACHINA_AUTONOMIC_UIDS"])  # the engine's own uid calls tools too
         self.allowed_uids = {0, os.geteuid(), *(int(u) for u in cfg["MACHINA_TOOLHOST_ALLOWED_UIDS"]), *autonomic}
         self.admin_uids = {0, *(int(u) for u in cfg["MACHINA_TOOLHOST_ADMIN_UIDS"])}
@@ -133,9 +137,19 @@ class Toolhost:
         self.catalog = Catalog(manifests, root.plugins, tuple(cfg["MACHINA_PLUGIN_ALLOWED_CAPS"]))
         state_dir = os.path.join(root.state, "toolhost")
         ensure_dir(state_dir)
+        for directory in (state_dir, root.runtime_dir):
+            sweep_temps(directory)  # temporary files a SIGKILLed predecessor was writing
         self.leases = LeaseStore(os.path.join(state_dir, "leases.json"), self.clock)
         self.leases.load()
         self.root_dir = ConfinedRoot(root.path)
+        # The sandboxes' /etc copy lives beside our socket, not in /tmp: gone at every stop, swept after a kill.
+        self.etc_view = etcview.EtcView(root.runtime_dir)
+        self.etc_view.open()
+        if self.policy.bwrap is not None:
+            self.etc_view.path()  # the first copy now: a full disk stops the start, not the first tool call
+        else:
+            launch.scratch_parent()  # where tools get their private directory: fails here if $TMPDIR cannot
+        self._previous_view = etcview.install(self.etc_view)
         broker = Broker(
             self.root_dir,
             embedder=ServiceEmbedder(root.socket_path("embed"), cfg["MACHINA_GPU_DIM"]),
@@ -194,6 +208,10 @@ class Toolhost:
             self.server.close()
         if self.runner is not None:
             self.runner.close()
+        if self.etc_view is not None:
+            etcview.install(self._previous_view)
+            self.etc_view.close()
+        launch.close_scratch()
         if self.root_dir is not None:
             self.root_dir.close()
 

@@ -37,6 +37,7 @@ from machina.clock import SYSTEM_CLOCK, Clock
 from machina.exitcodes import ExitCode
 from machina.fsutil import write_atomic
 from machina.notify import Notifier
+from machina.owned import creating
 from machina.up.notifysock import Notification, NotifySocket
 from machina.up.pidfiles import pidfile_path, remove_pidfile, write_pidfile
 
@@ -130,10 +131,15 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> ExitCode:
         """Run until ``stop`` is set (or a child reports a configuration error); then stop every child."""
-        self._notify = NotifySocket(os.path.join(self.runtime_dir, NOTIFY_SOCKET_NAME))
+        with creating():  # a read-only or full runtime dir: one line naming it, exit 73
+            self._notify = NotifySocket(os.path.join(self.runtime_dir, NOTIFY_SOCKET_NAME))
+            try:
+                write_pidfile(pidfile_path(self.runtime_dir, SUPERVISOR_PIDFILE), os.getpid())
+            except BaseException:
+                self._notify.close()
+                raise
         previous_subreaper = prctl.get_child_subreaper()
         prctl.set_child_subreaper(True)
-        write_pidfile(pidfile_path(self.runtime_dir, SUPERVISOR_PIDFILE), os.getpid())
         try:
             while not stop.is_set() and self.fatal is None:
                 self._start_due()
@@ -292,7 +298,10 @@ class Supervisor:
             return
         now = self.clock.monotonic()
         child.started_at = child.last_ping = now
-        write_pidfile(pidfile_path(self.runtime_dir, child.spec.name), child.proc.pid)
+        try:
+            write_pidfile(pidfile_path(self.runtime_dir, child.spec.name), child.proc.pid)
+        except OSError as exc:  # the disk filled up meanwhile: the child runs all the same
+            log.warning("cannot write the pid file of %s: %s", child.spec.name, exc)
         log.info("started %s (pid %d): %s", child.spec.name, child.proc.pid, " ".join(child.spec.argv))
         self._set_state(child, State.STARTING)
 
@@ -372,7 +381,10 @@ class Supervisor:
     def write_state(self) -> None:
         """machina-up.json in the runtime dir: what ``machina status`` and the ops scripts read."""
         data = json.dumps(self.snapshot(), sort_keys=True, indent=1).encode() + b"\n"
-        write_atomic(os.path.join(self.runtime_dir, STATE_FILE), data, fsync=False, mode=0o644)
+        try:
+            write_atomic(os.path.join(self.runtime_dir, STATE_FILE), data, fsync=False, mode=0o644)
+        except OSError as exc:  # only `machina status` reads it: never a reason to stop supervising
+            log.warning("cannot write %s: %s", STATE_FILE, exc)
 
 
 def describe_exit(code: int) -> str:

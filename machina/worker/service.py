@@ -19,8 +19,9 @@ from machina.config import Config
 from machina.engine import Catalog
 from machina.exitcodes import ExitCode, MachinaError
 from machina.manifests.tools import ManifestError
-from machina.metrics.figures import FiguresWriter
+from machina.metrics.figures import FiguresWriter, metrics_dir
 from machina.notify import Notifier
+from machina.owned import sweep_temps
 from machina.queue import FileQueue, open_queue
 from machina.root import Root, open_root
 from machina.signals import ShutdownSignal
@@ -94,6 +95,7 @@ class WorkerService:
         if recovered:
             logger.warning("took over id %s: %d job(s) it held are back in the queue", self.worker_id, len(recovered))
         self.figures = FiguresWriter(root.state, self.worker_id)
+        sweep_temps(metrics_dir(root.state))  # figures a SIGKILLed predecessor was writing
         orphans.become_subreaper()
         init = {
             "op": protocol.INIT,

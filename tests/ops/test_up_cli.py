@@ -131,7 +131,47 @@ def test_up_runs_the_suites_executables_refuses_a_second_and_stops_clean_on_ctrl
     up.wait_state()
     assert up.stop(signal.SIGINT) == 0, up.err.read_text()
     assert not [p for p in up.seen if alive(p)]
-    assert not list((machina_root / "run").glob("*.pid"))
+    assert os.listdir(machina_root / "run") == []  # pid files, state, lock, sockets, /etc views: all gone
+
+
+def test_after_a_sigkill_the_next_up_sweeps_what_the_killed_one_left(up_factory, machina_root) -> None:
+    run_dir = machina_root / "run"
+    first = up_factory("--workers", "1")
+    first.wait_state()
+    wait_for_path(run_dir / "toolhost.sock")
+    first.stop(signal.SIGKILL)  # its children get SIGTERM from PR_SET_PDEATHSIG and stop cleanly
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and [p for p in first.seen if alive(p)]:
+        time.sleep(0.1)
+    left = set(os.listdir(run_dir))
+    assert {"machina-up.pid", "machina-up.json", "machina-up.lock", "machina-up.notify"} <= left
+    (run_dir / "worker-7.pid").write_text(f"{first.proc.pid}\n")  # a worker of a bigger suite, long gone
+    second = up_factory("--workers", "1")
+    deadline = time.monotonic() + 60
+    while second.wait_state()["pid"] != second.proc.pid:  # the killed one's state file until swept
+        assert time.monotonic() < deadline and second.proc.poll() is None, second.err.read_text()
+        time.sleep(0.1)
+    assert not (run_dir / "worker-7.pid").exists()
+    assert second.stop(signal.SIGTERM) == 0, second.err.read_text()
+    assert os.listdir(run_dir) == []
+
+
+def test_a_read_only_run_dir_stops_up_with_one_line_and_exit_73(machina_root) -> None:
+    from tests.disk_support import tmpfs_unavailable
+
+    why_not = tmpfs_unavailable()
+    if why_not:
+        pytest.skip(why_not)
+    run_dir = machina_root / "run"
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+         f'mount --bind {run_dir} {run_dir}; mount -o remount,bind,ro {run_dir}; exec "$0" up',
+         str(CHECKOUT / "bin" / "machina")],
+        env=bin_env(MACHINA_ROOT=str(machina_root)), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"machina: cannot create {run_dir}/machina-up.lock: Read-only file system"
 
 
 @pytest.mark.skipif(
@@ -147,8 +187,7 @@ def test_a_job_flows_from_curl_to_done(up_factory, machina_root) -> None:
     up.wait_state()
     banner = up.out.read_text()
     assert "send jobs:" in banner and "/enqueue" in banner, up.err.read_text()
-    # machina-autonomic may already have made data/ for its probe log
-    (machina_root / "data").mkdir(exist_ok=True)
+    (machina_root / "data").mkdir(exist_ok=True)  # machina-autonomic's probes may have made it
     (machina_root / "data" / "app.log").write_text(SAMPLE_LOG)
     http = json.loads((machina_root / "run" / "machina-up.json").read_text())["endpoints"]["http"]
     queued = curl_enqueue(http, TOKEN, SAMPLE_JOB)
