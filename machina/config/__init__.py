@@ -200,3 +200,22 @@ def _check_relations(settings: Mapping[str, Setting], errors: list[str]) -> None
         errors.append(f"MACHINA_RETRY_MIN_MS={lo} is larger than MACHINA_RETRY_MAX_MS={hi}: expected min <= max")
     if settings["MACHINA_EMBED_PROVIDER"].value == "cmd" and not settings["MACHINA_EMBED_CMD"].value:
         errors.append("MACHINA_EMBED_PROVIDER='cmd' needs MACHINA_EMBED_CMD: expected a command line")
+    _check_script_root(settings, errors)
+
+
+def _check_script_root(settings: Mapping[str, Setting], errors: list[str]) -> None:
+    """The policy driver's scripts must not live where the file tools write (a job could replace them)."""
+    from machina.root import TOOL_DIRS
+
+    root, scripts = settings["MACHINA_ROOT"].value, settings["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"].value
+    if not root:
+        return
+    canonical = os.path.realpath(scripts)
+    for name in TOOL_DIRS:
+        writable = os.path.join(os.path.realpath(root), name)
+        if os.path.commonpath([writable, canonical]) in (writable, canonical):
+            errors.append(
+                f"MACHINA_POLICY_ALLOWED_SCRIPT_ROOT={scripts} holds or lies in {writable}, which jobs may write:"
+                " expected a directory they cannot write (default /etc/machina/policies)"
+            )
+            return

@@ -342,8 +342,9 @@ _var(
 _var(
     "MACHINA_POLICY_ALLOWED_SCRIPT_ROOT",
     Path(),
-    None,
-    "directory the policy script must live under (default: $MACHINA_ROOT/policies)",
+    "/etc/machina/policies",
+    "directory the policy script must live under; never under MACHINA_ROOT's data/, reports/ or work/,"
+    " which jobs may write",
 )
 _rlimits("MACHINA_POLICY", "the policy driver", cpu=2, as_mb=768, fsize_mb=10, nofile=64, nproc=32)
 _var(

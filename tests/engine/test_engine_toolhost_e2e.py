@@ -17,7 +17,11 @@ from tests.conftest import bin_env, run_bin
 @pytest.fixture
 def env(root: Path) -> dict[str, str]:
     shutil.copy(EXAMPLES / "policies" / "first_pending.py", root / "policies")
-    return bin_env(MACHINA_ROOT=str(root), MACHINA_POLICY_CMD="python3 policies/first_pending.py")
+    return bin_env(
+        MACHINA_ROOT=str(root),
+        MACHINA_POLICY_CMD="python3 policies/first_pending.py",
+        MACHINA_POLICY_ALLOWED_SCRIPT_ROOT=str(root / "policies"),
+    )
 
 
 def test_error_scan_scans_and_reports_through_the_toolhost(root: Path, toolhost: str, env: dict) -> None:

@@ -218,7 +218,7 @@ def test_lease_matrix(toolhost: Start) -> None:
 
 def test_lease_enforce_needs_a_lease_even_where_the_mode_allows(toolhost: Start) -> None:
     client = toolhost(MACHINA_PERMISSION_MODE="open", MACHINA_LEASE_ENFORCE="1").client
-    write = ("AID.FILE.WRITE.v1", {"path": "note.txt", "content": "x"})
+    write = ("AID.FILE.WRITE.v1", {"path": "work/note.txt", "content": "x", "mkdirs": True})
     assert client.call(*write).status == toolapi.LEASE_REQUIRED
     assert client.call("AID.NOOP.v1", {}).ok, "tier 0 needs no lease"
     token = client.issue_lease("AID.FILE.WRITE.v1", 1, 60_000)["lease_token"]
@@ -255,10 +255,14 @@ def test_lease_gc(toolhost: Start) -> None:
         ("open", "*=ask,AID.NOOP.v1=allow", "AID.FILE.READ.v1", "approval_required"),
     ],
 )
-def test_mode_matrix_through_the_socket(toolhost: Start, mode: str, overrides: str, aid: str, expected: str) -> None:
+def test_mode_matrix_through_the_socket(
+    toolhost: Start, machina_root: Path, mode: str, overrides: str, aid: str, expected: str
+) -> None:
+    (machina_root / "data").mkdir(exist_ok=True)
+    (machina_root / "data" / "seen.txt").write_text("seen")
     inputs = {
-        "AID.FILE.WRITE.v1": {"path": "m.txt", "content": "x", "overwrite": True},
-        "AID.FILE.READ.v1": {"path": "toolhost-test.log"},
+        "AID.FILE.WRITE.v1": {"path": "data/m.txt", "content": "x", "overwrite": True},
+        "AID.FILE.READ.v1": {"path": "data/seen.txt"},
         "AID.SHELL.EXEC.v1": {"cmd": ["true"]},
     }[aid]
     client = toolhost(MACHINA_PERMISSION_MODE=mode, MACHINA_PERMISSION_OVERRIDES=overrides).client
