@@ -14,7 +14,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import prctl
 
@@ -106,6 +106,7 @@ def prepare(
     passed through to the command; ``rlimits`` bound the command (bubblewrap itself is not limited).
     """
     profile = profile or ("net" if network else policy.default_profile)
+    rlimits = nproc_where_it_counts(policy, rlimits)
     seccomp_fds = list(seccomp.program_fds(profile)) if policy.seccomp and policy.bwrap else []
     if policy.bwrap is None:
         return _prepare_fallback(policy, command, profile, cwd, env, drop_in_process, keep_fds, rlimits)
@@ -128,6 +129,21 @@ def prepare(
         preexec=None,  # bubblewrap sets no_new_privs itself; so does setpriv
         _owned_fds=seccomp_fds,
     )
+
+
+def nproc_where_it_counts(policy: SandboxPolicy, rlimits: Rlimits | None) -> Rlimits | None:
+    """``rlimits`` without RLIMIT_NPROC where that limit would count the daemon's own tasks.
+
+    RLIMIT_NPROC counts every task (threads included) of the real uid in the process's user namespace.  In
+    bubblewrap's own user namespace (a non-root daemon) that is the sandbox's tasks only; after the drop
+    to MACHINA_TOOL_UID (a root daemon) it is every task of the tool uid, which only tools use.  Without
+    either (the fallback of a non-root daemon) it would be every task of the daemon's uid -- the worker's
+    threads, the other services' -- so a driver could not even start a thread: the limit is left out there,
+    and the cgroup's TasksMax= of the unit bounds the tasks instead.
+    """
+    if rlimits is None or not rlimits.nproc or policy.bwrap is not None or policy.drops_privileges:
+        return rlimits
+    return replace(rlimits, nproc=0)
 
 
 def _namespace_args(policy: SandboxPolicy, network: bool) -> list[str]:

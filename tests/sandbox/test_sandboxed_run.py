@@ -154,3 +154,18 @@ except OSError as exc:
 """
     out = py(bwrap_policy, code, ro_paths=[str(shared)]).stdout.decode().split("\n")
     assert out[:2] == ["visible", "False"] and out[2].startswith("refused")
+
+
+def test_d4_nproc_applies_only_where_it_counts_the_sandboxs_own_tasks(any_policy) -> None:
+    """In bubblewrap's user namespace, or as the tool uid, RLIMIT_NPROC bounds the sandbox; in the fallback
+    of a non-root daemon it would count the daemon's own threads, so it is left out there (TasksMax= holds)."""
+    from dataclasses import replace
+
+    from machina.proc import Rlimits
+    from machina.sandbox.launch import nproc_where_it_counts
+
+    limits = Rlimits(cpu_sec=2, nproc=32)
+    assert nproc_where_it_counts(any_policy, limits) == limits
+    unprivileged = replace(any_policy, tool_uid=None, tool_gid=None)
+    expected = limits if unprivileged.bwrap else Rlimits(cpu_sec=2)
+    assert nproc_where_it_counts(unprivileged, limits) == expected
