@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, Text
+from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, Text, Uids
 
 MS_MAX = 7 * 24 * 3600 * 1000  # one week: no timeout or interval is sensibly longer
 KIB = 1024
@@ -436,9 +436,10 @@ _var(
 )
 _var(
     "MACHINA_EMBED_ALLOWED_UIDS",
-    List(r"[0-9]+", "a comma-separated list of uids"),
+    Uids(),
     (),
-    "uids allowed to call machina-embed besides its own uid and root",
+    "uids allowed to call machina-embed besides its own uid and root (never 65534; under the unit's"
+    " PrivateUsers=yes only root and machina are seen as themselves)",
 )
 
 # --- sandbox ---------------------------------------------------------------------------------------------
@@ -516,15 +517,16 @@ _var(
 )
 _var(
     "MACHINA_TOOLHOST_ALLOWED_UIDS",
-    List(r"[0-9]+", "a comma-separated list of uids"),
+    Uids(),
     (),
-    "uids allowed to call the toolhost besides its own uid and root",
+    "uids allowed to call the toolhost besides its own uid and root (never 65534; under the unit's"
+    " PrivateUsers=yes only root and machina are seen as themselves)",
 )
 _var(
     "MACHINA_TOOLHOST_ADMIN_UIDS",
-    List(r"[0-9]+", "a comma-separated list of uids"),
+    Uids(),
     (),
-    "uids allowed to issue and collect leases besides root",
+    "uids allowed to issue and collect leases besides root (never 65534)",
 )
 _var(
     "MACHINA_PLUGIN_ALLOWED_CAPS",

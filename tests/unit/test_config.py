@@ -274,3 +274,12 @@ def test_d1_the_policy_script_root_defaults_outside_the_root_and_never_where_job
     assert load({"MACHINA_ENV_FILE": "/dev/null", **fine})["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"] == str(
         fine["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"]
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["MACHINA_TOOLHOST_ALLOWED_UIDS", "MACHINA_TOOLHOST_ADMIN_UIDS", "MACHINA_EMBED_ALLOWED_UIDS"]
+)
+def test_d5_the_overflow_uid_is_refused_as_a_peer(name: str) -> None:
+    error = error_of({name: "1000,65534"})
+    assert f"{name}='1000,65534'" in error and "overflow uid" in error and "PrivateUsers=yes" in error
+    assert load({name: "1000, 64056"})[name] == ("1000", "64056")
