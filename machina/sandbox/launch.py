@@ -10,17 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-import prctl
-
 from machina.proc import Rlimits
-from machina.sandbox import seccomp
-from machina.sandbox.drop import drop_privileges
+from machina.sandbox import fallback, seccomp
 from machina.sandbox.etcview import default_view
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 
@@ -252,33 +248,35 @@ def _prepare_fallback(
     keep_fds: Sequence[int],
     rlimits: Rlimits | None,
 ) -> Launch:
-    """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp."""
+    """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp.
+
+    Nothing runs between fork and exec (the toolhost is threaded): :mod:`machina.sandbox.fallback`, a
+    program of its own, sets the process up and then execs ``command``.
+    """
     if cwd != SANDBOX_TMP:
         raise SandboxUnavailable(f"cwd {cwd!r} needs bubblewrap: without it a tool runs in a private scratch dir")
     scratch = tempfile.mkdtemp(prefix="machina-tool-")
     if policy.drops_privileges:
         assert policy.tool_uid is not None and policy.tool_gid is not None
         os.chown(scratch, policy.tool_uid, policy.tool_gid)
-    filters = [*(seccomp.filters(profile) if policy.seccomp else []), seccomp.session_guard_filter()]
+    programs = [*(seccomp.bpf_programs(profile) if policy.seccomp else ()), seccomp.session_guard_program()]
+    program_fds = [seccomp.memfd_of(program) for program in programs]
     drop = policy.drops_privileges and not drop_in_process
-
-    limits = rlimits or Rlimits()
-
-    def child_setup() -> None:
-        limits.apply()
-        prctl.set_pdeathsig(signal.SIGKILL)
-        if drop:
-            drop_privileges(policy.tool_uid, policy.tool_gid)  # type: ignore[arg-type]
-        prctl.set_no_new_privs(True)
-        for filt in filters:
-            filt.load()
-
+    argv = fallback.arguments(
+        list(command),
+        os.getpid(),
+        rlimits,
+        policy.tool_uid if drop else None,
+        policy.tool_gid if drop else None,
+        program_fds,
+    )
     return Launch(
-        argv=list(command),
+        argv=argv,
         env=base_environment(env, home=scratch),
-        pass_fds=tuple(keep_fds),
-        preexec=child_setup,
+        pass_fds=(*program_fds, *keep_fds),
+        preexec=None,
         cwd=scratch,
+        _owned_fds=program_fds,
         _scratch=scratch,
     )
 

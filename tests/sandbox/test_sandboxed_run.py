@@ -161,7 +161,6 @@ def test_d4_nproc_applies_only_where_it_counts_the_sandboxs_own_tasks(any_policy
     of a non-root daemon it would count the daemon's own threads, so it is left out there (TasksMax= holds)."""
     from dataclasses import replace
 
-    from machina.proc import Rlimits
     from machina.sandbox.launch import nproc_where_it_counts
 
     limits = Rlimits(cpu_sec=2, nproc=32)
@@ -169,3 +168,25 @@ def test_d4_nproc_applies_only_where_it_counts_the_sandboxs_own_tasks(any_policy
     unprivileged = replace(any_policy, tool_uid=None, tool_gid=None)
     expected = limits if unprivileged.bwrap else Rlimits(cpu_sec=2)
     assert nproc_where_it_counts(unprivileged, limits) == expected
+
+
+def test_d17_the_fallback_runs_nothing_between_fork_and_exec(fallback_policy: SandboxPolicy) -> None:
+    """No preexec_fn (unsafe in the threaded toolhost): a launcher program sets the process up, then execs."""
+    from machina.sandbox.launch import prepare
+
+    launch = prepare(fallback_policy, ["/bin/true"], rlimits=Rlimits(cpu_sec=3))
+    try:
+        assert launch.preexec is None
+        assert launch.argv[-2:] == ["--", "/bin/true"] and "machina.sandbox.fallback" in launch.argv
+        assert "--rlimit=cpu_sec=3" in launch.argv
+    finally:
+        launch.finished()
+    result = sandboxed_run(
+        ["/bin/sh", "-c", "ulimit -t; setsid true || echo refused"],
+        policy=fallback_policy,
+        timeout_s=30,
+        stdout_max=4096,
+        stderr_max=4096,
+        rlimits=Rlimits(cpu_sec=3),
+    )
+    assert result.stdout.decode().split() == ["3", "refused"], result.stderr
