@@ -66,7 +66,13 @@ def _rlimits(prefix: str, what: str, cpu: int, as_mb: int, fsize_mb: int, nofile
         f"largest file {what} may write (0 = none)",
     )
     _var(f"{prefix}_RLIMIT_NOFILE", Int(0, 1 << 20), nofile, f"open-file limit of {what} (0 = none)")
-    _var(f"{prefix}_RLIMIT_NPROC", Int(0, 1 << 20), nproc, f"process limit of {what}, per uid (0 = none)")
+    _var(
+        f"{prefix}_RLIMIT_NPROC",
+        Int(0, 1 << 20),
+        nproc,
+        f"task limit of {what} (threads count): the tasks of its uid in its own sandbox, or of the tool uid"
+        " (0 = none; left out without bubblewrap for a non-root daemon, whose own tasks it would count)",
+    )
 
 
 # --- suite-wide ------------------------------------------------------------------------------------------
