@@ -12,11 +12,12 @@ import contextlib
 import os
 import resource
 import selectors
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from machina.proctree import kill_group
 
 _MIB = 1024 * 1024
 
@@ -101,7 +102,7 @@ def run_bounded(
     try:
         out, err, timed_out = _communicate(proc, stdin, started + timeout_s, stdout_max, stderr_max)
     finally:
-        _kill_group(proc)
+        kill_group(proc)
         proc.wait()
     return BoundedResult(
         exit_code=proc.returncode,
@@ -171,9 +172,3 @@ def _feed(
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
     return pending
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's whole process group (it leads its own session), if anything is left of it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)

@@ -28,6 +28,12 @@ LAYOUT = (
     "state",
 )
 
+# The only top-level directories tools reach through the file tools (FILE.READ/WRITE, ERROR_SCAN,
+# REPORT_SUMMARY): an allow-list, so a directory added to the layout later (or one an operator keeps in the
+# root) is out of reach until it is named here.  Nothing the suite executes or reads as configuration may
+# ever live in one of them.
+TOOL_DIRS = ("data", "reports", "work")
+
 
 class Root:
     def __init__(self, path: str, runtime_dir: str | None = None) -> None:

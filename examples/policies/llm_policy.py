@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The LLM policy driver: MACHINA_POLICY_CMD="python3 policies/llm_policy.py".
+"""The LLM policy driver: MACHINA_POLICY_CMD="python3 /etc/machina/policies/llm_policy.py".
 
 Asks the backend configured in llm_policy.env beside this script (MACHINA_CHAT_BACKEND, OAI_COMPAT_*,
 ANTHROPIC_*, OLLAMA_*: see docs/LLM_BACKENDS.md) which tool is next, and prints one line of the reply

@@ -26,7 +26,7 @@ def cli(root: str | None, verbose: bool) -> int:
     memory/autonomic_audit.jsonl. Refuses to start (exit 78) with MACHINA_AUTONOMIC_APPROVE_ALL_ASK=1
     under MACHINA_PROFILE=prod.
     """
-    cfg = bootstrap("machina-autonomic", overrides_from(root), verbose)
+    cfg = bootstrap("machina-autonomic", overrides_from(root), verbose, daemon=True)
     return int(run_service(AutonomicService(cfg)))
 
 

@@ -23,13 +23,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("machina")
 
 
-def bootstrap(program: str, overrides: Mapping[str, str] | None = None, verbose: bool = False) -> config.Config:
-    """Load and validate the configuration, then set up logging with its secrets redacted."""
+def bootstrap(
+    program: str, overrides: Mapping[str, str] | None = None, verbose: bool = False, *, daemon: bool = False
+) -> config.Config:
+    """Load and validate the configuration, then set up logging with its secrets redacted.
+
+    A ``daemon`` then hardens itself (:func:`machina.hardening.harden_daemon`): not dumpable, and the
+    secrets out of its environment.
+    """
     cfg = config.load(overrides={k: v for k, v in (overrides or {}).items() if v})
     level = "debug" if verbose else cfg["MACHINA_LOG_LEVEL"]
     log.setup(program, level, cfg.secret_values())
     for name in cfg.unknown_variables:
         logger.warning("unknown configuration variable %s (typo?) is ignored", name)
+    if daemon:
+        from machina.hardening import harden_daemon
+
+        harden_daemon(cfg)
     return cfg
 
 

@@ -201,6 +201,7 @@ def _check_relations(settings: Mapping[str, Setting], errors: list[str]) -> None
     if settings["MACHINA_EMBED_PROVIDER"].value == "cmd" and not settings["MACHINA_EMBED_CMD"].value:
         errors.append("MACHINA_EMBED_PROVIDER='cmd' needs MACHINA_EMBED_CMD: expected a command line")
     _check_autonomic_approval(settings, errors)
+    _check_script_root(settings, errors)
 
 
 def _check_autonomic_approval(settings: Mapping[str, Setting], errors: list[str]) -> None:
@@ -219,3 +220,21 @@ def _check_autonomic_approval(settings: Mapping[str, Setting], errors: list[str]
             "MACHINA_AUTONOMIC_UIDS lists 0: root is every administrator's uid, not the autonomic engine's; "
             "run machina-autonomic as a uid of its own and list that"
         )
+
+
+def _check_script_root(settings: Mapping[str, Setting], errors: list[str]) -> None:
+    """The policy driver's scripts must not live where the file tools write (a job could replace them)."""
+    from machina.root import TOOL_DIRS
+
+    root, scripts = settings["MACHINA_ROOT"].value, settings["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"].value
+    if not root:
+        return
+    canonical = os.path.realpath(scripts)
+    for name in TOOL_DIRS:
+        writable = os.path.join(os.path.realpath(root), name)
+        if os.path.commonpath([writable, canonical]) in (writable, canonical):
+            errors.append(
+                f"MACHINA_POLICY_ALLOWED_SCRIPT_ROOT={scripts} holds or lies in {writable}, which jobs may write:"
+                " expected a directory they cannot write (default /etc/machina/policies)"
+            )
+            return

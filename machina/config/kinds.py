@@ -156,6 +156,30 @@ class List(Kind):
         return ",".join(value or ())
 
 
+OVERFLOW_UID = 65534
+
+
+@dataclass(frozen=True)
+class Uids(List):
+    """A list of uids allowed as peers of a socket service; never the overflow uid.
+
+    Under the units' ``PrivateUsers=yes`` every uid but root and ``machina`` shows up as 65534 in
+    SO_PEERCRED, so allowing 65534 would allow every user of the machine (defect D5 of issue 11).
+    """
+
+    item_pattern: str = r"[0-9]+"
+    description: str = "a comma-separated list of uids"
+
+    def parse(self, raw: str) -> tuple[str, ...]:
+        items = super().parse(raw)
+        if any(int(item) == OVERFLOW_UID for item in items):
+            raise ValueError(
+                f"{self.expects()} without {OVERFLOW_UID}: it is the overflow uid every unmapped user appears as"
+                " under PrivateUsers=yes, so it would let everyone in"
+            )
+        return items
+
+
 @dataclass(frozen=True)
 class Path(Kind):
     """A file-system path; absolute when ``absolute`` (services must not depend on their cwd)."""

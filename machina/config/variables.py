@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, Text
+from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, Text, Uids
 
 MS_MAX = 7 * 24 * 3600 * 1000  # one week: no timeout or interval is sensibly longer
 KIB = 1024
@@ -66,7 +66,13 @@ def _rlimits(prefix: str, what: str, cpu: int, as_mb: int, fsize_mb: int, nofile
         f"largest file {what} may write (0 = none)",
     )
     _var(f"{prefix}_RLIMIT_NOFILE", Int(0, 1 << 20), nofile, f"open-file limit of {what} (0 = none)")
-    _var(f"{prefix}_RLIMIT_NPROC", Int(0, 1 << 20), nproc, f"process limit of {what}, per uid (0 = none)")
+    _var(
+        f"{prefix}_RLIMIT_NPROC",
+        Int(0, 1 << 20),
+        nproc,
+        f"task limit of {what} (threads count): the tasks of its uid in its own sandbox, or of the tool uid"
+        " (0 = none; left out without bubblewrap for a non-root daemon, whose own tasks it would count)",
+    )
 
 
 # --- suite-wide ------------------------------------------------------------------------------------------
@@ -354,8 +360,9 @@ _var(
 _var(
     "MACHINA_POLICY_ALLOWED_SCRIPT_ROOT",
     Path(),
-    None,
-    "directory the policy script must live under (default: $MACHINA_ROOT/policies)",
+    "/etc/machina/policies",
+    "directory the policy script must live under; never under MACHINA_ROOT's data/, reports/ or work/,"
+    " which jobs may write",
 )
 _rlimits("MACHINA_POLICY", "the policy driver", cpu=2, as_mb=768, fsize_mb=10, nofile=64, nproc=32)
 _var(
@@ -447,9 +454,10 @@ _var(
 )
 _var(
     "MACHINA_EMBED_ALLOWED_UIDS",
-    List(r"[0-9]+", "a comma-separated list of uids"),
+    Uids(),
     (),
-    "uids allowed to call machina-embed besides its own uid and root",
+    "uids allowed to call machina-embed besides its own uid and root (never 65534; under the unit's"
+    " PrivateUsers=yes only root and machina are seen as themselves)",
 )
 
 # --- sandbox ---------------------------------------------------------------------------------------------
@@ -527,15 +535,16 @@ _var(
 )
 _var(
     "MACHINA_TOOLHOST_ALLOWED_UIDS",
-    List(r"[0-9]+", "a comma-separated list of uids"),
+    Uids(),
     (),
-    "uids allowed to call the toolhost besides its own uid and root",
+    "uids allowed to call the toolhost besides its own uid and root (never 65534; under the unit's"
+    " PrivateUsers=yes only root and machina are seen as themselves)",
 )
 _var(
     "MACHINA_TOOLHOST_ADMIN_UIDS",
-    List(r"[0-9]+", "a comma-separated list of uids"),
+    Uids(),
     (),
-    "uids allowed to issue and collect leases besides root",
+    "uids allowed to issue and collect leases besides root (never 65534)",
 )
 _var(
     "MACHINA_PLUGIN_ALLOWED_CAPS",

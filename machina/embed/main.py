@@ -37,7 +37,7 @@ def cli(root: str | None, socket_path: str | None, verbose: bool) -> int:
     Accepts a socket from systemd (LISTEN_FDS); otherwise binds $MACHINA_RUNTIME_DIR/embed.sock
     (default $MACHINA_ROOT/run/embed.sock) with mode 0660. Stops cleanly on SIGTERM or SIGINT.
     """
-    cfg = bootstrap("machina-embed", overrides_from(root), verbose)
+    cfg = bootstrap("machina-embed", overrides_from(root), verbose, daemon=True)
     with creating():  # state/ read-only or full: one line naming it, exit 73
         engine = build_engine(cfg)
     activated = listen_sockets()

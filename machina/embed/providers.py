@@ -13,11 +13,15 @@ deadline, output that is not that JSON, a wrong dimension or count, NaN or infin
 logged, counted by reason (see :data:`FAILURE_REASONS`), and the caller falls back to ``hash`` for the
 whole request, so one answer never mixes vectors from two embedding spaces.
 
-The command runs through :func:`machina.proc.run_bounded`: no shell, an environment holding only
-:data:`COMMAND_ENV`, its own process group killed at the deadline, the configured rlimits (0 = unlimited,
-as OPERATIONS.md notes for PyTorch), stdout capped at what ``dim`` numbers per text can need.  It runs in
-machina-embed's working directory (``WorkingDirectory=`` under systemd), where relative paths in
-MACHINA_EMBED_CMD resolve.
+The command runs in the sandbox tools run in (:func:`machina.sandbox.sandboxed_run`, the ``net`` seccomp
+profile and the host's network, since a command may call a remote API): no shell, an environment holding
+only :data:`COMMAND_ENV` (plus HOME and TMPDIR on the sandbox's private /tmp), the sandbox killed at the
+deadline, the configured rlimits (0 = unlimited, as OPERATIONS.md notes for PyTorch), stdout capped at what
+``dim`` numbers per text can need.  It sees the system read-only and, read-only too, only what its command
+line names (:func:`visible_paths`): the directories of the files it names and the interpreter's
+installation (a virtualenv and the Python it was made from) -- never MACHINA_ROOT or the service's
+environment.  Relative paths in MACHINA_EMBED_CMD are made absolute against machina-embed's working
+directory (``WorkingDirectory=`` under systemd) when the provider is built.
 
 After ``breaker_failures`` failures in a row the breaker opens: for ``breaker_cooldown_ms`` the command is
 not run at all (counted as ``skipped``) and ``hash`` answers at once, instead of every request waiting out
@@ -29,10 +33,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import subprocess
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +46,9 @@ import numpy as np
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.embed.ranking import normalise_rows
 from machina.log import fields
-from machina.proc import BoundedResult, Rlimits, run_bounded
+from machina.proc import BoundedResult, Rlimits
+from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
+from machina.sandbox.run import sandboxed_run
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,39 @@ class CommandSpec:
     batch_max: int
     breaker_failures: int = 3  # 0: never open
     breaker_cooldown_ms: int = 30000
+    sandbox: SandboxPolicy = field(kw_only=True)
+
+
+def absolute_command(argv: tuple[str, ...], cwd: str) -> tuple[str, ...]:
+    """``argv`` with relative paths that exist under ``cwd`` made absolute, and a bare program found on PATH."""
+    program = argv[0] if "/" in argv[0] else (shutil.which(argv[0], path=COMMAND_ENV["PATH"]) or argv[0])
+    absolute = [program, *argv[1:]]
+    for i, word in enumerate(absolute):
+        if not word.startswith(("/", "-")) and os.path.exists(os.path.join(cwd, word)):
+            absolute[i] = os.path.normpath(os.path.join(cwd, word))
+    return tuple(absolute)
+
+
+def visible_paths(argv: tuple[str, ...], hidden: str | None) -> list[str]:
+    """What the command's sandbox shows: the directories of the files it names, the interpreter's installation.
+
+    ``/x/venv/bin/python`` gives ``/x/venv`` and the installation its link resolves to; nothing that is, or
+    holds, ``hidden`` (MACHINA_ROOT).
+    """
+    paths = []
+    program = argv[0]
+    if program.startswith("/"):
+        paths += [
+            os.path.dirname(os.path.dirname(program)),
+            os.path.dirname(os.path.dirname(os.path.realpath(program))),
+        ]
+    for word in argv[1:]:
+        if word.startswith("/") and os.path.exists(word):
+            paths.append(word if os.path.isdir(word) else os.path.dirname(word))
+    blocked = os.path.realpath(hidden) if hidden else None
+    return [
+        p for p in paths if not blocked or os.path.commonpath([os.path.realpath(p), blocked]) != os.path.realpath(p)
+    ]
 
 
 class CommandProvider:
@@ -73,8 +114,9 @@ class CommandProvider:
 
     name = "cmd"
 
-    def __init__(self, spec: CommandSpec, dim: int, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, spec: CommandSpec, dim: int, clock: Clock = SYSTEM_CLOCK, hidden: str | None = None) -> None:
         self.spec = spec
+        self.hidden = hidden  # MACHINA_ROOT: never shown to the command
         self.dim = dim
         self.clock = clock
         self.failures: Counter[str] = Counter({reason: 0 for reason in FAILURE_REASONS})
@@ -86,6 +128,10 @@ class CommandProvider:
         self._lock = threading.Lock()
         # One command at a time: a model process is large, and the next request reuses the warm page cache.
         self._one_at_a_time = threading.Semaphore(1)
+
+    @property
+    def _visible(self) -> list[str]:
+        return visible_paths(self.spec.argv, self.hidden)
 
     def try_embed(self, texts: list[str]) -> np.ndarray | None:
         """Vectors for ``texts`` (unit rows), or None when any batch failed (the failure is logged and counted)."""
@@ -153,17 +199,24 @@ class CommandProvider:
         with self._one_at_a_time:
             with self._lock:
                 self.runs += 1
+            program = self.spec.argv[0]
+            if not os.access(program, os.X_OK) or not os.path.isfile(program):  # said here: bwrap would only exit 1
+                raise CommandFailed("spawn", f"cannot start {program!r}: not an executable file")
             try:
-                outcome = run_bounded(
+                outcome = sandboxed_run(
                     self.spec.argv,
+                    policy=self.spec.sandbox,
+                    profile="net",
+                    network=True,
                     env=COMMAND_ENV,
                     timeout_s=self.spec.timeout_ms / 1000,
                     stdout_max=cap,
                     stderr_max=STDERR_MAX,
                     stdin=json.dumps(request).encode(),
                     rlimits=self.spec.rlimits,
+                    ro_paths=self._visible,
                 )
-            except (OSError, subprocess.SubprocessError) as exc:  # missing, not executable, a limit it may not set
+            except (OSError, subprocess.SubprocessError, SandboxUnavailable) as exc:  # cannot start at all
                 detail = getattr(exc, "strerror", None) or exc
                 raise CommandFailed("spawn", f"cannot start {self.spec.argv[0]!r}: {detail}") from None
         vectors = self._parse(outcome, single, len(texts))

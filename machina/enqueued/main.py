@@ -38,7 +38,7 @@ def cli(host: str | None, port: str | None, socket_path: str | None, root: str |
     from machina.service import run_service
 
     overrides = overrides_from(root, MACHINA_API_HOST=host, MACHINA_API_PORT=port, MACHINA_API_SOCKET=socket_path)
-    cfg = bootstrap("machina-enqueued", overrides, verbose)
+    cfg = bootstrap("machina-enqueued", overrides, verbose, daemon=True)
     return int(run_service(EnqueueService(cfg, ServerSettings.from_config(cfg))))
 
 

@@ -23,8 +23,11 @@ What a sandboxed process gets (bubblewrap present, the normal case):
 Without bubblewrap (``MACHINA_BWRAP_REQUIRED=1`` refuses this; the prod profile logs a warning; dev falls
 back silently) the same process runs without namespaces but keeps the cleared environment, rlimits,
 no_new_privs, the seccomp profile and the uid drop, plus a seccomp rule refusing setsid/setpgid so that the
-timeout's process-group kill reaches everything it started.  What it loses: the private view of the file
-system (the uid's permissions are all that guard it) and of other processes.
+timeout's process-group kill reaches everything it started.  That setup runs in a launcher program of its
+own (:mod:`machina.sandbox.fallback`), never between fork and exec of the threaded toolhost.  What it
+loses: the private view of the file system (the uid's permissions are all that guard it) and of other
+processes; RLIMIT_NPROC is left out when it would count the daemon's own tasks (see
+:func:`machina.sandbox.launch.nproc_where_it_counts`).
 """
 
 from typing import TYPE_CHECKING, Any

@@ -11,19 +11,15 @@ import atexit
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-
-import prctl
+from dataclasses import dataclass, field, replace
 
 from machina.owned import OwnedDir, temp_root
 from machina.proc import Rlimits
-from machina.sandbox import seccomp
-from machina.sandbox.drop import drop_privileges
+from machina.sandbox import fallback, seccomp
 from machina.sandbox.etcview import default_view
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 
@@ -110,6 +106,7 @@ def prepare(
     passed through to the command; ``rlimits`` bound the command (bubblewrap itself is not limited).
     """
     profile = profile or ("net" if network else policy.default_profile)
+    rlimits = nproc_where_it_counts(policy, rlimits)
     seccomp_fds = list(seccomp.program_fds(profile)) if policy.seccomp and policy.bwrap else []
     if policy.bwrap is None:
         return _prepare_fallback(policy, command, profile, cwd, env, drop_in_process, keep_fds, rlimits)
@@ -132,6 +129,21 @@ def prepare(
         preexec=None,  # bubblewrap sets no_new_privs itself; so does setpriv
         _owned_fds=seccomp_fds,
     )
+
+
+def nproc_where_it_counts(policy: SandboxPolicy, rlimits: Rlimits | None) -> Rlimits | None:
+    """``rlimits`` without RLIMIT_NPROC where that limit would count the daemon's own tasks.
+
+    RLIMIT_NPROC counts every task (threads included) of the real uid in the process's user namespace.  In
+    bubblewrap's own user namespace (a non-root daemon) that is the sandbox's tasks only; after the drop
+    to MACHINA_TOOL_UID (a root daemon) it is every task of the tool uid, which only tools use.  Without
+    either (the fallback of a non-root daemon) it would be every task of the daemon's uid -- the worker's
+    threads, the other services' -- so a driver could not even start a thread: the limit is left out there,
+    and the cgroup's TasksMax= of the unit bounds the tasks instead.
+    """
+    if rlimits is None or not rlimits.nproc or policy.bwrap is not None or policy.drops_privileges:
+        return rlimits
+    return replace(rlimits, nproc=0)
 
 
 def _namespace_args(policy: SandboxPolicy, network: bool) -> list[str]:
@@ -240,33 +252,35 @@ def _prepare_fallback(
     keep_fds: Sequence[int],
     rlimits: Rlimits | None,
 ) -> Launch:
-    """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp."""
+    """No bubblewrap: the same process without namespaces; a private scratch directory stands in for /tmp.
+
+    Nothing runs between fork and exec (the toolhost is threaded): :mod:`machina.sandbox.fallback`, a
+    program of its own, sets the process up and then execs ``command``.
+    """
     if cwd != SANDBOX_TMP:
         raise SandboxUnavailable(f"cwd {cwd!r} needs bubblewrap: without it a tool runs in a private scratch dir")
     scratch = tempfile.mkdtemp(prefix="tool-", dir=scratch_parent())
     if policy.drops_privileges:
         assert policy.tool_uid is not None and policy.tool_gid is not None
         os.chown(scratch, policy.tool_uid, policy.tool_gid)
-    filters = [*(seccomp.filters(profile) if policy.seccomp else []), seccomp.session_guard_filter()]
+    programs = [*(seccomp.bpf_programs(profile) if policy.seccomp else ()), seccomp.session_guard_program()]
+    program_fds = [seccomp.memfd_of(program) for program in programs]
     drop = policy.drops_privileges and not drop_in_process
-
-    limits = rlimits or Rlimits()
-
-    def child_setup() -> None:
-        limits.apply()
-        prctl.set_pdeathsig(signal.SIGKILL)
-        if drop:
-            drop_privileges(policy.tool_uid, policy.tool_gid)  # type: ignore[arg-type]
-        prctl.set_no_new_privs(True)
-        for filt in filters:
-            filt.load()
-
+    argv = fallback.arguments(
+        list(command),
+        os.getpid(),
+        rlimits,
+        policy.tool_uid if drop else None,
+        policy.tool_gid if drop else None,
+        program_fds,
+    )
     return Launch(
-        argv=list(command),
+        argv=argv,
         env=base_environment(env, home=scratch),
-        pass_fds=tuple(keep_fds),
-        preexec=child_setup,
+        pass_fds=(*program_fds, *keep_fds),
+        preexec=None,
         cwd=scratch,
+        _owned_fds=program_fds,
         _scratch=scratch,
     )
 

@@ -184,6 +184,16 @@ def no_spawn_program() -> bytes:
         return cached[0]
 
 
+def session_guard_program() -> bytes:
+    """:func:`session_guard_filter` as a BPF program (built once), for the no-bubblewrap launcher."""
+    with _bpf_lock:
+        cached = _bpf_cache.get("session_guard")
+        if cached is None:
+            cached = (_export(session_guard_filter()),)
+            _bpf_cache["session_guard"] = cached
+        return cached[0]
+
+
 def memfd_of(program: bytes) -> int:
     """A readable memfd holding ``program``, positioned at the start; the caller closes it."""
     fd = os.memfd_create("machina-seccomp", os.MFD_CLOEXEC)

@@ -5,9 +5,12 @@ root).  ``..`` is refused outright rather than resolved, and each directory is o
 ``O_NOFOLLOW | O_DIRECTORY`` relative to the previous one, so neither a symlink nor a rename race can walk
 out of the root: the walk holds a descriptor of every step.
 
-The suite's own directories are out of the file tools' reach: nothing is written into the layout's
-directories (queue, logs, memory, toolpacks, goalpacks, plugins, run, state; memory streams have their
-own tools), and nothing is read from queue/, state/ or run/ (other people's jobs, leases, sockets).
+The file tools reach an allow-list of top-level directories only (:data:`machina.root.TOOL_DIRS`: data/,
+reports/, work/), for reading and for writing alike, and no hidden name (a component starting with ``.``)
+anywhere in the path.  Everything else under the root -- the queue, other runs' logs, memory (which has its
+own tools and grants), packs, plugins, state, the runtime directory, anything an operator keeps there --
+is refused, so a job can neither read other jobs' data nor rewrite what the suite executes or reads as
+configuration.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import stat
 from dataclasses import dataclass
 
 from machina.memory.streams import StreamError, check_name, is_typed
+from machina.root import LAYOUT, TOOL_DIRS
 from machina.tools.base import ToolFailure
 
-WRITE_RESERVED = frozenset({"queue", "logs", "memory", "toolpacks", "goalpacks", "plugins", "run", "state"})
-READ_RESERVED = frozenset({"queue", "state", "run"})
+SUITE_DIRS = frozenset(rel.split("/")[0] for rel in LAYOUT)
+_ABLE = {"read": "readable", "write": "writable"}
 MAX_PATH = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -73,6 +77,20 @@ class ConfinedRoot:
             raise PathRefused(f"{path}: names the working root itself, not a file")
         return parts
 
+    def tool_parts(self, path: str, verb: str) -> list[str]:
+        """:meth:`parts` of a path the file tools may ``verb`` (read, write): under TOOL_DIRS, no hidden name."""
+        parts = self.parts(path)
+        allowed = "/, ".join(TOOL_DIRS) + "/"
+        if parts[0] not in TOOL_DIRS:
+            whose = "belongs to the suite" if parts[0] in SUITE_DIRS else f"is not {_ABLE[verb]} by tools"
+            raise PathRefused(f"{path}: {parts[0]}/ {whose}; tools may {verb} only under {allowed}")
+        if len(parts) == 1 and verb == "write":
+            raise PathRefused(f"{path}: names the directory {parts[0]}/ itself, not a file under it")
+        hidden = next((p for p in parts if p.startswith(".")), None)
+        if hidden is not None:
+            raise PathRefused(f"{path}: {hidden} is a hidden name; tools may not {verb} dot-files")
+        return parts
+
     def _walk(self, path: str, dirs: list[str], create: bool) -> int:
         """A descriptor of the directory ``dirs`` (relative to the root), each step without following links."""
         fd = os.open(".", _DIR_FLAGS, dir_fd=self.fd)
@@ -120,9 +138,7 @@ class ConfinedRoot:
 
     def open_read(self, path: str) -> tuple[int, int]:
         """A read-only descriptor of a regular file and its size."""
-        parts = self.parts(path)
-        if parts[0] in READ_RESERVED:
-            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not readable by tools")
+        parts = self.tool_parts(path, "read")
         dir_fd = self._walk(path, parts[:-1], create=False)
         try:
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
@@ -143,12 +159,8 @@ class ConfinedRoot:
 
     def create_pending(self, path: str, *, overwrite: bool, mkdirs: bool) -> tuple[PendingWrite, int]:
         """A new temporary file beside ``path`` (and a write descriptor of it) to be committed later."""
-        parts = self.parts(path)
-        if parts[0] in WRITE_RESERVED:
-            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not writable by tools")
+        parts = self.tool_parts(path, "write")
         name = parts[-1]
-        if name.endswith(".tmp") and name.startswith("."):
-            raise PathRefused(f"{path}: names a temporary file")
         dir_fd = self._walk(path, parts[:-1], create=mkdirs)
         try:
             self._check_target(dir_fd, name, path, overwrite)

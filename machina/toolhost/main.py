@@ -34,7 +34,7 @@ def cli(root: str | None, socket_path: str | None, bwrap: str | None, verbose: b
     """
     from machina.toolhost.service import Toolhost
 
-    cfg = bootstrap("machina-toolhost", overrides_from(root), verbose=verbose)
+    cfg = bootstrap("machina-toolhost", overrides_from(root), verbose=verbose, daemon=True)
     return int(run_service(Toolhost(cfg, socket_path=socket_path, bwrap=bwrap)))
 
 

@@ -19,7 +19,6 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 
 from machina.backoff import Backoff
 from machina.proc import Rlimits
+from machina.proctree import kill_group
 from machina.sandbox import channel, seccomp
 from machina.sandbox.launch import prepare, python_paths
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
@@ -134,8 +134,7 @@ class Executor:
 
     def kill(self) -> None:
         """End the executor and everything in its sandbox (bwrap's group, and with it the pid namespace)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_group(self.proc)  # idempotent: nothing once the executor was collected (its pid may be reused)
         with contextlib.suppress(OSError):
             self.sock.close()
         self.proc.wait()

@@ -38,6 +38,7 @@ from machina.exitcodes import ExitCode
 from machina.fsutil import write_atomic
 from machina.notify import Notifier
 from machina.owned import creating
+from machina.proctree import child_pids, signal_group
 from machina.up.notifysock import Notification, NotifySocket
 from machina.up.pidfiles import pidfile_path, remove_pidfile, write_pidfile
 
@@ -397,19 +398,8 @@ def describe_exit(code: int) -> str:
 
 
 def own_children() -> list[int]:
-    """Pids whose parent is this process (from /proc/self/task/*/children)."""
-    pids: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except FileNotFoundError:
-        return pids
-    for tid in tasks:
-        with (
-            contextlib.suppress(FileNotFoundError, ProcessLookupError),
-            open(f"/proc/self/task/{tid}/children", encoding="ascii") as f,
-        ):
-            pids += [int(p) for p in f.read().split()]
-    return pids
+    """Pids whose parent is this process."""
+    return child_pids(os.getpid())
 
 
 def _die_with_parent() -> None:
@@ -418,5 +408,4 @@ def _die_with_parent() -> None:
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    signal_group(pgid, sig)

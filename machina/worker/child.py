@@ -28,6 +28,7 @@ from machina import config, log
 from machina.engine import Engine
 from machina.engine.toolhost_link import connect_toolhost
 from machina.exitcodes import ExitCode, MachinaError
+from machina.hardening import make_undumpable
 from machina.root import open_root
 from machina.worker import protocol
 from machina.worker.results import summarize
@@ -66,6 +67,7 @@ def _start(conn: protocol.Channel) -> Engine | None:
     if message.get("op") != protocol.INIT or not isinstance(message.get("config"), dict):
         raise protocol.ProtocolViolation("expected an init message")
     try:
+        make_undumpable()  # the configuration below holds the secrets; exec made this process dumpable again
         cfg = config.load(environ={}, overrides={str(k): str(v) for k, v in message["config"].items()})
         program = f"machina-worker@{message.get('worker_id', '?')}/child"
         log.setup(program, cfg["MACHINA_LOG_LEVEL"], cfg.secret_values())

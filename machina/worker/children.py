@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from machina.exitcodes import ExitCode, MachinaError
+from machina.proctree import kill_group
 from machina.worker import protocol
 from machina.worker.results import exit_reason
 
@@ -139,8 +139,7 @@ class JobChild:
     def kill(self) -> int:
         """SIGKILL the child's whole process group, collect the child; its return code."""
         if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            kill_group(self.proc)
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()  # killed between fork and setsid: not yet the leader of its own group
         returncode = self.proc.wait()

@@ -48,7 +48,7 @@ def cli(worker_id: str, root: str | None, verbose: bool) -> int:
     """
     from machina.worker.service import WorkerService
 
-    cfg = bootstrap("machina-worker", overrides_from(root), verbose=verbose)
+    cfg = bootstrap("machina-worker", overrides_from(root), verbose=verbose, daemon=True)
     return int(WorkerService(cfg, worker_id).run())
 
 

@@ -168,13 +168,17 @@ class ChildPool:
             self._cond.wait_for(lambda: self._closing, delay)
 
     def _collect_exiting(self) -> None:
+        """Collect children asked to exit (retired, or the worker stopping), and what they left behind."""
         still = []
         for child, deadline in self._exiting:
             if not child.finish_exit(deadline):
                 still.append((child, deadline))
             elif child.returncode != 0:
                 logger.warning("job child %d asked to exit ended %s", child.pid, exit_reason(child.returncode))
+        collected = len(still) < len(self._exiting)
         self._exiting = still
+        if collected:  # D15: a retired child's processes in sessions of their own were re-parented to us
+            orphans.kill_orphans(self._pids())
 
     def _pids(self) -> set[int]:
         children = [*self._idle, *self._lent, *self._starting, *(c for c, _ in self._exiting)]

@@ -14,12 +14,20 @@ from typing import Any
 
 from machina.embed.client import EmbedClient
 from machina.manifests.tools import builtin_toolpack, read_toolpack
+from machina.sandbox.policy import SandboxPolicy, resolve_policy
 from tests.conftest import BIN, CHECKOUT, bin_env, run_bin  # noqa: F401 - re-exported to the embed tests
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_embedder.py"
 MODEL_COMMAND = CHECKOUT / "tools" / "embed" / "embed_minilm.py"
 GOAL_MENU_MANIFEST = builtin_toolpack()
+
+
+def sandbox_policy() -> SandboxPolicy:
+    """The sandbox machina-embed would run its command in here (bubblewrap when installed)."""
+    from machina import config
+
+    return resolve_policy(config.load(environ={"MACHINA_ENV_FILE": "/dev/null"}))
 
 
 def fake_command(mode: str) -> str:

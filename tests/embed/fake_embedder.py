@@ -3,7 +3,9 @@
 
 Modes: good (valid vectors, see vector()), hang, garbage, exit3, dim (one number short), count (one vector
 too few), nan, zero, cpu (burns CPU until a limit stops it), flood (endless output), env (valid only when
-the environment holds nothing beyond PATH and LANG), slow-good (valid after 0.5 s).
+the environment holds nothing beyond PATH and LANG, and the sandbox's own HOME, TMPDIR and PWD on /tmp),
+slow-good (valid after 0.5 s), confined PATH (valid only in a pid namespace of its own where PATH, the
+root, is not visible).
 """
 
 import hashlib
@@ -53,12 +55,16 @@ def main() -> None:
         while True:
             sys.stdout.write(chunk)
     elif mode == "env":
-        extra = sorted(set(os.environ) - {"PATH", "LANG", "LC_CTYPE"})
+        sandbox_own = {k for k in ("HOME", "TMPDIR", "PWD") if os.environ.get(k) == "/tmp"}
+        extra = sorted(set(os.environ) - {"PATH", "LANG", "LC_CTYPE"} - sandbox_own)
         if extra:
             print(f"unexpected environment: {extra}", file=sys.stderr)
             sys.exit(3)
     elif mode == "slow-good":
         time.sleep(0.5)
+    elif mode == "confined" and (os.path.exists(sys.argv[2]) or os.getpid() > 10):
+        print(f"not confined: {sys.argv[2]} visible or pid {os.getpid()} of the host", file=sys.stderr)
+        sys.exit(3)
     if "text" in request:
         json.dump({"embedding": vectors[0] if vectors else []}, sys.stdout)
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embed_support import MODEL_COMMAND, builtin_menu, labelled_goals, model_python
+from embed_support import MODEL_COMMAND, builtin_menu, labelled_goals, model_python, sandbox_policy
 
 from machina.embed.engine import EmbedEngine, EngineSettings, parse_menu
 from machina.embed.history import SuccessHistory
@@ -62,7 +62,10 @@ def test_model_top1_accuracy(tmp_path: Path) -> None:
     if python is None:
         pytest.skip("the embedding model is not installed: run `make setup-model` (or set EMBED_MODEL_PYTHON)")
     command = CommandProvider(
-        CommandSpec((python, str(MODEL_COMMAND)), timeout_ms=180000, rlimits=Rlimits(), batch_max=256), MODEL_DIM
+        CommandSpec(
+            (python, str(MODEL_COMMAND)), timeout_ms=180000, rlimits=Rlimits(), batch_max=256, sandbox=sandbox_policy()
+        ),
+        MODEL_DIM,
     )
     engine = EmbedEngine(
         EngineSettings(MODEL_DIM, 0.1, 4096, 20000, 50000), SuccessHistory(str(tmp_path), 256, False), command, np

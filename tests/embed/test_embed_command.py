@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from embed_support import FAKE
+from embed_support import FAKE, sandbox_policy
 from fake_embedder import vector
 
 from machina.clock import FakeClock
@@ -23,7 +23,15 @@ def provider(
     mode: str, *, timeout_ms: int = 10000, batch_max: int = 256, clock: FakeClock | None = None, **rlimits: int
 ) -> CommandProvider:
     argv = (sys.executable, str(FAKE), mode)
-    spec = CommandSpec(argv, timeout_ms, Rlimits(**rlimits), batch_max, breaker_failures=3, breaker_cooldown_ms=10000)
+    spec = CommandSpec(
+        argv,
+        timeout_ms,
+        Rlimits(**rlimits),
+        batch_max,
+        breaker_failures=3,
+        breaker_cooldown_ms=10000,
+        sandbox=sandbox_policy(),
+    )
     return CommandProvider(spec, DIM, clock or FakeClock())
 
 
@@ -98,7 +106,7 @@ def test_flooding_output_is_capped_not_buffered() -> None:
 
 
 def test_a_missing_program_counts_as_spawn() -> None:
-    p = CommandProvider(CommandSpec(("/nonexistent/embedder",), 1000, Rlimits(), 8), DIM)
+    p = CommandProvider(CommandSpec(("/nonexistent/embedder",), 1000, Rlimits(), 8, sandbox=sandbox_policy()), DIM)
     assert p.try_embed(["x"]) is None
     assert failures(p) == {"spawn": 1}
 
@@ -129,16 +137,33 @@ def test_the_breaker_opens_after_failures_in_a_row_and_retries_after_the_cooldow
     assert time.monotonic() - started < 0.5
     assert p.counters()["runs"] == 3 and p.counters()["skipped"] == 1
     clock.advance(10.001)
-    p.spec = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Rlimits(), 256, 3, 10000)  # repaired
+    repaired = (sys.executable, str(FAKE), "good")
+    p.spec = CommandSpec(repaired, 10000, Rlimits(), 256, 3, 10000, sandbox=sandbox_policy())
     assert p.try_embed(["x"]) is not None
     assert p.counters()["breaker_open"] is False and p.counters()["runs"] == 4
 
 
 def test_a_success_resets_the_count_of_failures_in_a_row() -> None:
     p = provider("exit3")
-    good = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Rlimits(), 256, 3, 10000)
+    good = CommandSpec((sys.executable, str(FAKE), "good"), 10000, Rlimits(), 256, 3, 10000, sandbox=sandbox_policy())
     bad = p.spec
     for spec in (bad, bad, good, bad, bad):
         p.spec = spec
         p.try_embed(["x"])
     assert p.counters()["breaker_open"] is False and p.counters()["failures"]["exit"] == 4
+
+
+def test_d1_the_embed_command_runs_sandboxed_and_never_sees_the_root(machina_root) -> None:
+    from machina import config
+    from machina.embed.wiring import command_provider
+
+    env = {
+        "MACHINA_ENV_FILE": "/dev/null",
+        "MACHINA_ROOT": str(machina_root),
+        "MACHINA_EMBED_PROVIDER": "cmd",
+        "MACHINA_EMBED_CMD": f"{sys.executable} {FAKE} confined {machina_root}",
+        "MACHINA_GPU_DIM": str(DIM),
+    }
+    p = command_provider(config.load(environ=env))
+    assert p is not None and p.try_embed(["alpha"]) is not None, failures(p)
+    assert failures(p) == {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embed_support import FAKE, builtin_menu
+from embed_support import FAKE, builtin_menu, sandbox_policy
 
 from machina.embed.arrays import gpu_module
 from machina.embed.engine import BadRequest, EmbedEngine, EngineSettings, MenuItem, parse_menu
@@ -109,14 +109,17 @@ def test_a_failed_write_records_nothing(tmp_path: Path) -> None:
 
 def test_a_failing_command_makes_the_whole_selection_hash(tmp_path: Path) -> None:
     def command(mode: str) -> CommandProvider:
-        return CommandProvider(CommandSpec((sys.executable, str(FAKE), mode), 10000, Rlimits(), 64), 128)
+        spec = CommandSpec((sys.executable, str(FAKE), mode), 10000, Rlimits(), 64, sandbox=sandbox_policy())
+        return CommandProvider(spec, 128)
 
     good = engine(tmp_path / "a", command=command("good"))
     cmd_reply = good.select("scan the logs", menu())
     assert cmd_reply["provider"] == "cmd" and cmd_reply["fallback"] is False
     # Centroids are now cached in cmd space; the command then breaks.
     assert good.command is not None
-    good.command.spec = CommandSpec((sys.executable, str(FAKE), "exit3"), 10000, Rlimits(), 64)
+    good.command.spec = CommandSpec(
+        (sys.executable, str(FAKE), "exit3"), 10000, Rlimits(), 64, sandbox=sandbox_policy()
+    )
     fallen = good.select("scan the logs", menu())
     assert fallen["provider"] == "hash" and fallen["fallback"] is True
     pure_hash = engine(tmp_path / "b").select("scan the logs", menu())
@@ -126,7 +129,9 @@ def test_a_failing_command_makes_the_whole_selection_hash(tmp_path: Path) -> Non
 
 
 def test_embed_falls_back_and_says_so(tmp_path: Path) -> None:
-    broken = CommandProvider(CommandSpec((sys.executable, str(FAKE), "garbage"), 10000, Rlimits(), 64), 128)
+    broken = CommandProvider(
+        CommandSpec((sys.executable, str(FAKE), "garbage"), 10000, Rlimits(), 64, sandbox=sandbox_policy()), 128
+    )
     vectors, space = engine(tmp_path, command=broken).embed(["hello world"])
     assert space == "hash"
     np.testing.assert_allclose(vectors, engine(tmp_path).embed(["hello world"])[0])

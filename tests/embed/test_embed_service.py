@@ -168,6 +168,9 @@ print(s.makefile().readline().strip())
 """
 
 
+PEER = 64056  # a second, ordinary uid: 65534 is refused in *_ALLOWED_UIDS (the overflow uid, D5)
+
+
 def ping_as(uid: int, path: str) -> dict[str, object]:
     out = subprocess.run(
         ["/usr/bin/python3", "-c", PEER_PROBE, path],
@@ -183,7 +186,7 @@ def ping_as(uid: int, path: str) -> dict[str, object]:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize(("allowed", "expect_ok"), [("", False), ("65534", True)])
+@pytest.mark.parametrize(("allowed", "expect_ok"), [("", False), (str(PEER), True)])
 def test_peer_uid_is_checked(machina_root: Path, shared_dir: Path, allowed: str, expect_ok: bool) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to connect as another uid")
@@ -192,10 +195,10 @@ def test_peer_uid_is_checked(machina_root: Path, shared_dir: Path, allowed: str,
     try:
         service.start(("--socket", path))
         os.chmod(path, 0o666)  # let the file system admit anyone: the SO_PEERCRED check must still decide
-        reply = ping_as(65534, path)
+        reply = ping_as(PEER, path)
         assert reply["ok"] is expect_ok
         if not expect_ok:
-            assert reply["status"] == "forbidden" and "65534" in str(reply["error"])
+            assert reply["status"] == "forbidden" and str(PEER) in str(reply["error"])
     finally:
         if service.proc is not None:
             service.proc.kill()

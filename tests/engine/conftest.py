@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -56,6 +57,44 @@ def driver(root: Path) -> Callable[[str, str], str]:
         return f"{sys.executable} policies/{name}"
 
     return write
+
+
+class Witness:
+    """A UDP socket on loopback that policy drivers report to.
+
+    A driver runs sandboxed: it can write nothing the test could read, but it shares the host's network, so
+    a datagram is how a test learns that (and what) a driver ran.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def python(self, data: str = "b'x'") -> str:
+        """A line of Python (for a driver body) sending the bytes ``data`` evaluates to."""
+        return f"__import__('socket').socket(2, 2).sendto({data}, ('127.0.0.1', {self.port}))\n"
+
+    def shell(self, word: str = "x") -> str:
+        """A line of bash sending ``word``."""
+        return f"echo {word} > /dev/udp/127.0.0.1/{self.port}\n"
+
+    def messages(self) -> list[bytes]:
+        """What arrived so far (loopback delivers before sendto returns, so a finished driver's are all here)."""
+        received = []
+        while True:
+            try:
+                received.append(self.sock.recv(65536))
+            except BlockingIOError:
+                return received
+
+
+@pytest.fixture
+def witness() -> Iterator[Witness]:
+    seen = Witness()
+    yield seen
+    seen.sock.close()
 
 
 @pytest.fixture

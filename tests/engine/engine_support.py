@@ -122,7 +122,10 @@ class ToolhostDouble:
 
 
 def load_cfg(root: Path, **env: str) -> config.Config:
-    return config.load(environ={"MACHINA_ROOT": str(root), "MACHINA_ENV_FILE": "/dev/null", **env})
+    """The configuration of an engine over ``root``; the policy scripts live in its policies/ (not tool-writable)."""
+    scripts = str(root / "policies")
+    base = {"MACHINA_ROOT": str(root), "MACHINA_ENV_FILE": "/dev/null", "MACHINA_POLICY_ALLOWED_SCRIPT_ROOT": scripts}
+    return config.load(environ={**base, **env})
 
 
 def events(log_path: str, kind: str | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture
 def env(root: Path) -> dict[str, str]:
-    return bin_env(MACHINA_ROOT=str(root))
+    return bin_env(MACHINA_ROOT=str(root), MACHINA_POLICY_ALLOWED_SCRIPT_ROOT=str(root / "policies"))
 
 
 def request_file(tmp_path: Path, request: object, name: str = "request.json") -> str:

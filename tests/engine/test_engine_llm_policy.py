@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import site
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from machina.testing.fake_llm import FakeLLM
 from tests.conftest import CHECKOUT
 
 KEY = "sk-policy-5c1f0e"
+TOOL_UID = 65534  # MACHINA_TOOL_UID's default
 
 
 def install_driver(root: Path, base_url: str) -> str:
@@ -31,6 +33,8 @@ def install_driver(root: Path, base_url: str) -> str:
         f"ANTHROPIC_API_KEY={KEY}\n"
     )
     env.chmod(0o600)
+    if os.geteuid() == 0:  # a root worker runs the driver as the tool uid: the file belongs to the uid reading it
+        os.chown(env, TOOL_UID, TOOL_UID)
     return "python3 policies/llm_policy.py"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -47,14 +48,13 @@ def test_the_example_driver_runs_the_error_scan(make_engine, root: Path) -> None
     assert {s["source"] for s in selections(result)} == {"POLICY"}
 
 
-def test_payload_is_private_environment_cleared_limits_applied(make_engine, driver, tmp_path: Path) -> None:
-    report = tmp_path / "seen.json"
+def test_payload_is_private_environment_cleared_limits_applied(make_engine, driver, witness) -> None:
     cmd = driver(
         "probe.py",
-        f"""
+        textwrap.dedent("""
         import resource, stat
         path = sys.argv[1]
-        seen = {{
+        seen = {
             "payload": json.load(open(path)),
             "file_mode": stat.S_IMODE(os.stat(path).st_mode),
             "dir_mode": stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode),
@@ -62,10 +62,11 @@ def test_payload_is_private_environment_cleared_limits_applied(make_engine, driv
             "cwd": os.getcwd(),
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "argv0": sys.executable,
-        }}
-        json.dump(seen, open({str(report)!r}, "w"))
-        print("<PICK><SID0001><END>")
-        """,
+            "path": path,
+        }
+        """)
+        + witness.python("json.dumps(seen).encode()")
+        + """print("<PICK><SID0001><END>")\n""",
     )
     os.environ["MACHINA_API_TOKEN"] = "s3cret-token-value"  # in the worker's environment, never the driver's
     try:
@@ -73,11 +74,12 @@ def test_payload_is_private_environment_cleared_limits_applied(make_engine, driv
         engine.run(blended(inputs={"input_path": "data/app.log", "pattern": "WARN"}))
     finally:
         del os.environ["MACHINA_API_TOKEN"]
-    seen = json.loads(report.read_text())
+    report = witness.messages()[0]  # the first step's
+    seen = json.loads(report)
     assert (seen["file_mode"], seen["dir_mode"]) == (0o600, 0o700)
-    assert set(seen["env"]) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"}
+    assert set(seen["env"]) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE", "PWD"}  # bubblewrap sets PWD
     assert "s3cret-token-value" not in json.dumps(seen)
-    assert seen["cwd"] == seen["env"]["HOME"] == seen["env"]["TMPDIR"]
+    assert seen["cwd"] == seen["env"]["HOME"] == seen["env"]["TMPDIR"] == "/tmp"
     assert seen["nofile"] == 37
     payload = seen["payload"]
     assert {"goal_digest", "state_digest", "control_mode", "inputs", "menu"} <= payload.keys()
@@ -88,7 +90,41 @@ def test_payload_is_private_environment_cleared_limits_applied(make_engine, driv
         "name": "error_scan",
         "tags": ["tag.log", "tag.error", "tag.scan"],
     }
-    assert not os.path.exists(seen["env"]["HOME"])  # the private directory is removed after the call
+    assert not os.path.exists(os.path.dirname(seen["path"]))  # the private directory is removed after the call
+
+
+def test_d1_the_policy_driver_runs_sandboxed_away_from_the_root(make_engine, driver, root: Path, witness) -> None:
+    """The driver sees its scripts read-only and nothing of MACHINA_ROOT: no data, no queue, no scripts to edit."""
+    (root / "data" / "secret.txt").write_text("job data")
+    probe = textwrap.dedent(f"""
+        def attempt(what, path):
+            try:
+                if what == "read":
+                    open(path).read()
+                elif what == "list":
+                    os.listdir(path)
+                else:
+                    open(path, "a").write("# rewritten\\n")
+                return "ok"
+            except OSError as exc:
+                return type(exc).__name__
+        seen = {{
+            "data": attempt("read", {str(root / "data" / "secret.txt")!r}),
+            "queue": attempt("list", {str(root / "queue" / "inbox")!r}),
+            "script": attempt("write", __file__),
+            "self": attempt("read", __file__),
+            "pid": os.getpid(),
+        }}
+        """)
+    cmd = driver("probe.py", probe + witness.python("json.dumps(seen).encode()") + "print('<PICK><SID0001><END>')\n")
+    script = (root / "policies" / "probe.py").read_text()
+    make_engine(MACHINA_POLICY_CMD=cmd).run(blended())
+    seen = json.loads(witness.messages()[0])
+    assert seen["self"] == "ok", "the driver reads its own script"
+    assert (seen["data"], seen["queue"]) == ("FileNotFoundError", "FileNotFoundError"), seen
+    assert seen["script"] in ("OSError", "PermissionError"), seen  # read-only (EROFS) or not its file
+    assert seen["pid"] < 10, "a pid namespace of its own"
+    assert (root / "policies" / "probe.py").read_text() == script
 
 
 FAILURES = {
@@ -127,16 +163,17 @@ def test_every_driver_failure_falls_back_to_the_heuristic(make_engine, driver, c
     assert first["chosen"]["aid"] == "AID.ERROR_SCAN.v1"
 
 
-def test_a_disallowed_executable_is_never_started(make_engine, root: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "started"
+def test_a_disallowed_executable_is_never_started(make_engine, root: Path, witness) -> None:
     script = root / "policies" / "p.sh"
-    script.write_text(f"touch {marker}\necho '<PICK><SID0001><END>'\n")
+    script.write_text(witness.shell() + "echo '<PICK><SID0001><END>'\n")
     # bash is allowed by default; narrow the list to python3 and it is refused before anything runs.
     result = make_engine(MACHINA_POLICY_CMD="bash policies/p.sh", MACHINA_POLICY_ALLOWED_EXE="python3").run(blended())
     assert selections(result)[0]["fallback_reason"] == "exe_not_allowed"
     assert "not in MACHINA_POLICY_ALLOWED_EXE" in selections(result)[0]["policy"]["detail"]
-    assert not marker.exists()
+    assert witness.messages() == []
     assert result.status == "done"
+    make_engine(MACHINA_POLICY_CMD="bash policies/p.sh").run(blended())
+    assert witness.messages(), "allowed, the same script does report: the check above can fail"
 
 
 def test_an_allowed_name_that_is_a_symlink_to_another_program_is_refused(make_engine, root, tmp_path) -> None:
@@ -157,23 +194,23 @@ def test_a_lone_program_under_the_script_root_may_run_if_its_name_is_allowed(mak
     assert (allowed.status, selections(allowed)[0]["source"]) == ("noop", "POLICY")
 
 
-def test_a_script_outside_the_script_root_is_refused(make_engine, tmp_path: Path) -> None:
+def test_a_script_outside_the_script_root_is_refused(make_engine, tmp_path: Path, witness) -> None:
     outside = tmp_path / "outside.py"
-    marker = tmp_path / "started"
-    outside.write_text(f"open({str(marker)!r}, 'w'); print('<NOOP><END>')\n")
+    outside.write_text(witness.python() + "print('<NOOP><END>')\n")
     result = make_engine(MACHINA_POLICY_CMD=f"{sys.executable} {outside}").run(blended())
     assert selections(result)[0]["fallback_reason"] == "script_not_allowed"
-    assert not marker.exists() and result.status == "done"
+    assert witness.messages() == [] and result.status == "done"
 
 
-def test_a_symlink_in_the_script_root_pointing_outside_is_refused(make_engine, root: Path, tmp_path: Path) -> None:
+def test_a_symlink_in_the_script_root_pointing_outside_is_refused(
+    make_engine, root: Path, tmp_path: Path, witness
+) -> None:
     outside = tmp_path / "evil.py"
-    marker = tmp_path / "started"
-    outside.write_text(f"open({str(marker)!r}, 'w'); print('<NOOP><END>')\n")
+    outside.write_text(witness.python() + "print('<NOOP><END>')\n")
     (root / "policies" / "innocent.py").symlink_to(outside)
     result = make_engine(MACHINA_POLICY_CMD=f"{sys.executable} policies/innocent.py").run(blended())
     assert selections(result)[0]["fallback_reason"] == "script_not_allowed"
-    assert not marker.exists()
+    assert witness.messages() == []
 
 
 def test_dot_dot_out_of_the_script_root_is_refused(make_engine, root: Path, tmp_path: Path) -> None:
@@ -197,17 +234,16 @@ def test_a_configured_script_root_is_honoured(make_engine, tmp_path: Path) -> No
     assert selections(result)[0]["source"] == "POLICY"
 
 
-def test_fallback_only_never_starts_the_policy(make_engine, driver, tmp_path: Path) -> None:
-    marker = tmp_path / "started"
-    cmd = driver("marker.py", f"open({str(marker)!r}, 'a').write('x')\nprint('<PICK><SID0001><END>')\n")
+def test_fallback_only_never_starts_the_policy(make_engine, driver, witness) -> None:
+    cmd = driver("marker.py", witness.python() + "print('<PICK><SID0001><END>')\n")
     engine = make_engine(MACHINA_POLICY_CMD=cmd)
     result = engine.run({**ERROR_SCAN, "control_mode": "FALLBACK_ONLY"})
     assert result.status == "done"
-    assert not marker.exists()
+    assert witness.messages() == []
     assert {s["source"] for s in selections(result)} == {"HEURISTIC"}
     assert all("policy" not in s for s in selections(result))
-    engine.run(blended())  # the same driver does start in BLENDED: the marker test can fail
-    assert marker.exists()
+    engine.run(blended())  # the same driver does start in BLENDED: the check above can fail
+    assert witness.messages()
 
 
 def test_without_a_policy_the_default_mode_is_fallback_only(make_engine) -> None:
@@ -291,41 +327,46 @@ def test_an_input_patch_cannot_touch_underscore_keys(make_engine, driver, reply:
             assert "nested" not in tool["inputs"]
 
 
-def test_breaker_opens_after_n_failures_and_closes_after_the_cooldown(make_engine, driver, root, clock, tmp_path):
-    starts = tmp_path / "starts"
+def test_breaker_opens_after_n_failures_and_closes_after_the_cooldown(make_engine, driver, root, clock, witness):
+    starts: list[bytes] = []
+
+    def started() -> int:
+        starts.extend(witness.messages())
+        return len(starts)
+
     script = root / "policies" / "flaky.py"
-    cmd = driver("flaky.py", f"open({str(starts)!r}, 'a').write('x')\nprint('garbage')\n")
+    cmd = driver("flaky.py", witness.python() + "print('garbage')\n")
     engine = make_engine(
         MACHINA_POLICY_CMD=cmd, MACHINA_POLICY_BREAKER_FAILURES="2", MACHINA_POLICY_BREAKER_COOLDOWN_MS="60000"
     )
 
     first = engine.run(blended())  # step 1 fails, step 2 fails and opens the breaker
     assert first.status == "done"
-    assert len(starts.read_text()) == 2
+    assert started() == 2
     opened = events(first.log_path, "policy_breaker")
     assert [(e["state"], e["failures"], e["step"]) for e in opened] == [("open", 2, 2)]
 
     second = engine.run(blended())  # open: the policy is not started at all
-    assert len(starts.read_text()) == 2
+    assert started() == 2
     assert {s["fallback_reason"] for s in selections(second)} == {"breaker_open"}
     only = engine.run({**ERROR_SCAN, "control_mode": "POLICY_ONLY"})
     assert (only.status, only.reason) == ("breaker", "policy_breaker_open")
 
     clock.advance(59.9)
     engine.run(blended())
-    assert len(starts.read_text()) == 2  # still cooling down
+    assert started() == 2  # still cooling down
 
     clock.advance(0.2)  # half-open: one more try, which fails and re-opens at once
     reopened = engine.run(blended())
-    assert len(starts.read_text()) == 3
+    assert started() == 3
     assert [e["state"] for e in events(reopened.log_path, "policy_breaker")] == ["open"]
 
     clock.advance(60)
     script.write_text(
-        f"import json, sys\nopen({str(starts)!r}, 'a').write('x')\n"
+        "import json, sys\n" + witness.python() + ""
         "print('<PICK><SID0002><END>' if json.load(open(sys.argv[1]))['completed'] else '<PICK><SID0001><END>')\n"
     )
     healed = engine.run(blended())  # half-open, succeeds: closed, and the policy is asked again
     assert [e["state"] for e in events(healed.log_path, "policy_breaker")] == ["closed"]
     assert selections(healed)[0]["source"] == "POLICY"
-    assert len(starts.read_text()) == 5
+    assert started() == 5

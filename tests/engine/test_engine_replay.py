@@ -136,20 +136,19 @@ def test_strict_replay_reproduces_failures_and_breakers(make_engine) -> None:
     assert strict_replay(request, result.log_path, engine, None).ok
 
 
-def test_strict_replay_never_asks_a_live_policy(make_engine, driver, tmp_path: Path) -> None:
-    starts = tmp_path / "starts"
+def test_strict_replay_never_asks_a_live_policy(make_engine, driver, witness) -> None:
     cmd = driver(
         "counting.py",
-        f"open({str(starts)!r}, 'a').write('x')\n"
-        "print('<PICK><SID0002><END>' if json.load(open(sys.argv[1]))['completed'] else '<PICK><SID0001><END>')\n",
+        witness.python()
+        + "print('<PICK><SID0002><END>' if json.load(open(sys.argv[1]))['completed'] else '<PICK><SID0001><END>')\n",
     )
     engine = make_engine(MACHINA_POLICY_CMD=cmd)
     request = {**ERROR_SCAN, "control_mode": "POLICY_ONLY"}
     result = engine.run(request)
-    assert result.status == "done" and len(starts.read_text()) == 2
+    assert result.status == "done" and len(witness.messages()) == 2
     report = strict_replay(request, result.log_path, engine, None)
     assert report.ok, report.problems
-    assert len(starts.read_text()) == 2  # no new start
+    assert witness.messages() == []  # no new start
     assert {e["source"] for e in report.replayed if e["event"] == "selection"} == {"REPLAY"}
 
 

@@ -17,7 +17,11 @@ from tests.conftest import bin_env, run_bin
 @pytest.fixture
 def env(root: Path) -> dict[str, str]:
     shutil.copy(EXAMPLES / "policies" / "first_pending.py", root / "policies")
-    return bin_env(MACHINA_ROOT=str(root), MACHINA_POLICY_CMD="python3 policies/first_pending.py")
+    return bin_env(
+        MACHINA_ROOT=str(root),
+        MACHINA_POLICY_CMD="python3 policies/first_pending.py",
+        MACHINA_POLICY_ALLOWED_SCRIPT_ROOT=str(root / "policies"),
+    )
 
 
 def test_error_scan_scans_and_reports_through_the_toolhost(root: Path, toolhost: str, env: dict) -> None:
@@ -72,3 +76,29 @@ def test_a_job_cannot_enqueue_a_job_wider_than_itself(root: Path, toolhost: str,
     caps = json.loads(queued.read_text())["_capabilities"]
     assert caps["allowed_tools"] == ["AID.QUEUE.*", "AID.NOOP.v1"]
     assert caps["blocked_tools"] == ["AID.SHELL.*"]
+
+
+@pytest.mark.parametrize(
+    "inputs, refusal",
+    [
+        ({"input_path": "logs/machina-up.log"}, "logs/ belongs to the suite"),
+        ({"input_path": "memory/notes.jsonl"}, "memory/ belongs to the suite"),
+        ({"input_path": "data/app.log", "report_path": "policies/first_pending.py"}, "policies/ is not writable"),
+    ],
+)
+def test_d3_a_job_naming_the_suites_directories_is_refused_clearly(
+    root: Path, toolhost: str, env: dict, tmp_path: Path, inputs: dict, refusal: str
+) -> None:
+    for planted in ("logs/machina-up.log", "memory/notes.jsonl"):
+        (root / planted).write_text("planted ERROR\n")
+    before = (root / "policies" / "first_pending.py").read_text()
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"goal_id": "goal.ERROR_SCAN.v1", "inputs": inputs}))
+    ran = run_bin("machina", "run", "--json", str(path), env=env)
+    result = json.loads(ran.stdout)
+    assert result["status"] != "done", result
+    tools = [json.loads(line) for line in Path(result["log_path"]).read_text().splitlines()]
+    errors = [t.get("error") or "" for t in tools if t["event"] == "tool" and not t["ok"]]
+    assert any(refusal in error for error in errors), errors
+    assert (root / "policies" / "first_pending.py").read_text() == before
+    assert "planted" not in ran.stdout

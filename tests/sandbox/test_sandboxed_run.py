@@ -154,3 +154,39 @@ except OSError as exc:
 """
     out = py(bwrap_policy, code, ro_paths=[str(shared)]).stdout.decode().split("\n")
     assert out[:2] == ["visible", "False"] and out[2].startswith("refused")
+
+
+def test_d4_nproc_applies_only_where_it_counts_the_sandboxs_own_tasks(any_policy) -> None:
+    """In bubblewrap's user namespace, or as the tool uid, RLIMIT_NPROC bounds the sandbox; in the fallback
+    of a non-root daemon it would count the daemon's own threads, so it is left out there (TasksMax= holds)."""
+    from dataclasses import replace
+
+    from machina.sandbox.launch import nproc_where_it_counts
+
+    limits = Rlimits(cpu_sec=2, nproc=32)
+    assert nproc_where_it_counts(any_policy, limits) == limits
+    unprivileged = replace(any_policy, tool_uid=None, tool_gid=None)
+    expected = limits if unprivileged.bwrap else Rlimits(cpu_sec=2)
+    assert nproc_where_it_counts(unprivileged, limits) == expected
+
+
+def test_d17_the_fallback_runs_nothing_between_fork_and_exec(fallback_policy: SandboxPolicy) -> None:
+    """No preexec_fn (unsafe in the threaded toolhost): a launcher program sets the process up, then execs."""
+    from machina.sandbox.launch import prepare
+
+    launch = prepare(fallback_policy, ["/bin/true"], rlimits=Rlimits(cpu_sec=3))
+    try:
+        assert launch.preexec is None
+        assert launch.argv[-2:] == ["--", "/bin/true"] and "machina.sandbox.fallback" in launch.argv
+        assert "--rlimit=cpu_sec=3" in launch.argv
+    finally:
+        launch.finished()
+    result = sandboxed_run(
+        ["/bin/sh", "-c", "ulimit -t; setsid true || echo refused"],
+        policy=fallback_policy,
+        timeout_s=30,
+        stdout_max=4096,
+        stderr_max=4096,
+        rlimits=Rlimits(cpu_sec=3),
+    )
+    assert result.stdout.decode().split() == ["3", "refused"], result.stderr

@@ -20,7 +20,8 @@ DAEMONS = (
     "machina-telegram.service",
 )
 # systemd-analyze security --offline: the ceilings (the toolhost must create namespaces for bwrap).
-EXPOSURE_CEILING = {"machina-toolhost.service": 3.0}
+# The units that start sandboxes (bubblewrap needs namespaces and @mount) score higher, within this bound.
+EXPOSURE_CEILING = {"machina-toolhost.service": 3.0, "machina-worker@.service": 3.0, "machina-embed.service": 3.0}
 DEFAULT_CEILING = 2.0
 
 

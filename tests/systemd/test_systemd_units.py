@@ -76,7 +76,6 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 REQUIRED = {
     "Type": "notify",
     "Restart": "on-failure",
-    "EnvironmentFile": "-/etc/machina/machina.env",
     "User": "machina",
     "StateDirectory": "machina",
     "RuntimeDirectory": "machina",
@@ -95,14 +94,22 @@ REQUIRED = {
 PRESENT = ("WatchdogSec", "TimeoutStopSec", "RestrictAddressFamilies", "RestrictNamespaces", "MemoryMax", "TasksMax")
 
 
-# What bubblewrap needs, and only in the tool host (each is explained in the unit and in machina(7)).
+# What bubblewrap needs, and only in the units that start sandboxes: the tool host, and the worker and embed
+# services for the policy driver and the embedding command (each is explained in the unit and in machina(7)).
 BUBBLEWRAP_EXCEPTIONS = {"ProtectKernelTunables": "no", "ProtectHostname": "no"}
+SANDBOXING = ("machina-toolhost.service", "machina-worker@.service", "machina-embed.service")
+# D2: the secrets each unit needs, from a file of its own; machina.env, read by every unit, holds none.
+SECRET_FILES = {
+    "machina-enqueued.service": "enqueued",
+    "machina-worker@.service": "worker",
+    "machina-autonomic.service": "autonomic",
+}
 
 
 @pytest.mark.parametrize("unit", DAEMONS)
 def test_daemons_carry_the_required_directives(unit: str) -> None:
     service = directives(UNIT_DIR / unit)["Service"]
-    exceptions = BUBBLEWRAP_EXCEPTIONS if unit == "machina-toolhost.service" else {}
+    exceptions = BUBBLEWRAP_EXCEPTIONS if unit in SANDBOXING else {}
     for key, value in {**REQUIRED, "ProtectHostname": "yes", **exceptions}.items():
         assert service.get(key) == [value], f"{unit}: {key}={value} missing"
     for key in PRESENT:
@@ -114,11 +121,18 @@ def test_daemons_carry_the_required_directives(unit: str) -> None:
     assert unit_section["PartOf"] == ["machina.target"]
 
 
-def test_only_the_toolhost_may_create_namespaces() -> None:
+def test_only_the_units_that_start_sandboxes_may_create_namespaces() -> None:
     for unit in DAEMONS:
         namespaces = directives(UNIT_DIR / unit)["Service"]["RestrictNamespaces"]
-        expected = ["user mnt pid ipc uts net cgroup"] if unit == "machina-toolhost.service" else ["yes"]
+        expected = ["user mnt pid ipc uts net cgroup"] if unit in SANDBOXING else ["yes"]
         assert namespaces == expected, unit
+
+
+@pytest.mark.parametrize("unit", DAEMONS)
+def test_d2_each_unit_reads_only_its_own_secrets(unit: str) -> None:
+    files = directives(UNIT_DIR / unit)["Service"]["EnvironmentFile"]
+    own = [f"-/etc/machina/secrets/{SECRET_FILES[unit]}.env"] if unit in SECRET_FILES else []
+    assert files == ["-/etc/machina/machina.env", *own], unit
 
 
 @pytest.mark.parametrize("unit", DAEMONS)

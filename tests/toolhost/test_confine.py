@@ -1,4 +1,4 @@
-"""Paths under the root: component-by-component walking, no symlinks, no '..', the suite's directories kept out."""
+"""Paths under the root: component-by-component walking, no symlinks, no '..', only data/, reports/, work/."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_reads_relative_and_absolute_paths_inside(confined: ConfinedRoot, machin
         ("data/../data/a.txt", "'..' is not allowed"),
         ("/etc/passwd", "outside the working root"),
         ("data/missing.txt", "no such file"),
-        ("nodir/a.txt", "directory nodir does not exist"),
+        ("data/nodir/a.txt", "directory data/nodir does not exist"),
         ("data/a.txt/x", "data/a.txt is not a directory"),
         ("data", "not a regular file"),
         ("queue/inbox/x.json", "belongs to the suite"),
@@ -67,8 +67,8 @@ def test_symlinks_are_never_followed_at_any_step(confined: ConfinedRoot, machina
     (data / "to-file").symlink_to("a.txt")
     (data / "to-dir").symlink_to(".")
     (data / "out").symlink_to("/etc")
-    (machina_root / "alias").symlink_to("data")
-    for path in ("data/to-file", "data/to-dir/a.txt", "data/out/passwd", "alias/a.txt"):
+    (machina_root / "work").symlink_to("logs")  # an allowed name that is a link to a suite directory
+    for path in ("data/to-file", "data/to-dir/a.txt", "data/out/passwd", "work/a.txt"):
         with pytest.raises(PathRefused, match="symbolic link"):
             confined.open_read(path)
 
@@ -79,12 +79,66 @@ def test_a_fifo_is_refused_without_blocking(confined: ConfinedRoot, machina_root
         confined.open_read("data/pipe")
 
 
-def test_memory_and_logs_are_readable_but_not_writable(confined: ConfinedRoot, machina_root: Path) -> None:
-    (machina_root / "logs" / "run_1.jsonl").write_text("{}\n")
-    assert read(confined, "logs/run_1.jsonl") == b"{}\n"
-    for path in ("logs/run_2.jsonl", "memory/x.jsonl", "plugins/evil.py", "toolpacks/p/manifest.json", "goalpacks/g"):
-        with pytest.raises(PathRefused, match="belongs to the suite"):
-            confined.create_pending(path, overwrite=True, mkdirs=True)
+OUT_OF_REACH = [
+    ("policies/driver.py", "policies/ is not"),
+    ("logs/run_1.jsonl", "logs/ belongs to the suite"),
+    ("logs/machina-up.log", "logs/ belongs to the suite"),
+    ("memory/notes.jsonl", "memory/ belongs to the suite"),
+    ("plugins/evil.py", "plugins/ belongs to the suite"),
+    ("toolpacks/p/manifest.json", "toolpacks/ belongs to the suite"),
+    ("goalpacks/g/manifest.json", "goalpacks/ belongs to the suite"),
+    ("etc/machina.env", "etc/ is not"),
+    ("app.log", "app.log/ is not"),
+    (".env", ".env/ is not"),
+    ("data/.env", "data/.env: .env is a hidden name"),
+    ("reports/.git/config", "reports/.git/config: .git is a hidden name"),
+]
+
+
+def plant(machina_root: Path) -> None:
+    """A file at every place of OUT_OF_REACH, so a refusal cannot be a missing file."""
+    for path, _ in OUT_OF_REACH:
+        target = machina_root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("secret\n")
+
+
+@pytest.mark.parametrize("path, reason", OUT_OF_REACH)
+def test_d1_writes_reach_only_data_reports_and_work(
+    confined: ConfinedRoot, machina_root: Path, path: str, reason: str
+) -> None:
+    plant(machina_root)
+    with pytest.raises(PathRefused, match=reason) as refused:
+        confined.create_pending(path, overwrite=True, mkdirs=True)
+    if "hidden" not in reason:
+        assert "tools may write only under data/, reports/, work/" in str(refused.value)
+    assert (machina_root / path).read_text() == "secret\n"
+
+
+def test_d1_the_writable_directories_take_writes(confined: ConfinedRoot, machina_root: Path) -> None:
+    for path in ("data/new.txt", "reports/r/summary.md", "work/scratch/x"):
+        assert write(confined, path, b"ok", mkdirs=True)["created"] is True
+        assert (machina_root / path).read_bytes() == b"ok"
+    with pytest.raises(PathRefused, match="names the directory work/ itself"):
+        confined.create_pending("work", overwrite=True, mkdirs=True)
+
+
+@pytest.mark.parametrize("path, reason", OUT_OF_REACH)
+def test_d3_reads_reach_only_data_reports_and_work(
+    confined: ConfinedRoot, machina_root: Path, path: str, reason: str
+) -> None:
+    plant(machina_root)
+    with pytest.raises(PathRefused, match=reason.replace("write", "read")) as refused:
+        confined.open_read(path)
+    if "hidden" not in reason:
+        assert "tools may read only under data/, reports/, work/" in str(refused.value)
+
+
+def test_d3_the_readable_directories_are_read(confined: ConfinedRoot, machina_root: Path) -> None:
+    for path in ("data/a.txt", "reports/r.md", "work/w.txt"):
+        (machina_root / path).parent.mkdir(exist_ok=True)
+        (machina_root / path).write_text("alpha")
+        assert read(confined, path) == b"alpha"
 
 
 def test_atomic_write_keeps_a_backup_and_never_clobbers_without_overwrite(
@@ -124,7 +178,7 @@ def test_mkdirs_creates_private_directories_but_not_through_links(confined: Conf
     with pytest.raises(PathRefused, match="symbolic link"):
         confined.create_pending("data/out/new/evil", overwrite=False, mkdirs=True)
     with pytest.raises(PathRefused, match="does not exist"):
-        confined.create_pending("nowhere/x", overwrite=False, mkdirs=False)
+        confined.create_pending("data/nowhere/x", overwrite=False, mkdirs=False)
 
 
 def test_a_symlink_target_is_not_replaced(confined: ConfinedRoot, machina_root: Path) -> None:

@@ -231,7 +231,19 @@ FILE_TRICKS = [
     ("AID.FILE.WRITE.v1", {"path": "data/etc-link/evil", "content": "x", "mkdirs": True}, "symbolic link"),
     ("AID.FILE.WRITE.v1", {"path": "../evil", "content": "x"}, "'..' is not allowed"),
     ("AID.REPORT_SUMMARY.v1", {"output_path": "data/etc-link/report.md", "findings": []}, "symbolic link"),
+    # D1: nothing the suite executes (the policy driver's scripts) is writable, by any file tool
+    ("AID.FILE.WRITE.v1", {"path": "policies/first_pending.py", "content": "x", "mkdirs": True}, "policies/ is not"),
+    ("AID.REPORT_SUMMARY.v1", {"output_path": "policies/p.py", "title": "import os"}, "policies/ is not writable"),
+    ("AID.FILE.WRITE.v1", {"path": "logs/machina-up.log", "content": "x"}, "logs/ belongs to the suite"),
+    # D3: other runs' logs, memory and the policies are not readable; nor is a dot-file
+    ("AID.FILE.READ.v1", {"path": "logs/machina-up.log"}, "logs/ belongs to the suite"),
+    ("AID.ERROR_SCAN.v1", {"input_path": "memory/notes.jsonl"}, "memory/ belongs to the suite"),
+    ("AID.FILE.READ.v1", {"path": "policies/first_pending.py"}, "policies/ is not readable"),
+    ("AID.FILE.READ.v1", {"path": "data/.hidden"}, ".hidden is a hidden name"),
 ]
+
+
+PLANTED = ("logs/machina-up.log", "memory/notes.jsonl", "policies/first_pending.py", "data/.hidden")
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +254,9 @@ def tricky_root(root: Path) -> Path:
             (data / name).symlink_to(target)
     if not (data / "fifo").exists():
         os.mkfifo(data / "fifo")
+    for planted in PLANTED:
+        (root / planted).parent.mkdir(exist_ok=True)
+        (root / planted).write_text("planted\n")
     return root
 
 
@@ -267,3 +282,4 @@ def test_file_tool_tricks_are_refused(
     assert "root:" not in json.dumps(reply.output)
     assert sorted(p.name for p in (tricky_root / "queue" / "inbox").iterdir()) == before
     assert Path("/etc/passwd").read_text().startswith("root:")
+    assert all((tricky_root / planted).read_text() == "planted\n" for planted in PLANTED)

@@ -97,9 +97,10 @@ def test_wildcard_lease_covers_any_tool_up_to_its_tier(store: LeaseStore) -> Non
     with pytest.raises(LeaseError, match=r"covers tier 2; AID\.SHELL\.EXEC\.v1 is tier 3"):
         store.consume(token, "AID.SHELL.EXEC.v1", 3)
     assert store.count() == 1, "refused for too high a tier: kept"
-    store.consume(token, "AID.NET.HTTP_GET.v1", 2)
+    spent = store.consume(token, "AID.NET.HTTP_GET.v1", 2)  # exactly its tier
+    assert (spent.aid, spent.tier) == ("*", 2)
     lower, _ = store.issue("*", 2, 30_000, issued_by=0)
-    store.consume(lower, "AID.FILE.WRITE.v1", 1)
+    assert store.consume(lower, "AID.FILE.WRITE.v1", 1).tier == 2  # below its tier
     assert store.count() == 0
 
 

@@ -27,7 +27,7 @@ from .conftest import needs_bwrap
 
 pytestmark = needs_bwrap
 Start = Callable[..., RunningToolhost]
-NOBODY = 65534
+PEER = 64056  # a second, ordinary uid: 65534 is refused in *_ALLOWED_UIDS (the overflow uid, D5)
 
 
 def raw(host: RunningToolhost, line: bytes) -> dict:
@@ -100,8 +100,8 @@ def shared_socket_dir() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def as_nobody(socket_path: str, *requests: dict) -> list[dict]:
-    """Send requests from a process running as uid 65534 (the system python: no Machina import needed)."""
+def as_peer(socket_path: str, *requests: dict) -> list[dict]:
+    """Send requests from a process running as uid PEER (the system python: no Machina import needed)."""
     program = (
         "import json, socket, sys\n"
         "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rwb', buffering=0)\n"
@@ -118,8 +118,8 @@ def as_nobody(socket_path: str, *requests: dict) -> list[dict]:
     )
     result = subprocess.run(
         ["/usr/bin/python3", "-I", "-c", program, socket_path, *map(json.dumps, requests)],
-        user=NOBODY,
-        group=NOBODY,
+        user=PEER,
+        group=PEER,
         extra_groups=[],
         capture_output=True,
         text=True,
@@ -135,8 +135,8 @@ def test_a_peer_of_another_uid_is_refused(machina_root: Path, shared_socket_dir:
     path = os.path.join(shared_socket_dir, "toolhost.sock")
     with running_toolhost(str(machina_root), socket_path=path) as host:
         os.chmod(path, 0o666)  # the socket's mode is not what keeps this peer out: SO_PEERCRED is
-        replies = as_nobody(path, {"aid": "AID.NOOP.v1", "inputs": {}}, {"op": "_ping"})
-        assert replies[0]["status"] == "forbidden" and "peer uid 65534 is not allowed" in replies[0]["error"]
+        replies = as_peer(path, {"aid": "AID.NOOP.v1", "inputs": {}}, {"op": "_ping"})
+        assert replies[0]["status"] == "forbidden" and f"peer uid {PEER} is not allowed" in replies[0]["error"]
         assert replies[1] == {"closed": True}
         assert "refused peer" in host.log()
 
@@ -144,10 +144,10 @@ def test_a_peer_of_another_uid_is_refused(machina_root: Path, shared_socket_dir:
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs a client as another uid")
 def test_an_allowed_peer_may_call_tools_but_not_issue_leases(machina_root: Path, shared_socket_dir: str) -> None:
     path = os.path.join(shared_socket_dir, "toolhost.sock")
-    env = {"MACHINA_TOOLHOST_ALLOWED_UIDS": str(NOBODY)}
+    env = {"MACHINA_TOOLHOST_ALLOWED_UIDS": str(PEER)}
     with running_toolhost(str(machina_root), env=env, socket_path=path) as host:
         os.chmod(path, 0o666)
-        call, issue, gc = as_nobody(
+        call, issue, gc = as_peer(
             path,
             {"aid": "AID.NOOP.v1", "inputs": {}},
             {"op": "_lease.issue", "aid": "*", "tier": 3, "ttl_ms": 60000},
@@ -162,11 +162,11 @@ def test_an_allowed_peer_may_call_tools_but_not_issue_leases(machina_root: Path,
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs a client as another uid")
 def test_a_configured_admin_uid_may_issue_leases(machina_root: Path, shared_socket_dir: str) -> None:
     path = os.path.join(shared_socket_dir, "toolhost.sock")
-    env = {"MACHINA_TOOLHOST_ALLOWED_UIDS": str(NOBODY), "MACHINA_TOOLHOST_ADMIN_UIDS": str(NOBODY)}
+    env = {"MACHINA_TOOLHOST_ALLOWED_UIDS": str(PEER), "MACHINA_TOOLHOST_ADMIN_UIDS": str(PEER)}
     with running_toolhost(str(machina_root), env=env, socket_path=path) as host:
         os.chmod(path, 0o666)
-        (issued,) = as_nobody(path, {"op": "_lease.issue", "aid": "AID.SHELL.EXEC.v1", "tier": 3, "ttl_ms": 60000})
-        assert issued["status"] == "ok" and issued["output"]["issued_by"] == NOBODY
+        (issued,) = as_peer(path, {"op": "_lease.issue", "aid": "AID.SHELL.EXEC.v1", "tier": 3, "ttl_ms": 60000})
+        assert issued["status"] == "ok" and issued["output"]["issued_by"] == PEER
         reply = host.client.call("AID.SHELL.EXEC.v1", {"cmd": ["true"]}, lease_token=issued["output"]["lease_token"])
         assert reply.ok
 
@@ -218,7 +218,7 @@ def test_lease_matrix(toolhost: Start) -> None:
 
 def test_lease_enforce_needs_a_lease_even_where_the_mode_allows(toolhost: Start) -> None:
     client = toolhost(MACHINA_PERMISSION_MODE="open", MACHINA_LEASE_ENFORCE="1").client
-    write = ("AID.FILE.WRITE.v1", {"path": "note.txt", "content": "x"})
+    write = ("AID.FILE.WRITE.v1", {"path": "work/note.txt", "content": "x", "mkdirs": True})
     assert client.call(*write).status == toolapi.LEASE_REQUIRED
     assert client.call("AID.NOOP.v1", {}).ok, "tier 0 needs no lease"
     token = client.issue_lease("AID.FILE.WRITE.v1", 1, 60_000)["lease_token"]
@@ -255,10 +255,14 @@ def test_lease_gc(toolhost: Start) -> None:
         ("open", "*=ask,AID.NOOP.v1=allow", "AID.FILE.READ.v1", "approval_required"),
     ],
 )
-def test_mode_matrix_through_the_socket(toolhost: Start, mode: str, overrides: str, aid: str, expected: str) -> None:
+def test_mode_matrix_through_the_socket(
+    toolhost: Start, machina_root: Path, mode: str, overrides: str, aid: str, expected: str
+) -> None:
+    (machina_root / "data").mkdir(exist_ok=True)
+    (machina_root / "data" / "seen.txt").write_text("seen")
     inputs = {
-        "AID.FILE.WRITE.v1": {"path": "m.txt", "content": "x", "overwrite": True},
-        "AID.FILE.READ.v1": {"path": "toolhost-test.log"},
+        "AID.FILE.WRITE.v1": {"path": "data/m.txt", "content": "x", "overwrite": True},
+        "AID.FILE.READ.v1": {"path": "data/seen.txt"},
         "AID.SHELL.EXEC.v1": {"cmd": ["true"]},
     }[aid]
     client = toolhost(MACHINA_PERMISSION_MODE=mode, MACHINA_PERMISSION_OVERRIDES=overrides).client

@@ -119,7 +119,7 @@ def test_file_write_is_atomic_with_a_backup(shared: RunningToolhost) -> None:
     assert second.output["backup"] == "data/out/new.txt.bak"
     assert (data / "out" / "new.txt").read_text() == "v2" and (data / "out" / "new.txt.bak").read_text() == "v1"
     assert sorted(p.name for p in (data / "out").iterdir()) == ["new.txt", "new.txt.bak"]
-    nodir = client.call("AID.FILE.WRITE.v1", {"path": "nowhere/x.txt", "content": "x"})
+    nodir = client.call("AID.FILE.WRITE.v1", {"path": "data/nowhere/x.txt", "content": "x"})
     assert "does not exist" in nodir.error
 
 

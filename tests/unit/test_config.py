@@ -261,3 +261,25 @@ def test_template_lists_every_variable_commented_out() -> None:
     from machina.config.envfile import parse_env_text
 
     assert parse_env_text(text) == []  # everything is commented: installing it changes nothing
+
+
+def test_d1_the_policy_script_root_defaults_outside_the_root_and_never_where_jobs_write(tmp_path) -> None:
+    root = tmp_path / "root"
+    cfg = load({"MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": str(root)})
+    assert cfg["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"] == "/etc/machina/policies"
+    for scripts in (root / "data" / "policies", root / "work", root, tmp_path):
+        error = error_of({"MACHINA_ROOT": str(root), "MACHINA_POLICY_ALLOWED_SCRIPT_ROOT": str(scripts)})
+        assert "which jobs may write" in error, scripts
+    fine = {"MACHINA_ROOT": str(root), "MACHINA_POLICY_ALLOWED_SCRIPT_ROOT": str(root / "policies")}
+    assert load({"MACHINA_ENV_FILE": "/dev/null", **fine})["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"] == str(
+        fine["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"]
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["MACHINA_TOOLHOST_ALLOWED_UIDS", "MACHINA_TOOLHOST_ADMIN_UIDS", "MACHINA_EMBED_ALLOWED_UIDS"]
+)
+def test_d5_the_overflow_uid_is_refused_as_a_peer(name: str) -> None:
+    error = error_of({name: "1000,65534"})
+    assert f"{name}='1000,65534'" in error and "overflow uid" in error and "PrivateUsers=yes" in error
+    assert load({name: "1000, 64056"})[name] == ("1000", "64056")

@@ -10,6 +10,8 @@ the child does to itself before the engine sees the job:
 ``garbage``    answer with a message that is not JSON
 ``exit``       exit with status 3
 ``slow``       sleep ``fault_s`` seconds (default 1), then run the job normally
+``leave``      start the same two sleepers as ``hang``, record the pids, then run the job normally (and
+               leave them behind when the child retires)
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ def fault(message: dict[str, Any]) -> None:
     elif kind == "pause":
         _record(message, [os.getpid()])
         time.sleep(120)
-    elif kind == "hang":
+    elif kind in ("hang", "leave"):
         same_group = subprocess.Popen(["sleep", "300"])
         own_session = subprocess.Popen(["sleep", "300"], start_new_session=True)
         _record(message, [os.getpid(), same_group.pid, own_session.pid])
-        time.sleep(3600)
+        if kind == "hang":
+            time.sleep(3600)
     elif kind == "garbage":
         os.write(FD, struct.pack("!i", 8) + b"not json")
         time.sleep(120)

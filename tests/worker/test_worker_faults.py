@@ -92,6 +92,18 @@ def test_a_hung_job_is_killed_at_the_timeout_with_everything_it_started(suite: S
     assert_lives_on(suite, faulty)
 
 
+def test_d15_a_retired_child_leaves_nothing_behind(suite: Suite) -> None:
+    worker = suite.start_worker(faulty=True, MACHINA_WORKER_CHILD_MAX_JOBS="1", MACHINA_WORKER_CONCURRENCY="1")
+    name = suite.enqueue(NOOP, fault="leave")
+    (child, same_group, own_session) = suite.fault_pids(name, 1)
+    job = suite.wait_state(name, "done")
+    assert [(e["attempt"], e["status"]) for e in job.results] == [(1, "done")]
+    # The child is retired after its one job; what it started dies with it, in its group or not.
+    for pid in (child, same_group, own_session):
+        wait_for(lambda pid=pid: not pid_alive(pid), 10, f"process {pid} to be gone")
+    assert worker.stop() == 0, worker.text()
+
+
 def test_the_log_names_the_job_and_the_cause(suite: Suite, faulty: Worker) -> None:
     name = suite.enqueue(NOOP, fault="segv")
     suite.wait_state(name, "dlq")

@@ -8,14 +8,21 @@ Before every run:
   path's basename must be in MACHINA_POLICY_ALLOWED_EXE (``python3`` also admits a versioned
   ``python3.11``: Debian's python3 is a link to it);
 - the script is resolved to its canonical path (relative paths are relative to MACHINA_ROOT) and must be a
-  regular file under the canonical MACHINA_POLICY_ALLOWED_SCRIPT_ROOT (default ``$MACHINA_ROOT/policies``),
-  so a symlink out of the root is refused; interpreter options before it (``python3 -c ...``) are refused;
+  regular file under the canonical MACHINA_POLICY_ALLOWED_SCRIPT_ROOT (default ``/etc/machina/policies``,
+  outside MACHINA_ROOT, where no job can write), so a symlink out of the root is refused; interpreter
+  options before it (``python3 -c ...``) are refused;
 - the canonical paths, not the configured ones, are what is executed.
 
-The payload goes into a 0600 file in a private 0700 temporary directory, whose path is the last argument.
-The driver runs with no shell, a cleared environment (PATH, LANG, HOME and TMPDIR pointing at that private
-directory), the MACHINA_POLICY_RLIMIT_* limits, MACHINA_POLICY_TIMEOUT_MS (the whole process group is
-killed on expiry) and MACHINA_POLICY_STDOUT_MAX (more output than that is a failure, not a truncation).
+The driver runs in the sandbox every tool runs in (:func:`machina.sandbox.sandboxed_run`, the ``net``
+seccomp profile and the host's network, since a driver may ask a model over HTTP): its own mount, pid, ipc
+and uts namespaces, a fresh root that shows the system read-only plus exactly what it needs -- the script
+root, the interpreter's installation, Machina's Python paths (a driver may import ``machina.llm``) and the
+payload -- and nothing of MACHINA_ROOT; a cleared environment (PATH, LANG, HOME and TMPDIR on the
+sandbox's private /tmp); the MACHINA_POLICY_RLIMIT_* limits (RLIMIT_NPROC counts the sandbox's own tasks:
+see :mod:`machina.sandbox.launch`); and, when the worker is root, the tool uid.  The payload goes into a
+0600 file in a private 0700 temporary directory (owned by the uid the driver runs as), whose path is the
+last argument.  MACHINA_POLICY_TIMEOUT_MS kills the whole sandbox on expiry, and
+MACHINA_POLICY_STDOUT_MAX is a failure, not a truncation, when exceeded.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from machina.audit.canonical import canonical
 from machina.fsutil import PRIVATE_FILE
-from machina.proc import Rlimits, run_bounded
+from machina.proc import Rlimits
+from machina.sandbox.launch import python_paths
+from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable, resolve_policy, verify
+from machina.sandbox.run import sandboxed_run
 
 if TYPE_CHECKING:
     from machina.config import Config
@@ -69,6 +79,7 @@ class DriverSettings:
     allowed_exe: tuple[str, ...]
     script_root: str
     base_dir: str  # relative script paths are relative to this (MACHINA_ROOT)
+    sandbox: SandboxPolicy
     rlimits: Rlimits = field(default_factory=Rlimits)
 
     @classmethod
@@ -82,8 +93,9 @@ class DriverSettings:
             timeout_s=cfg["MACHINA_POLICY_TIMEOUT_MS"] / 1000,
             stdout_max=cfg["MACHINA_POLICY_STDOUT_MAX"],
             allowed_exe=tuple(cfg["MACHINA_POLICY_ALLOWED_EXE"]),
-            script_root=cfg["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"] or os.path.join(root_path, "policies"),
+            script_root=cfg["MACHINA_POLICY_ALLOWED_SCRIPT_ROOT"],
             base_dir=root_path,
+            sandbox=verify(cfg, resolve_policy(cfg)),
             rlimits=Rlimits(
                 cpu_sec=cfg["MACHINA_POLICY_RLIMIT_CPU_SEC"],
                 as_mb=cfg["MACHINA_POLICY_RLIMIT_AS_MB"],
@@ -92,6 +104,10 @@ class DriverSettings:
                 nproc=cfg["MACHINA_POLICY_RLIMIT_NPROC"],
             ),
         )
+
+
+def _within(path: str, directory: str) -> bool:
+    return os.path.commonpath([directory, path]) == directory
 
 
 def exe_allowed(canonical_path: str, allowed: tuple[str, ...]) -> bool:
@@ -131,6 +147,28 @@ class PolicyDriver:
             )
         return canonical_path
 
+    def _write_payload(self, private: str, payload: dict[str, Any]) -> str:
+        """The payload in a 0600 file of a 0700 directory, both owned by the uid the driver runs as."""
+        path = os.path.join(private, "payload.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(canonical(payload))
+        sandbox = self.settings.sandbox
+        if sandbox.drops_privileges:
+            assert sandbox.tool_uid is not None and sandbox.tool_gid is not None
+            for owned in (private, path):
+                os.chown(owned, sandbox.tool_uid, sandbox.tool_gid)
+        return path
+
+    def _visible(self, exe: str, private: str) -> list[str]:
+        """What the sandbox shows read-only: scripts, the interpreter's installation, Machina, the payload."""
+        scripts = os.path.realpath(self.settings.script_root)
+        paths = [scripts, *python_paths(), private]
+        installation = os.path.dirname(os.path.dirname(exe))  # /opt/python3.12/bin/python3 -> /opt/python3.12
+        if not _within(exe, scripts) and not _within(os.path.realpath(self.settings.base_dir), installation):
+            paths.append(installation)  # never MACHINA_ROOT, nor a directory holding it
+        return paths
+
     def _check_script(self, path: str) -> None:
         root = os.path.realpath(self.settings.script_root)
         canonical_path = os.path.realpath(path)
@@ -144,25 +182,25 @@ class PolicyDriver:
     def run(self, payload: dict[str, Any]) -> str:
         """The driver's stdout for ``payload``; PolicyFailure for every way it can fail."""
         argv = self.resolve()
+        sandbox = self.settings.sandbox
         private = tempfile.mkdtemp(prefix="machina-policy-")  # 0700
         try:
-            path = os.path.join(private, "payload.json")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(canonical(payload))
-            env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": private, "TMPDIR": private}
+            path = self._write_payload(private, payload)
             try:
-                result = run_bounded(
+                result = sandboxed_run(
                     [*argv, path],
-                    env=env,
-                    cwd=private,
+                    policy=sandbox,
+                    profile="net",
+                    network=True,
                     timeout_s=self.settings.timeout_s,
                     stdout_max=self.settings.stdout_max,
                     stderr_max=STDERR_MAX,
                     rlimits=self.settings.rlimits,
+                    ro_paths=self._visible(argv[0], private),
                 )
-            except OSError as exc:
-                raise PolicyFailure(START_FAILED, f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+            except (OSError, SandboxUnavailable) as exc:
+                detail = getattr(exc, "strerror", None) or exc
+                raise PolicyFailure(START_FAILED, f"cannot start {argv[0]}: {detail}") from None
         finally:
             shutil.rmtree(private, ignore_errors=True)
         if result.stderr:

@@ -1,0 +1,50 @@
+"""machina.proctree: the one process-tree helper and the one idempotent group kill (D11 of issue 11)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from machina.proctree import child_pids, kill_group, process_group
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "300"], start_new_session=True)
+
+
+def test_d11_kill_group_never_signals_a_collected_pid() -> None:
+    first, bystander = sleeper(), sleeper()
+    try:
+        kill_group(first)
+        assert first.wait(10) == -9
+        # The kernel may hand a collected pid to a new process: say it did, to the bystander's group leader.
+        first.pid = bystander.pid
+        kill_group(first)  # a second kill of the same executor, or one after the reaper ran
+        assert bystander.poll() is None, "the bystander was signalled through a reused pid"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_kill_group_reaches_every_member_of_the_group() -> None:
+    script = "sleep 300 & echo $!; wait"
+    leader = subprocess.Popen(["sh", "-c", script], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None
+    member = int(leader.stdout.readline())
+    assert process_group(member) == leader.pid
+    assert member in child_pids(leader.pid)
+    kill_group(leader)
+    leader.wait(10)
+    leader.stdout.close()
+    deadline = time.monotonic() + 10  # killed at once; init collects it when it gets to it
+    while _alive(member):
+        assert time.monotonic() < deadline, f"group member {member} survived the group kill"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
