@@ -126,11 +126,19 @@ class Session:
     # --- the API front ends use --------------------------------------------------------------------------
 
     def send(self, text: str) -> Iterator[ev.Event]:
-        """Answer one message: the events of the turn, ending with exactly one :class:`~events.Done`."""
+        """Answer one message: the events of the turn, ending with exactly one :class:`~events.Done`.
+
+        The turn starts when the first event is asked for; :meth:`cancel` applies to it from this call on.
+        """
+        if self._busy.locked():
+            raise RuntimeError("a turn is already running in this session")
+        self._cancel = threading.Event()
+        return self._locked_turn(text)
+
+    def _locked_turn(self, text: str) -> Iterator[ev.Event]:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a turn is already running in this session")
         try:
-            self._cancel = threading.Event()
             yield from self._turn(text)
         finally:
             self._busy.release()
