@@ -33,7 +33,7 @@ import queue
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,9 @@ from machina import toolapi
 from machina.agent import events as ev
 from machina.agent import routes
 from machina.agent.approval import ALLOW_ONCE, ApprovalRequest
+from machina.agent.config_change import PROPOSABLE
 from machina.agent.distill import Rule, distilled_route
+from machina.agent.driven import Driver, _NoDriver, driven_turn
 from machina.agent.experience import Experience, record
 from machina.agent.history import History
 from machina.agent.limits import Limits
@@ -109,9 +111,19 @@ class Session:
         clock: Clock = SYSTEM_CLOCK,
         stream: bool = True,
         no_model_reason: str = "no model is configured",
+        driver: Driver | None = None,
+        backend_factory: Callable[[dict[str, Any]], Backend] | None = None,
     ) -> None:
-        """``backend`` None means no model at all (only the fast path and the fallback answer)."""
+        """``backend`` None means no model at all (only the fast path and the fallback answer).
+
+        ``driver``: an external chat driver (MACHINA_CHAT_CMD) does the intent and summary phases instead.
+        ``backend_factory(overrides)``: how to reopen the backend when a human confirms a model's proposal
+        to change backend, model or temperature.
+        """
         self.backend = backend
+        self.driver = driver
+        self.backend_factory = backend_factory
+        self.overrides: dict[str, Any] = {}
         self.toolbox = Toolbox(toolhost)
         self.limits = limits
         self.memory_dir = memory_dir
@@ -184,10 +196,49 @@ class Session:
             turn.intent = "distilled" if route.rule.startswith("distilled:") else "fast_path"
             yield from self._routed(turn, route)
             return
+        if self.driver is not None:
+            try:
+                yield from driven_turn(self, turn, self.driver)
+            except _NoDriver as exc:
+                yield ev.Error(str(exc))
+                yield from self._fallback(turn, str(exc)[:200])
+            return
         if self.backend is None:
             yield from self._fallback(turn, self.no_model_reason)
             return
         yield from self._pulse(turn)
+
+    def driver_request(self, text: str) -> dict[str, Any]:
+        """The parts of a chat driver request every mode shares (AGENT.md section 1)."""
+        conversation = [
+            {"role": m.role, "content": m.content}
+            for m in self.history.messages
+            if m.role in ("user", "assistant") and m.content
+        ]
+        tools = [{"aid": t.aid, "name": t.name, "tags": list(t.tags)} for t in self.toolbox.tools.values()]
+        backend = self.backend
+        return {
+            "user_message": text,
+            "conversation": conversation,
+            "available_tools": tools,
+            "available_goals": [],
+            "session": {
+                "backend": self.overrides.get("backend", backend.name if backend else None),
+                "model": self.overrides.get("model", backend.model if backend else None),
+                "temperature": self.overrides.get("temperature"),
+                "history_digest": self.history.digest_text(),
+            },
+        }
+
+    def apply_overrides(self, changes: dict[str, Any]) -> None:
+        """Apply a backend/model/temperature change a human confirmed (nothing else can be changed)."""
+        self.overrides.update({k: v for k, v in changes.items() if k in PROPOSABLE})
+        if self.driver is not None:
+            self.driver.apply(self.overrides)
+        if self.backend_factory is not None:
+            old, self.backend = self.backend, self.backend_factory(dict(self.overrides))
+            if old is not None:
+                old.close()
 
     def _shortcut(self, text: str) -> routes.Route | None:
         """A fast-path or distilled route to a tool that is offered, read-only and allowed without asking."""

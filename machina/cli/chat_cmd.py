@@ -20,8 +20,11 @@ import click
 from machina.agent import Limits, Session, distill_rules, recent_experiences
 from machina.agent import events as ev
 from machina.agent.approval import ApprovalRequest
+from machina.agent.config_change import ConfigProposal
+from machina.agent.driver import BACKEND_VARIABLES, SHARED_VARIABLES, ExternalDriver
 from machina.cli.chat_render import JsonRenderer, TextRenderer, approval_text
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
+from machina.config import Config, ConfigError
 from machina.exitcodes import ExitCode
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.llm import open_backend
@@ -96,7 +99,22 @@ def chat(
         # the events already say what went wrong; log lines would only interleave with the conversation
         logging.getLogger().setLevel(max(logging.ERROR, logging.getLogger().level))
     machina_root = open_root(cfg)
-    model_backend = open_backend(cfg, backend=backend, model=model)
+    driver = chat_driver(cfg, machina_root.path)
+    try:
+        model_backend: Any = open_backend(cfg, backend=backend, model=model)
+    except ConfigError:
+        if driver is None:
+            raise
+        model_backend = None  # the driver has its own settings; nothing in-process needs a model
+
+    def reopen(overrides: dict[str, Any]) -> Any:
+        return open_backend(
+            cfg,
+            backend=overrides.get("backend", backend),
+            model=overrides.get("model", model),
+            temperature=overrides.get("temperature"),
+        )
+
     client = ToolhostClient(
         socket_path or machina_root.socket_path("toolhost"), timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"])
     )
@@ -109,6 +127,8 @@ def chat(
         memory_dir=machina_root.memory,
         rules=distill_rules(recent_experiences(machina_root.memory)),
         stream=sys.stdout.isatty() and not as_json,
+        driver=driver,
+        backend_factory=reopen if driver is None else None,
     )
     app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human)
     try:
@@ -118,8 +138,19 @@ def chat(
             return app.repl(history_file if history_file is not None else default_history_file())
         return app.lines(sys.stdin)
     finally:
-        model_backend.close()
+        if session.backend is not None:
+            session.backend.close()
         client.close()
+
+
+def chat_driver(cfg: Config, root_path: str) -> ExternalDriver | None:
+    """The external chat driver MACHINA_CHAT_CMD names, or None (the in-process driver)."""
+    argv = cfg["MACHINA_CHAT_CMD"]
+    if not argv:
+        return None
+    names = (*SHARED_VARIABLES, *(n for names in BACKEND_VARIABLES.values() for n in names))
+    settings = {name: str(cfg[name]) for name in names if cfg[name] is not None}
+    return ExternalDriver(argv, settings, cfg["MACHINA_CHAT_TIMEOUT_MS"] / 1000.0, cwd=root_path)
 
 
 class ChatApp:
@@ -195,6 +226,8 @@ class ChatApp:
                 self.renderer.show(event)
                 if isinstance(event, ev.ApprovalNeeded):
                     self.ask(event.request)
+                if isinstance(event, ev.ConfigProposed):
+                    self.confirm(event.proposal)
                 if isinstance(event, ev.Done):
                     return event
         finally:
@@ -237,6 +270,21 @@ class ChatApp:
                     approval_text(request) + "a yes lets exactly this call run once; the same call later asks again\n"
                 )
         request.deny()
+
+    def confirm(self, proposal: ConfigProposal) -> None:
+        """A model's proposal to change backend, model or temperature applies only on a person's yes."""
+        sys.stderr.write(f"\nthe model proposes to change: {proposal.changes}\n")
+        if not self.human:
+            sys.stderr.write("no one at a terminal to confirm it: not applied\n")
+            proposal.decline()
+            return
+        sys.stderr.write(f"apply it? [y]es / [n]o ({proposal.seconds_left():.0f}s): ")
+        sys.stderr.flush()
+        answer = _read_line(proposal.seconds_left(), lambda: self._interrupted)
+        if answer is not None and answer.strip().lower() in ("y", "yes"):
+            proposal.confirm()
+        else:
+            proposal.decline()
 
     # --- slash commands -----------------------------------------------------------------------------------
 

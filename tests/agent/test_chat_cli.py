@@ -216,3 +216,20 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
     finally:
         code = term.close()
     assert code == 0
+
+
+def test_chat_with_the_earlier_chat_cmd_setting_runs_the_driver_program(
+    toolhost: Any, fake_llm: Any, agent_root: Path
+) -> None:
+    toolhost()
+    action = {
+        "type": "action",
+        "actions": [{"kind": "tool", "aid": SCAN_CALL["aid"], "inputs": SCAN_CALL["arguments"]}],
+        "needs_summary": True,
+    }
+    fake = fake_llm([{"json": action}, {"json": {"content": "Two errors found."}}])
+    settings = backend_settings("oai_compat", fake.base_url, MACHINA_CHAT_CMD="machina-chat-driver")
+    done = chat(agent_root, settings, "--once", "scan data/app.log for ERROR")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Two errors found.\n"
+    assert len(fake.chat_requests) == 2
