@@ -3,18 +3,22 @@
 intent -> (reply | action | config); action -> execute each (the session's checks, approvals and toolhost)
 -> summary (when the intent asked for one) or continue -> (done | action | continue) ...  The same limits
 end it as the in-process loop: cycles (one per driver call), budget, cancel, repeated calls, errors.
-Goals are not run from a chat turn: a goal action gets a failed result saying so.
+Goal actions run through the goal engine (machina.agent.goals), approvals put to the human as for tools.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from machina.agent import events as ev
+from machina.agent.approval import ALLOW_ONCE, DENY, ApprovalRequest
 from machina.agent.config_change import proposal_from
 from machina.agent.driver import DriverError
+from machina.exitcodes import MachinaError
+from machina.ipc.jsonlines import ServiceUnavailable
 from machina.llm.types import Message, ToolCall
 
 if TYPE_CHECKING:
@@ -100,9 +104,10 @@ def _act(
         if session._cancel.is_set():
             raise _Stop(ev.CANCELLED)
         label = str(action.get("aid") or action.get("goal_id"))[:200]
-        if action["kind"] != "tool":
-            yield ev.Error(f"goal {label}: goals are not run from a chat turn; use machina run or enqueue")
-            results.append({"label": label, "success": False, "duration_ms": 0, "artifacts": []})
+        if action["kind"] == "goal":
+            outcome = yield from _goal(session, turn, action)
+            turn.errors_in_row = 0 if outcome["success"] else turn.errors_in_row + 1
+            results.append({"label": label, **outcome})
             continue
         call = ToolCall(f"act_{secrets.token_hex(4)}", action["aid"], dict(action.get("inputs") or {}))
         key = _call_key(call)
@@ -125,6 +130,70 @@ def _act(
         if turn.errors_in_row >= session.limits.error_limit:
             raise _Stop(ev.ERRORS, f"{turn.errors_in_row} failed tool calls in a row")
     return results
+
+
+def _goal(session: Session, turn: _Turn, action: dict[str, Any]) -> Generator[ev.Event, None, dict[str, Any]]:
+    """Run a goal through the engine; calls it needs approved are asked about, then it runs once more."""
+    goal_id, inputs = action["goal_id"], dict(action.get("inputs") or {})
+    call_id = f"goal_{secrets.token_hex(4)}"
+    if session.goals is None or goal_id not in session.goals.goal_ids():
+        why = "goals are not available in this session" if session.goals is None else f"there is no goal {goal_id!r}"
+        yield ev.ToolResult(call_id, goal_id[:200], False, "refused", why)
+        return {"success": False, "status": "refused", "error": why, "duration_ms": 0, "artifacts": []}
+    tags = [str(t) for t in action.get("candidate_tags") or []]
+    yield ev.ToolStarted(call_id, goal_id, inputs)
+    outcome = session.goals.run(goal_id, inputs, tags, turn.request_id)
+    if outcome.asked:
+        leases = yield from _goal_leases(session, turn, call_id, goal_id, outcome.asked)
+        if leases:
+            outcome = session.goals.run(goal_id, inputs, tags, turn.request_id, leases=leases)
+    error = "" if outcome.ok else f"{outcome.status} ({outcome.reason})"
+    yield ev.ToolResult(call_id, goal_id, outcome.ok, outcome.status, error, json.dumps(outcome.summary)[:300])
+    turn.used(goal_id, outcome.ok)
+    return {
+        "success": outcome.ok,
+        "status": outcome.status,
+        "error": error,
+        "output": outcome.summary,
+        "duration_ms": 0,
+        "artifacts": [],
+    }
+
+
+def _goal_leases(
+    session: Session, turn: _Turn, call_id: str, goal_id: str, asked: list[dict[str, Any]]
+) -> Generator[ev.Event, None, list[dict[str, str]]]:
+    """One lease per asked call, each only on a timely yes; any no (or inputs too long to show) is none at all."""
+    leases = []
+    for entry in asked:
+        aid, tier = str(entry["aid"]), int(entry["tier"])
+        if "inputs" not in entry:  # never ask a human to approve inputs they cannot see
+            yield ev.ApprovalDecided(call_id, aid, DENY, "the call's inputs are too long to show for approval")
+            return []
+        request = ApprovalRequest(
+            call_id,
+            aid,
+            tier,
+            dict(entry["inputs"]),
+            f"goal {goal_id} needs it approved",
+            session.clock,
+            session.limits.permission_timeout_s,
+        )
+        yield ev.ApprovalNeeded(request)
+        decision = request.decision()
+        if decision != ALLOW_ONCE:
+            yield ev.ApprovalDecided(call_id, aid, decision)
+            return []
+        try:
+            granted = session.toolbox.client.issue_lease(
+                aid, tier, session.limits.lease_ttl_ms, inputs_digest=str(entry["inputs_digest"])
+            )
+        except (MachinaError, ServiceUnavailable, OSError) as exc:
+            yield ev.ApprovalDecided(call_id, aid, decision, f"the approval could not be turned into a lease: {exc}")
+            return []
+        yield ev.ApprovalDecided(call_id, aid, decision, "a lease for this one call was issued")
+        leases.append({"aid": aid, "inputs_digest": str(entry["inputs_digest"]), "token": str(granted["lease_token"])})
+    return leases
 
 
 def _observation(results: list[dict[str, Any]]) -> str:

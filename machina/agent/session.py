@@ -45,6 +45,7 @@ from machina.agent.config_change import PROPOSABLE
 from machina.agent.distill import Rule, distilled_route
 from machina.agent.driven import Driver, _NoDriver, driven_turn
 from machina.agent.experience import Experience, record
+from machina.agent.goals import EngineGoals
 from machina.agent.history import History
 from machina.agent.limits import Limits
 from machina.agent.toolbox import REFUSED, Refusal, Toolbox, ToolhostLike, preview, result_for_model
@@ -113,6 +114,7 @@ class Session:
         no_model_reason: str = "no model is configured",
         driver: Driver | None = None,
         backend_factory: Callable[[dict[str, Any]], Backend] | None = None,
+        goals: EngineGoals | None = None,
     ) -> None:
         """``backend`` None means no model at all (only the fast path and the fallback answer).
 
@@ -123,6 +125,7 @@ class Session:
         self.backend = backend
         self.driver = driver
         self.backend_factory = backend_factory
+        self.goals = goals
         self.overrides: dict[str, Any] = {}
         self.toolbox = Toolbox(toolhost)
         self.limits = limits
@@ -221,7 +224,7 @@ class Session:
             "user_message": text,
             "conversation": conversation,
             "available_tools": tools,
-            "available_goals": [],
+            "available_goals": self.goals.goal_ids() if self.goals else [],
             "session": {
                 "backend": self.overrides.get("backend", backend.name if backend else None),
                 "model": self.overrides.get("model", backend.model if backend else None),

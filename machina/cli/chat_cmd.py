@@ -7,6 +7,7 @@ per message, and nobody is there to approve: every approval is refused.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -22,13 +23,14 @@ from machina.agent import events as ev
 from machina.agent.approval import ApprovalRequest
 from machina.agent.config_change import ConfigProposal
 from machina.agent.driver import BACKEND_VARIABLES, SHARED_VARIABLES, ExternalDriver
+from machina.agent.goals import EngineGoals
 from machina.cli.chat_render import JsonRenderer, TextRenderer, approval_text
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.config import Config, ConfigError
 from machina.exitcodes import ExitCode
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.llm import open_backend
-from machina.root import open_root
+from machina.root import Root, open_root
 from machina.toolhost.client import ToolhostClient, ToolhostError
 
 EXIT_BY_REASON = {
@@ -94,8 +96,6 @@ def chat(
     """
     cfg = bootstrap("machina chat", overrides_from(root), verbose=verbose)
     if not verbose:
-        import logging
-
         # the events already say what went wrong; log lines would only interleave with the conversation
         logging.getLogger().setLevel(max(logging.ERROR, logging.getLogger().level))
     machina_root = open_root(cfg)
@@ -129,6 +129,7 @@ def chat(
         stream=sys.stdout.isatty() and not as_json,
         driver=driver,
         backend_factory=reopen if driver is None else None,
+        goals=goal_engine(cfg, machina_root, client) if driver is not None else None,
     )
     app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human)
     try:
@@ -141,6 +142,18 @@ def chat(
         if session.backend is not None:
             session.backend.close()
         client.close()
+
+
+def goal_engine(cfg: Config, machina_root: Root, client: ToolhostClient) -> EngineGoals | None:
+    """The goal engine a driver's goal actions run in, as ``machina run`` builds it (None: packs broken)."""
+    from machina.engine import Engine
+    from machina.manifests.tools import ManifestError
+
+    try:
+        return EngineGoals(Engine.from_config(cfg, machina_root, client))
+    except ManifestError as exc:
+        logging.getLogger(__name__).error("goals are not available in this chat: %s", exc)
+        return None
 
 
 def chat_driver(cfg: Config, root_path: str) -> ExternalDriver | None:

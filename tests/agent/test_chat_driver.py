@@ -137,7 +137,7 @@ def test_a_driver_that_fails_its_first_call_leaves_the_fallback(
     assert other[-1].reason == ev.UNAVAILABLE
 
 
-def test_driver_contract_loop_continue_then_done_and_a_goal_is_not_run(
+def test_driver_contract_loop_continue_then_done_and_a_goal_without_an_engine_is_refused(
     toolhost: Any, tmp_path: Path, agent_root: Path, clock: Any
 ) -> None:
     driver = script_driver(
@@ -157,4 +157,59 @@ def test_driver_contract_loop_continue_then_done_and_a_goal_is_not_run(
     )
     events = run_turn(session_with(toolhost(), driver, agent_root, clock), "how is the machine and the goal?")
     assert of(events, ev.Reply)[0].text == "results: [false, true]"
-    assert "goals are not run from a chat turn" in of(events, ev.Error)[0].message
+    refused = of(events, ev.ToolResult)[0]
+    assert (refused.aid, refused.status) == ("goal.ERROR_SCAN.v1", "refused")
+    assert "goals are not available" in refused.error
+
+
+GOAL_DRIVER = """
+if request["mode"] == "intent":
+    goal = {"kind": "goal", "goal_id": "goal.ERROR_SCAN.v1",
+            "inputs": {"input_path": "data/app.log", "pattern": "ERROR", "report_path": "reports/chat.md"}}
+    print(json.dumps({"type": "action", "actions": [goal], "needs_summary": True}))
+else:
+    result = request["action_results"][0]
+    print(json.dumps({"content": "goal: " + json.dumps([result["success"], result.get("status")])}))
+"""
+
+
+def goal_session(host: Any, driver: ExternalDriver, root: Path, clock: Any) -> Session:
+    from machina.agent.goals import EngineGoals
+    from machina.config import load
+    from machina.engine import Engine
+    from machina.root import open_root
+
+    cfg = load({"MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": str(root)})
+    goals = EngineGoals(Engine.from_config(cfg, open_root(cfg), host.client))
+    limits = Limits(max_cycles=10, budget_s=600, permission_timeout_s=180)
+    return Session(None, host.client, limits, memory_dir=str(root / "memory"), clock=clock, driver=driver, goals=goals)
+
+
+def test_a_goal_action_runs_through_the_engine_with_its_run_log(
+    toolhost: Any, tmp_path: Path, agent_root: Path, clock: Any
+) -> None:
+    session = goal_session(toolhost(), script_driver(tmp_path, GOAL_DRIVER), agent_root, clock)
+    events = run_turn(session, "scan the log and write a report")
+    assert of(events, ev.Reply)[0].text == 'goal: [true, "done"]'
+    assert "ERROR disk full on /var" in (agent_root / "reports" / "chat.md").read_text()
+    assert list((agent_root / "logs").glob("run_*.jsonl"))
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_a_goal_whose_report_needs_approval_runs_again_only_with_a_yes(
+    allow: bool, toolhost: Any, tmp_path: Path, agent_root: Path, clock: Any
+) -> None:
+    session = goal_session(toolhost("supervised"), script_driver(tmp_path, GOAL_DRIVER), agent_root, clock)
+
+    def answer(event: Any) -> None:
+        if isinstance(event, ev.ApprovalNeeded):
+            assert event.request.aid == "AID.REPORT_SUMMARY.v1" and "findings" in event.request.inputs
+            event.request.allow_once() if allow else event.request.deny()
+
+    events = run_turn(session, "scan the log and write a report", answer)
+    assert len(of(events, ev.ApprovalNeeded)) == 1
+    report = agent_root / "reports" / "chat.md"
+    if allow:
+        assert of(events, ev.Reply)[0].text == 'goal: [true, "done"]' and report.exists()
+    else:
+        assert of(events, ev.Reply)[0].text == 'goal: [false, "asked"]' and not report.exists()
