@@ -40,7 +40,7 @@ from typing import Any
 from machina import toolapi
 from machina.agent import events as ev
 from machina.agent import routes
-from machina.agent.approval import ALLOW_ONCE, ApprovalRequest
+from machina.agent.approval import ALLOW_ONCE, DENY, ApprovalRequest
 from machina.agent.config_change import PROPOSABLE
 from machina.agent.distill import Rule, distilled_route
 from machina.agent.driven import Driver, _NoDriver, driven_turn
@@ -429,14 +429,27 @@ class Session:
         if decision != ALLOW_ONCE:
             yield ev.ApprovalDecided(call_id, aid, decision)
             return ToolReply(ok=False, status=toolapi.DENIED, error=f"not approved by a human ({decision})")
+        approved = request.approved_inputs()
+        edited = approved != inputs
+        if edited:
+            try:
+                self.toolbox.check(aid, approved)
+            except Refusal as exc:
+                yield ev.ApprovalDecided(call_id, aid, DENY, f"the edited inputs are refused: {exc}")
+                return ToolReply(ok=False, status=toolapi.DENIED, error=f"the human's edited inputs are refused: {exc}")
         try:
-            lease = self.toolbox.client.issue_lease(aid, tier, self.limits.lease_ttl_ms, inputs=inputs)
+            lease = self.toolbox.client.issue_lease(aid, tier, self.limits.lease_ttl_ms, inputs=approved)
         except (MachinaError, ServiceUnavailable, OSError) as exc:
             detail = f"the approval could not be turned into a lease: {exc}"
             yield ev.ApprovalDecided(call_id, aid, decision, detail)
             return ToolReply(ok=False, status=toolapi.DENIED, error=detail)
-        yield ev.ApprovalDecided(call_id, aid, decision, "a lease for this one call was issued")
-        return self.toolbox.call(aid, inputs, request_id=turn.request_id, lease_token=str(lease["lease_token"]))
+        note = "with inputs the human edited" if edited else "a lease for this one call was issued"
+        yield ev.ApprovalDecided(call_id, aid, decision, note)
+        reply = self.toolbox.call(aid, approved, request_id=turn.request_id, lease_token=str(lease["lease_token"]))
+        if edited:  # the model must know what actually ran
+            output = {**reply.output, "approved_inputs_edited_by_human": approved}
+            reply = ToolReply(reply.ok, reply.status, output, reply.error, reply.duration_ms)
+        return reply
 
     def _done(self, turn: _Turn, reason: str, detail: str = "") -> ev.Done:
         elapsed = self.clock.monotonic() - turn.started

@@ -7,6 +7,7 @@ per message, and nobody is there to approve: every approval is refused.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -87,7 +88,7 @@ def chat(
 
     Reads messages from the terminal (a line editor) or, when standard input is not a terminal, one
     message per line. Lines starting with / are commands (/help lists them). Tools that need approval
-    are asked about on the terminal (y: allow this one call, n: refuse, e: show it again); without a
+    are asked about on the terminal (y: allow this one call, n: refuse, e: edit its inputs); without a
     terminal, or after MACHINA_PERMISSION_TIMEOUT_S, the answer is no.
 
     Exit status: 0 answered, 69 no model reachable and no LLM-free rule applied, 76 the model's answer
@@ -259,14 +260,13 @@ class ChatApp:
         sys.stderr.write(approval_text(request))
         if not self.human:
             sys.stderr.write("no one at a terminal to approve it: refused\n")
-            request.deny()
-            return
+            return  # unanswered: the session records "no_human"
         while not self._interrupted:
             left = request.seconds_left()
             if left <= 0:
                 sys.stderr.write("\nno answer in time: refused\n")
                 return
-            sys.stderr.write(f"allow this one call? [y]es once / [n]o / [e] show it again ({left:.0f}s): ")
+            sys.stderr.write(f"allow this one call? [y]es once / [n]o / [e]dit the inputs / [?] show ({left:.0f}s): ")
             sys.stderr.flush()
             answer = _read_line(left, lambda: self._interrupted)
             if answer is None:
@@ -278,11 +278,29 @@ class ChatApp:
             if word in ("n", "no", ""):
                 request.deny()
                 return
-            if word in ("e", "explain"):
-                sys.stderr.write(
-                    approval_text(request) + "a yes lets exactly this call run once; the same call later asks again\n"
-                )
+            if word in ("e", "edit"):
+                edited = self._edited_inputs(request)
+                if edited is not None:
+                    request.allow_edited(edited)
+                    return
+            elif word == "?":
+                sys.stderr.write(approval_text(request) + ONCE_NOTE)
         request.deny()
+
+    def _edited_inputs(self, request: ApprovalRequest) -> dict[str, Any] | None:
+        """The inputs the person types (one line of JSON); None, after saying why, when they are not usable."""
+        sys.stderr.write("new inputs, as one line of JSON (the call runs once with exactly these): ")
+        sys.stderr.flush()
+        line = _read_line(request.seconds_left(), lambda: self._interrupted)
+        try:
+            inputs = json.loads(line or "")
+        except ValueError as exc:
+            sys.stderr.write(f"not JSON ({exc}); asking again\n")
+            return None
+        if not isinstance(inputs, dict):
+            sys.stderr.write("inputs must be a JSON object; asking again\n")
+            return None
+        return inputs
 
     def confirm(self, proposal: ConfigProposal) -> None:
         """A model's proposal to change backend, model or temperature applies only on a person's yes."""

@@ -76,6 +76,32 @@ def test_allow_once_runs_exactly_that_call_and_the_same_call_later_asks_again(
     assert "mlease_" not in json.dumps([e.to_json() for e in events + again])
 
 
+def test_a_human_may_edit_the_inputs_and_exactly_the_edited_call_runs(
+    toolhost: Any, fake_llm: Any, session_for: Any, agent_root: Path
+) -> None:
+    host = toolhost("supervised")
+    fake = fake_llm([{"tool_calls": [WRITE]}, {"text": "written"}, {"tool_calls": [WRITE]}], rules=[SAY_RESULT])
+    session = session_for(host, fake)
+    edited = {"path": "notes/safer.txt", "content": "checked", "mkdirs": True}
+
+    def edit(inputs: dict[str, Any]) -> Any:
+        def on_event(event: Any) -> None:
+            if isinstance(event, ev.ApprovalNeeded):
+                event.request.allow_edited(inputs)
+
+        return on_event
+
+    events = run_turn(session, "write hello", edit(edited))
+    assert "edited" in of(events, ev.ApprovalDecided)[0].detail
+    assert (agent_root / "notes" / "safer.txt").read_text() == "checked"
+    assert not (agent_root / "notes" / "out.txt").exists()
+    assert "approved_inputs_edited_by_human" in json.dumps(fake.chat_requests[1].body)  # the model is told
+    # an edit that breaks the tool's schema is a no
+    refused = run_turn(session, "write hello", edit({"path": "x", "content": 1}))
+    assert of(refused, ev.ApprovalDecided)[0].decision == "deny"
+    assert of(refused, ev.ToolResult)[0].status == "denied" and not (agent_root / "x").exists()
+
+
 def test_a_lease_for_one_call_is_refused_for_other_inputs(toolhost: Any, agent_root: Path) -> None:
     host = toolhost("supervised")
     granted = host.client.issue_lease("AID.FILE.WRITE.v1", 1, 60_000, inputs=WRITE["arguments"])

@@ -201,11 +201,13 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
         term.expect("/help for commands")
         term.send("write hello to notes/out.txt\r")
         term.expect("allow this one call?")
-        term.send("e\r")
+        term.send("?\r")
         term.expect("the same call later asks again")
-        term.send("y\r")
+        term.send("e\r")
+        term.expect("one line of JSON")
+        term.send('{"path": "notes/out.txt", "content": "edited by a person", "mkdirs": true}\r')
         term.expect("Written.")
-        assert (agent_root / "notes" / "out.txt").read_text() == "hello"
+        assert (agent_root / "notes" / "out.txt").read_text() == "edited by a person"
         term.send("tell me a long story\r")
         term.expect("Once upon")
         term.send("\x03")  # Ctrl-C
