@@ -329,11 +329,18 @@ class Session:
     ) -> Iterator[ev.Event]:
         """Run each call (every one gets a result message, so the conversation stays valid), then stop if due."""
         stop: _Stop | None = None
-        for call in calls:
+        for index, call in enumerate(calls):
             if stop is None and self._cancel.is_set():
                 stop = _Stop(ev.CANCELLED)
             if stop is not None:
                 new.append(Message("tool", json.dumps({"ok": False, "status": "not_run"}), tool_call_id=call.id))
+                continue
+            if index >= self.limits.calls_per_cycle:
+                why = f"not run: at most {self.limits.calls_per_cycle} calls are run per answer"
+                new.append(
+                    Message("tool", json.dumps({"ok": False, "status": REFUSED, "error": why}), tool_call_id=call.id)
+                )
+                yield ev.ToolResult(call.id, call.aid[:200], False, REFUSED, why)
                 continue
             key = _call_key(call)
             seen[key] += 1

@@ -235,3 +235,12 @@ def test_chat_with_the_earlier_chat_cmd_setting_runs_the_driver_program(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Two errors found.\n"
     assert len(fake.chat_requests) == 2
+
+
+def test_chat_without_a_toolhost_says_so_and_still_answers(fake_llm: Any, agent_root: Path) -> None:
+    fake = fake_llm([{"text": "I can talk, but no tools today."}])
+    done = chat(agent_root, backend_settings("oai_compat", fake.base_url), "--once", "what can you do?")
+    assert done.returncode == 0, done.stderr
+    assert "toolhost unavailable" in done.stderr
+    assert done.stdout == "I can talk, but no tools today.\n"
+    assert "tools" not in fake.chat_requests[0].body  # nothing offered that could not run
