@@ -36,7 +36,7 @@ def driven_turn(session: Session, turn: _Turn, driver: Driver) -> Generator[ev.E
 
     calls_seen: dict[str, int] = {}
     try:
-        answer = yield from _ask(session, turn, driver, "intent", {})
+        answer = _ask(session, turn, driver, "intent", {})
         mode = "intent"
         while True:
             kind = answer.get("type")
@@ -50,9 +50,9 @@ def driven_turn(session: Session, turn: _Turn, driver: Driver) -> Generator[ev.E
                 results = yield from _act(session, turn, answer["actions"], calls_seen)
                 extra = {"action_results": results, "observation": _observation(results)}
                 mode = "summary" if mode == "intent" and answer.get("needs_summary") else "continue"
-                answer = yield from _ask(session, turn, driver, mode, extra)
+                answer = _ask(session, turn, driver, mode, extra)
                 continue
-            answer = yield from _ask(session, turn, driver, "continue", {})  # {"type": "continue"}
+            answer = _ask(session, turn, driver, "continue", {})  # {"type": "continue"}
             mode = "continue"
     except _Stop as stop:
         if stop.detail:
@@ -61,9 +61,8 @@ def driven_turn(session: Session, turn: _Turn, driver: Driver) -> Generator[ev.E
         yield session._done(turn, stop.reason, stop.detail)
 
 
-def _ask(
-    session: Session, turn: _Turn, driver: Driver, mode: str, extra: dict[str, Any]
-) -> Generator[ev.Event, None, dict[str, Any]]:
+def _ask(session: Session, turn: _Turn, driver: Driver, mode: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """One driver call (one cycle), within the turn's limits."""
     from machina.agent.session import _Stop
 
     session._check_limits(turn)
@@ -77,7 +76,6 @@ def _ask(
         if turn.cycles == 1:
             raise _NoDriver(str(exc)) from None
         raise _Stop(ev.MODEL_ERROR, str(exc)) from None
-    yield  # pragma: no cover - makes this a generator like the other phases
 
 
 class _NoDriver(Exception):
