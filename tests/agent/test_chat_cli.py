@@ -244,3 +244,20 @@ def test_chat_without_a_toolhost_says_so_and_still_answers(fake_llm: Any, agent_
     assert "toolhost unavailable" in done.stderr
     assert done.stdout == "I can talk, but no tools today.\n"
     assert "tools" not in fake.chat_requests[0].body  # nothing offered that could not run
+
+
+def test_a_tool_run_from_chat_does_not_see_the_api_key(toolhost: Any, fake_llm: Any, agent_root: Path) -> None:
+    key = "sk-test-env-leak-check-9876"
+    # the toolhost gets the key in its own environment, as a careless unit file might give it
+    toolhost("open", MACHINA_SHELL_ALLOWED_EXE="env", OAI_COMPAT_API_KEY=key)
+    env_call = {"aid": "AID.SHELL.EXEC.v1", "arguments": {"cmd": ["env"]}}
+    reply = {"match": "PATH=", "on": "tool", "reply": {"text": "I saw the environment."}}
+    fake = fake_llm([{"tool_calls": [env_call]}], rules=[reply], api_key=key)
+    settings = backend_settings("oai_compat", fake.base_url, OAI_COMPAT_API_KEY=key)
+    done = chat(agent_root, settings, "--once", "show me the environment of a tool")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "I saw the environment.\n"  # the tool ran and its output reached the model
+    tool_output = json.dumps(fake.chat_requests[1].body["messages"][-1])
+    assert "PATH=" in tool_output and key not in tool_output
+    # nor any file under the root: memory, run logs, the toolhost's own log
+    assert all(key.encode() not in p.read_bytes() for p in agent_root.rglob("*") if p.is_file())
