@@ -18,6 +18,7 @@ from typing import Any
 from machina.clock import Clock
 
 ALLOW_ONCE = "allow_once"
+ALWAYS = "always"  # answered in advance by a standing rule (machina.agent.always)
 DENY = "deny"
 TIMEOUT = "timeout"
 NO_HUMAN = "no_human"
@@ -34,6 +35,7 @@ class ApprovalRequest:
     timeout_s: float
     asked_at: float = 0.0
     edited: dict[str, Any] | None = None
+    always: bool = False
     _answer: str | None = field(default=None, repr=False)
     _answered_at: float | None = field(default=None, repr=False)
 
@@ -49,6 +51,12 @@ class ApprovalRequest:
         return max(0.0, self.deadline - self.clock.monotonic())
 
     def allow_once(self) -> None:
+        self._set(ALLOW_ONCE)
+
+    def allow_always(self) -> None:
+        """Yes, and a standing rule for exactly this call (this AID with these inputs) from now on."""
+        if self._answer is None:
+            self.always = True
         self._set(ALLOW_ONCE)
 
     def allow_edited(self, inputs: dict[str, Any]) -> None:

@@ -40,7 +40,8 @@ from typing import Any
 from machina import toolapi
 from machina.agent import events as ev
 from machina.agent import routes
-from machina.agent.approval import ALLOW_ONCE, DENY, ApprovalRequest
+from machina.agent.always import AlwaysRules
+from machina.agent.approval import ALLOW_ONCE, ALWAYS, DENY, ApprovalRequest
 from machina.agent.config_change import PROPOSABLE
 from machina.agent.distill import Rule, distilled_route
 from machina.agent.driven import Driver, _NoDriver, driven_turn
@@ -115,6 +116,8 @@ class Session:
         driver: Driver | None = None,
         backend_factory: Callable[[dict[str, Any]], Backend] | None = None,
         goals: EngineGoals | None = None,
+        always: AlwaysRules | None = None,
+        approver: str = "a human",
     ) -> None:
         """``backend`` None means no model at all (only the fast path and the fallback answer).
 
@@ -126,6 +129,8 @@ class Session:
         self.driver = driver
         self.backend_factory = backend_factory
         self.goals = goals
+        self.always = always
+        self.approver = approver
         self.overrides: dict[str, Any] = {}
         self.toolbox = Toolbox(toolhost)
         self.limits = limits
@@ -431,7 +436,11 @@ class Session:
         self, turn: _Turn, call_id: str, aid: str, tier: int, inputs: dict[str, Any], asked: ToolReply
     ) -> Generator[ev.Event, None, ToolReply]:
         request = ApprovalRequest(call_id, aid, tier, inputs, asked.error, self.clock, self.limits.permission_timeout_s)
-        yield ev.ApprovalNeeded(request)
+        standing = self.always.covers(aid, inputs) if self.always is not None else None
+        if standing is not None:
+            request.allow_once()  # answered in advance by the human's "always" for exactly this call
+        else:
+            yield ev.ApprovalNeeded(request)
         decision = request.decision()
         if decision != ALLOW_ONCE:
             yield ev.ApprovalDecided(call_id, aid, decision)
@@ -451,6 +460,11 @@ class Session:
             yield ev.ApprovalDecided(call_id, aid, decision, detail)
             return ToolReply(ok=False, status=toolapi.DENIED, error=detail)
         note = "with inputs the human edited" if edited else "a lease for this one call was issued"
+        if standing is not None:
+            decision, note = ALWAYS, f"a standing approval ({self.always.path if self.always else ''})"
+        elif request.always and self.always is not None and not edited:
+            self.always.add(aid, approved, added_by=self.approver)
+            note = f"and always for exactly this call (a standing approval in {self.always.path})"
         yield ev.ApprovalDecided(call_id, aid, decision, note)
         reply = self.toolbox.call(aid, approved, request_id=turn.request_id, lease_token=str(lease["lease_token"]))
         if edited:  # the model must know what actually ran

@@ -21,6 +21,7 @@ import click
 
 from machina.agent import Limits, Session, distill_rules, recent_experiences
 from machina.agent import events as ev
+from machina.agent.always import AlwaysRules
 from machina.agent.approval import ApprovalRequest
 from machina.agent.config_change import ConfigProposal
 from machina.agent.driver import BACKEND_VARIABLES, SHARED_VARIABLES, ExternalDriver
@@ -44,10 +45,13 @@ SLASH_HELP = """commands:
   /help     this list
   /status   backend, model, history and tool counts, toolhost state
   /tools    the tools the model may use, by permission
+  /always   the standing approvals ("always" answers), numbered
+  /forget N remove standing approval N
   /clear    forget this conversation
   /stop     cancel the running turn (Ctrl-C does the same while a turn runs)
   /quit     leave (Ctrl-D too)"""
 POLL_S = 0.2
+ASK_CHOICES = "allow it? [y]es once / [a]lways this exact call / [n]o / [e]dit the inputs / [?] show"
 ONCE_NOTE = "a yes lets exactly this call run once; the same call later asks again\n"
 
 
@@ -131,6 +135,8 @@ def chat(
         driver=driver,
         backend_factory=reopen if driver is None else None,
         goals=goal_engine(cfg, machina_root, client) if driver is not None else None,
+        always=AlwaysRules.under(machina_root.state),
+        approver=f"machina chat (uid {os.getuid()})",
     )
     app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human)
     try:
@@ -266,7 +272,9 @@ class ChatApp:
             if left <= 0:
                 sys.stderr.write("\nno answer in time: refused\n")
                 return
-            sys.stderr.write(f"allow this one call? [y]es once / [n]o / [e]dit the inputs / [?] show ({left:.0f}s): ")
+            sys.stderr.write(
+                f"allow it? [y]es once / [a]lways this exact call / [n]o / [e]dit the inputs / [?] ({left:.0f}s): "
+            )
             sys.stderr.flush()
             answer = _read_line(left, lambda: self._interrupted)
             if answer is None:
@@ -274,6 +282,9 @@ class ChatApp:
             word = answer.strip().lower()
             if word in ("y", "yes"):
                 request.allow_once()
+                return
+            if word in ("a", "always"):
+                request.allow_always()
                 return
             if word in ("n", "no", ""):
                 request.deny()
@@ -332,6 +343,10 @@ class ChatApp:
             self._show(self._status())
         elif name == "/tools":
             self._show(self._tools())
+        elif name == "/always":
+            self._show(self._always())
+        elif name == "/forget":
+            self._forget(text)
         elif name == "/help":
             self._say(SLASH_HELP)
         else:
@@ -355,6 +370,21 @@ class ChatApp:
         for tool in self.session.toolbox.tools.values():
             grouped.setdefault(tool.permission, []).append(f"{tool.aid} (tier {tool.tier})")
         return {permission: sorted(aids) for permission, aids in sorted(grouped.items())}
+
+    def _always(self) -> dict[str, Any]:
+        rules = self.session.always.rules() if self.session.always else []
+        shown = [
+            f"{n}: {r.aid} {json.dumps(r.inputs, sort_keys=True)[:300]} (by {r.added_by})" for n, r in enumerate(rules)
+        ]
+        return {"standing_approvals": shown or ["none"]}
+
+    def _forget(self, text: str) -> None:
+        words = text.split()
+        if len(words) != 2 or not words[1].isdigit() or self.session.always is None:
+            self._say("usage: /forget N  (N from /always)")
+            return
+        gone = self.session.always.remove(int(words[1]))
+        self._say(f"forgot the standing approval for {gone.aid}" if gone else f"there is no rule {words[1]}")
 
     def _say(self, text: str) -> None:
         if isinstance(self.renderer, JsonRenderer):

@@ -200,7 +200,7 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
     try:
         term.expect("/help for commands")
         term.send("write hello to notes/out.txt\r")
-        term.expect("allow this one call?")
+        term.expect("allow it? [y]es once")
         term.send("?\r")
         term.expect("the same call later asks again")
         term.send("e\r")
@@ -261,3 +261,19 @@ def test_a_tool_run_from_chat_does_not_see_the_api_key(toolhost: Any, fake_llm: 
     assert "PATH=" in tool_output and key not in tool_output
     # nor any file under the root: memory, run logs, the toolhost's own log
     assert all(key.encode() not in p.read_bytes() for p in agent_root.rglob("*") if p.is_file())
+
+
+def test_the_operator_sees_and_removes_standing_approvals_from_chat(fake_llm: Any, agent_root: Path) -> None:
+    from machina.agent.always import AlwaysRules
+
+    AlwaysRules.under(str(agent_root / "state")).add("AID.FILE.WRITE.v1", WRITE["arguments"], "someone")
+    fake = fake_llm([])
+    done = chat(
+        agent_root, backend_settings("oai_compat", fake.base_url), "--json", stdin="/always\n/forget 0\n/always\n"
+    )
+    assert done.returncode == 0, done.stderr
+    listed, forgot, after = (json.loads(line) for line in done.stdout.splitlines())
+    assert "AID.FILE.WRITE.v1" in listed["standing_approvals"][0] and "someone" in listed["standing_approvals"][0]
+    assert "forgot the standing approval for AID.FILE.WRITE.v1" in forgot["text"]
+    assert after["standing_approvals"] == ["none"]
+    assert AlwaysRules.under(str(agent_root / "state")).rules() == []
