@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
 
 
 class Driver(Protocol):
-    def ask(self, mode: str, request: dict[str, Any], seconds_left: float) -> dict[str, Any]: ...
+    def ask(
+        self, mode: str, request: dict[str, Any], seconds_left: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]: ...
 
     def apply(self, overrides: dict[str, Any]) -> None: ...
 
@@ -69,7 +72,7 @@ def _ask(session: Session, turn: _Turn, driver: Driver, mode: str, extra: dict[s
     turn.cycles += 1
     request = {**session.driver_request(turn.text), **extra}
     try:
-        return driver.ask(mode, request, turn.end - session.clock.monotonic())
+        return driver.ask(mode, request, turn.end - session.clock.monotonic(), session._cancel)
     except DriverError as exc:
         if session._cancel.is_set():
             raise _Stop(ev.CANCELLED) from None

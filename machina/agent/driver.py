@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -169,7 +170,10 @@ class ExternalDriver:
         if "temperature" in overrides:
             self.settings["MACHINA_CHAT_TEMPERATURE"] = str(overrides["temperature"])
 
-    def ask(self, mode: str, request: dict[str, Any], seconds_left: float) -> dict[str, Any]:
+    def ask(
+        self, mode: str, request: dict[str, Any], seconds_left: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """The driver's answer for ``mode``; DriverError when there is none (``cancel`` set: killed at once)."""
         if seconds_left <= 0:
             raise DriverError("chat driver: no time left in the turn's budget")
         http_s = max(1.0, min(self.chat_timeout_s, seconds_left))
@@ -186,11 +190,14 @@ class ExternalDriver:
                     stdout_max=STDOUT_MAX,
                     stderr_max=STDERR_MAX,
                     rlimits=RLIMITS,
+                    stop=cancel.is_set if cancel is not None else None,
                 )
             except OSError as exc:
                 raise DriverError(f"chat driver: cannot start {self.argv[0]}: {exc.strerror or exc}") from None
         finally:
             shutil.rmtree(private, ignore_errors=True)
+        if result.stopped:
+            raise DriverError("chat driver: cancelled")
         if result.timed_out:
             raise DriverError(f"chat driver: no answer within {http_s + self.grace_s:g}s")
         if result.stdout_truncated:

@@ -213,3 +213,32 @@ def test_a_goal_whose_report_needs_approval_runs_again_only_with_a_yes(
         assert of(events, ev.Reply)[0].text == 'goal: [true, "done"]' and report.exists()
     else:
         assert of(events, ev.Reply)[0].text == 'goal: [false, "asked"]' and not report.exists()
+
+
+def test_cancel_kills_a_driver_that_is_still_thinking(
+    toolhost: Any, tmp_path: Path, agent_root: Path, clock: Any
+) -> None:
+    import threading
+
+    started = tmp_path / "started"
+    driver = script_driver(tmp_path, f"open({str(started)!r}, 'w').close()\ntime.sleep(60)\n", timeout_s=60)
+    session = session_with(toolhost(), driver, agent_root, clock)
+    turn = session.send("think hard")
+    waiter = threading.Thread(target=lambda: _cancel_once_started(session, started), daemon=True)
+    waiter.start()
+    events = list(turn)
+    waiter.join()
+    assert events[-1].reason == ev.CANCELLED
+    assert not of(events, ev.Reply)
+    from machina.testing.processes import processes_with_arg
+
+    assert processes_with_arg(str(tmp_path / "driver.py")) == []  # its process group was killed
+
+
+def _cancel_once_started(session: Session, started: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    session.cancel()
