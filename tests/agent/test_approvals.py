@@ -12,7 +12,7 @@ from machina.agent import Limits
 from machina.agent import events as ev
 from tests.agent.conftest import of, run_turn
 
-WRITE = {"aid": "AID.FILE.WRITE.v1", "arguments": {"path": "notes/out.txt", "content": "hello", "mkdirs": True}}
+WRITE = {"aid": "AID.FILE.WRITE.v1", "arguments": {"path": "work/out.txt", "content": "hello", "mkdirs": True}}
 SAY_RESULT = {"match": r'"status": "(\w+)"', "on": "tool", "reply": {"text": "The write ended with \\1."}}
 
 
@@ -45,7 +45,7 @@ def test_an_ask_tool_does_not_run_without_a_timely_yes(
 ) -> None:
     host = toolhost("supervised")
     fake = fake_llm([{"tool_calls": [WRITE]}], rules=[SAY_RESULT])
-    events = run_turn(session_for(host, fake), "write hello to notes/out.txt", answer_with(decision, clock, late_s))
+    events = run_turn(session_for(host, fake), "write hello to work/out.txt", answer_with(decision, clock, late_s))
     asked = of(events, ev.ApprovalNeeded)
     assert len(asked) == 1
     request = asked[0].request
@@ -53,7 +53,7 @@ def test_an_ask_tool_does_not_run_without_a_timely_yes(
     assert request.inputs == WRITE["arguments"] and '"content": "hello"' in request.shown_inputs()
     assert [d.decision for d in of(events, ev.ApprovalDecided)] == [expected]
     assert of(events, ev.ToolResult)[0].status == "denied"
-    assert not (agent_root / "notes" / "out.txt").exists()
+    assert not (agent_root / "work" / "out.txt").exists()
     assert of(events, ev.Reply)[0].text == "The write ended with denied."
 
 
@@ -63,15 +63,15 @@ def test_allow_once_runs_exactly_that_call_and_the_same_call_later_asks_again(
     host = toolhost("supervised")
     fake = fake_llm([{"tool_calls": [WRITE]}, {"text": "written"}, {"tool_calls": [WRITE]}], rules=[SAY_RESULT])
     session = session_for(host, fake)
-    events = run_turn(session, "write hello to notes/out.txt", answer_with("allow"))
+    events = run_turn(session, "write hello to work/out.txt", answer_with("allow"))
     assert [d.decision for d in of(events, ev.ApprovalDecided)] == ["allow_once"]
     assert of(events, ev.ToolResult)[0].ok
-    assert (agent_root / "notes" / "out.txt").read_text() == "hello"
-    (agent_root / "notes" / "out.txt").unlink()
+    assert (agent_root / "work" / "out.txt").read_text() == "hello"
+    (agent_root / "work" / "out.txt").unlink()
     # the same call in the next turn is asked about again: the first yes was spent
     again = run_turn(session, "do it again", answer_with(None))
     assert len(of(again, ev.ApprovalNeeded)) == 1
-    assert not (agent_root / "notes" / "out.txt").exists()
+    assert not (agent_root / "work" / "out.txt").exists()
     # no lease token ever appears in an event
     assert "mlease_" not in json.dumps([e.to_json() for e in events + again])
 
@@ -82,7 +82,7 @@ def test_a_human_may_edit_the_inputs_and_exactly_the_edited_call_runs(
     host = toolhost("supervised")
     fake = fake_llm([{"tool_calls": [WRITE]}, {"text": "written"}, {"tool_calls": [WRITE]}], rules=[SAY_RESULT])
     session = session_for(host, fake)
-    edited = {"path": "notes/safer.txt", "content": "checked", "mkdirs": True}
+    edited = {"path": "work/safer.txt", "content": "checked", "mkdirs": True}
 
     def edit(inputs: dict[str, Any]) -> Any:
         def on_event(event: Any) -> None:
@@ -93,8 +93,8 @@ def test_a_human_may_edit_the_inputs_and_exactly_the_edited_call_runs(
 
     events = run_turn(session, "write hello", edit(edited))
     assert "edited" in of(events, ev.ApprovalDecided)[0].detail
-    assert (agent_root / "notes" / "safer.txt").read_text() == "checked"
-    assert not (agent_root / "notes" / "out.txt").exists()
+    assert (agent_root / "work" / "safer.txt").read_text() == "checked"
+    assert not (agent_root / "work" / "out.txt").exists()
     assert "approved_inputs_edited_by_human" in json.dumps(fake.chat_requests[1].body)  # the model is told
     # an edit that breaks the tool's schema is a no
     refused = run_turn(session, "write hello", edit({"path": "x", "content": 1}))
@@ -108,7 +108,7 @@ def test_a_lease_for_one_call_is_refused_for_other_inputs(toolhost: Any, agent_r
     other = {**WRITE["arguments"], "content": "something else"}
     reply = host.client.call("AID.FILE.WRITE.v1", other, lease_token=granted["lease_token"])
     assert not reply.ok and "other inputs" in reply.error
-    assert not (agent_root / "notes" / "out.txt").exists()
+    assert not (agent_root / "work" / "out.txt").exists()
     # the lease was kept for the call it was issued for
     assert host.client.call("AID.FILE.WRITE.v1", WRITE["arguments"], lease_token=granted["lease_token"]).ok
 
@@ -159,12 +159,12 @@ def test_always_writes_one_narrow_rule_that_answers_only_that_call_and_can_be_re
     assert "standing approval" in of(first, ev.ApprovalDecided)[0].detail
     rules = always.rules()
     assert [(r.aid, r.inputs) for r in rules] == [("AID.FILE.WRITE.v1", WRITE["arguments"])]
-    (agent_root / "notes" / "out.txt").unlink()
+    (agent_root / "work" / "out.txt").unlink()
     # the same call again: answered by the rule, no question, and still a lease through the toolhost
     second = run_turn(session, "write hello again", answer_with(None))
     assert not of(second, ev.ApprovalNeeded)
     assert [d.decision for d in of(second, ev.ApprovalDecided)] == ["always"]
-    assert (agent_root / "notes" / "out.txt").read_text() == "hello"
+    assert (agent_root / "work" / "out.txt").read_text() == "hello"
     # other inputs are asked about, and without a human refused
     third = run_turn(session, "write other", answer_with(None))
     assert [d.decision for d in of(third, ev.ApprovalDecided)] == ["no_human"]

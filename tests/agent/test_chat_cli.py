@@ -22,7 +22,7 @@ from tests.agent.test_routes import closed_port_url
 
 SCAN_CALL = {"aid": "AID.ERROR_SCAN.v1", "arguments": {"input_path": "data/app.log", "pattern": "ERROR"}}
 SUMMARY = {"match": r'"matches": (\d+)', "on": "tool", "reply": {"text": "The log has \\1 errors."}}
-WRITE = {"aid": "AID.FILE.WRITE.v1", "arguments": {"path": "notes/out.txt", "content": "hello", "mkdirs": True}}
+WRITE = {"aid": "AID.FILE.WRITE.v1", "arguments": {"path": "work/out.txt", "content": "hello", "mkdirs": True}}
 SAY_STATUS = {"match": r'"status": "(\w+)"', "on": "tool", "reply": {"text": "The write ended with \\1."}}
 
 
@@ -102,12 +102,12 @@ def test_chat_in_a_pipe_reads_a_message_per_line_and_writes_json_events(
 def test_chat_without_a_terminal_refuses_every_approval(toolhost: Any, fake_llm: Any, agent_root: Path) -> None:
     toolhost("supervised")
     fake = fake_llm([{"tool_calls": [WRITE]}], rules=[SAY_STATUS])
-    done = chat(agent_root, backend_settings("oai_compat", fake.base_url), "--once", "write hello to notes/out.txt")
+    done = chat(agent_root, backend_settings("oai_compat", fake.base_url), "--once", "write hello to work/out.txt")
     assert done.returncode == 0, done.stderr
     assert "no one at a terminal to approve it: refused" in done.stderr
     assert '"content": "hello"' in done.stderr  # the full inputs were shown
     assert done.stdout == "The write ended with denied.\n"
-    assert not (agent_root / "notes" / "out.txt").exists()
+    assert not (agent_root / "work" / "out.txt").exists()
 
 
 def test_chat_exit_codes_for_bad_configuration_and_unusable_answers(fake_llm: Any, agent_root: Path) -> None:
@@ -199,15 +199,15 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
     term = Terminal(agent_root, backend_settings("oai_compat", fake.base_url))
     try:
         term.expect("/help for commands")
-        term.send("write hello to notes/out.txt\r")
+        term.send("write hello to work/out.txt\r")
         term.expect("allow it? [y]es once")
         term.send("?\r")
         term.expect("the same call later asks again")
         term.send("e\r")
         term.expect("one line of JSON")
-        term.send('{"path": "notes/out.txt", "content": "edited by a person", "mkdirs": true}\r')
+        term.send('{"path": "work/out.txt", "content": "edited by a person", "mkdirs": true}\r')
         term.expect("Written.")
-        assert (agent_root / "notes" / "out.txt").read_text() == "edited by a person"
+        assert (agent_root / "work" / "out.txt").read_text() == "edited by a person"
         term.send("tell me a long story\r")
         term.expect("Once upon")
         term.send("\x03")  # Ctrl-C
@@ -233,7 +233,7 @@ def test_chat_with_the_earlier_chat_cmd_setting_runs_the_driver_program(
     settings = backend_settings("oai_compat", fake.base_url, MACHINA_CHAT_CMD="machina-chat-driver")
     done = chat(agent_root, settings, "--once", "scan data/app.log for ERROR")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "Two errors found.\n"
+    assert done.stdout == "Two errors found.\n", done.stderr
     assert len(fake.chat_requests) == 2
 
 
