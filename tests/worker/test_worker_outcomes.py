@@ -29,7 +29,7 @@ def test_each_ending_reaches_the_queue(suite: Suite) -> None:
 
 
 def test_an_unreachable_toolhost_is_retried_and_pauses_claiming(suite: Suite) -> None:
-    worker = suite.start_worker(MACHINA_MAX_ATTEMPTS="3")
+    worker = suite.start_worker(MACHINA_MAX_ATTEMPTS="10")  # room for the toolhost to restart, however slow
     suite.wait_state(suite.enqueue(dict(NOOP, request_id="warm-up")), "done")
     assert suite.toolhost is not None
     suite.toolhost.kill()  # the toolhost crashes: its socket is left behind, refusing connections
