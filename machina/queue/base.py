@@ -36,6 +36,8 @@ class QueueConfig:
     max_attempts: int = 5  #: MACHINA_MAX_ATTEMPTS
     dedup_ttl_ms: int = 300000  #: MACHINA_DEDUP_TTL_MS (0: no dedup)
     claim_timeout_ms: int = 600000  #: MACHINA_CLAIM_TIMEOUT_MS: a silent owner loses its claims after this
+    url: str | None = None  #: MACHINA_QUEUE_URL: None = the file queue; postgresql://... = machina.queue.pg
+    pool_size: int = 4  #: MACHINA_QUEUE_POOL_SIZE: database connections per process (PostgreSQL only)
 
     @classmethod
     def from_config(cls, cfg: Config) -> QueueConfig:
@@ -50,6 +52,8 @@ class QueueConfig:
             max_attempts=cfg["MACHINA_MAX_ATTEMPTS"],
             dedup_ttl_ms=cfg["MACHINA_DEDUP_TTL_MS"],
             claim_timeout_ms=cfg["MACHINA_CLAIM_TIMEOUT_MS"],
+            url=cfg["MACHINA_QUEUE_URL"],
+            pool_size=cfg["MACHINA_QUEUE_POOL_SIZE"],
         )
 
 
