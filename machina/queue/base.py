@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from machina.queue.request import Request
 
@@ -133,6 +133,16 @@ class QueueStats:
         return {"sizes": dict(self.sizes), "counters": dict(self.counters)}
 
 
+@runtime_checkable
+class WalQueue(Protocol):
+    """The file queue's own write-ahead log (``machina queue checkpoint``, ``machina wal verify``).  An optional
+    interface: callers test ``isinstance(queue, WalQueue)``; a database backend has its own log instead."""
+
+    def checkpoint(self) -> bool: ...
+
+    def verify_wal(self) -> Any: ...
+
+
 class BaseQueue(abc.ABC):
     """A durable, at-least-once job queue shared by processes.
 
@@ -213,6 +223,11 @@ class BaseQueue(abc.ABC):
     def maintain(self) -> None:
         """Periodic duties, each when due: promote due retries, recover dead claims, checkpoint the WAL."""
 
+    @abc.abstractmethod
+    def start_maintenance(self) -> None:
+        """Run :meth:`maintain` every MACHINA_SERVE_SCAN_MS in a background thread until :meth:`close` (for a
+        process that claims nothing itself, such as machina-enqueued); load what the backend needs first."""
+
     # --- operators -------------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -241,6 +256,9 @@ class BaseQueue(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release locks, threads and files."""
+
+    #: What the backend is, for messages: "file" or "postgresql".
+    backend: str = "file"
 
     def __enter__(self) -> BaseQueue:
         return self
