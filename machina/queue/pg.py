@@ -9,6 +9,7 @@ attempts, backoff, dead letters, dedup and results as the file queue; each trans
   promoted to the inbox first.
 - **Wake-up**: every change that makes a job claimable sends ``NOTIFY machina_queue``; a listener thread
   wakes waiting claims.  A rescan every MACHINA_SERVE_SCAN_MS is the fallback.
+- **Worker ids** are qualified by the host name (``host/1``), so every host runs the same units.
 - **Liveness**: a worker id is held by a session advisory lock on a connection of its own
   (:class:`~machina.queue.pgconn.Session`): a process that dies, or loses its connection, loses the lock, and
   any other process then recovers its claims (``pg_locks`` tells).  A live owner silent for
@@ -285,14 +286,15 @@ class PgQueue(BaseQueue):
         ).rowcount
         if promoted:
             self._count(conn, "retries_promoted", promoted)
-        conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, worker_id))
+        owner = self._owner_key(worker_id)
+        conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, owner))
         while True:
             row = conn.execute(
                 """UPDATE machina_jobs SET state = 'processing', owner_id = %s, claimed_ms = %s, state_ms = %s
                    WHERE name = (SELECT name FROM machina_jobs WHERE state = 'inbox'
                                  ORDER BY name LIMIT 1 FOR UPDATE SKIP LOCKED)
                    RETURNING name, attempt, priority, enqueued_ms, body""",
-                (worker_id, now, now),
+                (owner, now, now),
             ).fetchone()
             if row is None:
                 due = conn.execute("SELECT min(due_ms) FROM machina_jobs WHERE state = 'retry'").fetchone()
@@ -339,7 +341,8 @@ class PgQueue(BaseQueue):
         now = self._now_ms()
 
         def beat(conn: Conn) -> bool:
-            conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, claim.worker_id))
+            key = self._owner_key(claim.worker_id)
+            conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, key))
             return self._still_ours(conn, claim)
 
         try:
@@ -402,7 +405,7 @@ class PgQueue(BaseQueue):
                 """UPDATE machina_jobs SET state = %s, attempt = %s, due_ms = %s, owner_id = NULL,
                        claimed_ms = NULL, state_ms = %s
                    WHERE name = %s AND state = 'processing' AND attempt = %s AND owner_id = %s""",
-                (state, attempt, due, self._now_ms(), claim.name, claim.attempt, claim.worker_id),
+                (state, attempt, due, self._now_ms(), claim.name, claim.attempt, self._owner_key(claim.worker_id)),
             ).rowcount
             if data is not None:
                 self._put_result_json(conn, claim.name, claim.attempt, data)
@@ -442,7 +445,7 @@ class PgQueue(BaseQueue):
     def _still_ours(self, conn: Conn, claim: Claim) -> bool:
         row = conn.execute(
             "SELECT 1 FROM machina_jobs WHERE name = %s AND state = 'processing' AND attempt = %s AND owner_id = %s",
-            (claim.name, claim.attempt, claim.worker_id),
+            (claim.name, claim.attempt, self._owner_key(claim.worker_id)),
         ).fetchone()
         return row is not None
 
@@ -466,14 +469,21 @@ class PgQueue(BaseQueue):
                 return []
             with self._session.using("take over a worker id") as conn:
                 self._workers[worker_id] = self._lock_worker(conn, worker_id)
+        key, why = self._owner_key(worker_id), f"worker {worker_id} restarted"
         orphans = self._pool.run(
             "recover",
-            lambda conn: self._recover_where(conn, "owner_id = %s", (worker_id,), f"worker {worker_id} restarted"),
+            lambda conn: self._recover_where(conn, "owner_id = %s", (key,), why),
         )
         return orphans
 
+    def _owner_key(self, worker_id: str) -> str:
+        """A worker id as the database knows it: qualified by this host's name, so that the same units
+        (machina-worker@1, @2 ...) run on every host without their ids colliding."""
+        return f"{self._host}/{worker_id}"
+
     def _lock_worker(self, conn: Conn, worker_id: str) -> int:
         now = self._now_ms()
+        worker_id = self._owner_key(worker_id)
         conn.execute(
             "INSERT INTO machina_workers (worker_id) VALUES (%s) ON CONFLICT (worker_id) DO NOTHING", (worker_id,)
         )
@@ -481,14 +491,14 @@ class PgQueue(BaseQueue):
             "SELECT lock_key, host, pid FROM machina_workers WHERE worker_id = %s", (worker_id,)
         ).fetchone()
         assert row is not None
-        key, host, pid = row
+        key, _host, pid = row
         for _ in range(TAKE_OVER_TRIES):  # a sweep recovering the id's old claims holds it for a moment
             got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, key)).fetchone()
             if got and got[0]:
                 break
             time.sleep(TAKE_OVER_PAUSE_S)
         else:
-            raise WorkerIdInUse(f"worker id {worker_id!r} is in use by another live process (host {host}, pid {pid})")
+            raise WorkerIdInUse(f"worker id {worker_id!r} is in use by another live process (pid {pid})")
         conn.execute(
             "UPDATE machina_workers SET host = %s, pid = %s, started_ms = %s, heartbeat_ms = %s WHERE worker_id = %s",
             (self._host, os.getpid(), now, now, worker_id),
@@ -529,8 +539,8 @@ class PgQueue(BaseQueue):
                    WHERE j.state = 'processing'"""
             ).fetchall()
             recovered: list[str] = []
-            for owner, key, beat, host, pid in rows:
-                who = f"worker {owner} (host {host}, pid {pid})"
+            for owner, key, beat, _host, pid in rows:
+                who = f"worker {owner} (pid {pid})"
                 if key is None:
                     where, args = "owner_id IS NOT DISTINCT FROM %s AND claimed_ms < %s", (owner, cutoff)
                     recovered += self._recover_where(conn, where, args, "claimed by no known worker")
@@ -760,6 +770,7 @@ class PgQueue(BaseQueue):
         if owner is not None:
             keys = ("worker_id", "host", "pid", "started_ms", "heartbeat_ms")
             status.owner = {**dict(zip(keys, owner[:5], strict=True)), "alive": alive}
+            status.owner["worker_id"] = str(owner[0]).split("/", 1)[-1]  # the host is shown apart
         if with_request:
             parsed = json.loads(body)
             status.request = without_tokens(parsed) if isinstance(parsed, dict) else parsed
