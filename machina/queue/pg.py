@@ -85,6 +85,8 @@ SWEEP_S = 1.0
 #: Tries, and the pause between them, to take a worker id's lock (a sweep holds a dead id's lock briefly).
 TAKE_OVER_TRIES = 5
 TAKE_OVER_PAUSE_S = 0.02
+#: A claim records its worker's heartbeat at most this often (ms); heartbeat() always does.
+CLAIM_BEAT_MS = 1000
 #: stats() answers from a cache this young (seconds).
 STATS_MAX_AGE_S = 0.5
 #: Longest failure reason kept in a result.
@@ -111,6 +113,9 @@ COUNTERS = (
     "wal_write_errors",
 )
 
+_COUNT = """INSERT INTO machina_counters (instance, counter, value) VALUES (%s, %s, %s)
+    ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value"""
+_NOTIFY_AND_COUNT = f"WITH counted AS ({_COUNT} RETURNING 1) SELECT pg_notify('{CHANNEL}', '')"
 _JOB_COLUMNS = "name, state, attempt, priority, enqueued_ms, due_ms, body, owner_id"
 _LIVE_LOCKS = """SELECT l.objid::bigint FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objsubid = 2
@@ -144,6 +149,7 @@ class PgQueue(BaseQueue):
         self._session = Session(self.connector)
         self._listener = Listener(self.connector)
         self._workers: dict[str, int] = {}  # worker id -> its lock key, held by this process
+        self._beats: dict[str, int] = {}  # worker id -> when a claim last recorded its heartbeat (ms)
         self._name_lock = threading.Lock()
         self._last_ms = 0
         self._seq = 0
@@ -212,6 +218,7 @@ class PgQueue(BaseQueue):
                         self._count(conn, "deduplicated")
                     return (row[0], row[1])
         body = req.canonical.decode("utf-8")
+        first_name = ref.name
         for _ in range(16):
             placed = conn.execute(
                 """INSERT INTO machina_jobs (name, state, attempt, priority, enqueued_ms, state_ms, request_id, body)
@@ -223,10 +230,9 @@ class PgQueue(BaseQueue):
             ref = self._new_ref(prio, req.request_id)  # another enqueuer drew the same name: draw again
         else:
             raise QueueError("could not find a free job name after 16 tries")
-        if dedup:
+        if dedup and ref.name != first_name:  # drawn again: the dedup entry must name the job that exists
             conn.execute("UPDATE machina_dedup SET name = %s WHERE request_id = %s", (ref.name, req.request_id))
-        self._count(conn, "enqueued")
-        conn.execute(f"NOTIFY {CHANNEL}")
+        self._count(conn, "enqueued", notify=True)
         return ref.name
 
     def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
@@ -287,7 +293,9 @@ class PgQueue(BaseQueue):
         if promoted:
             self._count(conn, "retries_promoted", promoted)
         owner = self._owner_key(worker_id)
-        conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, owner))
+        if now - self._beats.get(worker_id, -CLAIM_BEAT_MS) >= CLAIM_BEAT_MS:  # claiming is being alive
+            conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, owner))
+            self._beats[worker_id] = now
         while True:
             row = conn.execute(
                 """UPDATE machina_jobs SET state = 'processing', owner_id = %s, claimed_ms = %s, state_ms = %s
@@ -410,9 +418,7 @@ class PgQueue(BaseQueue):
             if data is not None:
                 self._put_result_json(conn, claim.name, claim.attempt, data)
             if moved:
-                self._count(conn, counter)
-                if state == "inbox":
-                    conn.execute(f"NOTIFY {CHANNEL}")
+                self._count(conn, counter, notify=state == "inbox")
             return bool(moved)
 
         if not self._pool.run(state, settle):
@@ -627,8 +633,7 @@ class PgQueue(BaseQueue):
                 (now, now),
             ).rowcount
             if n:
-                self._count(conn, "retries_promoted", n)
-                conn.execute(f"NOTIFY {CHANNEL}")
+                self._count(conn, "retries_promoted", n, notify=True)
 
         self._pool.run("promote retries", promote)
 
@@ -660,8 +665,7 @@ class PgQueue(BaseQueue):
                 "UPDATE machina_jobs SET state = 'inbox', attempt = %s, due_ms = NULL, state_ms = %s WHERE name = %s",
                 (attempt, self._now_ms(), row[0]),
             )
-            self._count(conn, "requeued")
-            conn.execute(f"NOTIFY {CHANNEL}")
+            self._count(conn, "requeued", notify=True)
             log.info("requeued from %s/ as attempt %d", state, attempt, extra=fields(job=row[0]))
             return _ref(row[0], attempt).file
 
@@ -681,8 +685,7 @@ class PgQueue(BaseQueue):
                 "UPDATE machina_jobs SET state = 'inbox', attempt = %s, body = %s, state_ms = %s WHERE name = %s",
                 (attempt, canonical, self._now_ms(), row[0]),
             )
-            self._count(conn, "approved")
-            conn.execute(f"NOTIFY {CHANNEL}")
+            self._count(conn, "approved", notify=True)
             log.info(
                 "approved with %d lease(s): requeued as attempt %d", len(leases), attempt, extra=fields(job=row[0])
             )
@@ -808,11 +811,11 @@ class PgQueue(BaseQueue):
             self._workers.clear()
         self._pool.close()
 
-    def _count(self, conn: Conn, counter: str, n: int = 1) -> None:
-        # One row per (process, connection): concurrent transactions never queue on a shared counter row.
+    def _count(self, conn: Conn, counter: str, n: int = 1, *, notify: bool = False) -> None:
+        """Add ``n`` to a counter and, with ``notify``, wake waiting workers at the commit: one round trip.
+        One row per (process, connection): concurrent transactions never queue on a shared counter row."""
         conn.execute(
-            """INSERT INTO machina_counters (instance, counter, value) VALUES (%s, %s, %s)
-               ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value""",
+            _NOTIFY_AND_COUNT if notify else _COUNT,
             (f"{self._instance}:{conn.info.backend_pid}", counter, n),
         )
 

@@ -62,14 +62,16 @@ class PgServer:
     """One PostgreSQL cluster in a temporary directory; ``fsync`` off by default (tests survive a killed
     server either way: committed WAL is in the kernel's page cache, not lost with the process)."""
 
-    def __init__(self, *, fsync: bool = False, max_connections: int = 200, bindir: str | None = None) -> None:
+    def __init__(
+        self, *, fsync: bool = False, max_connections: int = 200, bindir: str | None = None, parent: str | None = None
+    ) -> None:
         found = bindir or find_binaries()
         if found is None:
             raise FileNotFoundError(missing_reason())
         self.bindir = found
         self.fsync = fsync
         self.max_connections = max_connections
-        self.dir = tempfile.mkdtemp(prefix="machina-pg-")
+        self.dir = tempfile.mkdtemp(prefix="machina-pg-", dir=parent)  # parent: where a benchmark measures
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
         self._user = _unprivileged_user() if os.geteuid() == 0 else None
