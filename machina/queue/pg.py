@@ -85,6 +85,8 @@ SWEEP_S = 1.0
 #: Tries, and the pause between them, to take a worker id's lock (a sweep holds a dead id's lock briefly).
 TAKE_OVER_TRIES = 5
 TAKE_OVER_PAUSE_S = 0.02
+#: A claim of ours older than this that no caller here holds was lost in transit and is recovered (ms).
+UNKNOWN_CLAIM_GRACE_MS = 10_000
 #: A claim records its worker's heartbeat at most this often (ms); heartbeat() always does.
 CLAIM_BEAT_MS = 1000
 #: stats() answers from a cache this young (seconds).
@@ -116,6 +118,50 @@ COUNTERS = (
 _COUNT = """INSERT INTO machina_counters (instance, counter, value) VALUES (%s, %s, %s)
     ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value"""
 _NOTIFY_AND_COUNT = f"WITH counted AS ({_COUNT} RETURNING 1) SELECT pg_notify('{CHANNEL}', '')"
+# The statements of the hot paths: each transition is one statement (atomic by itself), its counter and
+# wake-up folded in as data-modifying CTEs, so a job costs one round trip per transition.
+#: Enqueue: the job, its counter and the wake-up (nothing at all on a name collision).
+_ENQUEUE = """WITH placed AS (
+        INSERT INTO machina_jobs (name, state, attempt, priority, enqueued_ms, state_ms, request_id, body)
+        VALUES (%(name)s, 'inbox', 1, %(priority)s, %(enqueued)s, %(now)s, %(rid)s, %(body)s)
+        ON CONFLICT (name) DO NOTHING RETURNING name),
+    counted AS (
+        INSERT INTO machina_counters (instance, counter, value) SELECT %(instance)s, 'enqueued', 1 FROM placed
+        ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value RETURNING 1)
+    SELECT name, pg_notify('machina_queue', '') FROM placed"""
+#: Claim: the first job in claim order among the inbox and the retries due (each side through its own
+#: index), and its counter.  A due retry claimed here is promoted and claimed at once.
+_CLAIM = """WITH first_waiting AS (
+        SELECT name FROM machina_jobs WHERE state = 'inbox' ORDER BY name LIMIT 1 FOR UPDATE SKIP LOCKED),
+    first_due AS (
+        SELECT name FROM machina_jobs WHERE state = 'retry' AND due_ms <= %(now)s
+        ORDER BY due_ms LIMIT 1 FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE machina_jobs j SET state = 'processing', owner_id = %(owner)s, claimed_ms = %(now)s,
+            state_ms = %(now)s, due_ms = NULL
+        WHERE j.name = (SELECT name FROM (SELECT name FROM first_waiting UNION ALL SELECT name FROM first_due) c
+                        ORDER BY name LIMIT 1)
+        RETURNING j.name, j.attempt, j.priority, j.enqueued_ms, j.body),
+    counted AS (
+        INSERT INTO machina_counters (instance, counter, value) SELECT %(instance)s, 'claimed', 1 FROM claimed
+        ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value RETURNING 1)
+    SELECT name, attempt, priority, enqueued_ms, body FROM claimed"""
+#: Settle a claim (complete, fail, ask, release): the move, this attempt's result (kept even when the
+#: claim was taken away, unless the job is gone), the counter and, back to the inbox, the wake-up.
+_SETTLE = """WITH moved AS (
+        UPDATE machina_jobs SET state = %(state)s, attempt = %(attempt)s, due_ms = %(due)s, owner_id = NULL,
+            claimed_ms = NULL, state_ms = %(now)s
+        WHERE name = %(name)s AND state = 'processing' AND attempt = %(current)s AND owner_id = %(owner)s
+        RETURNING name),
+    recorded AS (
+        INSERT INTO machina_results (name, attempt, envelope)
+        SELECT %(name)s, %(current)s, %(envelope)s::text
+        WHERE %(envelope)s::text IS NOT NULL AND EXISTS (SELECT 1 FROM machina_jobs WHERE name = %(name)s)
+        ON CONFLICT (name, attempt) DO UPDATE SET envelope = EXCLUDED.envelope RETURNING 1),
+    counted AS (
+        INSERT INTO machina_counters (instance, counter, value) SELECT %(instance)s, %(counter)s, 1 FROM moved
+        ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value RETURNING 1)
+    SELECT count(*), CASE WHEN %(notify)s AND count(*) > 0 THEN pg_notify('machina_queue', '') END FROM moved"""
 _JOB_COLUMNS = "name, state, attempt, priority, enqueued_ms, due_ms, body, owner_id"
 _LIVE_LOCKS = """SELECT l.objid::bigint FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objsubid = 2
@@ -149,6 +195,7 @@ class PgQueue(BaseQueue):
         self._session = Session(self.connector)
         self._listener = Listener(self.connector)
         self._workers: dict[str, int] = {}  # worker id -> its lock key, held by this process
+        self._active: set[tuple[str, int]] = set()  # (name, attempt) claimed here and not yet settled
         self._beats: dict[str, int] = {}  # worker id -> when a claim last recorded its heartbeat (ms)
         self._name_lock = threading.Lock()
         self._last_ms = 0
@@ -188,7 +235,7 @@ class PgQueue(BaseQueue):
         prio = self._priority(req, priority)
         rid = req.request_id
         dedup = rid is not None and self.config.dedup_ttl_ms > 0
-        outcome = self._pool.run("enqueue", lambda conn: self._enqueue_tx(conn, req, prio, dedup))
+        outcome = self._pool.run("enqueue", lambda conn: self._enqueue_tx(conn, req, prio, dedup), transaction=dedup)
         if isinstance(outcome, tuple):  # (first name, its sha256): a repeat
             first, sha = outcome
             if not secrets.compare_digest(sha, req.sha256):
@@ -201,6 +248,7 @@ class PgQueue(BaseQueue):
     def _enqueue_tx(self, conn: Conn, req: Request, prio: int, dedup: bool) -> str | tuple[str, str]:
         now = self._now_ms()
         ref = self._new_ref(prio, req.request_id)
+        first_name = ref.name
         if dedup:
             mine = conn.execute(
                 """INSERT INTO machina_dedup (request_id, name, sha256, ts_ms) VALUES (%s, %s, %s, %s)
@@ -217,22 +265,23 @@ class PgQueue(BaseQueue):
                     if secrets.compare_digest(row[1], req.sha256):
                         self._count(conn, "deduplicated")
                     return (row[0], row[1])
-        body = req.canonical.decode("utf-8")
-        first_name = ref.name
         for _ in range(16):
-            placed = conn.execute(
-                """INSERT INTO machina_jobs (name, state, attempt, priority, enqueued_ms, state_ms, request_id, body)
-                   VALUES (%s, 'inbox', 1, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING 1""",
-                (ref.name, prio, ref.epoch_ms, now, req.request_id, body),
-            ).fetchone()
-            if placed is not None:
+            args = {
+                "name": ref.name,
+                "priority": prio,
+                "enqueued": ref.epoch_ms,
+                "now": now,
+                "rid": req.request_id,
+                "body": req.canonical.decode("utf-8"),
+                "instance": self._counter_key(conn),
+            }
+            if conn.execute(_ENQUEUE, args).fetchone() is not None:
                 break
             ref = self._new_ref(prio, req.request_id)  # another enqueuer drew the same name: draw again
         else:
             raise QueueError("could not find a free job name after 16 tries")
         if dedup and ref.name != first_name:  # drawn again: the dedup entry must name the job that exists
             conn.execute("UPDATE machina_dedup SET name = %s WHERE request_id = %s", (ref.name, req.request_id))
-        self._count(conn, "enqueued", notify=True)
         return ref.name
 
     def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
@@ -272,7 +321,7 @@ class PgQueue(BaseQueue):
         while True:
             generation = self._listener.generation
             self.maintain()
-            claimed, next_due = self._pool.run("claim", lambda conn: self._claim_tx(conn, worker_id))
+            claimed, next_due = self._pool.run("claim", lambda conn: self._claim_tx(conn, worker_id), transaction=False)
             if claimed is not None:
                 return claimed
             remaining = deadline - time.monotonic()
@@ -284,35 +333,26 @@ class PgQueue(BaseQueue):
             self._listener.wait(generation, wait)
 
     def _claim_tx(self, conn: Conn, worker_id: str) -> tuple[Claim | None, int | None]:
+        """One statement: the first job in claim order among the inbox and the retries now due."""
         now = self._now_ms()
-        promoted = conn.execute(
-            """UPDATE machina_jobs SET state = 'inbox', due_ms = NULL, state_ms = %s
-               WHERE state = 'retry' AND due_ms <= %s""",
-            (now, now),
-        ).rowcount
-        if promoted:
-            self._count(conn, "retries_promoted", promoted)
         owner = self._owner_key(worker_id)
         if now - self._beats.get(worker_id, -CLAIM_BEAT_MS) >= CLAIM_BEAT_MS:  # claiming is being alive
             conn.execute("UPDATE machina_workers SET heartbeat_ms = %s WHERE worker_id = %s", (now, owner))
             self._beats[worker_id] = now
         while True:
-            row = conn.execute(
-                """UPDATE machina_jobs SET state = 'processing', owner_id = %s, claimed_ms = %s, state_ms = %s
-                   WHERE name = (SELECT name FROM machina_jobs WHERE state = 'inbox'
-                                 ORDER BY name LIMIT 1 FOR UPDATE SKIP LOCKED)
-                   RETURNING name, attempt, priority, enqueued_ms, body""",
-                (owner, now, now),
-            ).fetchone()
+            args = {"owner": owner, "now": now, "instance": self._counter_key(conn)}
+            row = conn.execute(_CLAIM, args).fetchone()
             if row is None:
                 due = conn.execute("SELECT min(due_ms) FROM machina_jobs WHERE state = 'retry'").fetchone()
                 return None, (due[0] if due else None)
-            self._count(conn, "claimed")
             name, attempt, priority, enqueued_ms, body = row
+            self._active.add((name, attempt))
             try:
                 req = load_request(body)
             except InvalidRequest as exc:  # a row edited by hand: it cannot run
-                self._finish_invalid(conn, name, attempt, worker_id, exc.reason)
+                self._active.discard((name, attempt))
+                with conn.transaction():
+                    self._finish_invalid(conn, name, attempt, worker_id, exc.reason)
                 continue
             return self._claim_of(name, attempt, priority, enqueued_ms, req, worker_id, now), None
 
@@ -409,19 +449,27 @@ class PgQueue(BaseQueue):
         attempt = claim.attempt + 1 if state == "retry" else claim.attempt
 
         def settle(conn: Conn) -> bool:
-            moved = conn.execute(
-                """UPDATE machina_jobs SET state = %s, attempt = %s, due_ms = %s, owner_id = NULL,
-                       claimed_ms = NULL, state_ms = %s
-                   WHERE name = %s AND state = 'processing' AND attempt = %s AND owner_id = %s""",
-                (state, attempt, due, self._now_ms(), claim.name, claim.attempt, self._owner_key(claim.worker_id)),
-            ).rowcount
-            if data is not None:
-                self._put_result_json(conn, claim.name, claim.attempt, data)
-            if moved:
-                self._count(conn, counter, notify=state == "inbox")
-            return bool(moved)
+            row = conn.execute(
+                _SETTLE,
+                {
+                    "state": state,
+                    "attempt": attempt,
+                    "due": due,
+                    "now": self._now_ms(),
+                    "name": claim.name,
+                    "current": claim.attempt,
+                    "owner": self._owner_key(claim.worker_id),
+                    "envelope": data,
+                    "instance": self._counter_key(conn),
+                    "counter": counter,
+                    "notify": state == "inbox",
+                },
+            ).fetchone()
+            return bool(row and row[0])
 
-        if not self._pool.run(state, settle):
+        moved = self._pool.run(state, settle, transaction=False)  # QueueUnavailable: the claim stays ours
+        self._active.discard((claim.name, claim.attempt))
+        if not moved:
             raise ClaimLost(f"{claim.name}: the claim was taken away (recovered or moved by an operator)")
 
     def _envelope(self, name: str, attempt: int, status: str, worker_id: str | None, **extra: Any) -> dict[str, Any]:
@@ -555,9 +603,26 @@ class PgQueue(BaseQueue):
                 elif beat is not None and beat < cutoff:
                     why = f"{who} silent for {self._now_ms() - beat} ms"
                     recovered += self._recover_where(conn, "owner_id = %s", (owner,), why)
-            return recovered
+            return recovered + self._recover_unknown_claims(conn)
 
         return self._pool.run("recover", sweep)
+
+    def _recover_unknown_claims(self, conn: Conn) -> list[str]:
+        """Claims our own worker ids hold that no caller here knows of: a claim whose reply was lost with
+        the connection (it committed, the answer never came).  Nobody will settle them: back to the inbox."""
+        owners = [self._owner_key(w) for w in list(self._workers)]
+        if not owners:
+            return []
+        rows = conn.execute(
+            "SELECT name, attempt FROM machina_jobs WHERE state = 'processing' AND owner_id = ANY(%s) "
+            "AND claimed_ms < %s",
+            (owners, self._now_ms() - UNKNOWN_CLAIM_GRACE_MS),
+        ).fetchall()
+        lost = [name for name, attempt in rows if (name, attempt) not in self._active]
+        if not lost:
+            return []
+        where = "owner_id = ANY(%s) AND name = ANY(%s)"
+        return self._recover_where(conn, where, (owners, lost), "its claim's reply was lost with the connection")
 
     @staticmethod
     def _owner_dead(conn: Conn, key: int) -> bool:
@@ -811,12 +876,15 @@ class PgQueue(BaseQueue):
             self._workers.clear()
         self._pool.close()
 
+    def _counter_key(self, conn: Conn) -> str:
+        return f"{self._instance}:{conn.info.backend_pid}"
+
     def _count(self, conn: Conn, counter: str, n: int = 1, *, notify: bool = False) -> None:
         """Add ``n`` to a counter and, with ``notify``, wake waiting workers at the commit: one round trip.
         One row per (process, connection): concurrent transactions never queue on a shared counter row."""
         conn.execute(
             _NOTIFY_AND_COUNT if notify else _COUNT,
-            (f"{self._instance}:{conn.info.backend_pid}", counter, n),
+            (self._counter_key(conn), counter, n),
         )
 
     def _now_ms(self) -> int:

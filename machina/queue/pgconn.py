@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from machina.config.kinds import redact_url
@@ -38,11 +39,14 @@ class Connector:
     def __init__(self, url: str, password: str | None, *, fsync: bool, application: str) -> None:
         self.url = url
         self._password = password
-        # synchronous_commit follows MACHINA_WAL_FSYNC: on, a commit returns once its WAL is flushed.
+        # synchronous_commit follows MACHINA_WAL_FSYNC: on, a commit returns once its WAL is flushed.  Added
+        # to the URL's own options (a search_path, say), which a keyword argument would replace.
+        given = conninfo_to_dict(url)
+        options = f"{given.get('options') or ''} -c synchronous_commit={'on' if fsync else 'off'}".strip()
         self.kwargs: dict[str, Any] = {
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "application_name": application,
-            "options": f"-c synchronous_commit={'on' if fsync else 'off'}",
+            "connect_timeout": given.get("connect_timeout") or CONNECT_TIMEOUT_S,
+            "application_name": given.get("application_name") or application,
+            "options": options,
         }
         if password:
             self.kwargs["password"] = password
@@ -82,14 +86,19 @@ class Pool:
             name="machina-queue",
         )
 
-    def run(self, what: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def run(self, what: str, fn: Callable[[psycopg.Connection[Any]], T], *, transaction: bool = True) -> T:
+        """``transaction=False``: ``fn`` runs one statement (atomic by itself, in autocommit), one round
+        trip fewer each side; a connection problem during it leaves its outcome as unknown as a commit's."""
         tries = self.size + 1
         for attempt in range(1, tries + 1):
-            committing = False
+            committing = not transaction
             try:
-                with self._pool.connection() as conn, conn.transaction():
-                    result = fn(conn)
-                    committing = True
+                with self._pool.connection() as conn:
+                    if not transaction:
+                        return fn(conn)
+                    with conn.transaction():
+                        result = fn(conn)
+                        committing = True
                 return result
             except psycopg.OperationalError as exc:
                 if committing or attempt == tries:

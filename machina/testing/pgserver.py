@@ -168,6 +168,18 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def create_schema(self, database: str, name: str) -> str:
+        """A new, empty schema in ``database`` (created when missing); returns a URL whose search_path is
+        that schema alone.  Far cheaper than a database per test: nothing is copied."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{database}"')
+        with psycopg.connect(self.url(database), autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url(database)}&options=-csearch_path%3D{name}"
+
     def execute(self, database: str, statement: str) -> list[tuple[Any, ...]]:
         """Run one statement as the superuser (for checks a test makes behind the queue's back)."""
         import psycopg

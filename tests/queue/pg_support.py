@@ -30,8 +30,17 @@ def pg_server() -> Iterator[PgServer]:
 
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> str:
-    """The URL of a new, empty database for this test."""
-    return pg_server.create_database(f"t{next(_numbers)}")
+    """The URL of a new, empty schema (its own tables, in one shared test database) for this test."""
+    return pg_server.create_schema("tests", f"t{next(_numbers)}")
+
+
+def sql(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """One statement on ``url`` behind the queue's back (what a test checks or breaks)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement)
+        return list(cur.fetchall()) if cur.description else []
 
 
 def pg_factory(url: str, base: dict[str, Any]) -> Iterator[Callable[..., Any]]:

@@ -121,7 +121,7 @@ def _acked(lines: list[str]) -> set[str]:
 def test_database_killed_mid_run_loses_no_acknowledged_job(pg_server: PgServer, processes: Processes) -> None:
     """kill -9 of the postmaster while an enqueuer (synchronous_commit=on) and two workers run; after its
     restart (crash recovery) every acknowledged job is there, the workers reconnect and finish the run."""
-    url = pg_server.create_database("restart")
+    url = pg_server.create_schema("tests", "restart")
     processes.url = url
     enqueuer = processes.start("enqueuer", "enqueue", "--count", "150", "--pause", "0.01", "--fsync")
     for i in range(2):

@@ -6,23 +6,21 @@ from __future__ import annotations
 import threading
 
 import pytest
-from pg_support import pg_server, pg_url, requires_postgres
+from pg_support import pg_server, pg_url, requires_postgres, sql
 
 from machina.queue import QueueConfig, QueueError
 from machina.queue.pg import PgQueue, migrate_database
 from machina.queue.pgschema import LATEST, SchemaTooNew
-from machina.testing.pgserver import PgServer
 
 __all__ = ["pg_server", "pg_url"]  # fixtures, imported for pytest
 
 pytestmark = requires_postgres
 
 
-def test_migrations_apply_once_and_record_their_versions(pg_server: PgServer, pg_url: str) -> None:
+def test_migrations_apply_once_and_record_their_versions(pg_url: str) -> None:
     assert migrate_database(pg_url) == (0, LATEST)
     assert migrate_database(pg_url) == (LATEST, LATEST)
-    database = pg_url.split("///", 1)[1].split("?", 1)[0]
-    versions = pg_server.execute(database, "SELECT version FROM machina_schema_version ORDER BY version")
+    versions = sql(pg_url, "SELECT version FROM machina_schema_version ORDER BY version")
     assert [v for (v,) in versions] == list(range(1, LATEST + 1))
 
 
@@ -48,10 +46,9 @@ def test_services_refuse_an_unmigrated_database_and_say_what_to_run(pg_url: str)
         PgQueue(pg_url, QueueConfig(url=pg_url), auto_migrate=False)
 
 
-def test_a_database_migrated_by_a_newer_machina_is_refused(pg_server: PgServer, pg_url: str) -> None:
+def test_a_database_migrated_by_a_newer_machina_is_refused(pg_url: str) -> None:
     migrate_database(pg_url)
-    database = pg_url.split("///", 1)[1].split("?", 1)[0]
-    pg_server.execute(database, f"INSERT INTO machina_schema_version (version) VALUES ({LATEST + 1})")
+    sql(pg_url, f"INSERT INTO machina_schema_version (version) VALUES ({LATEST + 1})")
     with pytest.raises(SchemaTooNew, match="upgrade machina on this host"):
         PgQueue(pg_url, QueueConfig(url=pg_url))
     with pytest.raises(SchemaTooNew):
