@@ -101,11 +101,20 @@ class Pool:
                         committing = True
                 return result
             except psycopg.OperationalError as exc:
+                self._discard_dead()
                 if committing or attempt == tries:
                     outcome = " (during the commit: it may or may not have happened)" if committing else ""
                     raise QueueUnavailable(what, self.connector.scrub(exc) + outcome) from None
                 log.debug("queue database: %s failed (%s); trying another connection", what, exc)
         raise AssertionError("unreachable")
+
+    def _discard_dead(self) -> None:
+        """After a restart of the server every idle connection is dead: test them now (and replace the
+        dead ones), so that the next callers do not each meet one."""
+        try:
+            self._pool.check()
+        except psycopg.Error as exc:
+            log.debug("queue database: checking the pool failed: %s", self.connector.scrub(exc))
 
     def close(self) -> None:
         self._pool.close()

@@ -9,18 +9,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from pg_support import pg_server, pg_url, requires_postgres
 
-from machina.queue import QueueConfig
+from machina.queue import QueueConfig, QueueUnavailable
 from machina.queue.pg import PgQueue
 from machina.testing.pgserver import PgServer
 
 __all__ = ["pg_server", "pg_url"]  # fixtures, imported for pytest
 
+T = TypeVar("T")
 KIT = Path(__file__).with_name("queue_crashkit_pg.py")
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -65,8 +67,8 @@ def processes(pg_url: str) -> Iterator[Processes]:
         kit.close()
 
 
-def _queue(url: str) -> PgQueue:
-    return PgQueue(url, QueueConfig(url=url, scan_ms=20, retry_min_ms=0, retry_max_ms=0))
+def _queue(url: str, fsync: bool = False) -> PgQueue:
+    return PgQueue(url, QueueConfig(url=url, fsync=fsync, scan_ms=20, retry_min_ms=0, retry_max_ms=0))
 
 
 def enqueue_here(url: str, count: int) -> set[str]:
@@ -142,3 +144,30 @@ def test_database_killed_mid_run_loses_no_acknowledged_job(pg_server: PgServer, 
     assert done_count(url) == 150, "the workers did not finish the run after the database came back"
     processes.close()
     drain_and_check(url, acked)
+
+
+def test_an_open_queue_carries_on_after_the_database_restarts(pg_server: PgServer) -> None:
+    """The same PgQueue object before and after a kill -9 and restart of the server: a call may fail once
+    per dead pooled connection (QueueUnavailable: "try again"), then everything works, the claim held
+    across the restart included (synchronous_commit=on: what was acknowledged survived the crash)."""
+    url = pg_server.create_schema("tests", "inproc")
+
+    def again(call: Callable[[], T]) -> T:  # what every caller does with QueueUnavailable
+        for _ in range(10):
+            try:
+                return call()
+            except QueueUnavailable:
+                continue
+        raise AssertionError("still unavailable after 10 tries")
+
+    with _queue(url, fsync=True) as queue:
+        first = queue.enqueue({"goal_id": "goal.CRASH.v1"}).name
+        held = queue.claim("w1")
+        pg_server.kill()
+        pg_server.start()
+        again(lambda: queue.complete(held, {"ok": True}))
+        second = again(lambda: queue.enqueue({"goal_id": "goal.CRASH.v1"})).name
+        claim = again(lambda: queue.claim("w1"))
+        assert claim is not None and claim.name == second
+        queue.complete(claim)
+        assert [job.name for job in queue.list_jobs("done")] == sorted([first, second])
