@@ -130,7 +130,10 @@ _ENQUEUE = """WITH placed AS (
         ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value RETURNING 1)
     SELECT name, pg_notify('machina_queue', '') FROM placed"""
 #: Claim: the first job in claim order among the inbox and the retries due (each side through its own
-#: index), and its counter.  A due retry claimed here is promoted and claimed at once.
+#: index), and its counter.  A due retry claimed here is promoted and claimed at once.  Its commit does not
+#: wait for the WAL flush even under MACHINA_WAL_FSYNC (as the file queue's claim rename is not fsynced):
+#: a claim lost in a database crash only means the job waits in the inbox again, and its worker's
+#: complete() answers ClaimLost.
 _CLAIM = """WITH first_waiting AS (
         SELECT name FROM machina_jobs WHERE state = 'inbox' ORDER BY name LIMIT 1 FOR UPDATE SKIP LOCKED),
     first_due AS (
@@ -144,8 +147,9 @@ _CLAIM = """WITH first_waiting AS (
         RETURNING j.name, j.attempt, j.priority, j.enqueued_ms, j.body),
     counted AS (
         INSERT INTO machina_counters (instance, counter, value) SELECT %(instance)s, 'claimed', 1 FROM claimed
-        ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value RETURNING 1)
-    SELECT name, attempt, priority, enqueued_ms, body FROM claimed"""
+        ON CONFLICT (instance, counter) DO UPDATE SET value = machina_counters.value + EXCLUDED.value RETURNING 1),
+    unflushed AS (SELECT set_config('synchronous_commit', 'off', true))
+    SELECT name, attempt, priority, enqueued_ms, body FROM claimed, unflushed"""
 #: Settle a claim (complete, fail, ask, release): the move, this attempt's result (kept even when the
 #: claim was taken away, unless the job is gone), the counter and, back to the inbox, the wake-up.
 _SETTLE = """WITH moved AS (
