@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from machina.config.kinds import redact_url
 from machina.queue.errors import QueueUnavailable
@@ -28,7 +28,7 @@ T = TypeVar("T")
 CHANNEL = "machina_queue"
 #: Seconds libpq waits for a connection to be made; pool callers wait at most POOL_WAIT_S for one.
 CONNECT_TIMEOUT_S = 10
-POOL_WAIT_S = 15.0
+POOL_WAIT_S = 10.0
 #: The listener's back-off while the database is away (seconds).
 LISTEN_RETRY_S = 1.0
 
@@ -100,6 +100,8 @@ class Pool:
                         result = fn(conn)
                         committing = True
                 return result
+            except PoolTimeout as exc:  # no connection within POOL_WAIT_S: the server is away (or all busy)
+                raise QueueUnavailable(what, self.connector.scrub(exc)) from None
             except psycopg.OperationalError as exc:
                 self._discard_dead()
                 if committing or attempt == tries:

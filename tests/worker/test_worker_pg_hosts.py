@@ -45,9 +45,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    with PgServer() as server:
-        yield server.create_database("machina")
+def server() -> Iterator[PgServer]:
+    with PgServer() as started:
+        yield started
+
+
+@pytest.fixture
+def database(server: PgServer) -> str:
+    return server.create_database("machina")
 
 
 def _healthy(base: str) -> bool:
@@ -58,23 +63,30 @@ def _healthy(base: str) -> bool:
 
 
 @pytest.fixture
-def hosts(database: str, machina_root: Path, tmp_path: Path) -> Iterator[tuple[str, list[Suite]]]:
-    """Ingress on machina_root; two worker roots, each with its own toolhost and one worker."""
+def ingress(database: str, machina_root: Path, tmp_path: Path) -> Iterator[str]:
+    """machina-enqueued on machina_root, on the migrated database; yields its base URL."""
     port = free_port()
-    ingress = Suite(
-        machina_root, tmp_path, MACHINA_QUEUE_URL=database, MACHINA_API_TOKEN=TOKEN, MACHINA_API_PORT=str(port)
-    )
-    migrated = ingress.run_machina("queue", "migrate")
+    env = {"MACHINA_QUEUE_URL": database, "MACHINA_API_TOKEN": TOKEN, "MACHINA_API_PORT": str(port)}
+    env["MACHINA_WAL_FSYNC"] = "1"  # synchronous_commit=on: what is acknowledged survives a database crash
+    host = Suite(machina_root, tmp_path, **env)
+    migrated = host.run_machina("queue", "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    suites: list[Suite] = []
-    daemon: subprocess.Popen[bytes] | None = None
+    with open(tmp_path / "enqueued.log", "wb") as log:
+        daemon = subprocess.Popen([str(BIN / "machina-enqueued")], env=host.env, stdout=log, stderr=log, cwd=CHECKOUT)
     try:
-        with open(tmp_path / "enqueued.log", "wb") as log:
-            daemon = subprocess.Popen(
-                [str(BIN / "machina-enqueued")], env=ingress.env, stdout=log, stderr=log, cwd=CHECKOUT
-            )
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _healthy(base), 30, "machina-enqueued /health")
+        yield base
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
+
+
+@pytest.fixture
+def hosts(ingress: str, database: str, tmp_path: Path) -> Iterator[tuple[str, list[Suite]]]:
+    """The ingress, and two worker roots, each with its own toolhost (workers are started by the test)."""
+    suites: list[Suite] = []
+    try:
         for host in ("b", "c"):
             (tmp_path / host).mkdir()
             root = tmp_path / host / "root"
@@ -82,13 +94,10 @@ def hosts(database: str, machina_root: Path, tmp_path: Path) -> Iterator[tuple[s
             suite = Suite(root, tmp_path / host, MACHINA_QUEUE_URL=database)
             suites.append(suite)
             suite.start_toolhost()
-        yield base, suites
+        yield ingress, suites
     finally:
         for suite in suites:
             suite.close()
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(20)
 
 
 def test_two_worker_hosts_share_one_database(hosts: tuple[str, list[Suite]]) -> None:
@@ -128,3 +137,34 @@ def test_two_worker_hosts_share_one_database(hosts: tuple[str, list[Suite]]) -> 
     assert not (host_b.root / "queue" / "done").exists() or not list((host_b.root / "queue" / "done").iterdir())
     for worker in workers:
         assert worker.stop() == 0
+
+
+def test_ingress_answers_503_while_the_database_is_down_and_loses_nothing(ingress: str, server: PgServer) -> None:
+    """The database killed (kill -9) under machina-enqueued (MACHINA_WAL_FSYNC=1): a POST is refused with 503
+    and Retry-After; once it is back, requests are queued again and everything acknowledged before the
+    crash is still there."""
+    base = ingress
+    acked = []
+    for i in range(5):
+        reply = requests.post(
+            f"{base}/enqueue", json=dict(ERROR_SCAN, request_id=f"down-{i}"), headers=AUTH, timeout=30
+        )
+        assert reply.status_code == 200, reply.text
+        acked.append(reply.json()["queued"])
+    server.kill()
+    refused = requests.post(f"{base}/enqueue", json=dict(ERROR_SCAN, request_id="while-down"), headers=AUTH, timeout=60)
+    assert refused.status_code == 503 and refused.headers.get("retry-after"), refused.text
+    assert "nothing was queued" in refused.text
+    server.start()
+
+    def post_again() -> requests.Response | None:
+        reply = requests.post(
+            f"{base}/enqueue", json=dict(ERROR_SCAN, request_id="while-down"), headers=AUTH, timeout=60
+        )
+        return reply if reply.status_code == 200 else None
+
+    again = wait_for(post_again, 60, "the ingress to queue again after the database came back")
+    names = {again.json()["queued"], *acked}
+    for name in names:
+        shown = requests.get(f"{base}/jobs/{name}", headers=AUTH, timeout=10)
+        assert shown.status_code == 200 and shown.json()["state"] == "inbox", shown.text
