@@ -13,7 +13,7 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DOCDIR ?= $(PREFIX)/share/doc/machina
 PIP_INSTALL_FLAGS ?=
 PYTHON_BIN = $(shell command -v $(PYTHON))
-DEBIAN_PACKAGES := bubblewrap libcap-dev libseccomp2 libseccomp-dev bats mandoc
+DEBIAN_PACKAGES := bubblewrap libcap-dev libseccomp2 libseccomp-dev bats mandoc postgresql
 PYTEST_ARGS ?=
 MODEL_VENV ?= .venv-model
 

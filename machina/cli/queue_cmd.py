@@ -22,9 +22,10 @@ from machina.exitcodes import ExitCode, MachinaError
 from machina.queue import (
     FINAL_STATES,
     STATES,
-    FileQueue,
+    BaseQueue,
     InvalidRequest,
     QueueNotWritable,
+    WalQueue,
     load_request,
     open_queue,
 )
@@ -44,7 +45,7 @@ def parse_duration_ms(text: str) -> int:
 
 
 @contextlib.contextmanager
-def _opened(root: str | None) -> Iterator[tuple[FileQueue, Any]]:
+def _opened(root: str | None) -> Iterator[tuple[BaseQueue, Any]]:
     """The configured queue and configuration, closed at the end of the block."""
     cfg = bootstrap("machina", overrides_from(root))
     queue = open_queue(cfg)
@@ -143,7 +144,7 @@ def _requests(stream: IO[bytes], lines: bool) -> Iterator[tuple[int, bytes]]:
 
 @click.group()
 def queue() -> None:
-    """Inspect and operate the job queue under $MACHINA_ROOT/queue.
+    """Inspect and operate the job queue (under $MACHINA_ROOT/queue, or the MACHINA_QUEUE_URL database).
 
     States: inbox (waiting), processing (claimed), retry (waiting for a retry), asked (waiting for an
     operator to approve a tool call: `machina queue approve`), done, failed (permanent failure), dlq
@@ -328,12 +329,44 @@ def recover(worker_id: str | None, root: str | None) -> None:
 def checkpoint(root: str | None) -> None:
     """Write a WAL checkpoint now and delete the segments it covers.  Exit 75 if one is being written."""
     with _opened(root) as (q, cfg):
+        wal_queue = _wal_queue(q)
         if not cfg["MACHINA_WAL_ENABLE"]:
             click.echo("MACHINA_WAL_ENABLE=0: no WAL to checkpoint", err=True)
             return
-        if not q.checkpoint():
+        if not wal_queue.checkpoint():
             raise MachinaError("another process is writing a checkpoint; try again", ExitCode.TEMPFAIL)
         click.echo("checkpoint written")
+
+
+def _wal_queue(queue: BaseQueue) -> WalQueue:
+    """The queue's own WAL, which only the file queue has."""
+    if not isinstance(queue, WalQueue):
+        raise MachinaError(
+            f"MACHINA_QUEUE_URL selects the {queue.backend} queue, which keeps no WAL of its own: the database's "
+            "WAL is its log (checkpoints, verification and backups are the database's: docs/SCALING.md)",
+            ExitCode.USAGE,
+        )
+    return queue
+
+
+@queue.command()
+@root_option
+def migrate(root: str | None) -> None:
+    """Create or upgrade the queue's tables in the MACHINA_QUEUE_URL database; prints the schema version.
+
+    Idempotent; safe while workers run and from several hosts at once. Run it once before the first start
+    and after each upgrade of machina. With the file queue there is nothing to migrate (exit 0). Exit 69
+    database unreachable, 78 bad configuration.
+    """
+    cfg = bootstrap("machina", overrides_from(root))
+    url = cfg["MACHINA_QUEUE_URL"]
+    if url is None:
+        click.echo("MACHINA_QUEUE_URL is unset: the file queue has no schema to migrate", err=True)
+        return
+    from machina.queue.pg import migrate_database
+
+    before, after = migrate_database(url, cfg["MACHINA_QUEUE_PASSWORD"])
+    click.echo(f"schema version {after}" + (f" (was {before})" if before != after else " (up to date)"))
 
 
 # --- machina wal verify (also: machina queue wal verify) ---------------------------------------------------
@@ -354,7 +387,7 @@ def verify(as_json: bool, root: str | None) -> int:
     queue cuts such tails itself at its next start; jobs are never lost, the directories are the truth).
     """
     with _opened(root) as (q, _):
-        report = q.verify_wal()
+        report = _wal_queue(q).verify_wal()
     if as_json:
         echo_json(
             {

@@ -187,7 +187,7 @@ def _resolve(
     try:
         value = var.kind.parse(raw)
     except ValueError as exc:
-        shown = "<secret>" if var.secret else repr(raw)
+        shown = "<secret>" if var.secret else repr(var.kind.redact(raw))
         where = "" if source is Source.ENV else f" (from {origin})"
         errors.append(f"{name}={shown}: expected {exc}{where}")
         return None

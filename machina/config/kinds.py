@@ -30,6 +30,10 @@ class Kind:
             return ""
         return str(value)
 
+    def redact(self, raw: str) -> str:
+        """The raw text as an error message may quote it (kinds that can carry a credential hide it)."""
+        return raw
+
 
 @dataclass(frozen=True)
 class Bool(Kind):
@@ -220,3 +224,40 @@ class Command(Kind):
         import shlex
 
         return shlex.join(value) if value else ""
+
+
+_PASSWORD_IN_QUERY = re.compile(r"(?i)([?&]password=)[^&]*")
+_PASSWORD_IN_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/@?#]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (``user:PASSWORD@`` or ``?password=``) replaced by ``***``: what may be logged."""
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_USERINFO.sub(r"\1:***@", url))
+
+
+@dataclass(frozen=True)
+class QueueUrl(Kind):
+    """Where the queue lives: ``file:`` (the file queue under MACHINA_ROOT), or a libpq ``postgresql://`` URL
+    without a password (it comes from PGPASSFILE, ~/.pgpass or the secret MACHINA_QUEUE_PASSWORD, so the URL
+    itself may be shown and logged).  ``file:`` parses to None."""
+
+    def parse(self, raw: str) -> str | None:
+        text = raw.strip()
+        if text in ("file:", "file://"):
+            return None
+        if "\x00" in text or "\n" in text or re.search(r"\s", text):
+            raise ValueError(self.expects())
+        if not re.match(r"(?i)postgres(ql)?://", text):
+            raise ValueError(self.expects())
+        if _PASSWORD_IN_USERINFO.match(text) or _PASSWORD_IN_QUERY.search(text):
+            raise ValueError(
+                f"{self.expects()}; the URL holds a password: put it in MACHINA_QUEUE_PASSWORD, PGPASSFILE or "
+                "~/.pgpass instead (the URL is shown and logged)"
+            )
+        return text
+
+    def expects(self) -> str:
+        return "file: or a postgresql:// URL (libpq) without a password"
+
+    def redact(self, raw: str) -> str:
+        return redact_url(raw)

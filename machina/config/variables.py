@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, Text, Uids
+from machina.config.kinds import Bool, Choice, Command, Float, Int, Kind, List, Path, QueueUrl, Text, Uids
 
 MS_MAX = 7 * 24 * 3600 * 1000  # one week: no timeout or interval is sensibly longer
 KIB = 1024
@@ -210,6 +210,26 @@ _var(
 
 # --- queue and durability --------------------------------------------------------------------------------
 _section_start("queue")
+_var(
+    "MACHINA_QUEUE_URL",
+    QueueUrl(),
+    None,
+    "where the queue lives: unset or file: = files under $MACHINA_ROOT/queue (one machine); a postgresql:// "
+    "URL (libpq, no password in it) = a PostgreSQL database shared by hosts (docs/SCALING.md)",
+)
+_var(
+    "MACHINA_QUEUE_PASSWORD",
+    Text(),
+    None,
+    "password for the MACHINA_QUEUE_URL database (else PGPASSFILE or ~/.pgpass; never put it in the URL)",
+    secret=True,
+)
+_var(
+    "MACHINA_QUEUE_POOL_SIZE",
+    Int(1, 64, "connections"),
+    4,
+    "most database connections one process's queue holds for its transactions (PostgreSQL queue only)",
+)
 _var("MACHINA_WAL_ENABLE", Bool(), True, "keep the write-ahead log and checkpoint for fast restart and dedup")
 _var("MACHINA_WAL_CHECKPOINT_MS", Int(1, MS_MAX, "ms"), 5000, "interval between WAL checkpoints")
 _var("MACHINA_WAL_FSYNC", Bool(), False, "fsync files and directories before a queue change is reported")

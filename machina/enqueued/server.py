@@ -35,7 +35,7 @@ from machina.enqueued.ratelimit import RateLimiter
 from machina.enqueued.settings import ServerSettings
 from machina.exitcodes import ExitCode, MachinaError
 from machina.owned import sweep_temps
-from machina.queue import FileQueue, open_queue
+from machina.queue import BaseQueue, open_queue
 from machina.root import open_root
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class EnqueueService:
         self.settings = settings
         self.clock = clock
         self.root = open_root(cfg)
-        self.queue: FileQueue | None = None
+        self.queue: BaseQueue | None = None
         self.listeners: Listeners | None = None
         self.nonces = NonceStore(settings.hmac_ttl_s, clock)
         self.executor: ThreadPoolExecutor | None = None

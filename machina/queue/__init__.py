@@ -2,10 +2,13 @@
 
 Contract
 ========
-One small base class, :class:`BaseQueue` (``machina/queue/base.py``), one implementation,
-:class:`FileQueue`, and one contract test mixin (``tests/queue/contract.py``) that any second backend must
-pass.  Open the queue once per process with :func:`open_queue` and share it among threads; every method
-blocks (asyncio code calls it from a thread pool)::
+One small base class, :class:`BaseQueue` (``machina/queue/base.py``), two implementations,
+:class:`FileQueue` (the default, one machine) and :class:`machina.queue.pg.PgQueue` (``MACHINA_QUEUE_URL=
+postgresql://...``, hosts sharing a database: docs/SCALING.md), and one contract test mixin
+(``tests/queue/queue_contract.py``) that both pass.  Callers program against BaseQueue only; the file
+queue's WAL tools are the optional :class:`WalQueue` interface.  Open the queue once per process with
+:func:`open_queue` and share it among threads; every method blocks (asyncio code calls it from a thread
+pool)::
 
     from machina.queue import open_queue, load_request, InvalidRequest, DedupConflict, QueueNotWritable
 
@@ -97,6 +100,7 @@ from machina.queue.base import (
     JobStatus,
     QueueConfig,
     QueueStats,
+    WalQueue,
 )
 from machina.queue.errors import (
     ClaimLost,
@@ -107,6 +111,7 @@ from machina.queue.errors import (
     QueuedNotDurable,
     QueueError,
     QueueNotWritable,
+    QueueUnavailable,
     WorkerIdInUse,
 )
 from machina.queue.fsqueue import FileQueue
@@ -135,8 +140,10 @@ __all__ = [
     "QueueNotWritable",
     "QueueSettings",
     "QueueStats",
+    "QueueUnavailable",
     "QueuedNotDurable",
     "Request",
+    "WalQueue",
     "WorkerIdInUse",
     "load_request",
     "open_queue",
@@ -145,9 +152,17 @@ __all__ = [
 ]
 
 
-def open_queue(cfg: Config, clock: Clock | None = None) -> FileQueue:
-    """The queue of the configured MACHINA_ROOT (ConfigError, exit 78, when the root does not exist)."""
+def open_queue(cfg: Config, clock: Clock | None = None) -> BaseQueue:
+    """The configured queue: the database of MACHINA_QUEUE_URL (:class:`machina.queue.pg.PgQueue`), else the
+    file queue of MACHINA_ROOT (ConfigError, exit 78, when the root does not exist).  The one place a
+    backend is chosen."""
     from machina.clock import SYSTEM_CLOCK
     from machina.root import open_root
 
-    return FileQueue(open_root(cfg), QueueConfig.from_config(cfg), clock=clock or SYSTEM_CLOCK)
+    config = QueueConfig.from_config(cfg)
+    if config.url is not None:
+        from machina.queue.pg import PgQueue
+
+        password = cfg["MACHINA_QUEUE_PASSWORD"]
+        return PgQueue(config.url, config, password=password, clock=clock or SYSTEM_CLOCK, auto_migrate=False)
+    return FileQueue(open_root(cfg), config, clock=clock or SYSTEM_CLOCK)

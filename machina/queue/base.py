@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from machina.queue.request import Request
 
@@ -36,6 +36,8 @@ class QueueConfig:
     max_attempts: int = 5  #: MACHINA_MAX_ATTEMPTS
     dedup_ttl_ms: int = 300000  #: MACHINA_DEDUP_TTL_MS (0: no dedup)
     claim_timeout_ms: int = 600000  #: MACHINA_CLAIM_TIMEOUT_MS: a silent owner loses its claims after this
+    url: str | None = None  #: MACHINA_QUEUE_URL: None = the file queue; postgresql://... = machina.queue.pg
+    pool_size: int = 4  #: MACHINA_QUEUE_POOL_SIZE: database connections per process (PostgreSQL only)
 
     @classmethod
     def from_config(cls, cfg: Config) -> QueueConfig:
@@ -50,6 +52,8 @@ class QueueConfig:
             max_attempts=cfg["MACHINA_MAX_ATTEMPTS"],
             dedup_ttl_ms=cfg["MACHINA_DEDUP_TTL_MS"],
             claim_timeout_ms=cfg["MACHINA_CLAIM_TIMEOUT_MS"],
+            url=cfg["MACHINA_QUEUE_URL"],
+            pool_size=cfg["MACHINA_QUEUE_POOL_SIZE"],
         )
 
 
@@ -127,6 +131,16 @@ class QueueStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"sizes": dict(self.sizes), "counters": dict(self.counters)}
+
+
+@runtime_checkable
+class WalQueue(Protocol):
+    """The file queue's own write-ahead log (``machina queue checkpoint``, ``machina wal verify``).  An optional
+    interface: callers test ``isinstance(queue, WalQueue)``; a database backend has its own log instead."""
+
+    def checkpoint(self) -> bool: ...
+
+    def verify_wal(self) -> Any: ...
 
 
 class BaseQueue(abc.ABC):
@@ -209,6 +223,11 @@ class BaseQueue(abc.ABC):
     def maintain(self) -> None:
         """Periodic duties, each when due: promote due retries, recover dead claims, checkpoint the WAL."""
 
+    @abc.abstractmethod
+    def start_maintenance(self) -> None:
+        """Run :meth:`maintain` every MACHINA_SERVE_SCAN_MS in a background thread until :meth:`close` (for a
+        process that claims nothing itself, such as machina-enqueued); load what the backend needs first."""
+
     # --- operators -------------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -237,6 +256,9 @@ class BaseQueue(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release locks, threads and files."""
+
+    #: What the backend is, for messages: "file" or "postgresql".
+    backend: str = "file"
 
     def __enter__(self) -> BaseQueue:
         return self

@@ -83,6 +83,19 @@ class QueueNotWritable(QueueError):
         self.errno_name = name
 
 
+class QueueUnavailable(QueueNotWritable):
+    """The queue's database could not be reached, or dropped the connection mid-transaction (a restart, a
+    network partition).  A QueueNotWritable, so callers that wait out a full disk wait this out too.  The
+    message never carries the password."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, what: str, detail: str) -> None:
+        QueueError.__init__(self, f"queue database unavailable: {what}: {detail}")
+        self.errno = errno_mod.ECONNREFUSED
+        self.errno_name = "UNAVAILABLE"
+
+
 class QueuedNotDurable(QueueError):
     """The job was placed in the inbox, its fsync failed, and it could not be taken back (a worker may have
     claimed it already): it is queued and may run, but may not survive a crash.  Names the job, so that a

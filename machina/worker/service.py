@@ -22,7 +22,7 @@ from machina.manifests.tools import ManifestError
 from machina.metrics.figures import FiguresWriter, metrics_dir
 from machina.notify import Notifier
 from machina.owned import sweep_temps
-from machina.queue import FileQueue, open_queue
+from machina.queue import BaseQueue, open_queue
 from machina.root import Root, open_root
 from machina.signals import ShutdownSignal
 from machina.worker import orphans, protocol
@@ -56,7 +56,7 @@ class WorkerService:
         self.settings = WorkerSettings.from_config(cfg)
         self.notifier = notifier or Notifier()
         self.child_command = child_command
-        self.queue: FileQueue | None = None
+        self.queue: BaseQueue | None = None
         self.pool: ChildPool | None = None
         self.figures: FiguresWriter | None = None
         self.slots: list[JobSlot] = []
