@@ -39,6 +39,7 @@ from machina.telegram.gate import Gate
 from machina.telegram.outbox import ChatWriter, send_text
 from machina.telegram.settings import TelegramSettings
 from machina.telegram.turns import ChatSession, TurnRunner
+from machina.toolapi import APPROVAL_REQUIRED
 from machina.toolhost.client import ToolhostClient
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ POLL_TIMEOUT_S = 25
 #: A 429 is waited out (its full retry_after) and retried this many times before the call fails.
 RATE_LIMIT_RETRIES = 5
 TYPING_EVERY_S = 4.0
+GPU_SMOKE = "AID.GPU_SMOKE.v1"
+WAITS_FOR_HUMAN = frozenset({"gpu"})
 
 
 class MachinaBot:
@@ -74,7 +77,8 @@ class MachinaBot:
         )
         app.add_handler(TypeHandler(Update, self.gate.check), group=-1)
         for name, callback in self._commands.items():
-            app.add_handler(CommandHandler(name, self._guarded(name, callback)))
+            # /gpu may wait for a button press: it must not hold up the updates that carry the press.
+            app.add_handler(CommandHandler(name, self._guarded(name, callback), block=name not in WAITS_FOR_HUMAN))
         app.add_handler(CallbackQueryHandler(self.desk.on_press, pattern=rf"^{CALLBACK_PREFIX}:"))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, self.on_edit))
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, self.on_text))
@@ -188,7 +192,12 @@ class MachinaBot:
         )
 
     async def cmd_gpu(self, chat_id: int, args: list[str], context: Any) -> str:
-        reply = await asyncio.to_thread(self.toolhost.call, "AID.GPU_SMOKE.v1", {})
+        reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {})
+        if reply.status == APPROVAL_REQUIRED:  # tier 2: the mode may ask, like any other call
+            token = await self.desk.ask(context.bot, chat_id, GPU_SMOKE, 2, {})
+            if token is None:
+                return "GPU smoke test: not approved."
+            reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {}, lease_token=token)
         if not reply.ok:
             return f"GPU smoke test: {reply.status}: {reply.error}"
         return "GPU smoke test: " + json.dumps(reply.output, ensure_ascii=False)[:3000]

@@ -29,6 +29,7 @@ def cli(root: str | None, verbose: bool) -> int:
     if cfg["MACHINA_LOG_LEVEL"] != "debug" and not verbose:
         # One line per long poll is noise; at debug level they are shown (with the token redacted).
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per heartbeat job run otherwise
     return int(run_service(TelegramService(cfg)))
 
 
