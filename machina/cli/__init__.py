@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "embed": "machina.cli.embed_cmd:embed",
     "memory": "machina.cli.memory_cmd:memory",
     "autonomic": "machina.cli.autonomic_cmd:autonomic",
+    "chat": "machina.cli.chat_cmd:chat",
     "select": "machina.cli.embed_cmd:select",
     "up": "machina.cli.up_cmd:up",
     "serve": "machina.cli.up_cmd:serve",

@@ -301,6 +301,12 @@ _var("OLLAMA_HOST", Text(URL_PATTERN, URL_TEXT), "http://127.0.0.1:11434", "base
 _var("OLLAMA_MODEL", Text(MODEL_PATTERN, MODEL_TEXT), None, "Ollama model name")
 _var("MACHINA_MAX_CYCLES", Int(1, 100000), 100, "Pulse Loop cycle budget per conversation")
 _var("MACHINA_PULSE_BUDGET_S", Int(1, 86400, "seconds"), 3600, "Pulse Loop wall-clock budget per conversation")
+_var(
+    "MACHINA_PERMISSION_TIMEOUT_S",
+    Int(1, 86400, "seconds"),
+    180,
+    "how long a chat waits for a human's answer to an approval request; no answer in time means no",
+)
 
 # --- shell tool ------------------------------------------------------------------------------------------
 _section_start("shell")

@@ -1,0 +1,302 @@
+"""``machina chat``: talk to the agent (machina.agent) from a terminal, a pipe or a script.
+
+A terminal gets a line editor (prompt_toolkit: history, Esc Enter for a new line, Ctrl-C cancels the
+running turn, Ctrl-D quits) with streamed answers and y/n/e approval prompts.  Anything else is read a line
+per message, and nobody is there to approve: every approval is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+import click
+
+from machina.agent import Limits, Session, distill_rules, recent_experiences
+from machina.agent import events as ev
+from machina.agent.approval import ApprovalRequest
+from machina.cli.chat_render import JsonRenderer, TextRenderer, approval_text
+from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
+from machina.exitcodes import ExitCode
+from machina.ipc.jsonlines import ServiceUnavailable
+from machina.llm import open_backend
+from machina.root import open_root
+from machina.toolhost.client import ToolhostClient, ToolhostError
+
+EXIT_BY_REASON = {
+    ev.ANSWERED: ExitCode.OK,
+    ev.UNAVAILABLE: ExitCode.UNAVAILABLE,
+    ev.MODEL_ERROR: ExitCode.PROTOCOL,
+    ev.CANCELLED: ExitCode.INTERRUPTED,
+}
+SLASH_HELP = """commands:
+  /help     this list
+  /status   backend, model, history and tool counts, toolhost state
+  /tools    the tools the model may use, by permission
+  /clear    forget this conversation
+  /stop     cancel the running turn (Ctrl-C does the same while a turn runs)
+  /quit     leave (Ctrl-D too)"""
+POLL_S = 0.2
+ONCE_NOTE = "a yes lets exactly this call run once; the same call later asks again\n"
+
+
+def default_history_file() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "machina", "chat_history")
+
+
+@click.command()
+@click.option("--once", "once", metavar="TEXT", help="Send one message, print the answer and exit.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event on standard output.")
+@click.option(
+    "--backend", type=click.Choice(["oai_compat", "anthropic", "ollama"]), help="Override MACHINA_CHAT_BACKEND."
+)
+@click.option("--model", metavar="NAME", help="Override the backend's model variable.")
+@click.option(
+    "--socket", "socket_path", metavar="PATH", help="Toolhost socket (default: in MACHINA_ROOT's runtime dir)."
+)
+@click.option(
+    "--history-file",
+    metavar="PATH",
+    default=None,
+    help="Line-editor history (default: $XDG_STATE_HOME/machina/chat_history; empty: none).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log model and tool calls on standard error.")
+@root_option
+def chat(
+    once: str | None,
+    as_json: bool,
+    backend: str | None,
+    model: str | None,
+    socket_path: str | None,
+    history_file: str | None,
+    verbose: bool,
+    root: str | None,
+) -> int:
+    """Talk to the agent: the model answers, using Machina's tools through the toolhost.
+
+    Reads messages from the terminal (a line editor) or, when standard input is not a terminal, one
+    message per line. Lines starting with / are commands (/help lists them). Tools that need approval
+    are asked about on the terminal (y: allow this one call, n: refuse, e: show it again); without a
+    terminal, or after MACHINA_PERMISSION_TIMEOUT_S, the answer is no.
+
+    Exit status: 0 answered, 69 no model reachable and no LLM-free rule applied, 76 the model's answer
+    was unusable, 130 cancelled, 1 the turn stopped without an answer (limits), 78 bad configuration.
+    With several messages, the status of the last one that was not answered.
+    """
+    cfg = bootstrap("machina chat", overrides_from(root), verbose=verbose)
+    if not verbose:
+        import logging
+
+        # the events already say what went wrong; log lines would only interleave with the conversation
+        logging.getLogger().setLevel(max(logging.ERROR, logging.getLogger().level))
+    machina_root = open_root(cfg)
+    model_backend = open_backend(cfg, backend=backend, model=model)
+    client = ToolhostClient(
+        socket_path or machina_root.socket_path("toolhost"), timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"])
+    )
+    human = sys.stdin.isatty()
+    interactive = human and sys.stdout.isatty() and once is None and not as_json
+    session = Session(
+        model_backend,
+        client,
+        Limits.from_config(cfg),
+        memory_dir=machina_root.memory,
+        rules=distill_rules(recent_experiences(machina_root.memory)),
+        stream=sys.stdout.isatty() and not as_json,
+    )
+    app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human)
+    try:
+        if once is not None:
+            return app.handle(once)
+        if interactive:
+            return app.repl(history_file if history_file is not None else default_history_file())
+        return app.lines(sys.stdin)
+    finally:
+        model_backend.close()
+        client.close()
+
+
+class ChatApp:
+    def __init__(self, session: Session, client: ToolhostClient, renderer: Any, human: bool) -> None:
+        self.session = session
+        self.client = client
+        self.renderer = renderer
+        self.human = human
+        self.status = int(ExitCode.OK)
+        self.quit = False
+        self._interrupted = False
+
+    # --- front ends --------------------------------------------------------------------------------------
+
+    def lines(self, stream: Iterable[str]) -> int:
+        for line in stream:
+            text = line.strip()
+            if text:
+                self.handle(text)
+            if self.quit:
+                break
+        return self.status
+
+    def repl(self, history_file: str) -> int:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings
+
+        keys = KeyBindings()
+
+        @keys.add("escape", "enter")
+        def _newline(event: Any) -> None:
+            event.current_buffer.insert_text("\n")
+
+        history: Any = InMemoryHistory()
+        if history_file:
+            os.makedirs(os.path.dirname(os.path.abspath(history_file)), mode=0o700, exist_ok=True)
+            history = FileHistory(history_file)
+        prompt: PromptSession[str] = PromptSession(history=history, key_bindings=keys)
+        described = self.session.describe()
+        click.echo(
+            f"machina chat: {described['backend']} {described['model']}; /help for commands, Ctrl-D to leave", err=True
+        )
+        while not self.quit:
+            try:
+                text = prompt.prompt("you> ").strip()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line
+            except EOFError:
+                break
+            if text:
+                self.handle(text)
+        return ExitCode.OK
+
+    # --- one message --------------------------------------------------------------------------------------
+
+    def handle(self, text: str) -> int:
+        if text.startswith("/"):
+            self.command(text)
+            return self.status
+        done = self.turn(text)
+        code = int(EXIT_BY_REASON.get(done.reason, ExitCode.FAILURE))
+        if code != ExitCode.OK:
+            self.status = code
+        return code
+
+    def turn(self, text: str) -> ev.Done:
+        self._interrupted = False
+        turn = self.session.send(text)  # from here on, cancel() applies to this turn
+        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        try:
+            for event in turn:
+                self.renderer.show(event)
+                if isinstance(event, ev.ApprovalNeeded):
+                    self.ask(event.request)
+                if isinstance(event, ev.Done):
+                    return event
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        raise AssertionError("a turn ended without its done event")
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
+        self.session.cancel()
+        sys.stderr.write("\n[cancelling this turn; Ctrl-C again to quit]\n")
+
+    def ask(self, request: ApprovalRequest) -> None:
+        """Put the request to the person at the terminal; no terminal, no answer in time, or Ctrl-C is a no."""
+        sys.stderr.write(approval_text(request))
+        if not self.human:
+            sys.stderr.write("no one at a terminal to approve it: refused\n")
+            request.deny()
+            return
+        while not self._interrupted:
+            left = request.seconds_left()
+            if left <= 0:
+                sys.stderr.write("\nno answer in time: refused\n")
+                return
+            sys.stderr.write(f"allow this one call? [y]es once / [n]o / [e] show it again ({left:.0f}s): ")
+            sys.stderr.flush()
+            answer = _read_line(left, lambda: self._interrupted)
+            if answer is None:
+                continue
+            word = answer.strip().lower()
+            if word in ("y", "yes"):
+                request.allow_once()
+                return
+            if word in ("n", "no", ""):
+                request.deny()
+                return
+            if word in ("e", "explain"):
+                sys.stderr.write(
+                    approval_text(request) + "a yes lets exactly this call run once; the same call later asks again\n"
+                )
+        request.deny()
+
+    # --- slash commands -----------------------------------------------------------------------------------
+
+    def command(self, text: str) -> None:
+        name = text.split()[0].lower()
+        if name in ("/quit", "/exit"):
+            self.quit = True
+        elif name == "/clear":
+            self.session.clear()
+            self._say("conversation forgotten")
+        elif name == "/stop":
+            self._say("no turn is running (while one runs, Ctrl-C stops it)")
+        elif name == "/status":
+            self._show(self._status())
+        elif name == "/tools":
+            self._show(self._tools())
+        elif name == "/help":
+            self._say(SLASH_HELP)
+        else:
+            self._say(f"unknown command {name}; /help lists them")
+
+    def _status(self) -> dict[str, Any]:
+        status = self.session.describe()
+        try:
+            self.client.ping()
+            status["toolhost"] = "running"
+        except (ServiceUnavailable, ToolhostError, OSError) as exc:
+            status["toolhost"] = f"unavailable: {exc}"
+        return status
+
+    def _tools(self) -> dict[str, Any]:
+        try:
+            self.session.toolbox.refresh()
+        except (ServiceUnavailable, ToolhostError, OSError) as exc:
+            return {"error": f"toolhost unavailable: {exc}"}
+        grouped: dict[str, list[str]] = {}
+        for tool in self.session.toolbox.tools.values():
+            grouped.setdefault(tool.permission, []).append(f"{tool.aid} (tier {tool.tier})")
+        return {permission: sorted(aids) for permission, aids in sorted(grouped.items())}
+
+    def _say(self, text: str) -> None:
+        if isinstance(self.renderer, JsonRenderer):
+            echo_json({"event": "info", "text": text})
+        else:
+            click.echo(text)
+
+    def _show(self, doc: dict[str, Any]) -> None:
+        if isinstance(self.renderer, JsonRenderer):
+            echo_json({"event": "info", **doc})
+            return
+        for key, value in doc.items():
+            click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+def _read_line(timeout_s: float, stop: Callable[[], bool]) -> str | None:
+    """A line from the terminal within ``timeout_s``; None when time ran out or ``stop()`` became true."""
+    waited = 0.0
+    while waited < timeout_s and not stop():
+        ready, _, _ = select.select([sys.stdin], [], [], min(POLL_S, timeout_s - waited))
+        if ready:
+            return sys.stdin.readline()
+        waited += POLL_S
+    return None
