@@ -549,12 +549,6 @@ _var(
     (),
     "per-tool answers replacing the mode's; when several match, deny beats ask beats allow",
 )
-_var(
-    "MACHINA_PERMISSION_TIMEOUT_S",
-    Int(1, 86400, "seconds"),
-    180,
-    "how long a tool call waits for a human's approval (Telegram buttons, chat prompt); no answer is no",
-)
 _var("MACHINA_LEASE_MAX_TTL_MS", Int(1000, 30 * 24 * 3600 * 1000, "ms"), 3600000, "longest lease a peer may ask for")
 _var(
     "MACHINA_TOOLHOST_IDEMPOTENCY_TTL_MS",
