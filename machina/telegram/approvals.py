@@ -3,9 +3,10 @@
 When a tool call needs a human (the toolhost answered ``approval_required``), :meth:`ApprovalDesk.ask` posts
 the call, its tier and its full inputs (as a file when long) to the chat that asked, and waits for a press
 until MACHINA_PERMISSION_TIMEOUT_S; no answer is no.  A press counts only from the chat that asked (the gate
-has already dropped other chats and users).  "Allow once" issues a toolhost lease bound to exactly that call
-(its AID and inputs digest); "Always" also records a rule for that exact call (:class:`AlwaysRules`); "Deny"
-denies.  Approvals are on disk (:mod:`machina.telegram.pending`): after a restart the bot expires the overdue
+has already dropped other chats and users).  "Allow once" answers the turn's question yes, and the agent
+session then issues a toolhost lease bound to exactly that call (its AID and inputs digest); "Always" also
+records a rule for that exact call (:class:`AlwaysRules`), which answers the same call yes from then on;
+"Deny" denies.  Approvals are on disk (:mod:`machina.telegram.pending`): after a restart the bot expires the overdue
 ones and still takes presses on the others, running an approved call once and posting its result, since the
 turn that asked is gone.
 """
@@ -65,27 +66,28 @@ class ApprovalDesk:
         self.toolhost = toolhost
         self.timeout_s = timeout_s
         self.clock = clock
-        self._waiters: dict[str, asyncio.Future[str | None]] = {}
+        self._waiters: dict[str, asyncio.Future[bool]] = {}
 
     # --- a turn asks -------------------------------------------------------------------------------------
 
-    async def ask(self, bot: Bot, chat_id: int, aid: str, tier: int, inputs: dict[str, Any]) -> str | None:
-        """A lease token for exactly this call once a human allows it; None when denied or unanswered."""
+    async def ask(self, bot: Bot, chat_id: int, aid: str, tier: int, inputs: dict[str, Any]) -> bool:
+        """True once a human allowed exactly this call (or an "always" rule covers it); False when denied,
+        unanswered in MACHINA_PERMISSION_TIMEOUT_S, or the turn was stopped."""
         digest = inputs_digest(aid, inputs)
         if self.rules.covers(aid, digest):
             log.info("%s approved by an always rule (inputs sha256 %s)", aid, digest[:16])
-            return await self._lease(aid, tier, digest)
+            return True
         now = self.clock.time()
         approval = Approval(new_approval_id(), chat_id, aid, tier, inputs, digest, now, now + self.timeout_s)
         self.store.save(approval)
-        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters[approval.id] = waiter
         try:
             await self._post(bot, approval)
             return await asyncio.wait_for(asyncio.shield(waiter), timeout=max(0.0, approval.expires_at - now))
         except TimeoutError:
             await self.expire(bot, approval.id)
-            return None
+            return False
         finally:
             self._waiters.pop(approval.id, None)
 
@@ -94,7 +96,7 @@ class ApprovalDesk:
         for approval_id, waiter in list(self._waiters.items()):
             approval = self.store.get(approval_id)
             if approval is not None and approval.chat_id == chat_id and not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(False)
 
     async def _post(self, bot: Bot, approval: Approval) -> None:
         shown = json.dumps(approval.inputs, indent=1, ensure_ascii=False, sort_keys=True)
@@ -150,10 +152,12 @@ class ApprovalDesk:
         await query.answer(_SHOWN[approval.state])
 
     async def _decide(self, bot: Bot, approval: Approval, decision: str, user_id: int) -> None:
+        waiter = self._waiters.get(approval.id)
         token: str | None = None
-        if decision in (ALLOWED, ALWAYS):
+        if decision in (ALLOWED, ALWAYS) and waiter is None:
+            # The turn that asked is gone (a restart): the bot itself leases and runs the call once.
             try:
-                token = await self._lease(approval.aid, approval.tier, approval.inputs_digest)
+                token = await self.lease(approval.aid, approval.tier, approval.inputs_digest)
             except Exception as exc:  # the toolhost refused or is down: nothing may run
                 log.warning("no lease for approval %s: %s", approval.id, exc)
                 decision = DENIED
@@ -165,9 +169,8 @@ class ApprovalDesk:
         self.store.save(approval)
         log.info("approval %s of %s: %s by user %s", approval.id, approval.aid, decision, user_id)
         await self._mark(bot, approval, f"{_SHOWN[decision]} by user {user_id}")
-        waiter = self._waiters.get(approval.id)
         if waiter is not None and not waiter.done():
-            waiter.set_result(token)
+            waiter.set_result(decision in (ALLOWED, ALWAYS))
         elif token is not None:
             await self._run_orphan(bot, approval, token)
 
@@ -179,7 +182,8 @@ class ApprovalDesk:
         text = f"Ran {approval.aid} (approved after a restart): {reply.status}\n{body[:3500]}"
         await bot.send_message(approval.chat_id, text)
 
-    async def _lease(self, aid: str, tier: int, digest: str) -> str:
+    async def lease(self, aid: str, tier: int, digest: str) -> str:
+        """A single-use lease for the call with this AID and inputs digest (an administrative toolhost peer)."""
         host = self.toolhost()
         granted = await asyncio.to_thread(host.issue_lease, aid, tier, LEASE_TTL_MS, inputs_digest=digest)
         return str(granted["lease_token"])
@@ -196,7 +200,7 @@ class ApprovalDesk:
         await self._mark(bot, approval, "⌛ expired: no answer in time, denied")
         waiter = self._waiters.get(approval.id)
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(False)
 
     async def recover(self, bot: Bot, job_queue: JobQueue[Any] | None) -> int:
         """At start: expire overdue approvals, schedule the expiry of the others; how many are still open."""

@@ -28,8 +28,9 @@ from telegram.ext import (
     filters,
 )
 
+from machina.agent import events as ev
 from machina.config import Config
-from machina.llm import LLMCancelled, LLMError
+from machina.llm import LLMError
 from machina.llm.backend import BACKENDS
 from machina.memory.graph import graph_status
 from machina.root import Root
@@ -41,6 +42,7 @@ from machina.telegram.settings import TelegramSettings
 from machina.telegram.turns import ChatSession, TurnRunner
 from machina.toolapi import APPROVAL_REQUIRED
 from machina.toolhost.client import ToolhostClient
+from machina.toolhost.leases import inputs_digest
 
 log = logging.getLogger(__name__)
 #: Seconds of one getUpdates long poll.
@@ -60,7 +62,7 @@ class MachinaBot:
         self.desk = desk
         self.gate = gate
         self.toolhost = ToolhostClient(root.socket_path("toolhost"), timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"]))
-        self.runner = TurnRunner(cfg, lambda: self.toolhost)
+        self.runner = TurnRunner(cfg, self.toolhost, root.memory)
         self.sessions: dict[int, ChatSession] = {}
         self._commands: dict[str, Any] = {name: getattr(self, f"cmd_{name}") for name in COMMANDS}
         self.turns_answered: defaultdict[int, int] = defaultdict(int)
@@ -98,33 +100,41 @@ class MachinaBot:
         if message is None or not message.text:
             return
         session = self.session(message.chat_id)
-        if session.busy:
-            await message.reply_text("A turn is still running: wait for it, or /stop it.")
-            return
-        session.cancel.clear()
-        session.task = context.application.create_task(self._turn(context, session, message.text))
+        previous = session.task if session.busy else None
+        if previous is not None and not session.answered:
+            await context.bot.send_message(message.chat_id, "⏳ Queued after the running turn (/stop cancels it).")
+        session.task = context.application.create_task(self._turn(context, session, message.text, previous))
 
-    async def _turn(self, context: ContextTypes.DEFAULT_TYPE, session: ChatSession, text: str) -> None:
+    async def _turn(
+        self,
+        context: ContextTypes.DEFAULT_TYPE,
+        session: ChatSession,
+        text: str,
+        previous: asyncio.Task[None] | None = None,
+    ) -> None:
+        """One turn; turns of a chat run one after the other (a message sent meanwhile waits its turn)."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        session.answered = False
         bot, chat_id = context.bot, session.chat_id
         writer = ChatWriter(bot, chat_id)
         typing = asyncio.create_task(self._typing(context, chat_id))
-        events = _Events(writer, self.desk, bot, chat_id)
+        events = _Events(writer, self.desk, bot, session)
         try:
-            answer = await self.runner.run(session, text, events)
-            typing.cancel()
-            await writer.answer(answer)
-            self.turns_answered[chat_id] += 1
-        except (asyncio.CancelledError, LLMCancelled):
+            done = await self.runner.run(session, text, events)
             typing.cancel()
             await writer.flush()
-            await bot.send_message(chat_id, "⏹ Stopped.")
-        except LLMError as exc:
-            typing.cancel()
-            await writer.answer(f"The model did not answer: {exc}")
+            if done is not None and done.reason == ev.CANCELLED:
+                await bot.send_message(chat_id, "⏹ Stopped.")
+            elif done is not None and not done.answered:
+                await writer.answer(f"The turn ended without an answer ({done.reason}). {done.detail}".strip())
+            else:
+                self.turns_answered[chat_id] += 1
         except Exception as exc:
-            typing.cancel()
             log.exception("turn in chat %s failed", chat_id)
             await bot.send_message(chat_id, f"The turn failed: {type(exc).__name__}: {exc}")
+        finally:
+            typing.cancel()
 
     async def _typing(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> None:
         while True:
@@ -171,7 +181,7 @@ class MachinaBot:
         return "\n".join(lines)
 
     async def cmd_clear(self, chat_id: int, args: list[str], context: Any) -> str:
-        self.session(chat_id).history.clear()
+        self.session(chat_id).forget()
         return "Conversation forgotten."
 
     async def cmd_status(self, chat_id: int, args: list[str], context: Any) -> str:
@@ -183,7 +193,7 @@ class MachinaBot:
                 f"Backend: {session.backend or self.cfg['MACHINA_CHAT_BACKEND']}, model: {self._model(session)}",
                 f"Profile: {self.cfg['MACHINA_PROFILE']}",
                 f"Autonomic: {'heartbeats ' + str(autonomic.get('heartbeats')) if autonomic else 'no state'}",
-                f"History: {len(session.history)} messages; turn running: {'yes' if session.busy else 'no'}",
+                f"History: {session.history_size()} messages; turn running: {'yes' if session.busy else 'no'}",
                 f"Tools: {_count(tools)}; goals: {self._goal_count()}",
                 f"Pending approvals: {len(self.desk.store.pending())}",
                 f"Dropped updates from strangers: {self.gate.total_dropped()}",
@@ -194,9 +204,9 @@ class MachinaBot:
     async def cmd_gpu(self, chat_id: int, args: list[str], context: Any) -> str:
         reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {})
         if reply.status == APPROVAL_REQUIRED:  # tier 2: the mode may ask, like any other call
-            token = await self.desk.ask(context.bot, chat_id, GPU_SMOKE, 2, {})
-            if token is None:
+            if not await self.desk.ask(context.bot, chat_id, GPU_SMOKE, 2, {}):
                 return "GPU smoke test: not approved."
+            token = await self.desk.lease(GPU_SMOKE, 2, inputs_digest(GPU_SMOKE, {}))
             reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {}, lease_token=token)
         if not reply.ok:
             return f"GPU smoke test: {reply.status}: {reply.error}"
@@ -223,7 +233,7 @@ class MachinaBot:
             return f"Usage: /use <backend: {', '.join(BACKENDS)}> or /use <model number or name>"
         wanted = args[0]
         if wanted in BACKENDS:
-            session.backend, session.model = wanted, None
+            self.runner.switch(session, backend=wanted)
             return f"This chat now uses the {wanted} backend."
         if wanted.isdigit():
             backend = self.runner.backend_for(session)
@@ -235,7 +245,7 @@ class MachinaBot:
             if not 0 <= index < len(models):
                 return f"No model number {wanted}: /models lists {len(models)}."
             wanted = models[index]
-        session.model = wanted
+        self.runner.switch(session, model=wanted)
         return f"This chat now uses the model {wanted}."
 
     async def cmd_auto_status(self, chat_id: int, args: list[str], context: Any) -> str:
@@ -263,10 +273,9 @@ class MachinaBot:
         session = self.session(chat_id)
         if not session.busy or session.task is None:
             return "Nothing is running."
-        session.cancel.set()
+        session.stop()
         self.desk.cancel_waiting(chat_id)
-        session.task.cancel()
-        return ""  # the turn itself says "Stopped."
+        return ""  # the turn itself says "Stopped." as it ends
 
     async def _mcp(self, chat_id: int, args: list[str], context: Any) -> str:
         return "MCP servers are not part of this build: nothing to show or change."
@@ -325,15 +334,20 @@ class MachinaBot:
 
 
 class _Events:
-    def __init__(self, writer: ChatWriter, desk: ApprovalDesk, bot: Any, chat_id: int) -> None:
-        self.writer, self.desk, self.bot, self.chat_id = writer, desk, bot, chat_id
+    def __init__(self, writer: ChatWriter, desk: ApprovalDesk, bot: Any, session: ChatSession) -> None:
+        self.writer, self.desk, self.bot, self.session = writer, desk, bot, session
+        self.chat_id = session.chat_id
 
     async def progress(self, line: str) -> None:
         await self.writer.progress(line)
 
-    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> str | None:
+    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> bool:
         await self.writer.flush()
         return await self.desk.ask(self.bot, self.chat_id, aid, tier, inputs)
+
+    async def answer(self, text: str) -> None:
+        await self.writer.answer(text)
+        self.session.answered = True
 
 
 def _count(tools: list[dict[str, Any]] | None) -> str:

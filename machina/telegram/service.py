@@ -121,8 +121,8 @@ class TelegramService:
     async def _shutdown(self) -> None:
         if self.bot is not None:
             for session in self.bot.sessions.values():
+                session.stop()  # the agent's worker thread ends its turn promptly
                 if session.task is not None and not session.task.done():
-                    session.cancel.set()
                     session.task.cancel()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
@@ -130,4 +130,6 @@ class TelegramService:
             await self.app.stop()
         await self.app.shutdown()
         if self.bot is not None:
+            for session in self.bot.sessions.values():
+                session.close()
             self.bot.toolhost.close()
