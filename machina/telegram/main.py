@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import NoReturn
 
 import click
@@ -25,6 +26,8 @@ def cli(root: str | None, verbose: bool) -> int:
     $MACHINA_ROOT/state/telegram/ and survive a restart. Exit 78 without TELEGRAM_CHAT_ID or with a token
     the Bot API refuses, 69 when the Bot API cannot be reached at start.
     """
+    # python-telegram-bot 22's opt-in to timedelta durations: no deprecation warning on every 429.
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
     cfg = bootstrap("machina-telegram", overrides_from(root), verbose)
     if cfg["MACHINA_LOG_LEVEL"] != "debug" and not verbose:
         # One line per long poll is noise; at debug level they are shown (with the token redacted).
