@@ -22,6 +22,7 @@ from telegram.ext import ContextTypes
 from machina.config import Config, ConfigError
 from machina.exitcodes import ExitCode, MachinaError
 from machina.root import open_root
+from machina.telegram.alerts import POLL_S, AlertRelay
 from machina.telegram.approvals import ApprovalDesk
 from machina.telegram.bot import POLL_TIMEOUT_S, MachinaBot
 from machina.telegram.gate import Gate
@@ -55,6 +56,7 @@ class TelegramService:
         gate = Gate(self.settings.chat_ids, self.settings.user_ids, root.join("state", "metrics", "telegram.json"))
         desk = ApprovalDesk(store, rules, lambda: self._toolhost(), self.settings.approval_timeout_s)
         self.bot = MachinaBot(self.cfg, self.settings, root, desk, gate)
+        self.relay = AlertRelay(root.state, self.settings.chat_ids, stream=bool(self.cfg["MACHINA_DEV_EXPLORE"]))
         self.app = self.bot.build()
         self.loop = asyncio.new_event_loop()
         try:
@@ -81,6 +83,7 @@ class TelegramService:
         await self.app.start()
         self._open_approvals = await desk.recover(self.app.bot, self.app.job_queue)
         self.app.job_queue.run_repeating(self._beat, interval=HEARTBEAT_S, first=0)
+        self.app.job_queue.run_repeating(self.relay.tick, interval=POLL_S, first=0)
         await self.app.updater.start_polling(
             timeout=POLL_TIMEOUT_S, allowed_updates=Update.ALL_TYPES, drop_pending_updates=False
         )
