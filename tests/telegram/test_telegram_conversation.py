@@ -17,8 +17,8 @@ from tests.telegram.telegram_kit import CHAT, STRANGER, STRANGER_CHAT, USER, bot
 SCAN = {"tool_calls": [{"aid": "AID.ERROR_SCAN.v1", "arguments": {"input_path": "data/app.log", "pattern": "ERROR"}}]}
 RULES = [
     {"match": r"^scan ", "on": "user", "reply": SCAN},
+    {"match": r"denied|not approved", "on": "tool", "reply": {"text": "The call was not approved."}},
     {"match": r'"matches": (\d+)', "on": "tool", "reply": {"text": "Found \\1 ERROR lines in data/app.log."}},
-    {"match": r'"status": "denied"', "on": "tool", "reply": {"text": "The scan was not approved."}},
 ]
 
 
@@ -155,3 +155,35 @@ def test_long_emoji_answers_are_split_within_the_limit(scan_root: Path, tg: Fake
     assert all(utf16_len(m["text"]) <= 4096 for m in sent)  # the fake also refuses anything longer
     assert "".join(m["text"] for m in sent).count("👩‍👩‍👧‍👦") == 400
     assert all("<pre><code" in m["raw_text"] for m in sent if "print('x')" in m["text"])
+
+
+WRITE = {
+    "tool_calls": [
+        {"aid": "AID.FILE.WRITE.v1", "arguments": {"path": "data/notes.txt", "content": "line\n" * 1200}}
+    ]
+}
+
+
+def test_long_inputs_are_shown_in_full_as_a_file_and_a_press_from_another_allowed_chat_is_refused(
+    scan_root: Path, tg: FakeTelegram
+) -> None:
+    other_chat = -100777
+    host_env = {"MACHINA_PERMISSION_OVERRIDES": "AID.FILE.WRITE.v1=ask"}
+    rules = [{"match": "^write", "on": "user", "reply": WRITE}, *RULES]
+    with running_toolhost(str(scan_root), env=host_env), FakeLLM([], rules=rules) as llm:
+        env = bot_env(
+            scan_root, tg, OAI_COMPAT_BASE_URL=llm.base_url, OAI_COMPAT_MODEL="fake-model",
+            TELEGRAM_CHAT_ID=f"{CHAT},{other_chat}",
+        )  # fmt: skip
+        with running_bot(scan_root, tg, env):
+            tg.user_says(CHAT, USER, "write the notes")
+            asking = _approval(tg)
+            tg.press_button(other_chat, USER, asking, _button(asking, "Allow once"))
+            tg.wait_for(lambda: tg.answered_callbacks)
+            assert "another chat" in tg.answered_callbacks[0]["text"]
+            tg.press_button(CHAT, USER, asking, _button(asking, "Deny"))
+            tg.wait_for_message(CHAT, lambda m: "not approved" in m["text"])
+    (document,) = tg.documents
+    assert document["chat_id"] == CHAT and json.loads(document["content"])["content"] == "line\n" * 1200
+    assert "in the file above" in asking["text"] and "tier 1" in asking["text"]
+    assert not (scan_root / "data" / "notes.txt").exists()
