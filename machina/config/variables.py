@@ -299,6 +299,18 @@ _var(
 )
 _var("OLLAMA_HOST", Text(URL_PATTERN, URL_TEXT), "http://127.0.0.1:11434", "base URL of the Ollama server")
 _var("OLLAMA_MODEL", Text(MODEL_PATTERN, MODEL_TEXT), None, "Ollama model name")
+_var(
+    "MACHINA_AUTO_ROUTE_BACKEND",
+    Choice(("oai_compat", "anthropic", "ollama")),
+    None,
+    "second backend that complex requests go to in a Telegram chat with /auto_route on (unset: no routing)",
+)
+_var(
+    "MACHINA_AUTO_ROUTE_MODEL",
+    Text(MODEL_PATTERN, MODEL_TEXT),
+    None,
+    "model of MACHINA_AUTO_ROUTE_BACKEND (default: that backend's own model variable)",
+)
 _var("MACHINA_MAX_CYCLES", Int(1, 100000), 100, "Pulse Loop cycle budget per conversation")
 _var("MACHINA_PULSE_BUDGET_S", Int(1, 86400, "seconds"), 3600, "Pulse Loop wall-clock budget per conversation")
 _var(

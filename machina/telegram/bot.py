@@ -262,11 +262,17 @@ class MachinaBot:
     async def cmd_auto_route(self, chat_id: int, args: list[str], context: Any) -> str:
         session = self.session(chat_id)
         choice = (args[0] if args else "status").lower()
-        if choice in ("on", "off"):
+        second = self.cfg["MACHINA_AUTO_ROUTE_BACKEND"]
+        if choice not in ("on", "off", "status"):
+            return "Usage: /auto_route on | off | status"
+        if choice == "on" and not second:
+            return "No second backend is configured (MACHINA_AUTO_ROUTE_BACKEND): auto-routing stays off."
+        if choice != "status":
             session.auto_route = choice == "on"
+        target = f"{second} ({self.cfg['MACHINA_AUTO_ROUTE_MODEL'] or 'its configured model'})" if second else "none"
         return (
-            f"Auto-routing is {'on' if session.auto_route else 'off'} for this chat. "
-            "(This build has no second backend to route to: every request uses the chat's backend.)"
+            f"Auto-routing is {'on' if session.auto_route else 'off'} for this chat; second backend: {target}. "
+            "Complex requests (long, several steps, or code) go there; the rest to the chat's backend."
         )
 
     async def cmd_stop(self, chat_id: int, args: list[str], context: Any) -> str:

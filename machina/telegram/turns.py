@@ -19,6 +19,7 @@ from machina.agent import Limits, Session, distill_rules, recent_experiences
 from machina.agent import events as ev
 from machina.config import Config, ConfigError
 from machina.llm import Backend, open_backend
+from machina.telegram.routing import is_complex
 from machina.toolhost.client import ToolhostClient
 
 log = logging.getLogger(__name__)
@@ -33,38 +34,45 @@ class TurnEvents(Protocol):
     async def answer(self, text: str) -> None: ...
 
 
+MAIN, ROUTED = "main", "routed"
+
+
 @dataclass
 class ChatSession:
-    """What the bot keeps per chat: the agent session, and the backend and model ``/use`` chose."""
+    """What the bot keeps per chat: its agent sessions (the chat's backend, and the auto-route backend),
+    which share one history, and the backend and model ``/use`` chose."""
 
     chat_id: int
     backend: str | None = None
     model: str | None = None
     auto_route: bool = False
     answered: bool = False  # the running turn has sent its answer (only its bookkeeping is left)
-    agent: Session | None = None
+    agents: dict[str, Session] = field(default_factory=dict)
+    running: Session | None = None
     task: asyncio.Task[None] | None = None
-    model_backend: Backend | None = field(default=None, repr=False)
+    backends: list[Backend] = field(default_factory=list, repr=False)
 
     @property
     def busy(self) -> bool:
         return self.task is not None and not self.task.done()
 
     def stop(self) -> None:
-        if self.agent is not None:
-            self.agent.cancel()
+        if self.running is not None:
+            self.running.cancel()
 
     def history_size(self) -> int:
-        return len(self.agent.history.messages) if self.agent is not None else 0
+        agent = next(iter(self.agents.values()), None)
+        return len(agent.history.messages) if agent is not None else 0
 
     def forget(self) -> None:
-        if self.agent is not None:
-            self.agent.clear()
+        for agent in self.agents.values():
+            agent.clear()
 
     def close(self) -> None:
-        if self.model_backend is not None:
-            self.model_backend.close()
-            self.model_backend = None
+        for backend in self.backends:
+            backend.close()
+        self.backends.clear()
+        self.agents.clear()
 
 
 class TurnRunner:
@@ -77,39 +85,55 @@ class TurnRunner:
         """The chat's backend (ConfigError when its model is not configured)."""
         return open_backend(self.cfg, backend=chat.backend, model=chat.model)
 
+    def routed_backend(self) -> Backend:
+        """The second backend of auto-routing (ConfigError when it is not configured)."""
+        name = self.cfg["MACHINA_AUTO_ROUTE_BACKEND"]
+        if not name:
+            raise ConfigError("MACHINA_AUTO_ROUTE_BACKEND is not set: there is no second backend to route to")
+        return open_backend(self.cfg, backend=name, model=self.cfg["MACHINA_AUTO_ROUTE_MODEL"])
+
     def switch(self, chat: ChatSession, backend: str | None = None, model: str | None = None) -> None:
         """``/use``: the next turn builds a session on the new backend or model (the history is kept)."""
         if backend is not None:
             chat.backend, chat.model = backend, None
         if model is not None:
             chat.model = model
-        if chat.agent is not None:
-            history = chat.agent.history
-            chat.close()
-            chat.agent = None
-            self.agent_for(chat).history = history
+        history = next(iter(chat.agents.values())).history if chat.agents else None
+        chat.close()
+        if history is not None:
+            self.agent_for(chat, MAIN).history = history
 
-    def agent_for(self, chat: ChatSession) -> Session:
-        if chat.agent is None:
-            try:
-                chat.model_backend = self.backend_for(chat)
-                reason = ""
-            except ConfigError as exc:
-                chat.model_backend, reason = None, str(exc)
-            chat.agent = Session(
-                chat.model_backend,
-                self.toolhost,
-                Limits.from_config(self.cfg),
-                memory_dir=self.memory_dir,
-                rules=distill_rules(recent_experiences(self.memory_dir)),
-                stream=False,
-                no_model_reason=reason or "no model is configured",
-            )
-        return chat.agent
+    def agent_for(self, chat: ChatSession, which: str) -> Session:
+        agent = chat.agents.get(which)
+        if agent is not None:
+            return agent
+        try:
+            backend: Backend | None = self.backend_for(chat) if which == MAIN else self.routed_backend()
+            reason = ""
+        except ConfigError as exc:
+            backend, reason = None, str(exc)
+        if backend is not None:
+            chat.backends.append(backend)
+        agent = Session(
+            backend,
+            self.toolhost,
+            Limits.from_config(self.cfg),
+            memory_dir=self.memory_dir,
+            rules=distill_rules(recent_experiences(self.memory_dir)),
+            stream=False,
+            no_model_reason=reason or "no model is configured",
+        )
+        if chat.agents:  # one conversation, whichever backend answers a turn
+            agent.history = next(iter(chat.agents.values())).history
+        chat.agents[which] = agent
+        return agent
 
     async def run(self, chat: ChatSession, text: str, events: TurnEvents) -> ev.Done | None:
         """Run one turn, reporting as it goes; its Done event (None if the session ended without one)."""
-        agent = self.agent_for(chat)
+        which = ROUTED if chat.auto_route and is_complex(text) else MAIN
+        agent = chat.running = self.agent_for(chat, which)
+        if which == ROUTED:
+            await events.progress("↪ a complex request: routed to the second backend")
         steps = agent.send(text)
         while True:
             event = await asyncio.to_thread(_next, steps)
