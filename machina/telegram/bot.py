@@ -65,7 +65,6 @@ class MachinaBot:
         self.runner = TurnRunner(cfg, self.toolhost, root.memory)
         self.sessions: dict[int, ChatSession] = {}
         self._commands: dict[str, Any] = {name: getattr(self, f"cmd_{name}") for name in COMMANDS}
-        self.turns_answered: defaultdict[int, int] = defaultdict(int)
 
     def build(self) -> Application[Any, Any, Any, Any, Any, Any]:
         app = (
@@ -128,8 +127,6 @@ class MachinaBot:
                 await bot.send_message(chat_id, "⏹ Stopped.")
             elif done is not None and not done.answered:
                 await writer.answer(f"The turn ended without an answer ({done.reason}). {done.detail}".strip())
-            else:
-                self.turns_answered[chat_id] += 1
         except Exception as exc:
             log.exception("turn in chat %s failed", chat_id)
             await bot.send_message(chat_id, f"The turn failed: {type(exc).__name__}: {exc}")
