@@ -11,6 +11,7 @@ import glob
 import json
 import logging
 import os
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +30,7 @@ from telegram.ext import (
 )
 
 from machina.agent import events as ev
+from machina.autonomic import activity
 from machina.config import Config
 from machina.llm import LLMError
 from machina.llm.backend import BACKENDS
@@ -98,6 +100,7 @@ class MachinaBot:
         message = update.effective_message
         if message is None or not message.text:
             return
+        activity.touch(self.root.state)  # the autonomic engine yields to a person (idle time, burst exit)
         session = self.session(message.chat_id)
         previous = session.task if session.busy else None
         if previous is not None and not session.answered:
@@ -154,6 +157,7 @@ class MachinaBot:
             chat = update.effective_chat
             if chat is None:
                 return
+            activity.touch(self.root.state)
             if name in ADMIN_ONLY and (user is None or user.id not in self.settings.admin_ids):
                 log.warning("/%s refused to user %s: not in TELEGRAM_ADMIN_USER_IDS", name, user.id if user else None)
                 await send_text(context.bot, chat.id, f"/{name} changes the system: only administrators may use it.")
@@ -249,11 +253,17 @@ class MachinaBot:
         state = self._autonomic_state()
         if not state:
             return "machina-autonomic has written no state yet (is it running?)."
-        levels = state.get("levels") or {}
-        lines = [f"Heartbeats: {state.get('heartbeats', 0)}; bursts: {state.get('bursts', 0)}"]
-        for name, rec in levels.items():
-            lines.append(f"{name}: {rec.get('runs', 0)} runs, last {rec.get('last_outcome') or '-'}")
-        lines.append(f"Curiosity today: {state.get('curiosity_today', 0)}")
+        now = time.time()
+        idle = now - activity.last_activity(self.root.state)
+        lines = [
+            f"Heartbeats: {state.get('heartbeats', 0)}; user idle: {_ago(idle)}",
+            f"Burst: {'active' if state.get('burst_active') else 'idle'}; bursts so far: {state.get('bursts', 0)}",
+        ]
+        for name, rec in sorted((state.get("levels") or {}).items()):
+            last = rec.get("last_run") or 0
+            when = _ago(now - last) + " ago" if last else "never"
+            lines.append(f"{name}: {rec.get('runs', 0)} runs, last {when} ({rec.get('last_outcome') or '-'})")
+        lines.append(f"Curiosity today: {state.get('curiosity_today', 0)}; alerts: {state.get('alerts', 0)}")
         return "\n".join(lines)
 
     async def cmd_auto_route(self, chat_id: int, args: list[str], context: Any) -> str:
@@ -351,6 +361,16 @@ class _Events:
     async def answer(self, text: str) -> None:
         await self.writer.answer(text)
         self.session.answered = True
+
+
+def _ago(seconds: float) -> str:
+    if seconds >= 86400 * 365:
+        return "never"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{max(seconds, 0):.0f} s"
 
 
 def _count(tools: list[dict[str, Any]] | None) -> str:

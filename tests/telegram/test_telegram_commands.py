@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,19 @@ def test_a_429_from_the_bot_api_delays_the_answer_but_loses_nothing(scan_root: P
         tg.wait_for_message(CHAT, lambda m: "forgotten" in m["text"])
     first, second = tg.calls_of("sendMessage")
     assert second.at - first.at >= 1.0
+
+
+def test_auto_status_reads_the_autonomic_state_and_messages_count_as_activity(
+    machina_root: Path, tg: FakeTelegram
+) -> None:
+    from machina.autonomic.state import AutonomicState, LevelRecord, save_state
+
+    state = AutonomicState(heartbeats=12, bursts=1, curiosity_today=2)
+    state.levels["L1"] = LevelRecord(last_run=time.time() - 120, runs=3, last_outcome="insight written")
+    save_state(str(machina_root / "state"), state)
+    activity = machina_root / "state" / "user_activity"
+    with running_bot(machina_root, tg):
+        answer = ask(tg, "/auto_status")
+    assert "Heartbeats: 12" in answer and "Curiosity today: 2" in answer
+    assert "L1: 3 runs, last 2 min ago (insight written)" in answer
+    assert activity.exists() and time.time() - activity.stat().st_mtime < 60
