@@ -23,6 +23,8 @@ from machina.telegram.routing import is_complex
 from machina.toolhost.client import ToolhostClient
 
 log = logging.getLogger(__name__)
+#: Characters of a tool result shown in the chat's progress message as it arrives.
+PREVIEW_SHOWN = 300
 
 
 class TurnEvents(Protocol):
@@ -158,7 +160,9 @@ async def _report(event: ev.Event, events: TurnEvents) -> None:
         await events.progress(f"🔧 {event.aid} …")
     elif isinstance(event, ev.ToolResult):
         mark = "✅" if event.ok else "⚠️"
-        await events.progress(f"{mark} {event.aid}: {event.status} ({event.duration_ms:.0f} ms)")
+        shown = event.preview[:PREVIEW_SHOWN] + ("…" if len(event.preview) > PREVIEW_SHOWN else "")
+        line = f"{mark} {event.aid}: {event.status} ({event.duration_ms:.0f} ms)"
+        await events.progress(f"{line}\n   {shown}" if shown else line)
     elif isinstance(event, ev.ApprovalDecided):
         await events.progress(f"🔐 {event.aid}: {event.decision}")
     elif isinstance(event, ev.Error):

@@ -40,7 +40,7 @@ def test_an_allowed_chat_gets_an_answer_that_used_a_tool_and_a_stranger_gets_not
         tg.wait_for_message(CHAT, lambda m: "Found 2 ERROR lines" in m["text"])
         asked = len(llm.chat_requests)
     texts = [m["text"] for m in tg.sent_to(CHAT)]
-    assert any("AID.ERROR_SCAN.v1: ok" in t for t in texts)  # the tool's progress was posted
+    assert any("AID.ERROR_SCAN.v1: ok" in t and "ERROR disk full" in t for t in texts)  # its result, as it came
     assert tg.calls_of("sendChatAction")[0].params["action"] == "typing"
     assert tg.sent_to(STRANGER_CHAT) == []
     assert asked == 2  # the tool call, then the answer: the stranger's message never reached the model
