@@ -91,11 +91,17 @@ class ApprovalDesk:
         finally:
             self._waiters.pop(approval.id, None)
 
-    def cancel_waiting(self, chat_id: int) -> None:
-        """/stop: the chat's turn ends, so its open questions are answered no."""
+    async def cancel_waiting(self, bot: Bot, chat_id: int) -> None:
+        """/stop: the chat's turn ends, so its open questions are answered no (and their buttons removed,
+        so that a later press cannot run the call on its own)."""
         for approval_id, waiter in list(self._waiters.items()):
             approval = self.store.get(approval_id)
-            if approval is not None and approval.chat_id == chat_id and not waiter.done():
+            if approval is None or approval.chat_id != chat_id or approval.state != PENDING:
+                continue
+            approval.state, approval.decided_at = DENIED, self.clock.time()
+            self.store.save(approval)
+            await self._mark(bot, approval, "❌ denied: the turn was stopped")
+            if not waiter.done():
                 waiter.set_result(False)
 
     async def _post(self, bot: Bot, approval: Approval) -> None:

@@ -287,7 +287,7 @@ class MachinaBot:
         if not session.busy or session.task is None:
             return "Nothing is running."
         session.stop()
-        self.desk.cancel_waiting(chat_id)
+        await self.desk.cancel_waiting(context.bot, chat_id)
         return ""  # the turn itself says "Stopped." as it ends
 
     async def _mcp(self, chat_id: int, args: list[str], context: Any) -> str:

@@ -187,3 +187,17 @@ def test_long_inputs_are_shown_in_full_as_a_file_and_a_press_from_another_allowe
     assert document["chat_id"] == CHAT and json.loads(document["content"])["content"] == "line\n" * 1200
     assert "in the file above" in asking["text"] and "tier 1" in asking["text"]
     assert not (scan_root / "data" / "notes.txt").exists()
+
+
+def test_stop_while_an_approval_waits_denies_it_for_good(scan_root: Path, tg: FakeTelegram) -> None:
+    with stack(scan_root, tg, [], ask=True):
+        tg.user_says(CHAT, USER, "scan data/app.log for ERROR")
+        asking = _approval(tg)
+        tg.user_says(CHAT, USER, "/stop")
+        tg.wait_for_message(CHAT, lambda m: "Stopped" in m["text"], timeout=15)
+        tg.press_button(CHAT, USER, asking, _button(asking, "Allow once"))  # too late: nothing may run
+        tg.wait_for(lambda: tg.answered_callbacks)
+        marked = tg.wait_for_message(CHAT, lambda m: m["message_id"] == asking["message_id"])
+    assert tg.answered_callbacks[0]["text"] == "Already denied."
+    assert "the turn was stopped" in marked["text"] and not marked.get("reply_markup")
+    assert not any("Found" in m["text"] or "approved after a restart" in m["text"] for m in tg.sent_to(CHAT))
