@@ -99,8 +99,9 @@ class ApprovalDesk:
             if approval is None or approval.chat_id != chat_id or approval.state != PENDING:
                 continue
             approval.state, approval.decided_at = DENIED, self.clock.time()
+            approval.outcome = "❌ denied: the turn was stopped"
             self.store.save(approval)
-            await self._mark(bot, approval, "❌ denied: the turn was stopped")
+            await self._mark(bot, approval)
             if not waiter.done():
                 waiter.set_result(False)
 
@@ -128,8 +129,12 @@ class ApprovalDesk:
             ]
         )
         message = await bot.send_message(approval.chat_id, text, parse_mode="HTML", reply_markup=keyboard)
-        approval.message_id = message.message_id
-        self.store.save(approval)
+        # Reread: a /stop or an expiry may have decided it while the message was on its way.
+        current = self.store.get(approval.id) or approval
+        current.message_id = approval.message_id = message.message_id
+        self.store.save(current)
+        if current.state != PENDING:
+            await self._mark(bot, current)
 
     # --- a human presses ---------------------------------------------------------------------------------
 
@@ -172,9 +177,10 @@ class ApprovalDesk:
                 approval.aid, approval.inputs_digest, approval.inputs, user_id, approval.chat_id, self.clock.time()
             )
         approval.state, approval.decided_by, approval.decided_at = decision, user_id, self.clock.time()
+        approval.outcome = f"{_SHOWN[decision]} by user {user_id}"
         self.store.save(approval)
         log.info("approval %s of %s: %s by user %s", approval.id, approval.aid, decision, user_id)
-        await self._mark(bot, approval, f"{_SHOWN[decision]} by user {user_id}")
+        await self._mark(bot, approval)
         if waiter is not None and not waiter.done():
             waiter.set_result(decision in (ALLOWED, ALWAYS))
         elif token is not None:
@@ -201,9 +207,10 @@ class ApprovalDesk:
         if approval is None or approval.state != PENDING:
             return
         approval.state, approval.decided_at = EXPIRED, self.clock.time()
+        approval.outcome = "⌛ expired: no answer in time, denied"
         self.store.save(approval)
         log.info("approval %s of %s expired: denied", approval.id, approval.aid)
-        await self._mark(bot, approval, "⌛ expired: no answer in time, denied")
+        await self._mark(bot, approval)
         waiter = self._waiters.get(approval.id)
         if waiter is not None and not waiter.done():
             waiter.set_result(False)
@@ -227,10 +234,11 @@ class ApprovalDesk:
 
         return job
 
-    async def _mark(self, bot: Bot, approval: Approval, outcome: str) -> None:
+    async def _mark(self, bot: Bot, approval: Approval) -> None:
+        """Replace the question and its buttons with the outcome (once the message exists)."""
         if approval.message_id is None:
-            return
-        text = f"Approval of {approval.aid} (tier {approval.tier}): {outcome}"
+            return  # still being posted: _post marks it when it is
+        text = f"Approval of {approval.aid} (tier {approval.tier}): {approval.outcome or approval.state}"
         try:
             await bot.edit_message_text(text, chat_id=approval.chat_id, message_id=approval.message_id)
         except TelegramError as exc:

@@ -43,6 +43,7 @@ class Approval:
     message_id: int | None = None
     decided_by: int | None = None
     decided_at: float | None = None
+    outcome: str = ""  # what the chat was told when it was decided
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Approval:

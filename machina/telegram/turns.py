@@ -10,6 +10,7 @@ exactly that call.  ``/stop`` cancels the session (:meth:`ChatSession.stop`), wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -137,18 +138,24 @@ class TurnRunner:
         if which == ROUTED:
             await events.progress("↪ a complex request: routed to the second backend")
         steps = agent.send(text)
-        while True:
-            event = await asyncio.to_thread(_next, steps)
-            if event is None:
-                return None
-            if isinstance(event, ev.ApprovalNeeded):
-                request = event.request
-                allowed = await events.approve(request.aid, request.tier, dict(request.inputs))
-                request.allow_once() if allowed else request.deny()
-            elif isinstance(event, ev.Done):
-                return event
-            else:
-                await _report(event, events)
+        try:
+            while True:
+                event = await asyncio.to_thread(_next, steps)
+                if event is None:
+                    return None
+                if isinstance(event, ev.ApprovalNeeded):
+                    request = event.request
+                    allowed = await events.approve(request.aid, request.tier, dict(request.inputs))
+                    request.allow_once() if allowed else request.deny()
+                elif isinstance(event, ev.Done):
+                    return event
+                else:
+                    await _report(event, events)
+        finally:
+            # Done is the last event, but the session frees itself for the next turn only when its
+            # generator finishes: close it now rather than whenever it is collected.
+            with contextlib.suppress(ValueError):  # still executing in a worker thread (a cancelled task)
+                steps.close()  # type: ignore[attr-defined]
 
 
 def _next(steps: Iterator[ev.Event]) -> ev.Event | None:
