@@ -17,6 +17,7 @@ from typing import Any
 
 from telegram import BotCommand, Update
 from telegram.constants import ChatAction
+from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -137,8 +138,12 @@ class MachinaBot:
             typing.cancel()
 
     async def _typing(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> None:
+        """The typing indicator, renewed while the turn runs (Telegram shows it for about 5 s)."""
         while True:
-            await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            try:
+                await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            except TelegramError as exc:  # only a hint: never let it end or fail the turn
+                log.debug("typing indicator not sent: %s", exc)
             await asyncio.sleep(TYPING_EVERY_S)
 
     async def on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
