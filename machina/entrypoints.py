@@ -16,6 +16,7 @@ ENTRY_POINTS: dict[str, str] = {
     "machina-toolhost": "machina.toolhost.main:main",
     "machina-embed": "machina.embed.main:main",
     "machina-policy-llm": "machina.llm.policy_driver:main",
+    "machina-chat-driver": "machina.agent.chat_driver:main",
     "machina-autonomic": "machina.autonomic.main:main",
     "machina-telegram": "machina.telegram.main:main",
 }

@@ -53,10 +53,11 @@ class BoundedResult:
     stdout_truncated: bool
     stderr_truncated: bool
     duration_ms: float
+    stopped: bool = False  # ended early because the caller's ``stop()`` said so (the group was killed)
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.stopped
 
 
 def run_bounded(
@@ -71,8 +72,12 @@ def run_bounded(
     rlimits: Rlimits | None = None,
     pass_fds: Sequence[int] = (),
     preexec: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> BoundedResult:
     """Run ``argv`` to completion or until ``timeout_s``; never raises for the child's own failures.
+
+    ``stop``: polled a few times a second; when it returns True the process group is killed and the result
+    says ``stopped`` (a person cancelled what the child was doing for them).
 
     Raises OSError when the program cannot be started (missing, not executable).
     """
@@ -99,7 +104,7 @@ def run_bounded(
         close_fds=True,
     )
     try:
-        out, err, timed_out = _communicate(proc, stdin, started + timeout_s, stdout_max, stderr_max)
+        out, err, timed_out = _communicate(proc, stdin, started + timeout_s, stdout_max, stderr_max, stop)
     finally:
         _kill_group(proc)
         proc.wait()
@@ -111,12 +116,19 @@ def run_bounded(
         stdout_truncated=out[1],
         stderr_truncated=err[1],
         duration_ms=(time.monotonic() - started) * 1000,
+        stopped=bool(stop is not None and stop() and timed_out),
     )
 
 
 def _communicate(
-    proc: subprocess.Popen[bytes], stdin: bytes | None, deadline: float, stdout_max: int, stderr_max: int
+    proc: subprocess.Popen[bytes],
+    stdin: bytes | None,
+    deadline: float,
+    stdout_max: int,
+    stderr_max: int,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[tuple[bytearray, bool], tuple[bytearray, bool], bool]:
+    """The child's output and whether it was cut short (deadline passed, or ``stop()`` became true)."""
     buffers = {"out": (bytearray(), stdout_max), "err": (bytearray(), stderr_max)}
     truncated = {"out": False, "err": False}
     with selectors.DefaultSelector() as sel:
@@ -132,9 +144,9 @@ def _communicate(
                 proc.stdin.close()
         while sel.get_map():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (stop is not None and stop()):
                 return (buffers["out"][0], truncated["out"]), (buffers["err"][0], truncated["err"]), True
-            for key, _ in sel.select(timeout=min(remaining, 0.5)):
+            for key, _ in sel.select(timeout=min(remaining, 0.5 if stop is None else 0.1)):
                 if key.data == "in":
                     pending = _feed(proc, sel, key, pending)
                     continue

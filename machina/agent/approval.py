@@ -1,8 +1,9 @@
 """A tool call waiting for a human: the request a front end shows, and the answer it gives back.
 
 "Ask" never means yes (AGENT.md faults 1 and 3).  The request starts undecided; only the front end's
-:meth:`ApprovalRequest.allow_once` makes it a yes, and that yes is for this one call: the session turns it
-into a lease bound to the AID and the inputs digest of exactly these inputs.  Everything else is a no:
+:meth:`ApprovalRequest.allow_once` (or :meth:`~ApprovalRequest.allow_edited`, a yes for inputs the human
+corrected) makes it a yes, and that yes is for this one call: the session turns it into a lease bound to
+the AID and the inputs digest of exactly the approved inputs.  Everything else is a no:
 :meth:`ApprovalRequest.deny`, no answer at all (no human: stdin not a terminal, a script, the front end
 ignoring the event), or an answer given after ``MACHINA_PERMISSION_TIMEOUT_S`` (measured on the session's
 clock, so a slow "yes" cannot revive a call the human was told had timed out).
@@ -17,6 +18,7 @@ from typing import Any
 from machina.clock import Clock
 
 ALLOW_ONCE = "allow_once"
+ALWAYS = "always"  # answered in advance by a standing rule (machina.agent.always)
 DENY = "deny"
 TIMEOUT = "timeout"
 NO_HUMAN = "no_human"
@@ -32,6 +34,8 @@ class ApprovalRequest:
     clock: Clock = field(repr=False)
     timeout_s: float
     asked_at: float = 0.0
+    edited: dict[str, Any] | None = None
+    always: bool = False
     _answer: str | None = field(default=None, repr=False)
     _answered_at: float | None = field(default=None, repr=False)
 
@@ -48,6 +52,22 @@ class ApprovalRequest:
 
     def allow_once(self) -> None:
         self._set(ALLOW_ONCE)
+
+    def allow_always(self) -> None:
+        """Yes, and a standing rule for exactly this call (this AID with these inputs) from now on."""
+        if self._answer is None:
+            self.always = True
+        self._set(ALLOW_ONCE)
+
+    def allow_edited(self, inputs: dict[str, Any]) -> None:
+        """Yes, for this one call with the inputs the human wrote instead (checked again before it runs)."""
+        if self._answer is None:
+            self.edited = dict(inputs)
+        self._set(ALLOW_ONCE)
+
+    def approved_inputs(self) -> dict[str, Any]:
+        """The inputs a yes applies to: the human's edit, else the call's own."""
+        return dict(self.edited) if self.edited is not None else dict(self.inputs)
 
     def deny(self) -> None:
         self._set(DENY)

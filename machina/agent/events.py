@@ -7,6 +7,8 @@ Every event has a ``kind`` and :meth:`to_json` (what ``machina chat --json`` pri
 - ``tool``: a tool call ``started``, then its ``result`` (ok, status, error, a preview of the output);
 - ``approval``: a call needs a human's yes (:class:`~machina.agent.approval.ApprovalRequest`), then
   ``decided`` with what became of it;
+- ``config``: the model (through a chat driver) proposed a change of backend, model or temperature
+  (:class:`~machina.agent.config_change.ConfigProposal`), then ``decided`` with what was applied;
 - ``error``: something went wrong that the human should see (the turn may go on);
 - ``done``: the turn ended, with its stop reason (:data:`STOP_REASONS`), cycles used and seconds taken.
 """
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from machina.agent.approval import ApprovalRequest
+    from machina.agent.config_change import ConfigProposal
 
 # Why a turn ended.
 ANSWERED = "answered"  # the model (or the fast path, or the fallback) gave its final answer
@@ -117,6 +120,26 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True)
+class ConfigProposed:
+    """The model proposed a change of backend, model or temperature: ``proposal.confirm()`` to apply it."""
+
+    proposal: ConfigProposal
+    kind: str = "config"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.kind, "phase": "proposed", **self.proposal.to_json()}
+
+
+@dataclass(frozen=True)
+class ConfigDecided:
+    applied: dict[str, Any]
+    kind: str = "config"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.kind, "phase": "decided", "applied": self.applied}
+
+
+@dataclass(frozen=True)
 class Error:
     message: str
     kind: str = "error"
@@ -149,4 +172,15 @@ class Done:
         }
 
 
-Event = TextDelta | Reply | ToolStarted | ToolResult | ApprovalNeeded | ApprovalDecided | Error | Done
+Event = (
+    TextDelta
+    | Reply
+    | ToolStarted
+    | ToolResult
+    | ApprovalNeeded
+    | ApprovalDecided
+    | ConfigProposed
+    | ConfigDecided
+    | Error
+    | Done
+)

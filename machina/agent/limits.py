@@ -15,6 +15,7 @@ from machina.config import Config
 
 REPEAT_LIMIT = 3  # the same call (AID and inputs) this many times in a turn ends it
 ERROR_LIMIT = 5  # this many failed or refused calls in a row end it
+CALLS_PER_CYCLE = 12  # of the calls one model answer asks for, at most this many run (AGENT.md: 12 steps)
 LEASE_TTL_MS = 60_000  # a "yes" becomes a lease spent at once; it need not live longer
 TOOL_RESULT_CHARS = 8000  # of one tool result, what the model reads
 KEEP_TURNS = 8  # whole turns kept in the history; older ones are folded into a digest
@@ -28,6 +29,7 @@ class Limits:
     permission_timeout_s: float
     repeat_limit: int = REPEAT_LIMIT
     error_limit: int = ERROR_LIMIT
+    calls_per_cycle: int = CALLS_PER_CYCLE
     lease_ttl_ms: int = LEASE_TTL_MS
     tool_result_chars: int = TOOL_RESULT_CHARS
     keep_turns: int = KEEP_TURNS

@@ -33,16 +33,20 @@ import queue
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from machina import toolapi
 from machina.agent import events as ev
 from machina.agent import routes
-from machina.agent.approval import ALLOW_ONCE, ApprovalRequest
+from machina.agent.always import AlwaysRules
+from machina.agent.approval import ALLOW_ONCE, ALWAYS, DENY, ApprovalRequest
+from machina.agent.config_change import PROPOSABLE
 from machina.agent.distill import Rule, distilled_route
+from machina.agent.driven import Driver, _NoDriver, driven_turn
 from machina.agent.experience import Experience, record
+from machina.agent.goals import EngineGoals
 from machina.agent.history import History
 from machina.agent.limits import Limits
 from machina.agent.toolbox import REFUSED, Refusal, Toolbox, ToolhostLike, preview, result_for_model
@@ -109,9 +113,25 @@ class Session:
         clock: Clock = SYSTEM_CLOCK,
         stream: bool = True,
         no_model_reason: str = "no model is configured",
+        driver: Driver | None = None,
+        backend_factory: Callable[[dict[str, Any]], Backend] | None = None,
+        goals: EngineGoals | None = None,
+        always: AlwaysRules | None = None,
+        approver: str = "a human",
     ) -> None:
-        """``backend`` None means no model at all (only the fast path and the fallback answer)."""
+        """``backend`` None means no model at all (only the fast path and the fallback answer).
+
+        ``driver``: an external chat driver (MACHINA_CHAT_CMD) does the intent and summary phases instead.
+        ``backend_factory(overrides)``: how to reopen the backend when a human confirms a model's proposal
+        to change backend, model or temperature.
+        """
         self.backend = backend
+        self.driver = driver
+        self.backend_factory = backend_factory
+        self.goals = goals
+        self.always = always
+        self.approver = approver
+        self.overrides: dict[str, Any] = {}
         self.toolbox = Toolbox(toolhost)
         self.limits = limits
         self.memory_dir = memory_dir
@@ -184,10 +204,49 @@ class Session:
             turn.intent = "distilled" if route.rule.startswith("distilled:") else "fast_path"
             yield from self._routed(turn, route)
             return
+        if self.driver is not None:
+            try:
+                yield from driven_turn(self, turn, self.driver)
+            except _NoDriver as exc:
+                yield ev.Error(str(exc))
+                yield from self._fallback(turn, str(exc)[:200])
+            return
         if self.backend is None:
             yield from self._fallback(turn, self.no_model_reason)
             return
         yield from self._pulse(turn)
+
+    def driver_request(self, text: str) -> dict[str, Any]:
+        """The parts of a chat driver request every mode shares (AGENT.md section 1)."""
+        conversation = [
+            {"role": m.role, "content": m.content}
+            for m in self.history.messages
+            if m.role in ("user", "assistant") and m.content
+        ]
+        tools = [{"aid": t.aid, "name": t.name, "tags": list(t.tags)} for t in self.toolbox.tools.values()]
+        backend = self.backend
+        return {
+            "user_message": text,
+            "conversation": conversation,
+            "available_tools": tools,
+            "available_goals": self.goals.goal_ids() if self.goals else [],
+            "session": {
+                "backend": self.overrides.get("backend", backend.name if backend else None),
+                "model": self.overrides.get("model", backend.model if backend else None),
+                "temperature": self.overrides.get("temperature"),
+                "history_digest": self.history.digest_text(),
+            },
+        }
+
+    def apply_overrides(self, changes: dict[str, Any]) -> None:
+        """Apply a backend/model/temperature change a human confirmed (nothing else can be changed)."""
+        self.overrides.update({k: v for k, v in changes.items() if k in PROPOSABLE})
+        if self.driver is not None:
+            self.driver.apply(self.overrides)
+        if self.backend_factory is not None:
+            old, self.backend = self.backend, self.backend_factory(dict(self.overrides))
+            if old is not None:
+                old.close()
 
     def _shortcut(self, text: str) -> routes.Route | None:
         """A fast-path or distilled route to a tool that is offered, read-only and allowed without asking."""
@@ -275,11 +334,18 @@ class Session:
     ) -> Iterator[ev.Event]:
         """Run each call (every one gets a result message, so the conversation stays valid), then stop if due."""
         stop: _Stop | None = None
-        for call in calls:
+        for index, call in enumerate(calls):
             if stop is None and self._cancel.is_set():
                 stop = _Stop(ev.CANCELLED)
             if stop is not None:
                 new.append(Message("tool", json.dumps({"ok": False, "status": "not_run"}), tool_call_id=call.id))
+                continue
+            if index >= self.limits.calls_per_cycle:
+                why = f"not run: at most {self.limits.calls_per_cycle} calls are run per answer"
+                new.append(
+                    Message("tool", json.dumps({"ok": False, "status": REFUSED, "error": why}), tool_call_id=call.id)
+                )
+                yield ev.ToolResult(call.id, call.aid[:200], False, REFUSED, why)
                 continue
             key = _call_key(call)
             seen[key] += 1
@@ -370,19 +436,41 @@ class Session:
         self, turn: _Turn, call_id: str, aid: str, tier: int, inputs: dict[str, Any], asked: ToolReply
     ) -> Generator[ev.Event, None, ToolReply]:
         request = ApprovalRequest(call_id, aid, tier, inputs, asked.error, self.clock, self.limits.permission_timeout_s)
-        yield ev.ApprovalNeeded(request)
+        standing = self.always.covers(aid, inputs) if self.always is not None else None
+        if standing is not None:
+            request.allow_once()  # answered in advance by the human's "always" for exactly this call
+        else:
+            yield ev.ApprovalNeeded(request)
         decision = request.decision()
         if decision != ALLOW_ONCE:
             yield ev.ApprovalDecided(call_id, aid, decision)
             return ToolReply(ok=False, status=toolapi.DENIED, error=f"not approved by a human ({decision})")
+        approved = request.approved_inputs()
+        edited = approved != inputs
+        if edited:
+            try:
+                self.toolbox.check(aid, approved)
+            except Refusal as exc:
+                yield ev.ApprovalDecided(call_id, aid, DENY, f"the edited inputs are refused: {exc}")
+                return ToolReply(ok=False, status=toolapi.DENIED, error=f"the human's edited inputs are refused: {exc}")
         try:
-            lease = self.toolbox.client.issue_lease(aid, tier, self.limits.lease_ttl_ms, inputs=inputs)
+            lease = self.toolbox.client.issue_lease(aid, tier, self.limits.lease_ttl_ms, inputs=approved)
         except (MachinaError, ServiceUnavailable, OSError) as exc:
             detail = f"the approval could not be turned into a lease: {exc}"
             yield ev.ApprovalDecided(call_id, aid, decision, detail)
             return ToolReply(ok=False, status=toolapi.DENIED, error=detail)
-        yield ev.ApprovalDecided(call_id, aid, decision, "a lease for this one call was issued")
-        return self.toolbox.call(aid, inputs, request_id=turn.request_id, lease_token=str(lease["lease_token"]))
+        note = "with inputs the human edited" if edited else "a lease for this one call was issued"
+        if standing is not None:
+            decision, note = ALWAYS, f"a standing approval ({self.always.path if self.always else ''})"
+        elif request.always and self.always is not None and not edited:
+            self.always.add(aid, approved, added_by=self.approver)
+            note = f"and always for exactly this call (a standing approval in {self.always.path})"
+        yield ev.ApprovalDecided(call_id, aid, decision, note)
+        reply = self.toolbox.call(aid, approved, request_id=turn.request_id, lease_token=str(lease["lease_token"]))
+        if edited:  # the model must know what actually ran
+            output = {**reply.output, "approved_inputs_edited_by_human": approved}
+            reply = ToolReply(reply.ok, reply.status, output, reply.error, reply.duration_ms)
+        return reply
 
     def _done(self, turn: _Turn, reason: str, detail: str = "") -> ev.Done:
         elapsed = self.clock.monotonic() - turn.started

@@ -40,7 +40,13 @@ class ToolhostLike(Protocol):
     def list_tools(self) -> list[dict[str, Any]]: ...
 
     def issue_lease(
-        self, aid: str, tier: int, ttl_ms: int, *, inputs: dict[str, Any] | None = ...
+        self,
+        aid: str,
+        tier: int,
+        ttl_ms: int,
+        *,
+        inputs: dict[str, Any] | None = ...,
+        inputs_digest: str | None = ...,
     ) -> dict[str, Any]: ...
 
 

@@ -7,6 +7,8 @@ per message, and nobody is there to approve: every approval is refused.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import select
 import signal
@@ -19,13 +21,18 @@ import click
 
 from machina.agent import Limits, Session, distill_rules, recent_experiences
 from machina.agent import events as ev
+from machina.agent.always import AlwaysRules
 from machina.agent.approval import ApprovalRequest
+from machina.agent.config_change import ConfigProposal
+from machina.agent.driver import BACKEND_VARIABLES, SHARED_VARIABLES, ExternalDriver
+from machina.agent.goals import EngineGoals
 from machina.cli.chat_render import JsonRenderer, TextRenderer, approval_text
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
+from machina.config import Config, ConfigError
 from machina.exitcodes import ExitCode
 from machina.ipc.jsonlines import ServiceUnavailable
 from machina.llm import open_backend
-from machina.root import open_root
+from machina.root import Root, open_root
 from machina.toolhost.client import ToolhostClient, ToolhostError
 
 EXIT_BY_REASON = {
@@ -38,10 +45,13 @@ SLASH_HELP = """commands:
   /help     this list
   /status   backend, model, history and tool counts, toolhost state
   /tools    the tools the model may use, by permission
+  /always   the standing approvals ("always" answers), numbered
+  /forget N remove standing approval N
   /clear    forget this conversation
   /stop     cancel the running turn (Ctrl-C does the same while a turn runs)
   /quit     leave (Ctrl-D too)"""
 POLL_S = 0.2
+ASK_CHOICES = "allow it? [y]es once / [a]lways this exact call / [n]o / [e]dit the inputs / [?] show"
 ONCE_NOTE = "a yes lets exactly this call run once; the same call later asks again\n"
 
 
@@ -82,7 +92,7 @@ def chat(
 
     Reads messages from the terminal (a line editor) or, when standard input is not a terminal, one
     message per line. Lines starting with / are commands (/help lists them). Tools that need approval
-    are asked about on the terminal (y: allow this one call, n: refuse, e: show it again); without a
+    are asked about on the terminal (y: allow this one call, n: refuse, e: edit its inputs); without a
     terminal, or after MACHINA_PERMISSION_TIMEOUT_S, the answer is no.
 
     Exit status: 0 answered, 69 no model reachable and no LLM-free rule applied, 76 the model's answer
@@ -91,12 +101,25 @@ def chat(
     """
     cfg = bootstrap("machina chat", overrides_from(root), verbose=verbose)
     if not verbose:
-        import logging
-
         # the events already say what went wrong; log lines would only interleave with the conversation
         logging.getLogger().setLevel(max(logging.ERROR, logging.getLogger().level))
     machina_root = open_root(cfg)
-    model_backend = open_backend(cfg, backend=backend, model=model)
+    driver = chat_driver(cfg, machina_root.path)
+    try:
+        model_backend: Any = open_backend(cfg, backend=backend, model=model)
+    except ConfigError:
+        if driver is None:
+            raise
+        model_backend = None  # the driver has its own settings; nothing in-process needs a model
+
+    def reopen(overrides: dict[str, Any]) -> Any:
+        return open_backend(
+            cfg,
+            backend=overrides.get("backend", backend),
+            model=overrides.get("model", model),
+            temperature=overrides.get("temperature"),
+        )
+
     client = ToolhostClient(
         socket_path or machina_root.socket_path("toolhost"), timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"])
     )
@@ -109,6 +132,11 @@ def chat(
         memory_dir=machina_root.memory,
         rules=distill_rules(recent_experiences(machina_root.memory)),
         stream=sys.stdout.isatty() and not as_json,
+        driver=driver,
+        backend_factory=reopen if driver is None else None,
+        goals=goal_engine(cfg, machina_root, client) if driver is not None else None,
+        always=AlwaysRules.under(machina_root.state),
+        approver=f"machina chat (uid {os.getuid()})",
     )
     app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human)
     try:
@@ -118,8 +146,31 @@ def chat(
             return app.repl(history_file if history_file is not None else default_history_file())
         return app.lines(sys.stdin)
     finally:
-        model_backend.close()
+        if session.backend is not None:
+            session.backend.close()
         client.close()
+
+
+def goal_engine(cfg: Config, machina_root: Root, client: ToolhostClient) -> EngineGoals | None:
+    """The goal engine a driver's goal actions run in, as ``machina run`` builds it (None: packs broken)."""
+    from machina.engine import Engine
+    from machina.manifests.tools import ManifestError
+
+    try:
+        return EngineGoals(Engine.from_config(cfg, machina_root, client))
+    except ManifestError as exc:
+        logging.getLogger(__name__).error("goals are not available in this chat: %s", exc)
+        return None
+
+
+def chat_driver(cfg: Config, root_path: str) -> ExternalDriver | None:
+    """The external chat driver MACHINA_CHAT_CMD names, or None (the in-process driver)."""
+    argv = cfg["MACHINA_CHAT_CMD"]
+    if not argv:
+        return None
+    names = (*SHARED_VARIABLES, *(n for names in BACKEND_VARIABLES.values() for n in names))
+    settings = {name: str(cfg[name]) for name in names if cfg[name] is not None}
+    return ExternalDriver(argv, settings, cfg["MACHINA_CHAT_TIMEOUT_MS"] / 1000.0, cwd=root_path)
 
 
 class ChatApp:
@@ -195,6 +246,8 @@ class ChatApp:
                 self.renderer.show(event)
                 if isinstance(event, ev.ApprovalNeeded):
                     self.ask(event.request)
+                if isinstance(event, ev.ConfigProposed):
+                    self.confirm(event.proposal)
                 if isinstance(event, ev.Done):
                     return event
         finally:
@@ -213,14 +266,15 @@ class ChatApp:
         sys.stderr.write(approval_text(request))
         if not self.human:
             sys.stderr.write("no one at a terminal to approve it: refused\n")
-            request.deny()
-            return
+            return  # unanswered: the session records "no_human"
         while not self._interrupted:
             left = request.seconds_left()
             if left <= 0:
                 sys.stderr.write("\nno answer in time: refused\n")
                 return
-            sys.stderr.write(f"allow this one call? [y]es once / [n]o / [e] show it again ({left:.0f}s): ")
+            sys.stderr.write(
+                f"allow it? [y]es once / [a]lways this exact call / [n]o / [e]dit the inputs / [?] ({left:.0f}s): "
+            )
             sys.stderr.flush()
             answer = _read_line(left, lambda: self._interrupted)
             if answer is None:
@@ -229,14 +283,50 @@ class ChatApp:
             if word in ("y", "yes"):
                 request.allow_once()
                 return
+            if word in ("a", "always"):
+                request.allow_always()
+                return
             if word in ("n", "no", ""):
                 request.deny()
                 return
-            if word in ("e", "explain"):
-                sys.stderr.write(
-                    approval_text(request) + "a yes lets exactly this call run once; the same call later asks again\n"
-                )
+            if word in ("e", "edit"):
+                edited = self._edited_inputs(request)
+                if edited is not None:
+                    request.allow_edited(edited)
+                    return
+            elif word == "?":
+                sys.stderr.write(approval_text(request) + ONCE_NOTE)
         request.deny()
+
+    def _edited_inputs(self, request: ApprovalRequest) -> dict[str, Any] | None:
+        """The inputs the person types (one line of JSON); None, after saying why, when they are not usable."""
+        sys.stderr.write("new inputs, as one line of JSON (the call runs once with exactly these): ")
+        sys.stderr.flush()
+        line = _read_line(request.seconds_left(), lambda: self._interrupted)
+        try:
+            inputs = json.loads(line or "")
+        except ValueError as exc:
+            sys.stderr.write(f"not JSON ({exc}); asking again\n")
+            return None
+        if not isinstance(inputs, dict):
+            sys.stderr.write("inputs must be a JSON object; asking again\n")
+            return None
+        return inputs
+
+    def confirm(self, proposal: ConfigProposal) -> None:
+        """A model's proposal to change backend, model or temperature applies only on a person's yes."""
+        sys.stderr.write(f"\nthe model proposes to change: {proposal.changes}\n")
+        if not self.human:
+            sys.stderr.write("no one at a terminal to confirm it: not applied\n")
+            proposal.decline()
+            return
+        sys.stderr.write(f"apply it? [y]es / [n]o ({proposal.seconds_left():.0f}s): ")
+        sys.stderr.flush()
+        answer = _read_line(proposal.seconds_left(), lambda: self._interrupted)
+        if answer is not None and answer.strip().lower() in ("y", "yes"):
+            proposal.confirm()
+        else:
+            proposal.decline()
 
     # --- slash commands -----------------------------------------------------------------------------------
 
@@ -253,6 +343,10 @@ class ChatApp:
             self._show(self._status())
         elif name == "/tools":
             self._show(self._tools())
+        elif name == "/always":
+            self._show(self._always())
+        elif name == "/forget":
+            self._forget(text)
         elif name == "/help":
             self._say(SLASH_HELP)
         else:
@@ -276,6 +370,21 @@ class ChatApp:
         for tool in self.session.toolbox.tools.values():
             grouped.setdefault(tool.permission, []).append(f"{tool.aid} (tier {tool.tier})")
         return {permission: sorted(aids) for permission, aids in sorted(grouped.items())}
+
+    def _always(self) -> dict[str, Any]:
+        rules = self.session.always.rules() if self.session.always else []
+        shown = [
+            f"{n}: {r.aid} {json.dumps(r.inputs, sort_keys=True)[:300]} (by {r.added_by})" for n, r in enumerate(rules)
+        ]
+        return {"standing_approvals": shown or ["none"]}
+
+    def _forget(self, text: str) -> None:
+        words = text.split()
+        if len(words) != 2 or not words[1].isdigit() or self.session.always is None:
+            self._say("usage: /forget N  (N from /always)")
+            return
+        gone = self.session.always.remove(int(words[1]))
+        self._say(f"forgot the standing approval for {gone.aid}" if gone else f"there is no rule {words[1]}")
 
     def _say(self, text: str) -> None:
         if isinstance(self.renderer, JsonRenderer):

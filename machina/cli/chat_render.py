@@ -42,6 +42,8 @@ class TextRenderer:
             self._note(f"[tool] {event.aid} -> {outcome}")
         elif isinstance(event, ev.ApprovalDecided):
             self._note(f"[approval] {event.aid}: {event.decision}{' (' + event.detail + ')' if event.detail else ''}")
+        elif isinstance(event, ev.ConfigDecided):
+            self._note(f"[config] applied: {event.applied}" if event.applied else "[config] nothing changed")
         elif isinstance(event, ev.Error):
             self._note(f"[error] {event.message}")
         elif isinstance(event, ev.Done) and not event.answered:

@@ -200,12 +200,14 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
     try:
         term.expect("/help for commands")
         term.send("write hello to notes/out.txt\r")
-        term.expect("allow this one call?")
-        term.send("e\r")
+        term.expect("allow it? [y]es once")
+        term.send("?\r")
         term.expect("the same call later asks again")
-        term.send("y\r")
+        term.send("e\r")
+        term.expect("one line of JSON")
+        term.send('{"path": "notes/out.txt", "content": "edited by a person", "mkdirs": true}\r')
         term.expect("Written.")
-        assert (agent_root / "notes" / "out.txt").read_text() == "hello"
+        assert (agent_root / "notes" / "out.txt").read_text() == "edited by a person"
         term.send("tell me a long story\r")
         term.expect("Once upon")
         term.send("\x03")  # Ctrl-C
@@ -216,3 +218,62 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
     finally:
         code = term.close()
     assert code == 0
+
+
+def test_chat_with_the_earlier_chat_cmd_setting_runs_the_driver_program(
+    toolhost: Any, fake_llm: Any, agent_root: Path
+) -> None:
+    toolhost()
+    action = {
+        "type": "action",
+        "actions": [{"kind": "tool", "aid": SCAN_CALL["aid"], "inputs": SCAN_CALL["arguments"]}],
+        "needs_summary": True,
+    }
+    fake = fake_llm([{"json": action}, {"json": {"content": "Two errors found."}}])
+    settings = backend_settings("oai_compat", fake.base_url, MACHINA_CHAT_CMD="machina-chat-driver")
+    done = chat(agent_root, settings, "--once", "scan data/app.log for ERROR")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Two errors found.\n"
+    assert len(fake.chat_requests) == 2
+
+
+def test_chat_without_a_toolhost_says_so_and_still_answers(fake_llm: Any, agent_root: Path) -> None:
+    fake = fake_llm([{"text": "I can talk, but no tools today."}])
+    done = chat(agent_root, backend_settings("oai_compat", fake.base_url), "--once", "what can you do?")
+    assert done.returncode == 0, done.stderr
+    assert "toolhost unavailable" in done.stderr
+    assert done.stdout == "I can talk, but no tools today.\n"
+    assert "tools" not in fake.chat_requests[0].body  # nothing offered that could not run
+
+
+def test_a_tool_run_from_chat_does_not_see_the_api_key(toolhost: Any, fake_llm: Any, agent_root: Path) -> None:
+    key = "sk-test-env-leak-check-9876"
+    # the toolhost gets the key in its own environment, as a careless unit file might give it
+    toolhost("open", MACHINA_SHELL_ALLOWED_EXE="env", OAI_COMPAT_API_KEY=key)
+    env_call = {"aid": "AID.SHELL.EXEC.v1", "arguments": {"cmd": ["env"]}}
+    reply = {"match": "PATH=", "on": "tool", "reply": {"text": "I saw the environment."}}
+    fake = fake_llm([{"tool_calls": [env_call]}], rules=[reply], api_key=key)
+    settings = backend_settings("oai_compat", fake.base_url, OAI_COMPAT_API_KEY=key)
+    done = chat(agent_root, settings, "--once", "show me the environment of a tool")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "I saw the environment.\n"  # the tool ran and its output reached the model
+    tool_output = json.dumps(fake.chat_requests[1].body["messages"][-1])
+    assert "PATH=" in tool_output and key not in tool_output
+    # nor any file under the root: memory, run logs, the toolhost's own log
+    assert all(key.encode() not in p.read_bytes() for p in agent_root.rglob("*") if p.is_file())
+
+
+def test_the_operator_sees_and_removes_standing_approvals_from_chat(fake_llm: Any, agent_root: Path) -> None:
+    from machina.agent.always import AlwaysRules
+
+    AlwaysRules.under(str(agent_root / "state")).add("AID.FILE.WRITE.v1", WRITE["arguments"], "someone")
+    fake = fake_llm([])
+    done = chat(
+        agent_root, backend_settings("oai_compat", fake.base_url), "--json", stdin="/always\n/forget 0\n/always\n"
+    )
+    assert done.returncode == 0, done.stderr
+    listed, forgot, after = (json.loads(line) for line in done.stdout.splitlines())
+    assert "AID.FILE.WRITE.v1" in listed["standing_approvals"][0] and "someone" in listed["standing_approvals"][0]
+    assert "forgot the standing approval for AID.FILE.WRITE.v1" in forgot["text"]
+    assert after["standing_approvals"] == ["none"]
+    assert AlwaysRules.under(str(agent_root / "state")).rules() == []

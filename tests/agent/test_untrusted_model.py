@@ -96,3 +96,18 @@ def test_an_empty_answer_is_not_taken_for_a_final_answer(toolhost: Any, fake_llm
     host = toolhost()
     events = run_turn(session_for(host, fake_llm([{"text": ""}])), "hello")
     assert events[-1].reason == ev.MODEL_ERROR and "empty answer" in events[-1].detail
+
+
+def test_a_flood_of_calls_in_one_answer_runs_only_the_first_few(toolhost: Any, fake_llm: Any, session_for: Any) -> None:
+    from machina.agent import Limits
+
+    host = toolhost()
+    flood = [{"aid": "AID.NOOP.v1", "arguments": {"n": i}} for i in range(6)]
+    fake = fake_llm([{"tool_calls": flood}, {"text": "done"}])
+    limits = Limits(max_cycles=10, budget_s=600, permission_timeout_s=180, calls_per_cycle=2)
+    events = run_turn(session_for(host, fake, limits=limits), "noop a lot")
+    assert len(of(events, ev.ToolStarted)) == 2
+    assert [r.status for r in of(events, ev.ToolResult)][2:] == ["refused"] * 4
+    assert events[-1].reason == ev.ANSWERED
+    # every call got a result message, so the conversation stayed valid for the server
+    assert json.dumps(fake.chat_requests[1].body).count("at most 2 calls") == 4
