@@ -5,10 +5,11 @@ the call, its tier and its full inputs (as a file when long) to the chat that as
 until MACHINA_PERMISSION_TIMEOUT_S; no answer is no.  A press counts only from the chat that asked (the gate
 has already dropped other chats and users).  "Allow once" answers the turn's question yes, and the agent
 session then issues a toolhost lease bound to exactly that call (its AID and inputs digest); "Always" also
-records a rule for that exact call (:class:`AlwaysRules`), which answers the same call yes from then on;
-"Deny" denies.  Approvals are on disk (:mod:`machina.telegram.pending`): after a restart the bot expires the overdue
-ones and still takes presses on the others, running an approved call once and posting its result, since the
-turn that asked is gone.
+makes it a standing approval of that exact call (machina.agent.always, shared with ``machina chat``, which
+lists and removes them), so the same call is answered yes from then on; "Deny" denies.  Approvals are on
+disk (:mod:`machina.telegram.pending`): after a restart the bot expires the overdue ones and still takes
+presses on the others, running an approved call once and posting its result, since the turn that asked is
+gone.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes, JobQueue
 
+from machina.agent.always import AlwaysRules
 from machina.clock import SYSTEM_CLOCK, Clock
-from machina.telegram.pending import ALLOWED, ALWAYS, DENIED, EXPIRED, PENDING, AlwaysRules, Approval, ApprovalStore
+from machina.telegram.pending import ALLOWED, ALWAYS, DENIED, EXPIRED, PENDING, Approval, ApprovalStore
 from machina.telegram.pending import new_id as new_approval_id
 from machina.toolapi import ToolReply
 from machina.toolhost.leases import inputs_digest
@@ -66,28 +68,25 @@ class ApprovalDesk:
         self.toolhost = toolhost
         self.timeout_s = timeout_s
         self.clock = clock
-        self._waiters: dict[str, asyncio.Future[bool]] = {}
+        self._waiters: dict[str, asyncio.Future[str]] = {}
 
     # --- a turn asks -------------------------------------------------------------------------------------
 
-    async def ask(self, bot: Bot, chat_id: int, aid: str, tier: int, inputs: dict[str, Any]) -> bool:
-        """True once a human allowed exactly this call (or an "always" rule covers it); False when denied,
-        unanswered in MACHINA_PERMISSION_TIMEOUT_S, or the turn was stopped."""
+    async def ask(self, bot: Bot, chat_id: int, aid: str, tier: int, inputs: dict[str, Any]) -> str:
+        """The human's answer to exactly this call: ALLOWED (once), ALWAYS, or DENIED (also when unanswered
+        in MACHINA_PERMISSION_TIMEOUT_S, or when the turn was stopped)."""
         digest = inputs_digest(aid, inputs)
-        if self.rules.covers(aid, digest):
-            log.info("%s approved by an always rule (inputs sha256 %s)", aid, digest[:16])
-            return True
         now = self.clock.time()
         approval = Approval(new_approval_id(), chat_id, aid, tier, inputs, digest, now, now + self.timeout_s)
         self.store.save(approval)
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[approval.id] = waiter
         try:
             await self._post(bot, approval)
             return await asyncio.wait_for(asyncio.shield(waiter), timeout=max(0.0, approval.expires_at - now))
         except TimeoutError:
             await self.expire(bot, approval.id)
-            return False
+            return DENIED
         finally:
             self._waiters.pop(approval.id, None)
 
@@ -103,7 +102,7 @@ class ApprovalDesk:
             self.store.save(approval)
             await self._mark(bot, approval)
             if not waiter.done():
-                waiter.set_result(False)
+                waiter.set_result(DENIED)
 
     async def _post(self, bot: Bot, approval: Approval) -> None:
         shown = json.dumps(approval.inputs, indent=1, ensure_ascii=False, sort_keys=True)
@@ -172,17 +171,17 @@ class ApprovalDesk:
             except Exception as exc:  # the toolhost refused or is down: nothing may run
                 log.warning("no lease for approval %s: %s", approval.id, exc)
                 decision = DENIED
-        if decision == ALWAYS:
-            self.rules.add(
-                approval.aid, approval.inputs_digest, approval.inputs, user_id, approval.chat_id, self.clock.time()
-            )
+        if decision == ALWAYS and token is not None:
+            # The agent session would have written the standing approval; here the bot does it.
+            who = f"Telegram user {user_id} in chat {approval.chat_id}"
+            self.rules.add(approval.aid, approval.inputs, added_by=who)
         approval.state, approval.decided_by, approval.decided_at = decision, user_id, self.clock.time()
         approval.outcome = f"{_SHOWN[decision]} by user {user_id}"
         self.store.save(approval)
         log.info("approval %s of %s: %s by user %s", approval.id, approval.aid, decision, user_id)
         await self._mark(bot, approval)
         if waiter is not None and not waiter.done():
-            waiter.set_result(decision in (ALLOWED, ALWAYS))
+            waiter.set_result(decision)
         elif token is not None:
             await self._run_orphan(bot, approval, token)
 
@@ -213,7 +212,7 @@ class ApprovalDesk:
         await self._mark(bot, approval)
         waiter = self._waiters.get(approval.id)
         if waiter is not None and not waiter.done():
-            waiter.set_result(False)
+            waiter.set_result(DENIED)
 
     async def recover(self, bot: Bot, job_queue: JobQueue[Any] | None) -> int:
         """At start: expire overdue approvals, schedule the expiry of the others; how many are still open."""

@@ -31,6 +31,7 @@ from telegram.ext import (
 )
 
 from machina.agent import events as ev
+from machina.agent.always import AlwaysRules
 from machina.autonomic import activity
 from machina.config import Config
 from machina.llm import LLMError
@@ -41,6 +42,7 @@ from machina.telegram.approvals import CALLBACK_PREFIX, ApprovalDesk
 from machina.telegram.commands import ADMIN_ONLY, COMMANDS
 from machina.telegram.gate import Gate
 from machina.telegram.outbox import ChatWriter, send_text
+from machina.telegram.pending import ALLOWED, ALWAYS
 from machina.telegram.settings import TelegramSettings
 from machina.telegram.turns import ChatSession, TurnRunner
 from machina.toolapi import APPROVAL_REQUIRED
@@ -58,14 +60,23 @@ WAITS_FOR_HUMAN = frozenset({"gpu"})
 
 
 class MachinaBot:
-    def __init__(self, cfg: Config, settings: TelegramSettings, root: Root, desk: ApprovalDesk, gate: Gate) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        settings: TelegramSettings,
+        root: Root,
+        desk: ApprovalDesk,
+        gate: Gate,
+        always: AlwaysRules,
+    ) -> None:
         self.cfg = cfg
         self.settings = settings
         self.root = root
         self.desk = desk
         self.gate = gate
         self.toolhost = ToolhostClient(root.socket_path("toolhost"), timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"]))
-        self.runner = TurnRunner(cfg, self.toolhost, root.memory)
+        self.always = always
+        self.runner = TurnRunner(cfg, self.toolhost, root.memory, always)
         self.sessions: dict[int, ChatSession] = {}
         self._commands: dict[str, Any] = {name: getattr(self, f"cmd_{name}") for name in COMMANDS}
 
@@ -210,8 +221,12 @@ class MachinaBot:
     async def cmd_gpu(self, chat_id: int, args: list[str], context: Any) -> str:
         reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {})
         if reply.status == APPROVAL_REQUIRED:  # tier 2: the mode may ask, like any other call
-            if not await self.desk.ask(context.bot, chat_id, GPU_SMOKE, 2, {}):
+            standing = self.always.covers(GPU_SMOKE, {}) is not None
+            answer = ALLOWED if standing else await self.desk.ask(context.bot, chat_id, GPU_SMOKE, 2, {})
+            if answer not in (ALLOWED, ALWAYS):
                 return "GPU smoke test: not approved."
+            if answer == ALWAYS:
+                self.always.add(GPU_SMOKE, {}, added_by=f"a Telegram user in chat {chat_id}")
             token = await self.desk.lease(GPU_SMOKE, 2, inputs_digest(GPU_SMOKE, {}))
             reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {}, lease_token=token)
         if not reply.ok:
@@ -359,7 +374,7 @@ class _Events:
     async def progress(self, line: str) -> None:
         await self.writer.progress(line)
 
-    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> bool:
+    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> str:
         await self.writer.flush()
         return await self.desk.ask(self.bot, self.chat_id, aid, tier, inputs)
 

@@ -19,6 +19,7 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import ContextTypes
 
+from machina.agent.always import AlwaysRules
 from machina.config import Config, ConfigError
 from machina.exitcodes import ExitCode, MachinaError
 from machina.root import open_root
@@ -26,7 +27,7 @@ from machina.telegram.alerts import POLL_S, AlertRelay
 from machina.telegram.approvals import ApprovalDesk
 from machina.telegram.bot import POLL_TIMEOUT_S, MachinaBot
 from machina.telegram.gate import Gate
-from machina.telegram.pending import AlwaysRules, ApprovalStore
+from machina.telegram.pending import ApprovalStore
 from machina.telegram.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ class TelegramService:
         state = root.join("state", "telegram")
         fsync = bool(self.cfg["MACHINA_WAL_FSYNC"])
         store = ApprovalStore(os.path.join(state, "approvals"), fsync=fsync)
-        rules = AlwaysRules(os.path.join(state, "always.json"), fsync=fsync)
+        rules = AlwaysRules.under(root.state)
         gate = Gate(self.settings.chat_ids, self.settings.user_ids, root.join("state", "metrics", "telegram.json"))
         desk = ApprovalDesk(store, rules, lambda: self._toolhost(), self.settings.approval_timeout_s)
-        self.bot = MachinaBot(self.cfg, self.settings, root, desk, gate)
+        self.bot = MachinaBot(self.cfg, self.settings, root, desk, gate, rules)
         self.relay = AlertRelay(root.state, self.settings.chat_ids, stream=bool(self.cfg["MACHINA_DEV_EXPLORE"]))
         self.app = self.bot.build()
         self.loop = asyncio.new_event_loop()

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 
 from machina.agent import Limits, Session, distill_rules, recent_experiences
 from machina.agent import events as ev
+from machina.agent.always import AlwaysRules
 from machina.config import Config, ConfigError
 from machina.llm import Backend, open_backend
+from machina.telegram.pending import ALLOWED, ALWAYS
 from machina.telegram.routing import is_complex
 from machina.toolhost.client import ToolhostClient
 
@@ -31,8 +33,8 @@ PREVIEW_SHOWN = 300
 class TurnEvents(Protocol):
     async def progress(self, line: str) -> None: ...
 
-    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> bool:
-        """True once a human allowed this exact call in time."""
+    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> str:
+        """The human's answer to this exact call: ``allowed`` (once), ``always`` or ``denied``."""
 
     async def answer(self, text: str) -> None: ...
 
@@ -79,10 +81,11 @@ class ChatSession:
 
 
 class TurnRunner:
-    def __init__(self, cfg: Config, toolhost: ToolhostClient, memory_dir: str) -> None:
+    def __init__(self, cfg: Config, toolhost: ToolhostClient, memory_dir: str, always: AlwaysRules) -> None:
         self.cfg = cfg
         self.toolhost = toolhost
         self.memory_dir = memory_dir
+        self.always = always
 
     def backend_for(self, chat: ChatSession) -> Backend:
         """The chat's backend (ConfigError when its model is not configured)."""
@@ -125,6 +128,8 @@ class TurnRunner:
             rules=distill_rules(recent_experiences(self.memory_dir)),
             stream=False,
             no_model_reason=reason or "no model is configured",
+            always=self.always,
+            approver=f"a Telegram user in chat {chat.chat_id}",
         )
         if chat.agents:  # one conversation, whichever backend answers a turn
             agent.history = next(iter(chat.agents.values())).history
@@ -145,8 +150,13 @@ class TurnRunner:
                     return None
                 if isinstance(event, ev.ApprovalNeeded):
                     request = event.request
-                    allowed = await events.approve(request.aid, request.tier, dict(request.inputs))
-                    request.allow_once() if allowed else request.deny()
+                    answer = await events.approve(request.aid, request.tier, dict(request.inputs))
+                    if answer == ALWAYS:
+                        request.allow_always()  # the session writes the standing approval
+                    elif answer == ALLOWED:
+                        request.allow_once()
+                    else:
+                        request.deny()
                 elif isinstance(event, ev.Done):
                     return event
                 else:

@@ -96,8 +96,9 @@ def test_always_records_a_rule_for_that_exact_call_only(scan_root: Path, tg: Fak
             # the same call again: answered without asking
             second = _answer_to(tg, "scan data/app.log for ERROR")
             asked = list((scan_root / "state" / "telegram" / "approvals").glob("*.json"))
-    rules: list[dict[str, Any]] = json.loads((scan_root / "state" / "telegram" / "always.json").read_text())["rules"]
-    assert len(rules) == 1 and rules[0]["aid"] == "AID.ERROR_SCAN.v1" and rules[0]["by_user"] == USER
+    # one standing approval, in the agent's file that machina chat's /always lists
+    rules: list[dict[str, Any]] = json.loads((scan_root / "state" / "agent" / "always.json").read_text())["rules"]
+    assert len(rules) == 1 and rules[0]["aid"] == "AID.ERROR_SCAN.v1" and f"chat {CHAT}" in rules[0]["added_by"]
     assert rules[0]["inputs"] == {"input_path": "data/app.log", "pattern": "ERROR"}
     assert len(asked) == 1 and "Found 2" in second and first  # the second call was not put to the human
 

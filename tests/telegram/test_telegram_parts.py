@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from machina.config import ConfigError, load
 from machina.exitcodes import ExitCode
 from machina.telegram.gate import Gate
-from machina.telegram.pending import ALLOWED, PENDING, AlwaysRules, Approval, ApprovalStore, new_id
+from machina.telegram.pending import ALLOWED, PENDING, Approval, ApprovalStore, new_id
 from machina.telegram.settings import TelegramSettings
 from machina.testing.telegram_api import TEST_TOKEN
 
@@ -67,14 +66,3 @@ def test_the_store_keeps_approvals_and_skips_what_it_cannot_read(tmp_path: Path)
     store.save(decided)
     assert store.prune(now=1000.0 + 86400 + 1) == 1  # decided a day ago: removed; pending: kept
     assert store.get(kept.id) is not None and store.get(decided.id) is None
-
-
-def test_always_rules_cover_exactly_one_call_and_a_broken_file_covers_nothing(tmp_path: Path) -> None:
-    rules = AlwaysRules(str(tmp_path / "always.json"), fsync=False)
-    rules.add("AID.X.v1", "a" * 64, {"a": 1}, user_id=7, chat_id=42, now=1.0)
-    rules.add("AID.X.v1", "a" * 64, {"a": 1}, user_id=7, chat_id=42, now=2.0)  # no duplicate
-    assert rules.covers("AID.X.v1", "a" * 64)
-    assert not rules.covers("AID.X.v1", "b" * 64) and not rules.covers("AID.Y.v1", "a" * 64)
-    assert len(json.loads((tmp_path / "always.json").read_text())["rules"]) == 1
-    (tmp_path / "always.json").write_text("[broken")
-    assert not rules.covers("AID.X.v1", "a" * 64)
