@@ -157,6 +157,10 @@ class TurnRunner:
                         request.allow_once()
                     else:
                         request.deny()
+                elif isinstance(event, ev.ConfigProposed):
+                    # Declined here: in a chat, backend and model change only by an administrator's /use.
+                    event.proposal.decline()
+                    await events.progress(f"⚙️ the model proposed {event.proposal.changes}: not applied (see /use)")
                 elif isinstance(event, ev.Done):
                     return event
                 else:
