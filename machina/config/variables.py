@@ -325,6 +325,18 @@ _var(
 )
 _var("OLLAMA_HOST", Text(URL_PATTERN, URL_TEXT), "http://127.0.0.1:11434", "base URL of the Ollama server")
 _var("OLLAMA_MODEL", Text(MODEL_PATTERN, MODEL_TEXT), None, "Ollama model name")
+_var(
+    "MACHINA_AUTO_ROUTE_BACKEND",
+    Choice(("oai_compat", "anthropic", "ollama")),
+    None,
+    "second backend that complex requests go to in a Telegram chat with /auto_route on (unset: no routing)",
+)
+_var(
+    "MACHINA_AUTO_ROUTE_MODEL",
+    Text(MODEL_PATTERN, MODEL_TEXT),
+    None,
+    "model of MACHINA_AUTO_ROUTE_BACKEND (default: that backend's own model variable)",
+)
 _var("MACHINA_MAX_CYCLES", Int(1, 100000), 100, "Pulse Loop cycle budget per conversation")
 _var("MACHINA_PULSE_BUDGET_S", Int(1, 86400, "seconds"), 3600, "Pulse Loop wall-clock budget per conversation")
 _var(
@@ -583,12 +595,6 @@ _var(
     ),
     (),
     "per-tool answers replacing the mode's; when several match, deny beats ask beats allow",
-)
-_var(
-    "MACHINA_PERMISSION_TIMEOUT_S",
-    Int(1, 86400, "seconds"),
-    180,
-    "how long a tool call waits for a human's approval (Telegram buttons, chat prompt); no answer is no",
 )
 _var("MACHINA_LEASE_MAX_TTL_MS", Int(1000, 30 * 24 * 3600 * 1000, "ms"), 3600000, "longest lease a peer may ask for")
 _var(

@@ -3,11 +3,13 @@
 When a tool call needs a human (the toolhost answered ``approval_required``), :meth:`ApprovalDesk.ask` posts
 the call, its tier and its full inputs (as a file when long) to the chat that asked, and waits for a press
 until MACHINA_PERMISSION_TIMEOUT_S; no answer is no.  A press counts only from the chat that asked (the gate
-has already dropped other chats and users).  "Allow once" issues a toolhost lease bound to exactly that call
-(its AID and inputs digest); "Always" also records a rule for that exact call (:class:`AlwaysRules`); "Deny"
-denies.  Approvals are on disk (:mod:`machina.telegram.pending`): after a restart the bot expires the overdue
-ones and still takes presses on the others, running an approved call once and posting its result, since the
-turn that asked is gone.
+has already dropped other chats and users).  "Allow once" answers the turn's question yes, and the agent
+session then issues a toolhost lease bound to exactly that call (its AID and inputs digest); "Always" also
+makes it a standing approval of that exact call (machina.agent.always, shared with ``machina chat``, which
+lists and removes them), so the same call is answered yes from then on; "Deny" denies.  Approvals are on
+disk (:mod:`machina.telegram.pending`): after a restart the bot expires the overdue ones and still takes
+presses on the others, running an approved call once and posting its result, since the turn that asked is
+gone.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes, JobQueue
 
+from machina.agent.always import AlwaysRules
 from machina.clock import SYSTEM_CLOCK, Clock
-from machina.telegram.pending import ALLOWED, ALWAYS, DENIED, EXPIRED, PENDING, AlwaysRules, Approval, ApprovalStore
+from machina.telegram.pending import ALLOWED, ALWAYS, DENIED, EXPIRED, PENDING, Approval, ApprovalStore
 from machina.telegram.pending import new_id as new_approval_id
 from machina.toolapi import ToolReply
 from machina.toolhost.leases import inputs_digest
@@ -65,36 +68,41 @@ class ApprovalDesk:
         self.toolhost = toolhost
         self.timeout_s = timeout_s
         self.clock = clock
-        self._waiters: dict[str, asyncio.Future[str | None]] = {}
+        self._waiters: dict[str, asyncio.Future[str]] = {}
 
     # --- a turn asks -------------------------------------------------------------------------------------
 
-    async def ask(self, bot: Bot, chat_id: int, aid: str, tier: int, inputs: dict[str, Any]) -> str | None:
-        """A lease token for exactly this call once a human allows it; None when denied or unanswered."""
+    async def ask(self, bot: Bot, chat_id: int, aid: str, tier: int, inputs: dict[str, Any]) -> str:
+        """The human's answer to exactly this call: ALLOWED (once), ALWAYS, or DENIED (also when unanswered
+        in MACHINA_PERMISSION_TIMEOUT_S, or when the turn was stopped)."""
         digest = inputs_digest(aid, inputs)
-        if self.rules.covers(aid, digest):
-            log.info("%s approved by an always rule (inputs sha256 %s)", aid, digest[:16])
-            return await self._lease(aid, tier, digest)
         now = self.clock.time()
         approval = Approval(new_approval_id(), chat_id, aid, tier, inputs, digest, now, now + self.timeout_s)
         self.store.save(approval)
-        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[approval.id] = waiter
         try:
             await self._post(bot, approval)
             return await asyncio.wait_for(asyncio.shield(waiter), timeout=max(0.0, approval.expires_at - now))
         except TimeoutError:
             await self.expire(bot, approval.id)
-            return None
+            return DENIED
         finally:
             self._waiters.pop(approval.id, None)
 
-    def cancel_waiting(self, chat_id: int) -> None:
-        """/stop: the chat's turn ends, so its open questions are answered no."""
+    async def cancel_waiting(self, bot: Bot, chat_id: int) -> None:
+        """/stop: the chat's turn ends, so its open questions are answered no (and their buttons removed,
+        so that a later press cannot run the call on its own)."""
         for approval_id, waiter in list(self._waiters.items()):
             approval = self.store.get(approval_id)
-            if approval is not None and approval.chat_id == chat_id and not waiter.done():
-                waiter.set_result(None)
+            if approval is None or approval.chat_id != chat_id or approval.state != PENDING:
+                continue
+            approval.state, approval.decided_at = DENIED, self.clock.time()
+            approval.outcome = "❌ denied: the turn was stopped"
+            self.store.save(approval)
+            await self._mark(bot, approval)
+            if not waiter.done():
+                waiter.set_result(DENIED)
 
     async def _post(self, bot: Bot, approval: Approval) -> None:
         shown = json.dumps(approval.inputs, indent=1, ensure_ascii=False, sort_keys=True)
@@ -120,8 +128,12 @@ class ApprovalDesk:
             ]
         )
         message = await bot.send_message(approval.chat_id, text, parse_mode="HTML", reply_markup=keyboard)
-        approval.message_id = message.message_id
-        self.store.save(approval)
+        # Reread: a /stop or an expiry may have decided it while the message was on its way.
+        current = self.store.get(approval.id) or approval
+        current.message_id = approval.message_id = message.message_id
+        self.store.save(current)
+        if current.state != PENDING:
+            await self._mark(bot, current)
 
     # --- a human presses ---------------------------------------------------------------------------------
 
@@ -150,24 +162,26 @@ class ApprovalDesk:
         await query.answer(_SHOWN[approval.state])
 
     async def _decide(self, bot: Bot, approval: Approval, decision: str, user_id: int) -> None:
+        waiter = self._waiters.get(approval.id)
         token: str | None = None
-        if decision in (ALLOWED, ALWAYS):
+        if decision in (ALLOWED, ALWAYS) and waiter is None:
+            # The turn that asked is gone (a restart): the bot itself leases and runs the call once.
             try:
-                token = await self._lease(approval.aid, approval.tier, approval.inputs_digest)
+                token = await self.lease(approval.aid, approval.tier, approval.inputs_digest)
             except Exception as exc:  # the toolhost refused or is down: nothing may run
                 log.warning("no lease for approval %s: %s", approval.id, exc)
                 decision = DENIED
-        if decision == ALWAYS:
-            self.rules.add(
-                approval.aid, approval.inputs_digest, approval.inputs, user_id, approval.chat_id, self.clock.time()
-            )
+        if decision == ALWAYS and token is not None:
+            # The agent session would have written the standing approval; here the bot does it.
+            who = f"Telegram user {user_id} in chat {approval.chat_id}"
+            self.rules.add(approval.aid, approval.inputs, added_by=who)
         approval.state, approval.decided_by, approval.decided_at = decision, user_id, self.clock.time()
+        approval.outcome = f"{_SHOWN[decision]} by user {user_id}"
         self.store.save(approval)
         log.info("approval %s of %s: %s by user %s", approval.id, approval.aid, decision, user_id)
-        await self._mark(bot, approval, f"{_SHOWN[decision]} by user {user_id}")
-        waiter = self._waiters.get(approval.id)
+        await self._mark(bot, approval)
         if waiter is not None and not waiter.done():
-            waiter.set_result(token)
+            waiter.set_result(decision)
         elif token is not None:
             await self._run_orphan(bot, approval, token)
 
@@ -179,7 +193,8 @@ class ApprovalDesk:
         text = f"Ran {approval.aid} (approved after a restart): {reply.status}\n{body[:3500]}"
         await bot.send_message(approval.chat_id, text)
 
-    async def _lease(self, aid: str, tier: int, digest: str) -> str:
+    async def lease(self, aid: str, tier: int, digest: str) -> str:
+        """A single-use lease for the call with this AID and inputs digest (an administrative toolhost peer)."""
         host = self.toolhost()
         granted = await asyncio.to_thread(host.issue_lease, aid, tier, LEASE_TTL_MS, inputs_digest=digest)
         return str(granted["lease_token"])
@@ -191,12 +206,13 @@ class ApprovalDesk:
         if approval is None or approval.state != PENDING:
             return
         approval.state, approval.decided_at = EXPIRED, self.clock.time()
+        approval.outcome = "⌛ expired: no answer in time, denied"
         self.store.save(approval)
         log.info("approval %s of %s expired: denied", approval.id, approval.aid)
-        await self._mark(bot, approval, "⌛ expired: no answer in time, denied")
+        await self._mark(bot, approval)
         waiter = self._waiters.get(approval.id)
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(DENIED)
 
     async def recover(self, bot: Bot, job_queue: JobQueue[Any] | None) -> int:
         """At start: expire overdue approvals, schedule the expiry of the others; how many are still open."""
@@ -217,10 +233,11 @@ class ApprovalDesk:
 
         return job
 
-    async def _mark(self, bot: Bot, approval: Approval, outcome: str) -> None:
+    async def _mark(self, bot: Bot, approval: Approval) -> None:
+        """Replace the question and its buttons with the outcome (once the message exists)."""
         if approval.message_id is None:
-            return
-        text = f"Approval of {approval.aid} (tier {approval.tier}): {outcome}"
+            return  # still being posted: _post marks it when it is
+        text = f"Approval of {approval.aid} (tier {approval.tier}): {approval.outcome or approval.state}"
         try:
             await bot.edit_message_text(text, chat_id=approval.chat_id, message_id=approval.message_id)
         except TelegramError as exc:

@@ -11,11 +11,13 @@ import glob
 import json
 import logging
 import os
+import time
 from collections import defaultdict
 from typing import Any
 
 from telegram import BotCommand, Update
 from telegram.constants import ChatAction
+from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -28,8 +30,11 @@ from telegram.ext import (
     filters,
 )
 
+from machina.agent import events as ev
+from machina.agent.always import AlwaysRules
+from machina.autonomic import activity
 from machina.config import Config
-from machina.llm import LLMCancelled, LLMError
+from machina.llm import LLMError
 from machina.llm.backend import BACKENDS
 from machina.memory.graph import graph_status
 from machina.root import Root
@@ -37,9 +42,12 @@ from machina.telegram.approvals import CALLBACK_PREFIX, ApprovalDesk
 from machina.telegram.commands import ADMIN_ONLY, COMMANDS
 from machina.telegram.gate import Gate
 from machina.telegram.outbox import ChatWriter, send_text
+from machina.telegram.pending import ALLOWED, ALWAYS
 from machina.telegram.settings import TelegramSettings
 from machina.telegram.turns import ChatSession, TurnRunner
+from machina.toolapi import APPROVAL_REQUIRED
 from machina.toolhost.client import ToolhostClient
+from machina.toolhost.leases import inputs_digest
 
 log = logging.getLogger(__name__)
 #: Seconds of one getUpdates long poll.
@@ -47,20 +55,30 @@ POLL_TIMEOUT_S = 25
 #: A 429 is waited out (its full retry_after) and retried this many times before the call fails.
 RATE_LIMIT_RETRIES = 5
 TYPING_EVERY_S = 4.0
+GPU_SMOKE = "AID.GPU_SMOKE.v1"
+WAITS_FOR_HUMAN = frozenset({"gpu"})
 
 
 class MachinaBot:
-    def __init__(self, cfg: Config, settings: TelegramSettings, root: Root, desk: ApprovalDesk, gate: Gate) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        settings: TelegramSettings,
+        root: Root,
+        desk: ApprovalDesk,
+        gate: Gate,
+        always: AlwaysRules,
+    ) -> None:
         self.cfg = cfg
         self.settings = settings
         self.root = root
         self.desk = desk
         self.gate = gate
         self.toolhost = ToolhostClient(root.socket_path("toolhost"), timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"]))
-        self.runner = TurnRunner(cfg, lambda: self.toolhost)
+        self.always = always
+        self.runner = TurnRunner(cfg, self.toolhost, root.memory, always)
         self.sessions: dict[int, ChatSession] = {}
         self._commands: dict[str, Any] = {name: getattr(self, f"cmd_{name}") for name in COMMANDS}
-        self.turns_answered: defaultdict[int, int] = defaultdict(int)
 
     def build(self) -> Application[Any, Any, Any, Any, Any, Any]:
         app = (
@@ -74,7 +92,8 @@ class MachinaBot:
         )
         app.add_handler(TypeHandler(Update, self.gate.check), group=-1)
         for name, callback in self._commands.items():
-            app.add_handler(CommandHandler(name, self._guarded(name, callback)))
+            # /gpu may wait for a button press: it must not hold up the updates that carry the press.
+            app.add_handler(CommandHandler(name, self._guarded(name, callback), block=name not in WAITS_FOR_HUMAN))
         app.add_handler(CallbackQueryHandler(self.desk.on_press, pattern=rf"^{CALLBACK_PREFIX}:"))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, self.on_edit))
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, self.on_text))
@@ -93,38 +112,49 @@ class MachinaBot:
         message = update.effective_message
         if message is None or not message.text:
             return
+        activity.touch(self.root.state)  # the autonomic engine yields to a person (idle time, burst exit)
         session = self.session(message.chat_id)
-        if session.busy:
-            await message.reply_text("A turn is still running: wait for it, or /stop it.")
-            return
-        session.cancel.clear()
-        session.task = context.application.create_task(self._turn(context, session, message.text))
+        previous = session.task if session.busy else None
+        if previous is not None and not session.answered:
+            await context.bot.send_message(message.chat_id, "⏳ Queued after the running turn (/stop cancels it).")
+        session.task = context.application.create_task(self._turn(context, session, message.text, previous))
 
-    async def _turn(self, context: ContextTypes.DEFAULT_TYPE, session: ChatSession, text: str) -> None:
+    async def _turn(
+        self,
+        context: ContextTypes.DEFAULT_TYPE,
+        session: ChatSession,
+        text: str,
+        previous: asyncio.Task[None] | None = None,
+    ) -> None:
+        """One turn; turns of a chat run one after the other (a message sent meanwhile waits its turn)."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        session.answered = False
         bot, chat_id = context.bot, session.chat_id
         writer = ChatWriter(bot, chat_id)
         typing = asyncio.create_task(self._typing(context, chat_id))
-        events = _Events(writer, self.desk, bot, chat_id)
+        events = _Events(writer, self.desk, bot, session)
         try:
-            answer = await self.runner.run(session, text, events)
-            typing.cancel()
-            await writer.answer(answer)
-            self.turns_answered[chat_id] += 1
-        except (asyncio.CancelledError, LLMCancelled):
+            done = await self.runner.run(session, text, events)
             typing.cancel()
             await writer.flush()
-            await bot.send_message(chat_id, "⏹ Stopped.")
-        except LLMError as exc:
-            typing.cancel()
-            await writer.answer(f"The model did not answer: {exc}")
+            if done is not None and done.reason == ev.CANCELLED:
+                await bot.send_message(chat_id, "⏹ Stopped.")
+            elif done is not None and not done.answered:
+                await writer.answer(f"The turn ended without an answer ({done.reason}). {done.detail}".strip())
         except Exception as exc:
-            typing.cancel()
             log.exception("turn in chat %s failed", chat_id)
             await bot.send_message(chat_id, f"The turn failed: {type(exc).__name__}: {exc}")
+        finally:
+            typing.cancel()
 
     async def _typing(self, context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> None:
+        """The typing indicator, renewed while the turn runs (Telegram shows it for about 5 s)."""
         while True:
-            await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            try:
+                await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            except TelegramError as exc:  # only a hint: never let it end or fail the turn
+                log.debug("typing indicator not sent: %s", exc)
             await asyncio.sleep(TYPING_EVERY_S)
 
     async def on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -143,6 +173,7 @@ class MachinaBot:
             chat = update.effective_chat
             if chat is None:
                 return
+            activity.touch(self.root.state)
             if name in ADMIN_ONLY and (user is None or user.id not in self.settings.admin_ids):
                 log.warning("/%s refused to user %s: not in TELEGRAM_ADMIN_USER_IDS", name, user.id if user else None)
                 await send_text(context.bot, chat.id, f"/{name} changes the system: only administrators may use it.")
@@ -167,7 +198,7 @@ class MachinaBot:
         return "\n".join(lines)
 
     async def cmd_clear(self, chat_id: int, args: list[str], context: Any) -> str:
-        self.session(chat_id).history.clear()
+        self.session(chat_id).forget()
         return "Conversation forgotten."
 
     async def cmd_status(self, chat_id: int, args: list[str], context: Any) -> str:
@@ -179,7 +210,7 @@ class MachinaBot:
                 f"Backend: {session.backend or self.cfg['MACHINA_CHAT_BACKEND']}, model: {self._model(session)}",
                 f"Profile: {self.cfg['MACHINA_PROFILE']}",
                 f"Autonomic: {'heartbeats ' + str(autonomic.get('heartbeats')) if autonomic else 'no state'}",
-                f"History: {len(session.history)} messages; turn running: {'yes' if session.busy else 'no'}",
+                f"History: {session.history_size()} messages; turn running: {'yes' if session.busy else 'no'}",
                 f"Tools: {_count(tools)}; goals: {self._goal_count()}",
                 f"Pending approvals: {len(self.desk.store.pending())}",
                 f"Dropped updates from strangers: {self.gate.total_dropped()}",
@@ -188,7 +219,16 @@ class MachinaBot:
         )
 
     async def cmd_gpu(self, chat_id: int, args: list[str], context: Any) -> str:
-        reply = await asyncio.to_thread(self.toolhost.call, "AID.GPU_SMOKE.v1", {})
+        reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {})
+        if reply.status == APPROVAL_REQUIRED:  # tier 2: the mode may ask, like any other call
+            standing = self.always.covers(GPU_SMOKE, {}) is not None
+            answer = ALLOWED if standing else await self.desk.ask(context.bot, chat_id, GPU_SMOKE, 2, {})
+            if answer not in (ALLOWED, ALWAYS):
+                return "GPU smoke test: not approved."
+            if answer == ALWAYS:
+                self.always.add(GPU_SMOKE, {}, added_by=f"a Telegram user in chat {chat_id}")
+            token = await self.desk.lease(GPU_SMOKE, 2, inputs_digest(GPU_SMOKE, {}))
+            reply = await asyncio.to_thread(self.toolhost.call, GPU_SMOKE, {}, lease_token=token)
         if not reply.ok:
             return f"GPU smoke test: {reply.status}: {reply.error}"
         return "GPU smoke test: " + json.dumps(reply.output, ensure_ascii=False)[:3000]
@@ -214,7 +254,7 @@ class MachinaBot:
             return f"Usage: /use <backend: {', '.join(BACKENDS)}> or /use <model number or name>"
         wanted = args[0]
         if wanted in BACKENDS:
-            session.backend, session.model = wanted, None
+            self.runner.switch(session, backend=wanted)
             return f"This chat now uses the {wanted} backend."
         if wanted.isdigit():
             backend = self.runner.backend_for(session)
@@ -226,38 +266,49 @@ class MachinaBot:
             if not 0 <= index < len(models):
                 return f"No model number {wanted}: /models lists {len(models)}."
             wanted = models[index]
-        session.model = wanted
+        self.runner.switch(session, model=wanted)
         return f"This chat now uses the model {wanted}."
 
     async def cmd_auto_status(self, chat_id: int, args: list[str], context: Any) -> str:
         state = self._autonomic_state()
         if not state:
             return "machina-autonomic has written no state yet (is it running?)."
-        levels = state.get("levels") or {}
-        lines = [f"Heartbeats: {state.get('heartbeats', 0)}; bursts: {state.get('bursts', 0)}"]
-        for name, rec in levels.items():
-            lines.append(f"{name}: {rec.get('runs', 0)} runs, last {rec.get('last_outcome') or '-'}")
-        lines.append(f"Curiosity today: {state.get('curiosity_today', 0)}")
+        now = time.time()
+        idle = now - activity.last_activity(self.root.state)
+        lines = [
+            f"Heartbeats: {state.get('heartbeats', 0)}; user idle: {_ago(idle)}",
+            f"Burst: {'active' if state.get('burst_active') else 'idle'}; bursts so far: {state.get('bursts', 0)}",
+        ]
+        for name, rec in sorted((state.get("levels") or {}).items()):
+            last = rec.get("last_run") or 0
+            when = _ago(now - last) + " ago" if last else "never"
+            lines.append(f"{name}: {rec.get('runs', 0)} runs, last {when} ({rec.get('last_outcome') or '-'})")
+        lines.append(f"Curiosity today: {state.get('curiosity_today', 0)}; alerts: {state.get('alerts', 0)}")
         return "\n".join(lines)
 
     async def cmd_auto_route(self, chat_id: int, args: list[str], context: Any) -> str:
         session = self.session(chat_id)
         choice = (args[0] if args else "status").lower()
-        if choice in ("on", "off"):
+        second = self.cfg["MACHINA_AUTO_ROUTE_BACKEND"]
+        if choice not in ("on", "off", "status"):
+            return "Usage: /auto_route on | off | status"
+        if choice == "on" and not second:
+            return "No second backend is configured (MACHINA_AUTO_ROUTE_BACKEND): auto-routing stays off."
+        if choice != "status":
             session.auto_route = choice == "on"
+        target = f"{second} ({self.cfg['MACHINA_AUTO_ROUTE_MODEL'] or 'its configured model'})" if second else "none"
         return (
-            f"Auto-routing is {'on' if session.auto_route else 'off'} for this chat. "
-            "(This build has no second backend to route to: every request uses the chat's backend.)"
+            f"Auto-routing is {'on' if session.auto_route else 'off'} for this chat; second backend: {target}. "
+            "Complex requests (long, several steps, or code) go there; the rest to the chat's backend."
         )
 
     async def cmd_stop(self, chat_id: int, args: list[str], context: Any) -> str:
         session = self.session(chat_id)
         if not session.busy or session.task is None:
             return "Nothing is running."
-        session.cancel.set()
-        self.desk.cancel_waiting(chat_id)
-        session.task.cancel()
-        return ""  # the turn itself says "Stopped."
+        session.stop()
+        await self.desk.cancel_waiting(context.bot, chat_id)
+        return ""  # the turn itself says "Stopped." as it ends
 
     async def _mcp(self, chat_id: int, args: list[str], context: Any) -> str:
         return "MCP servers are not part of this build: nothing to show or change."
@@ -316,15 +367,30 @@ class MachinaBot:
 
 
 class _Events:
-    def __init__(self, writer: ChatWriter, desk: ApprovalDesk, bot: Any, chat_id: int) -> None:
-        self.writer, self.desk, self.bot, self.chat_id = writer, desk, bot, chat_id
+    def __init__(self, writer: ChatWriter, desk: ApprovalDesk, bot: Any, session: ChatSession) -> None:
+        self.writer, self.desk, self.bot, self.session = writer, desk, bot, session
+        self.chat_id = session.chat_id
 
     async def progress(self, line: str) -> None:
         await self.writer.progress(line)
 
-    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> str | None:
+    async def approve(self, aid: str, tier: int, inputs: dict[str, Any]) -> str:
         await self.writer.flush()
         return await self.desk.ask(self.bot, self.chat_id, aid, tier, inputs)
+
+    async def answer(self, text: str) -> None:
+        await self.writer.answer(text)
+        self.session.answered = True
+
+
+def _ago(seconds: float) -> str:
+    if seconds >= 86400 * 365:
+        return "never"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{max(seconds, 0):.0f} s"
 
 
 def _count(tools: list[dict[str, Any]] | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import NoReturn
 
 import click
@@ -22,13 +23,17 @@ def cli(root: str | None, verbose: bool) -> int:
     TELEGRAM_CHAT_ID (and, when set, the users in TELEGRAM_ALLOWED_USER_IDS) are answered; every other
     update is dropped before any handler runs. Tool calls that need approval are posted with Allow once,
     Deny and Always buttons and wait MACHINA_PERMISSION_TIMEOUT_S; pending approvals are kept in
-    $MACHINA_ROOT/state/telegram/ and survive a restart. Exit 78 without TELEGRAM_CHAT_ID or with a token
+    $MACHINA_ROOT/state/telegram/ and survive a restart. Alerts machina-autonomic spools in
+    $MACHINA_ROOT/state/alerts/ go to every allowed chat. Exit 78 without TELEGRAM_CHAT_ID or with a token
     the Bot API refuses, 69 when the Bot API cannot be reached at start.
     """
+    # python-telegram-bot 22's opt-in to timedelta durations: no deprecation warning on every 429.
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
     cfg = bootstrap("machina-telegram", overrides_from(root), verbose)
     if cfg["MACHINA_LOG_LEVEL"] != "debug" and not verbose:
         # One line per long poll is noise; at debug level they are shown (with the token redacted).
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per heartbeat job run otherwise
     return int(run_service(TelegramService(cfg)))
 
 

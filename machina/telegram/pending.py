@@ -4,9 +4,7 @@ One JSON file per approval in ``$MACHINA_ROOT/state/telegram/approvals/<id>.json
 every change (never torn by a crash).  A decided or expired approval keeps its file for a day (what was
 decided, by whom) and is then removed by :meth:`ApprovalStore.prune`.
 
-"Always" answers are rules in ``state/telegram/always.json``: each names one AID and the SHA-256 of one
-exact set of inputs (the narrowest rule there is: the same call, nothing else).  The operator reads them
-there and removes one by deleting its entry.
+"Always" answers become standing approvals of machina.agent.always (``state/agent/always.json``).
 """
 
 from __future__ import annotations
@@ -43,6 +41,7 @@ class Approval:
     message_id: int | None = None
     decided_by: int | None = None
     decided_at: float | None = None
+    outcome: str = ""  # what the chat was told when it was decided
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Approval:
@@ -108,35 +107,3 @@ class ApprovalStore:
                 os.unlink(self.path(approval.id))
                 removed += 1
         return removed
-
-
-class AlwaysRules:
-    """The "always" answers: (AID, inputs digest) pairs approved for good, with who and when."""
-
-    def __init__(self, path: str, fsync: bool = True) -> None:
-        self.path = path
-        self.fsync = fsync
-
-    def rules(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            log.warning("unreadable %s (no call is approved by it): %s", self.path, exc)
-            return []
-        rules = data.get("rules") if isinstance(data, dict) else None
-        return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
-
-    def covers(self, aid: str, digest: str) -> bool:
-        return any(r.get("aid") == aid and r.get("inputs_digest") == digest for r in self.rules())
-
-    def add(self, aid: str, digest: str, inputs: dict[str, Any], user_id: int, chat_id: int, now: float) -> None:
-        if self.covers(aid, digest):
-            return
-        rule = {"aid": aid, "inputs_digest": digest, "inputs": inputs, "by_user": user_id, "chat": chat_id, "at": now}
-        rules = [*self.rules(), rule]
-        ensure_dir(os.path.dirname(self.path))
-        write_atomic(self.path, json.dumps({"rules": rules}, indent=1).encode(), fsync=self.fsync)
-        log.info("always-allow rule added for %s inputs sha256 %s by user %s", aid, digest[:16], user_id)

@@ -19,13 +19,15 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import ContextTypes
 
+from machina.agent.always import AlwaysRules
 from machina.config import Config, ConfigError
 from machina.exitcodes import ExitCode, MachinaError
 from machina.root import open_root
+from machina.telegram.alerts import POLL_S, AlertRelay
 from machina.telegram.approvals import ApprovalDesk
 from machina.telegram.bot import POLL_TIMEOUT_S, MachinaBot
 from machina.telegram.gate import Gate
-from machina.telegram.pending import AlwaysRules, ApprovalStore
+from machina.telegram.pending import ApprovalStore
 from machina.telegram.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,11 @@ class TelegramService:
         state = root.join("state", "telegram")
         fsync = bool(self.cfg["MACHINA_WAL_FSYNC"])
         store = ApprovalStore(os.path.join(state, "approvals"), fsync=fsync)
-        rules = AlwaysRules(os.path.join(state, "always.json"), fsync=fsync)
+        rules = AlwaysRules.under(root.state)
         gate = Gate(self.settings.chat_ids, self.settings.user_ids, root.join("state", "metrics", "telegram.json"))
         desk = ApprovalDesk(store, rules, lambda: self._toolhost(), self.settings.approval_timeout_s)
-        self.bot = MachinaBot(self.cfg, self.settings, root, desk, gate)
+        self.bot = MachinaBot(self.cfg, self.settings, root, desk, gate, rules)
+        self.relay = AlertRelay(root.state, self.settings.chat_ids, stream=bool(self.cfg["MACHINA_DEV_EXPLORE"]))
         self.app = self.bot.build()
         self.loop = asyncio.new_event_loop()
         try:
@@ -81,6 +84,7 @@ class TelegramService:
         await self.app.start()
         self._open_approvals = await desk.recover(self.app.bot, self.app.job_queue)
         self.app.job_queue.run_repeating(self._beat, interval=HEARTBEAT_S, first=0)
+        self.app.job_queue.run_repeating(self.relay.tick, interval=POLL_S, first=0)
         await self.app.updater.start_polling(
             timeout=POLL_TIMEOUT_S, allowed_updates=Update.ALL_TYPES, drop_pending_updates=False
         )
@@ -121,8 +125,8 @@ class TelegramService:
     async def _shutdown(self) -> None:
         if self.bot is not None:
             for session in self.bot.sessions.values():
+                session.stop()  # the agent's worker thread ends its turn promptly
                 if session.task is not None and not session.task.done():
-                    session.cancel.set()
                     session.task.cancel()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
@@ -130,4 +134,6 @@ class TelegramService:
             await self.app.stop()
         await self.app.shutdown()
         if self.bot is not None:
+            for session in self.bot.sessions.values():
+                session.close()
             self.bot.toolhost.close()

@@ -52,11 +52,14 @@ def split_parts(text: str, limit: int = LIMIT) -> list[Part]:
     fence: str | None = None  # the opening fence line of a block open at the previous cut
     while rest:
         reopen = f"{fence}\n" if fence is not None else ""
-        if utf16_len(reopen + rest) <= limit:
-            parts.append(Part(reopen, rest, _closing(rest, _open_after(fence, rest))))
+        last = Part(reopen, rest, _closing(rest, _open_after(fence, rest)))
+        if utf16_len(last.render()) <= limit:
+            parts.append(last)
             break
-        room = limit - utf16_len(reopen) - utf16_len("\n" + FENCE)
+        room = limit - utf16_len(reopen)
         cut = _best_cut(rest, room, fence)
+        if _open_after(fence, rest[:cut]) is not None:  # a code block stays open: leave room to close it
+            cut = _best_cut(rest, room - utf16_len("\n" + FENCE), fence)
         body, rest = rest[:cut], rest[cut:]
         fence = _open_after(fence, body)
         parts.append(Part(reopen, body, _closing(body, fence)))
@@ -84,9 +87,10 @@ def _best_cut(text: str, room: int, fence: str | None) -> int:
     opening = _last_opening_fence(window, fence)
     if opening >= floor:
         return opening
-    for boundary in (window.rfind("\n\n"), window.rfind("\n"), window.rfind(" ")):
+    # after the separator: a paragraph's blank line, the line's newline, the word's space end the chunk
+    for boundary, width in ((window.rfind("\n\n"), 2), (window.rfind("\n"), 1), (window.rfind(" "), 1)):
         if boundary >= floor:
-            return boundary + 1
+            return boundary + width
     return _safe(text, hard)
 
 

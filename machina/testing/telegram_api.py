@@ -447,7 +447,7 @@ def _visible_text(params: dict[str, Any], key: str) -> str:
     raw = params.get(key)
     if not isinstance(raw, str) or not raw.strip():
         raise ApiError(400, "Bad Request: message text is empty")
-    text = _parse_html(raw) if str(params.get("parse_mode") or "").upper() == "HTML" else raw
+    text = parse_html(raw) if str(params.get("parse_mode") or "").upper() == "HTML" else raw
     if not text.strip():
         raise ApiError(400, "Bad Request: message text is empty")
     if utf16_len(text) > MAX_MESSAGE_UTF16:
@@ -492,7 +492,8 @@ class _HtmlText(HTMLParser):
         self.parts.append(data)
 
 
-def _parse_html(raw: str) -> str:
+def parse_html(raw: str) -> str:
+    """The visible text of Bot API HTML; ApiError for what the real server refuses to parse."""
     parser = _HtmlText()
     parser.feed(raw)
     parser.close()

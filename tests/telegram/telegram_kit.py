@@ -68,6 +68,9 @@ def running_bot(root: Path, tg: FakeTelegram, env: Mapping[str, str] | None = No
         tg.wait_for(lambda: len(tg.calls_of("getUpdates")) > polls_before or proc.poll() is not None, timeout=60)
         assert proc.poll() is None, f"machina-telegram exited {proc.returncode}:\n{bot.log()}"
         yield bot
+    except BaseException:
+        print(f"--- machina-telegram log ({log_path.name}) ---\n{bot.log()}")  # shown by pytest on failure
+        raise
     finally:
         stop(proc)
 

@@ -15,6 +15,12 @@ def run_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command(), env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+def test_help_explains_itself_without_any_configuration() -> None:
+    result = subprocess.run([*command(), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert "TELEGRAM_CHAT_ID" in result.stdout and "--root DIR" in result.stdout
+
+
 def test_without_a_chat_id_it_refuses_to_start_and_says_how_to_find_one(machina_root: Path, tg: FakeTelegram) -> None:
     result = run_once(bot_env(machina_root, tg, TELEGRAM_CHAT_ID=""))
     assert result.returncode == ExitCode.CONFIG

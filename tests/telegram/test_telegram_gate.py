@@ -45,3 +45,14 @@ def test_commands_are_registered_with_set_my_commands(machina_root: Path, tg: Fa
         "graph_status",
     ]  # fmt: skip
     assert tg.calls_of("deleteWebhook") and tg.calls_of("getMe")
+
+
+def test_button_data_that_names_no_approval_is_refused_clearly(machina_root: Path, tg: FakeTelegram) -> None:
+    shown = {"message_id": 1, "date": 0, "chat": {"id": CHAT, "type": "private"}}
+    with running_bot(machina_root, tg):
+        tg.press_button(CHAT, USER, shown, "ap:0123456789ab:o")  # well formed, but no such approval
+        tg.press_button(CHAT, USER, shown, "ap:../../x:o")
+        tg.press_button(CHAT, USER, shown, "ap:0123456789ab:z")
+        tg.wait_for(lambda: len(tg.answered_callbacks) == 3)
+    assert [c["text"] for c in tg.answered_callbacks] == ["Unknown approval."] * 3
+    assert tg.sent_to(CHAT) == []
