@@ -201,3 +201,21 @@ def expand(text: str, environ: Mapping[str, str], where: str) -> str:
     if missing:
         raise McpConfigError(f"{where} needs ${{{missing[0]}}}, which is not set in the toolhost's environment")
     return PLACEHOLDER_REF.sub(lambda m: environ[m.group(1)], text)
+
+
+def placeholder_environment(env_file: str | None) -> dict[str, str]:
+    """Where ``${ENV_VAR}`` placeholders are looked up: the env file's entries, the environment over them.
+
+    Under systemd the suite's secrets arrive through EnvironmentFile (so in the environment); an operator
+    running the toolhost by hand may keep them only in MACHINA_ENV_FILE.
+    """
+    from machina.config.envfile import EnvFileError, read_env_file
+
+    values: dict[str, str] = {}
+    if env_file and os.path.isfile(env_file):
+        try:
+            values = {key: value for key, value, _line in read_env_file(env_file)}
+        except (EnvFileError, OSError):
+            values = {}  # the configuration loader has already reported a damaged env file
+    values.update(os.environ)
+    return values
