@@ -19,6 +19,7 @@ pytest.importorskip("mcp", reason="the MCP SDK (the mcp extra) is not installed:
 PYTHON = sys.executable
 PYTHON_EXE = os.path.basename(os.path.realpath(sys.executable))  # what the allow-list must name
 SDK_SERVER = {"command": PYTHON, "args": ["-m", "machina.testing.mcp_server"]}
+StartToolhost = Callable[..., RunningToolhost]
 LEGACY_SERVER = {"command": PYTHON, "args": ["-m", "machina.testing.mcp_legacy_server"]}
 
 

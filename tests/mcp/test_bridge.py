@@ -14,20 +14,21 @@ import pytest
 
 from machina import toolapi
 from machina.testing.mcp_server import RUG_PULL_DESCRIPTION, build_server, running_http_server
+from machina.testing.toolhost import RunningToolhost
 from machina.toolhost.client import ToolhostError
 
-from .conftest import LEGACY_SERVER, SDK_SERVER, server_status
+from .conftest import LEGACY_SERVER, SDK_SERVER, StartToolhost, server_status
 
 SUITE_SECRET = "suite-secret-0123456789abcdef"  # test values only
 SERVER_SECRET = "files-secret-abcdef0123456789"
 RESULT_CAP = 64 * 1024
 
 
-def aids(host) -> set[str]:  # type: ignore[no-untyped-def]
+def aids(host: RunningToolhost) -> set[str]:
     return {tool["aid"] for tool in host.client.list_tools()}
 
 
-def test_a_server_is_served_only_once_pinned_and_through_the_permission_rules(mcp_toolhost) -> None:  # type: ignore[no-untyped-def]
+def test_a_server_is_served_only_once_pinned_and_through_the_permission_rules(mcp_toolhost: StartToolhost) -> None:
     host = mcp_toolhost({"st": SDK_SERVER}, MACHINA_PERMISSION_OVERRIDES="", MACHINA_PERMISSION_MODE="standard")
     status = server_status(host, "st")
     assert (status["state"], status["pin"]) == ("ready", "unpinned")
@@ -53,7 +54,7 @@ def test_a_server_is_served_only_once_pinned_and_through_the_permission_rules(mc
     assert bad.status == toolapi.INVALID_INPUT
 
 
-def test_a_pin_for_other_definitions_is_refused(mcp_toolhost) -> None:  # type: ignore[no-untyped-def]
+def test_a_pin_for_other_definitions_is_refused(mcp_toolhost: StartToolhost) -> None:
     host = mcp_toolhost({"st": SDK_SERVER})
     with pytest.raises(ToolhostError, match="not the 0000000000000000 you reviewed"):
         host.client.mcp_pin("st", "0" * 64)
@@ -62,7 +63,7 @@ def test_a_pin_for_other_definitions_is_refused(mcp_toolhost) -> None:  # type: 
     assert server_status(host, "st")["pin"] == "unpinned"
 
 
-def test_hostile_stdio_server(mcp_toolhost, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_stdio_server(mcp_toolhost: StartToolhost, tmp_path: Path) -> None:
     secrets_file = tmp_path / "machina.env"
     secrets_file.write_text(f"MACHINA_API_TOKEN={SUITE_SECRET}\n")
     server = {**SDK_SERVER, "env": {"FILES_TOKEN": "${FILES_TOKEN}"}}
@@ -105,7 +106,7 @@ def test_hostile_stdio_server(mcp_toolhost, tmp_path: Path) -> None:  # type: ig
     assert SUITE_SECRET not in host.log() and SERVER_SECRET not in host.log()
 
 
-def test_changed_definitions_disable_the_server_until_pinned_again(mcp_toolhost) -> None:  # type: ignore[no-untyped-def]
+def test_changed_definitions_disable_the_server_until_pinned_again(mcp_toolhost: StartToolhost) -> None:
     with running_http_server(build_server("web")) as url:
         host = mcp_toolhost(
             {"web": {"url": url, "headers": {"Authorization": "Bearer ${WEB_TOKEN}"}}}, WEB_TOKEN="web-token-value"
@@ -129,7 +130,7 @@ def test_changed_definitions_disable_the_server_until_pinned_again(mcp_toolhost)
         assert "web-token-value" not in host.log()
 
 
-def test_legacy_handshake_and_duplicate_names(mcp_toolhost) -> None:  # type: ignore[no-untyped-def]
+def test_legacy_handshake_and_duplicate_names(mcp_toolhost: StartToolhost) -> None:
     host = mcp_toolhost({"old": LEGACY_SERVER})
     host.client.mcp_pin("old")
     status = server_status(host, "old")
@@ -142,7 +143,7 @@ def test_legacy_handshake_and_duplicate_names(mcp_toolhost) -> None:  # type: ig
     assert dup.status == toolapi.DENIED and "all map to AID.MCP.OLD.DUP.v1" in dup.error
 
 
-def test_commands_outside_the_allow_list_never_start(mcp_toolhost, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_commands_outside_the_allow_list_never_start(mcp_toolhost: StartToolhost, tmp_path: Path) -> None:
     disguised = tmp_path / "node"
     disguised.symlink_to("/bin/sh")
     host = mcp_toolhost(
