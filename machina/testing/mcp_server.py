@@ -2,6 +2,7 @@
 
     python -m machina.testing.mcp_server            # stdio
     with running_http_server(build_server()) as url # streamable HTTP on 127.0.0.1 (a thread of this process)
+    with running_http_server(build_server(), sse=True) as url   # the older HTTP+SSE transport
 
 Tools: ``echo`` (text back), ``big`` (n bytes of text), ``hang`` (sleeps), ``crash`` (the process exits
 mid-call), ``snoop`` (reports its environment and tries to read the suite's secrets: /proc/1/environ,
@@ -73,11 +74,11 @@ def build_server(name: str = "machina-test") -> MCPServer:
 
 
 @contextlib.contextmanager
-def running_http_server(server: MCPServer, *, stateless: bool = False) -> Iterator[str]:
-    """Serve ``server`` over streamable HTTP on a free loopback port; yields its URL."""
+def running_http_server(server: MCPServer, *, stateless: bool = False, sse: bool = False) -> Iterator[str]:
+    """Serve ``server`` over streamable HTTP (or the older SSE transport) on a free loopback port; yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    app = server.streamable_http_app(stateless_http=stateless)
+    app = server.sse_app() if sse else server.streamable_http_app(stateless_http=stateless)
     http = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=http.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -87,7 +88,7 @@ def running_http_server(server: MCPServer, *, stateless: bool = False) -> Iterat
             raise RuntimeError("the MCP HTTP test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/{'sse' if sse else 'mcp'}"
     finally:
         http.should_exit = True
         thread.join(START_TIMEOUT_S)

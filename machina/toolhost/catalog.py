@@ -104,7 +104,9 @@ class Catalog:
                 _entry(plugin.spec, plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved))
             )
         for resolved in self.mcp.resolved_tools() if self.mcp is not None else []:
-            tools.append(_entry(resolved.spec, mcp_server=resolved.spec.tags[-1], **describe(resolved)))
+            # The description is the server's text: labelled for whoever shows it to a model.
+            server = resolved.spec.tags[-1]
+            tools.append(_entry(resolved.spec, mcp_server=server, untrusted_description=True, **describe(resolved)))
         return {"tools": tools, "refused": [{"file": f, "reason": r} for f, r in self.refused]}
 
 

@@ -14,8 +14,6 @@ import pytest
 
 from machina.testing.toolhost import RunningToolhost, running_toolhost
 
-pytest.importorskip("mcp", reason="the MCP SDK (the mcp extra) is not installed: pip install -e '.[mcp]'")
-
 PYTHON = sys.executable
 PYTHON_EXE = os.path.basename(os.path.realpath(sys.executable))  # what the allow-list must name
 SDK_SERVER = {"command": PYTHON, "args": ["-m", "machina.testing.mcp_server"]}

@@ -6,11 +6,15 @@ check against the server's inputSchema, the permission mode and leases, then the
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("mcp", reason="the MCP SDK (the mcp extra) is not installed: pip install -e '.[mcp]'")
+
 import json
 import os
 from pathlib import Path
 
-import pytest
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from machina import toolapi
 from machina.testing.mcp_server import RUG_PULL_DESCRIPTION, build_server, running_http_server
@@ -76,6 +80,7 @@ def test_hostile_stdio_server(mcp_toolhost: StartToolhost, tmp_path: Path) -> No
         MACHINA_MCP_RESULT_MAX_BYTES=str(RESULT_CAP),
     )
     host.client.mcp_pin("st")
+    assert server_status(host, "st")["protocol_version"] in MODERN_PROTOCOL_VERSIONS  # server/discover, no handshake
 
     # a server trying to read the suite's secrets: its environment is the sandbox's plus its own env
     snoop = host.client.call("AID.MCP.ST.SNOOP.v1", {"paths": [str(secrets_file), "/proc/self/environ"]})
@@ -128,6 +133,19 @@ def test_changed_definitions_disable_the_server_until_pinned_again(mcp_toolhost:
         host.client.mcp_pin("web", changed["digest"])
         assert host.client.call("AID.MCP.WEB.ECHO.v1", {"text": "c"}).status == toolapi.OK
         assert "web-token-value" not in host.log()
+
+
+@pytest.mark.parametrize("transport", ["sse", "stateless"])
+def test_sse_and_stateless_http_servers(mcp_toolhost: StartToolhost, transport: str) -> None:
+    server = build_server("web")
+    with running_http_server(server, sse=transport == "sse", stateless=transport == "stateless") as url:
+        entry = {"url": url, "transport": "sse"} if transport == "sse" else {"url": url}
+        host = mcp_toolhost({"web": entry})
+        assert server_status(host, "web")["state"] == "ready"
+        host.client.mcp_pin("web")
+        reply = host.client.call("AID.MCP.WEB.ECHO.v1", {"text": transport})
+        assert reply.status == toolapi.OK, reply.error
+        assert reply.output["content"][0]["text"] == transport
 
 
 def test_legacy_handshake_and_duplicate_names(mcp_toolhost: StartToolhost) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("mcp", reason="the MCP SDK (the mcp extra) is not installed: pip install -e '.[mcp]'")
+
 import json
 import subprocess
 import sys
