@@ -6,6 +6,7 @@ A tool of server S is served as ``AID.MCP.<S>.<TOOL>.v1`` only when all of these
 * S is connected and its listing hashes to the operator's pin (machina.mcp.pins): never pinned, or
   changed since, and every tool of S is disabled until ``machina mcp pin S``;
 * no other tool maps to the same AID (duplicate names, or names equal after sanitising: all refused);
+* its name is 1-128 characters without control characters;
 * its inputSchema is a valid JSON Schema (the toolhost validates every call's inputs against it).
 
 Tier 2 (``process`` for stdio, ``network`` for HTTP), whatever the server says about itself: descriptions
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 RESTART_INTERVAL_S = 10.0
 CALL_GRACE_S = 5.0  # the loop enforces the timeout; the waiting thread gives it this much more
 DESCRIPTION_CHARS = 2000
+MAX_NAME_CHARS = 128
 MESSAGE_MIN_BYTES = 16 * 1024 * 1024
 SDK_MISSING = "the MCP SDK is not installed (install the mcp extra: pip install 'machina[mcp]')"
 
@@ -207,7 +209,7 @@ class McpBridge:
                     )
                 continue
             server, tool = found[0]
-            problem = _schema_problem(tool.get("inputSchema"))
+            problem = _name_problem(str(tool.get("name", ""))) or _schema_problem(tool.get("inputSchema"))
             if problem:
                 served.refused.setdefault(server, []).append({"name": str(tool["name"]), "aid": aid, "reason": problem})
                 continue
@@ -419,6 +421,14 @@ def _pin_refusal(aid: str, server: str, pinned: str) -> str:
         f"{aid}: MCP server {server} changed its tool definitions since they were pinned: its tools are "
         f"disabled until an operator reviews them and runs `machina mcp pin {server}`"
     )
+
+
+def _name_problem(name: str) -> str:
+    if not name or len(name) > MAX_NAME_CHARS:
+        return f"its name is empty or longer than {MAX_NAME_CHARS} characters"
+    if _clean(name) != name:
+        return "its name holds control characters"
+    return ""
 
 
 def _schema_problem(schema: Any) -> str:

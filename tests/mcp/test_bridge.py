@@ -21,7 +21,7 @@ from machina.testing.mcp_server import RUG_PULL_DESCRIPTION, build_server, runni
 from machina.testing.toolhost import RunningToolhost
 from machina.toolhost.client import ToolhostError
 
-from .conftest import LEGACY_SERVER, SDK_SERVER, StartToolhost, server_status
+from .conftest import LEGACY_SERVER, PYTHON_EXE, SDK_SERVER, StartToolhost, server_status
 
 SUITE_SECRET = "suite-secret-0123456789abcdef"  # test values only
 SERVER_SECRET = "files-secret-abcdef0123456789"
@@ -165,12 +165,18 @@ def test_commands_outside_the_allow_list_never_start(mcp_toolhost: StartToolhost
     disguised = tmp_path / "node"
     disguised.symlink_to("/bin/sh")
     host = mcp_toolhost(
-        {"sh": {"command": "/bin/sh", "args": ["-c", "echo pwned"]}, "fake": {"command": str(disguised)}},
-        MACHINA_MCP_ALLOWED_COMMANDS="node",
+        {
+            "sh": {"command": "/bin/sh", "args": ["-c", "echo pwned"]},
+            "fake": {"command": str(disguised)},
+            "unset": {**SDK_SERVER, "env": {"TOKEN": "${MCP_TEST_UNSET_TOKEN}"}},
+        },
+        MACHINA_MCP_ALLOWED_COMMANDS=f"node,{PYTHON_EXE}",
     )
     for name in ("sh", "fake"):
         status = server_status(host, name)
         assert status["state"] == "refused" and "MACHINA_MCP_ALLOWED_COMMANDS" in status["error"]
+    unset = server_status(host, "unset")
+    assert unset["state"] == "refused" and "needs ${MCP_TEST_UNSET_TOKEN}, which is not set" in unset["error"]
     reply = host.client.call("AID.MCP.SH.ANYTHING.v1", {})
     assert reply.status == toolapi.DENIED and "does not start" in reply.error
 
