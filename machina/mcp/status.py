@@ -43,3 +43,16 @@ def needs_attention(status: dict[str, Any]) -> list[str]:
         for server in status.get("servers", [])
         if server["state"] not in ("ready", "disabled") or server["pin"] != "pinned"
     ]
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """A chat message for Telegram's /mcp_status: the lines, then what needs an operator (never a way to
+    approve from the chat: pinning is `machina mcp pin` on the host, after reviewing the descriptions)."""
+    lines = status_lines(status)
+    attention = needs_attention(status)
+    if attention:
+        lines.append(
+            f"needs an operator: {', '.join(attention)} "
+            "(review with `machina mcp ls --tools`, approve with `machina mcp pin SERVER`)"
+        )
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import pytest
 from machina.mcp.launch import LaunchRefused, resolve_command
 from machina.mcp.names import definitions_digest, sanitize, tool_aid
 from machina.mcp.results import capped_output
-from machina.mcp.status import needs_attention, status_lines
+from machina.mcp.status import needs_attention, status_lines, status_text
 
 TOOLS = [
     {"name": "echo", "description": "Echo.", "inputSchema": {"type": "object"}},
@@ -75,4 +75,6 @@ def test_status_lines_name_the_problem() -> None:
     lines = status_lines(status)
     assert lines[0].startswith("SERVER") and "changed" in lines[1] and "(not allowed)" in lines[3]
     assert needs_attention(status) == ["a", "c"]
+    assert status_text(status).endswith("approve with `machina mcp pin SERVER`)")
+    assert "needs an operator: a, c" in status_text(status)
     assert "does not exist" in status_lines({"config": "/x", "config_exists": False, "servers": []})[0]
