@@ -13,7 +13,6 @@ from typing import Any
 import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from machina.config.mcp_servers import HttpServer, StdioServer, expand
 from machina.mcp.launch import StdioSettings, prepare_stdio
@@ -33,13 +32,30 @@ def http_opener(server: HttpServer, environ: Mapping[str, str], max_message_byte
                 yield streams
             return
         timeout = httpx2.Timeout(30.0, read=300.0)
+        hooks = {"response": [size_guard(max_message_bytes)]}
         async with (
-            create_mcp_http_client(headers=headers, timeout=timeout) as http,
+            httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as http,
             streamable_http_client(server.url, http_client=http, max_sse_event_size=max_message_bytes) as streams,
         ):
             yield streams
 
     return open_http
+
+
+class ResponseTooLarge(Exception):
+    pass
+
+
+def size_guard(max_bytes: int) -> Callable[[httpx2.Response], Any]:
+    """A response hook refusing a declared body over ``max_bytes`` before it is read (an SSE stream is
+    bounded per event by the SDK's max_sse_event_size instead)."""
+
+    async def refuse_oversized(response: httpx2.Response) -> None:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ResponseTooLarge(f"the server answered {declared} bytes, more than {max_bytes}")
+
+    return refuse_oversized
 
 
 def stdio_opener(

@@ -74,11 +74,14 @@ def build_server(name: str = "machina-test") -> MCPServer:
 
 
 @contextlib.contextmanager
-def running_http_server(server: MCPServer, *, stateless: bool = False, sse: bool = False) -> Iterator[str]:
+def running_http_server(
+    server: MCPServer, *, stateless: bool = False, sse: bool = False, json_response: bool = False
+) -> Iterator[str]:
     """Serve ``server`` over streamable HTTP (or the older SSE transport) on a free loopback port; yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    app = server.sse_app() if sse else server.streamable_http_app(stateless_http=stateless)
+    streamable = {"stateless_http": stateless, "json_response": json_response}
+    app = server.sse_app() if sse else server.streamable_http_app(**streamable)
     http = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=http.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()

@@ -135,10 +135,11 @@ def test_changed_definitions_disable_the_server_until_pinned_again(mcp_toolhost:
         assert "web-token-value" not in host.log()
 
 
-@pytest.mark.parametrize("transport", ["sse", "stateless"])
-def test_sse_and_stateless_http_servers(mcp_toolhost: StartToolhost, transport: str) -> None:
+@pytest.mark.parametrize("transport", ["sse", "stateless", "json"])
+def test_sse_stateless_and_json_http_servers(mcp_toolhost: StartToolhost, transport: str) -> None:
     server = build_server("web")
-    with running_http_server(server, sse=transport == "sse", stateless=transport == "stateless") as url:
+    shape = {"sse": transport == "sse", "stateless": transport == "stateless", "json_response": transport == "json"}
+    with running_http_server(server, **shape) as url:
         entry = {"url": url, "transport": "sse"} if transport == "sse" else {"url": url}
         host = mcp_toolhost({"web": entry})
         assert server_status(host, "web")["state"] == "ready"

@@ -78,3 +78,16 @@ def test_status_lines_name_the_problem() -> None:
     assert status_text(status).endswith("approve with `machina mcp pin SERVER`)")
     assert "needs an operator: a, c" in status_text(status)
     assert "does not exist" in status_lines({"config": "/x", "config_exists": False, "servers": []})[0]
+
+
+def test_an_http_body_declared_too_large_is_refused_before_it_is_read() -> None:
+    pytest.importorskip("mcp", reason="the MCP SDK (the mcp extra) is not installed")
+    import anyio
+    import httpx2
+
+    from machina.mcp.transports import ResponseTooLarge, size_guard
+
+    guard = size_guard(1000)
+    anyio.run(guard, httpx2.Response(200, headers={"content-length": "1000"}))
+    with pytest.raises(ResponseTooLarge, match="20000000 bytes, more than 1000"):
+        anyio.run(guard, httpx2.Response(200, headers={"content-length": "20000000"}))
