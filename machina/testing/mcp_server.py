@@ -80,8 +80,7 @@ def running_http_server(
     """Serve ``server`` over streamable HTTP (or the older SSE transport) on a free loopback port; yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    streamable = {"stateless_http": stateless, "json_response": json_response}
-    app = server.sse_app() if sse else server.streamable_http_app(**streamable)
+    app = _http_app(server, sse, stateless, json_response)
     http = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=http.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -96,6 +95,12 @@ def running_http_server(
         http.should_exit = True
         thread.join(START_TIMEOUT_S)
         listener.close()
+
+
+def _http_app(server: MCPServer, sse: bool, stateless: bool, json_response: bool) -> Any:
+    if sse:
+        return server.sse_app()
+    return server.streamable_http_app(stateless_http=stateless, json_response=json_response)
 
 
 def main() -> int:
