@@ -58,7 +58,7 @@ $(MODEL_VENV)/.installed: tools/embed/requirements.txt
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,mcp]'
 	touch $@
 
 test: venv
@@ -84,6 +84,7 @@ bench: venv
 #   $(SYSUSERSDIR)/machina.conf            the machina system user (run systemd-sysusers once)
 #   $(MANDIR)/man{1,5,7,8}/*               man pages
 #   $(SYSCONFDIR)/machina/machina.env      every variable commented out (never overwritten)
+#   $(SYSCONFDIR)/machina/mcp_servers.json no MCP servers (never overwritten)
 #   $(DOCDIR)/machina.cron.example         the crontab alternative to the timers
 # --ignore-installed: pip would otherwise uninstall this Python's own copy of machina (e.g. an editable one).
 # PIP_INSTALL_FLAGS: e.g. "--no-build-isolation --no-index" to build offline with this Python's setuptools.
@@ -93,6 +94,8 @@ install:
 	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
 	test -e $(DESTDIR)$(SYSCONFDIR)/machina/machina.env || \
 	    install -m 0640 etc/machina/machina.env $(DESTDIR)$(SYSCONFDIR)/machina/machina.env
+	test -e $(DESTDIR)$(SYSCONFDIR)/machina/mcp_servers.json || \
+	    install -m 0640 etc/machina/mcp_servers.json $(DESTDIR)$(SYSCONFDIR)/machina/mcp_servers.json
 	for f in systemd/*.service systemd/*.socket systemd/*.target systemd/*.timer; do \
 	    sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' "$$f" \
 	        > $(DESTDIR)$(UNITDIR)/$$(basename $$f) && chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$f); \

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "tool": "machina.cli.tool_cmd:tool",
     "lease": "machina.cli.tool_cmd:lease",
     "plugin": "machina.cli.tool_cmd:plugin",
+    "mcp": "machina.cli.mcp_cmd:mcp",
     "embed": "machina.cli.embed_cmd:embed",
     "memory": "machina.cli.memory_cmd:memory",
     "autonomic": "machina.cli.autonomic_cmd:autonomic",

@@ -39,10 +39,13 @@ def socket_option(func: Any) -> Any:
     )(func)
 
 
-def _client(root: str | None, socket_path: str | None) -> ToolhostClient:
+def _client(root: str | None, socket_path: str | None, aid: str = "") -> ToolhostClient:
     cfg = bootstrap("machina", overrides_from(root))
     path = socket_path or open_root(cfg).socket_path("toolhost")
-    return ToolhostClient(path, timeout=float(cfg["MACHINA_TOOLHOST_TIMEOUT"]))
+    timeout = float(cfg["MACHINA_TOOLHOST_TIMEOUT"])
+    if aid.startswith("AID.MCP."):  # an MCP call may take MACHINA_MCP_TOOL_TIMEOUT_MS: wait for the toolhost's answer
+        timeout = max(timeout, cfg["MACHINA_MCP_TOOL_TIMEOUT_MS"] / 1000.0 + 15.0)
+    return ToolhostClient(path, timeout=timeout)
 
 
 def _read_inputs(text: str, option: str = "--input") -> dict[str, Any]:
@@ -104,7 +107,7 @@ def run_tool(
       machina tool run AID.FILE.READ.v1 --input '{"path": "data/app.log"}'
     """
     inputs = _read_inputs(input_text)
-    client = _client(root, socket_path)
+    client = _client(root, socket_path, aid)
     reply = client.call(
         aid, inputs, request_id=request_id, run_id=run_id, lease_token=lease_token, idempotency_key=idempotency_key
     )

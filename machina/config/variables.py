@@ -378,6 +378,40 @@ _var(
     "base URL of a SearXNG-compatible JSON search endpoint for AID.NET.WEB_SEARCH.v1 (unset: no web search)",
 )
 
+# --- MCP bridge ------------------------------------------------------------------------------------------
+_section_start("mcp")
+_var(
+    "MACHINA_MCP_CONFIG",
+    Path(),
+    "/etc/machina/mcp_servers.json",
+    'the operator\'s mcp_servers.json ({"mcpServers": {...}}; secrets only as ${ENV_VAR}); missing = no MCP servers',
+)
+_var(
+    "MACHINA_MCP_TOOL_TIMEOUT_MS",
+    Int(1, MS_MAX, "ms"),
+    180000,
+    "wall-clock limit of one AID.MCP.* tool call (the server's listing is re-checked first)",
+)
+_var(
+    "MACHINA_MCP_CONNECT_TIMEOUT_MS",
+    Int(1, MS_MAX, "ms"),
+    30000,
+    "limit for starting an MCP server and completing its handshake and tool listing",
+)
+_var(
+    "MACHINA_MCP_RESULT_MAX_BYTES",
+    Int(1024, 64 * MIB, "bytes"),
+    256 * KIB,
+    "most bytes of text an AID.MCP.* result returns (the rest is cut and the result marked truncated)",
+)
+_var(
+    "MACHINA_MCP_ALLOWED_COMMANDS",
+    List(EXE_PATTERN, "a comma-separated list of executable basenames"),
+    (),
+    "commands a stdio MCP server may be started with, matched on the canonical (symlink-resolved) path's "
+    "basename (empty = no stdio server starts)",
+)
+
 # --- policy driver ---------------------------------------------------------------------------------------
 _section_start("policy")
 _var("MACHINA_POLICY_CMD", Command(), None, "external policy selector command (argv, no shell)")

@@ -6,7 +6,9 @@ A reference is a versioned AID (``AID.FILE.READ.v1``) or a capability pattern en
 every stale place that still names it, with the nearest real AID as a hint.
 
 Not references: placeholders in prose (a segment such as ``X``, ``XXX``, ``NAME`` or ``EXAMPLE``:
-``AID.NAME.v1``, ``AID.X.*``), and any line that says ``aid-refs: ignore`` (an example in a docstring).
+``AID.NAME.v1``, ``AID.X.*``), any line that says ``aid-refs: ignore`` (an example in a docstring), and the
+families whose tools exist only at run time (``AID.MCP.*``: the MCP bridge names them after the servers an
+operator configures).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from machina.ops.paths import PACKAGE_DIR, checkout_dir, configured_root
 AID_REF = re.compile(r"(?<![A-Za-z0-9_.])AID\.[A-Z0-9_]+(?:\.[A-Z0-9_]+)*(?:\.v[0-9]+\b|\.?\*)")
 PLACEHOLDER_SEGMENTS = {"X", "XX", "XXX", "NAME", "EXAMPLE", "FOO", "BAR", "TOOL", "SOMETHING"}
 IGNORE_MARKER = "aid-refs: ignore"
+RUNTIME_FAMILIES = ("AID.MCP.",)  # served by machina.mcp from mcp_servers.json, in no manifest
 CODE_SUFFIXES = (".py", ".json", ".sh", ".toml")
 DOC_SUFFIXES = (".md", ".rst", ".txt")
 SKIP_DIRS = {".git", ".venv", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache", "tests"}
@@ -54,6 +57,8 @@ def is_placeholder(ref: str) -> bool:
 
 
 def is_known(ref: str, aids: set[str]) -> bool:
+    if ref.startswith(RUNTIME_FAMILIES):
+        return True
     if ref.endswith("*"):
         prefix = ref[:-1]
         return any(aid.startswith(prefix) for aid in aids)

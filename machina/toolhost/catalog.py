@@ -1,7 +1,8 @@
 """The tools the toolhost can run: built-ins (manifest + implementation) and pinned plugins.
 
 A plugin is re-verified (hash, declaration, capabilities) on every call, so replacing or unpinning its file
-takes effect at once, and the bytes that run are the bytes just checked.
+takes effect at once, and the bytes that run are the bytes just checked.  ``AID.MCP.*`` tools come from the
+MCP bridge (machina.mcp.bridge), which answers for its servers' pins and connections the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from machina.manifests.tools import TIER_NAMES, ToolSpec
 from machina.plugins import caps
 from machina.plugins.loader import Plugin, PluginRefused, load_plugin, load_plugins
 from machina.toolhost.runners import BUILTIN_RUNNERS, PLUGIN, Runner
+
+MCP_PREFIX = "AID.MCP."
 
 
 class ToolUnavailable(Exception):
@@ -50,6 +53,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._plugin_files: dict[str, str] = {}
         self.refused: list[tuple[str, str]] = []
+        self.mcp: Any = None  # machina.mcp.bridge.McpBridge: resolve(aid) and resolved_tools()
 
     def refresh(self) -> dict[str, Plugin]:
         plugins, refused = load_plugins(self.plugins_dir, self.allowed_caps, taken_aids=self.manifests)
@@ -67,6 +71,8 @@ class Catalog:
                     toolapi.UNKNOWN_TOOL, f"{aid} is declared by toolpack {spec.pack!r} but has no implementation"
                 )
             return Resolved(spec, runner)
+        if self.mcp is not None and aid.startswith(MCP_PREFIX):
+            return self.mcp.resolve(aid)
         with self._lock:
             file = self._plugin_files.get(aid)
         if file is None:
@@ -97,6 +103,10 @@ class Catalog:
             tools.append(
                 _entry(plugin.spec, plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved))
             )
+        for resolved in self.mcp.resolved_tools() if self.mcp is not None else []:
+            # The description is the server's text: labelled for whoever shows it to a model.
+            server = resolved.spec.tags[-1]
+            tools.append(_entry(resolved.spec, mcp_server=server, untrusted_description=True, **describe(resolved)))
         return {"tools": tools, "refused": [{"file": f, "reason": r} for f, r in self.refused]}
 
 

@@ -20,7 +20,17 @@ from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.jsonlines import JsonLineClient
 from machina.toolapi import ToolReply
 from machina.toolhost.leases import inputs_digest as digest_of_call
-from machina.toolhost.protocol import BAD_REQUEST, OP_LEASE_GC, OP_LEASE_ISSUE, OP_PING, OP_TOOLS_LIST, CallRequest
+from machina.toolhost.protocol import (
+    BAD_REQUEST,
+    OP_LEASE_GC,
+    OP_LEASE_ISSUE,
+    OP_MCP_PIN,
+    OP_MCP_RELOAD,
+    OP_MCP_STATUS,
+    OP_PING,
+    OP_TOOLS_LIST,
+    CallRequest,
+)
 
 # A reply carries a tool's output: up to MACHINA_SHELL_STDOUT_MAX + _STDERR_MAX (64 MiB each), JSON-escaped.
 MAX_REPLY_BYTES = 512 * 1024 * 1024
@@ -128,6 +138,21 @@ class ToolhostClient:
 
     def ping(self) -> dict[str, Any]:
         return self._op({"op": OP_PING})
+
+    def mcp_status(self) -> dict[str, Any]:
+        """The MCP bridge's servers, pins and tools (what `machina mcp ls` and /mcp_status show)."""
+        return self._op({"op": OP_MCP_STATUS})
+
+    def mcp_pin(self, server: str, digest: str | None = None) -> dict[str, Any]:
+        """Approve a server's current tool definitions (administrative peers only)."""
+        message: dict[str, Any] = {"op": OP_MCP_PIN, "server": server}
+        if digest is not None:
+            message["digest"] = digest
+        return self._op(message)
+
+    def mcp_reload(self) -> dict[str, Any]:
+        """Re-read mcp_servers.json and restart every MCP server (administrative peers only)."""
+        return self._op({"op": OP_MCP_RELOAD})
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""

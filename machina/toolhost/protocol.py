@@ -31,6 +31,15 @@ Other operations carry ``op``:
         administrative peers only; output {"removed": N, "remaining": N}
     {"op": "_ping"}
         any allowed peer; output {"pid", "status"}
+    {"op": "_mcp.status"}
+        any allowed peer; output the MCP bridge's status (machina.mcp.bridge.McpBridge.status): config,
+        servers with state, pin ("unpinned", "pinned", "changed"), live and pinned digests, tools
+    {"op": "_mcp.pin", "server": NAME, "digest": HEX (optional)}
+        administrative peers only; approves the server's tool definitions as listed now (with ``digest``:
+        only if they still hash to it); output that server's status
+    {"op": "_mcp.reload"}
+        administrative peers only; reads MACHINA_MCP_CONFIG again, restarts every server, waits for them
+        to connect (at most MACHINA_MCP_CONNECT_TIMEOUT_MS); output the status
 
 The earlier runtime's form ``{"aid": "_lease.issue", "inputs": {"tool_aid", "tier", "ttl_ms"}}`` is accepted
 too.  A peer that is not allowed at all gets one ``forbidden`` reply and the connection is closed.
@@ -48,8 +57,11 @@ OP_TOOLS_LIST = "_tools.list"
 OP_LEASE_ISSUE = "_lease.issue"
 OP_LEASE_GC = "_lease.gc"
 OP_PING = "_ping"
-OPS = (OP_CALL, OP_TOOLS_LIST, OP_LEASE_ISSUE, OP_LEASE_GC, OP_PING)
-ADMIN_OPS = (OP_LEASE_ISSUE, OP_LEASE_GC)
+OP_MCP_STATUS = "_mcp.status"
+OP_MCP_PIN = "_mcp.pin"
+OP_MCP_RELOAD = "_mcp.reload"
+OPS = (OP_CALL, OP_TOOLS_LIST, OP_LEASE_ISSUE, OP_LEASE_GC, OP_PING, OP_MCP_STATUS, OP_MCP_PIN, OP_MCP_RELOAD)
+ADMIN_OPS = (OP_LEASE_ISSUE, OP_LEASE_GC, OP_MCP_PIN, OP_MCP_RELOAD)
 BAD_REQUEST = "bad_request"
 MAX_ID_CHARS = 256
 
@@ -136,6 +148,16 @@ def parse_lease_issue(request: dict[str, Any]) -> LeaseIssue:
     if bound is not None and not is_digest(bound):
         raise BadRequest("inputs_digest must be a SHA-256 in hex (64 lowercase hex digits)")
     return LeaseIssue(aid, tier, ttl, bound)
+
+
+def parse_mcp_pin(request: dict[str, Any]) -> tuple[str, str | None]:
+    server = request.get("server")
+    if not isinstance(server, str) or not server or len(server) > MAX_ID_CHARS:
+        raise BadRequest("server must be the name of an MCP server")
+    digest = request.get("digest")
+    if digest is not None and not is_digest(digest):
+        raise BadRequest("digest must be a SHA-256 in hex (64 lowercase hex digits)")
+    return server, digest
 
 
 def _optional_text(request: dict[str, Any], key: str) -> str | None:

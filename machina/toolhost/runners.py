@@ -12,6 +12,9 @@
                                                                     itself as the sandboxed process
     plugin   pinned plugins                                          a Python executor started for this call,
                                                                     shaped by the plugin's capabilities
+    mcp      AID.MCP.<SERVER>.<TOOL>.v1 (machina.mcp)               the MCP server's own: a long-running
+                                                                    sandboxed process (stdio) or a remote
+                                                                    HTTP server, reached by the bridge
 
 With MACHINA_TOOLHOST_ISOLATE=1 (the prod profile) a pooled executor serves a single call and is then
 retired: no two calls share a process, yet a call still finds one started and waiting.
@@ -40,7 +43,7 @@ from machina.tools.shell import ShellSettings, shell_exec
 
 log = logging.getLogger(__name__)
 
-POOL, FRESH, SHELL, CODE, PLUGIN = "pool", "fresh", "shell", "code", "plugin"
+POOL, FRESH, SHELL, CODE, PLUGIN, MCP = "pool", "fresh", "shell", "code", "plugin", "mcp"
 HTTP_GRACE_S = 2.0  # the HTTP tools enforce their own timeout; the executor gets this much more
 HTTP_TOOLS = frozenset({"http_get", "web_search"})
 # What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
@@ -49,7 +52,7 @@ EXECUTOR_STATUSES = frozenset({toolapi.OK, toolapi.TOOL_ERROR, toolapi.TIMEOUT, 
 
 @dataclass(frozen=True)
 class Runner:
-    tool: str  # the executor's tool name (machina.tools.EXECUTOR_TOOLS), or the shell tool
+    tool: str  # the executor's tool name (machina.tools.EXECUTOR_TOOLS), the shell tool, or an MCP tool's AID
     path: str
     grants: frozenset[str] = frozenset()
     network: bool = False
@@ -115,6 +118,7 @@ class ToolRunner:
         self.broker = broker
         self.settings = settings
         self.pools: dict[str, ExecutorPool] = {}
+        self.mcp: Any = None  # machina.mcp.bridge.McpBridge when MCP servers are served
         if settings.pool_size > 0:
             for network in (False, True):
                 name = "net" if network else "strict"
@@ -152,6 +156,10 @@ class ToolRunner:
 
     def run(self, runner: Runner, inputs: dict[str, Any], context: CallContext, plugin: Any = None) -> Outcome:
         path = self.path_of(runner)
+        if path == MCP:
+            if self.mcp is None:
+                return Outcome(toolapi.UNKNOWN_TOOL, {}, f"no tool {runner.tool} (the MCP bridge is off)", path)
+            return self.mcp.call(runner.tool, inputs)
         try:
             if path == SHELL:
                 output = shell_exec(inputs, self.policy, self.settings.shell)

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prctl
 
@@ -44,12 +44,16 @@ from machina.toolhost.enqueue import Enqueuer
 from machina.toolhost.idempotency import IdempotencyCache
 from machina.toolhost.leases import LeaseStore
 from machina.toolhost.runners import RunnerSettings, ToolRunner
+
+if TYPE_CHECKING:
+    from machina.mcp.bridge import McpBridge
 from machina.tools.code import CodeSettings
 from machina.tools.shell import ShellSettings
 
 log = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o660
+MCP_SERVER_NPROC = 256
 
 
 def rlimits(cfg: Config, prefix: str) -> Rlimits:
@@ -119,6 +123,7 @@ class Toolhost:
         self.policy: SandboxPolicy | None = None
         self.etc_view: etcview.EtcView | None = None
         self._previous_view: etcview.EtcView | None = None
+        self.mcp: McpBridge | None = None
         autonomic = (int(u) for u in cfg["MACHINA_AUTONOMIC_UIDS"])  # the engine's own uid calls tools too
         self.allowed_uids = {0, os.geteuid(), *(int(u) for u in cfg["MACHINA_TOOLHOST_ALLOWED_UIDS"]), *autonomic}
         self.admin_uids = {0, *(int(u) for u in cfg["MACHINA_TOOLHOST_ADMIN_UIDS"])}
@@ -172,8 +177,11 @@ class Toolhost:
                 tuple(cfg["MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS"]),
             ),
         )
+        self.mcp = _mcp_bridge(cfg, self.policy, os.path.join(root.state, "mcp", "pins.json"), self.clock)
+        self.catalog.mcp = self.runner.mcp = self.mcp
         self.server = self._listen(root)
         self.runner.start()
+        self.mcp.reload()  # each server connects on a thread of its own; the socket serves meanwhile
         self.catalog.refresh()
         for file, reason in self.catalog.refused:
             log.warning("plugin %s refused: %s", file, reason)
@@ -208,6 +216,8 @@ class Toolhost:
             self.server.close()
         if self.runner is not None:
             self.runner.close()
+        if self.mcp is not None:
+            self.mcp.close()
         if self.etc_view is not None:
             etcview.install(self._previous_view)
             self.etc_view.close()
@@ -237,11 +247,29 @@ class Toolhost:
             if op == protocol.OP_LEASE_GC:
                 removed = self.leases.gc()
                 return protocol.reply(toolapi.OK, {"removed": removed, "remaining": self.leases.count()})
+            if op in (protocol.OP_MCP_STATUS, protocol.OP_MCP_PIN, protocol.OP_MCP_RELOAD):
+                return self._mcp_op(op, request, peer)
             if op == protocol.OP_PING:
                 return protocol.reply(toolapi.OK, {"pid": os.getpid(), "status": self.status()})
             raise protocol.BadRequest(f"unknown op {op!r}")
         except protocol.BadRequest as exc:
             return protocol.reply(protocol.BAD_REQUEST, error=str(exc))
+
+    def _mcp_op(self, op: str, request: dict[str, Any], peer: PeerCred) -> dict[str, Any]:
+        assert self.mcp is not None
+        if op == protocol.OP_MCP_PIN:
+            server, digest = protocol.parse_mcp_pin(request)
+            try:
+                status = self.mcp.pin(server, digest)
+            except ValueError as exc:
+                return protocol.reply(toolapi.TOOL_ERROR, error=str(exc))
+            log.info("mcp server %s pinned by uid %d", server, peer.uid)
+            return protocol.reply(toolapi.OK, status)
+        if op == protocol.OP_MCP_RELOAD:
+            log.info("mcp servers reloaded by uid %d", peer.uid)
+            self.mcp.reload()
+            self.mcp.wait_started(self.cfg["MACHINA_MCP_CONNECT_TIMEOUT_MS"] / 1000.0)
+        return protocol.reply(toolapi.OK, self.mcp.status())
 
     def _issue_lease(self, request: dict[str, Any], peer: PeerCred) -> dict[str, Any]:
         asked = protocol.parse_lease_issue(request)
@@ -279,6 +307,26 @@ class Toolhost:
             "calls_by_status": dict(self.calls.calls_by_status),
             "pools": pools,
         }
+
+
+def _mcp_bridge(cfg: Config, policy: SandboxPolicy, pins_path: str, clock: Clock) -> McpBridge:
+    from machina.config.mcp_servers import placeholder_environment
+    from machina.mcp.bridge import BridgeSettings, McpBridge
+    from machina.mcp.launch import StdioSettings
+    from machina.mcp.pins import PinStore
+
+    # Long-running: no CPU-time or address-space limit (runtimes such as node reserve much address space);
+    # threads count as processes for RLIMIT_NPROC, hence a larger process limit than a tool's.
+    limits = replace(rlimits(cfg, "MACHINA_TOOL"), cpu_sec=0, as_mb=0, nproc=MCP_SERVER_NPROC)
+    settings = BridgeSettings(
+        config_path=cfg["MACHINA_MCP_CONFIG"],
+        tool_timeout_s=cfg["MACHINA_MCP_TOOL_TIMEOUT_MS"] / 1000.0,
+        connect_timeout_s=cfg["MACHINA_MCP_CONNECT_TIMEOUT_MS"] / 1000.0,
+        result_max_bytes=cfg["MACHINA_MCP_RESULT_MAX_BYTES"],
+        stdio=StdioSettings(tuple(cfg["MACHINA_MCP_ALLOWED_COMMANDS"]), limits),
+    )
+    pins = PinStore(pins_path, fsync=cfg["MACHINA_WAL_FSYNC"], clock=clock)
+    return McpBridge(settings, policy, pins, placeholder_environment(cfg.env_file), clock)
 
 
 def _open_queue(cfg: Config) -> Any:
