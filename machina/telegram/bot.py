@@ -34,8 +34,10 @@ from machina.agent import events as ev
 from machina.agent.always import AlwaysRules
 from machina.autonomic import activity
 from machina.config import Config
+from machina.ipc.jsonlines import ServiceUnavailable
 from machina.llm import LLMError
 from machina.llm.backend import BACKENDS
+from machina.mcp.status import status_text
 from machina.memory.graph import graph_status
 from machina.root import Root
 from machina.telegram.approvals import CALLBACK_PREFIX, ApprovalDesk
@@ -46,7 +48,7 @@ from machina.telegram.pending import ALLOWED, ALWAYS
 from machina.telegram.settings import TelegramSettings
 from machina.telegram.turns import ChatSession, TurnRunner
 from machina.toolapi import APPROVAL_REQUIRED
-from machina.toolhost.client import ToolhostClient
+from machina.toolhost.client import ToolhostClient, ToolhostError
 from machina.toolhost.leases import inputs_digest
 
 log = logging.getLogger(__name__)
@@ -310,10 +312,30 @@ class MachinaBot:
         await self.desk.cancel_waiting(context.bot, chat_id)
         return ""  # the turn itself says "Stopped." as it ends
 
-    async def _mcp(self, chat_id: int, args: list[str], context: Any) -> str:
-        return "MCP servers are not part of this build: nothing to show or change."
+    async def cmd_mcp_status(self, chat_id: int, args: list[str], context: Any) -> str:
+        try:
+            return status_text(await asyncio.to_thread(self.toolhost.mcp_status)) or "No MCP servers are configured."
+        except (ServiceUnavailable, ToolhostError) as exc:
+            return f"machina-toolhost did not answer: {exc}"
 
-    cmd_mcp_status = cmd_mcp_reload = cmd_mcp_enable = cmd_mcp_disable = cmd_mcp_add = cmd_mcp_remove = _mcp
+    async def cmd_mcp_reload(self, chat_id: int, args: list[str], context: Any) -> str:
+        try:
+            await asyncio.to_thread(self.toolhost.mcp_reload)
+        except (ServiceUnavailable, ToolhostError) as exc:
+            return f"Not reloaded: {exc}"
+        return (
+            "MCP servers reloaded from the operator's mcp_servers.json; changed tool definitions stay off until pinned."
+        )
+
+    async def _mcp_config(self, chat_id: int, args: list[str], context: Any) -> str:
+        # A chat message never adds, starts or re-enables a server (AGENT.md: the earlier bot launched an MCP
+        # command from a chat message); the operator's file and `machina mcp pin` on the host are the only ways.
+        return (
+            "MCP servers are changed only by the operator: edit MACHINA_MCP_CONFIG (mcp_servers.json) on the host, "
+            "then /mcp_reload; new or changed tool definitions need `machina mcp pin SERVER` there."
+        )
+
+    cmd_mcp_enable = cmd_mcp_disable = cmd_mcp_add = cmd_mcp_remove = _mcp_config
 
     async def cmd_dev_mode(self, chat_id: int, args: list[str], context: Any) -> str:
         return "Switching machina-autonomic's timings from a chat is not part of this build: set MACHINA_DEV_EXPLORE."

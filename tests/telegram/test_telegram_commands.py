@@ -53,7 +53,10 @@ def test_every_command_answers(suite: FakeLLM, tg: FakeTelegram) -> None:
     assert "no state yet" in answers["auto_status"]
     assert "Auto-routing is off" in answers["auto_route"]
     assert answers["stop"] == "Nothing is running."
-    assert all("not part of this build" in answers[n] for n in ALL if n.startswith("mcp_") or n == "dev_mode")
+    assert "not part of this build" in answers["dev_mode"]
+    assert "no MCP servers" in answers["mcp_status"] and "reloaded" in answers["mcp_reload"]
+    changes = ("mcp_enable", "mcp_disable", "mcp_add", "mcp_remove")  # never from a chat message
+    assert all("changed only by the operator" in answers[n] for n in changes)
     assert "ERROR_SCAN" in answers["tools"] and "SHELL" in answers["tools"]
     assert json.loads(answers["graph_status"])["entities"] == 0
 
