@@ -6,7 +6,10 @@ tool's manifest, or from a plugin's allowed capabilities), never anything the to
 
     op             grant          answer
     open_read      fs_read        a read-only descriptor of a file under the root (machina.toolhost.confine)
+    list_dir       fs_read        the entries below a directory, as data (never a directory descriptor)
     create_file    fs_write       a write descriptor of a new temporary file beside the target
+    open_append    fs_write       an append-only descriptor of a file under the root
+    delete         fs_write       the file moved to state/trash/ (recoverable by the operator)
     commit         fs_write       the temporary file renamed into place, the old one kept as .bak
     open_stream    memory_read    a descriptor of memory/<stream>.jsonl, read-only
                    memory_write   ... or append-only (created when missing)
@@ -42,13 +45,17 @@ log = logging.getLogger(__name__)
 
 OP_GRANTS = {
     "open_read": "fs_read",
+    "list_dir": "fs_read",
     "create_file": "fs_write",
+    "open_append": "fs_write",
+    "delete": "fs_write",
     "commit": "fs_write",
     "embed": "embed",
     "enqueue": "queue_write",
     "host_metrics": "proc_read",
 }
 MAX_EMBED_TEXTS = 100_000
+MAX_LIST_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,18 @@ class CallScope:
     def _op_open_read(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         fd, size = self.broker.root.open_read(args["path"])
         return {"size": size}, [fd]
+
+    def _op_list_dir(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        entries, truncated = self.broker.root.list_dir(
+            str(args["path"]), depth=max(1, min(int(args["depth"]), MAX_LIST_DEPTH)), limit=int(args["limit"])
+        )
+        return {"entries": entries, "truncated": truncated}, []
+
+    def _op_open_append(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        return {}, [self.broker.root.open_append(args["path"], create=bool(args.get("create")))]
+
+    def _op_delete(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        return self.broker.root.delete(args["path"]), []
 
     def _op_create_file(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         pending, fd = self.broker.root.create_pending(

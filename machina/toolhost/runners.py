@@ -1,9 +1,10 @@
 """Which path each tool takes, and running a call on it.
 
     path     used by                                                sandbox
-    pool     FILE.READ, FILE.WRITE, ERROR_SCAN, REPORT_SUMMARY,      a pre-started Python executor of the
-             MEMORY.APPEND, MEMORY.QUERY, EMBED.TEXT, QUEUE.ENQUEUE, ``strict`` pool (HTTP_GET: the ``net``
-             PROC.SELF_METRICS, NOOP, ASK_SUP, NET.HTTP_GET         pool), recycled after N calls or a failure
+    pool     FILE.*, ERROR_SCAN, REPORT_SUMMARY, MEMORY.*,          a pre-started Python executor of the
+             EMBED.TEXT, QUEUE.ENQUEUE, PROC.SELF_METRICS, NOOP,    ``strict`` pool (the NET.* tools: the
+             ASK_SUP, NET.HTTP_GET, NET.WEB_SEARCH                  ``net`` pool), recycled after N calls
+                                                                    or a failure
     fresh    GPU_SMOKE (GPU devices bound); every pool tool when    a Python executor started for this call
              MACHINA_TOOLHOST_POOL_SIZE=0
     shell    SHELL.EXEC                                             a new bubblewrap per call, the program
@@ -69,6 +70,12 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.NET.WEB_SEARCH.v1": _pool("web_search", network=True),
     "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
     "AID.FILE.WRITE.v1": _pool("file_write", "fs_write"),
+    "AID.FILE.LIST.v1": _pool("file_list", "fs_read"),
+    "AID.FILE.SEARCH.v1": _pool("file_search", "fs_read"),
+    "AID.FILE.DIFF.v1": _pool("file_diff", "fs_read"),
+    "AID.FILE.EDIT.v1": _pool("file_edit", "fs_read", "fs_write"),
+    "AID.FILE.APPEND.v1": _pool("file_append", "fs_write"),
+    "AID.FILE.DELETE.v1": _pool("file_delete", "fs_write"),
     "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read"),
     "AID.REPORT_SUMMARY.v1": _pool("report_summary", "fs_write"),
     "AID.MEMORY.APPEND.v1": _pool("memory_append", "memory_write"),

@@ -87,6 +87,9 @@ def runner_settings(cfg: Config) -> RunnerSettings:
         pool_recycle=1 if cfg["MACHINA_TOOLHOST_ISOLATE"] else cfg["MACHINA_TOOLHOST_POOL_RECYCLE"],
         params={
             "file_read": read_params,
+            "file_search": read_params,
+            "file_diff": read_params,
+            "file_edit": read_params,
             "http_get": {
                 **http_params,
                 "allowed_hosts": list(cfg["MACHINA_HTTP_ALLOWED_HOSTS"]),
