@@ -81,7 +81,7 @@ def runner_settings(cfg: Config) -> RunnerSettings:
             timeout_ms=code_timeout_s * 1000,
             stdout_max=cfg["MACHINA_SHELL_STDOUT_MAX"],
             stderr_max=cfg["MACHINA_SHELL_STDERR_MAX"],
-            rlimits=replace(rlimits(cfg, "MACHINA_TOOL"), cpu_sec=code_timeout_s),
+            rlimits=replace(rlimits(cfg, "MACHINA_SHELL"), cpu_sec=code_timeout_s),
         ),
         pool_size=cfg["MACHINA_TOOLHOST_POOL_SIZE"],
         pool_recycle=1 if cfg["MACHINA_TOOLHOST_ISOLATE"] else cfg["MACHINA_TOOLHOST_POOL_RECYCLE"],
