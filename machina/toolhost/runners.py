@@ -9,8 +9,10 @@
              MACHINA_TOOLHOST_POOL_SIZE=0
     shell    SHELL.EXEC                                             a new bubblewrap per call, the program
                                                                     itself as the sandboxed process
-    code     CODE.EXEC                                              a new bubblewrap per call, the interpreter
+    code     CODE.EXEC, UTIL.RUN                                    a new bubblewrap per call, the interpreter
                                                                     itself as the sandboxed process
+    util     UTIL.SAVE, UTIL.UPDATE, UTIL.LIST, UTIL.DELETE         none: the toolhost keeps the saved code
+                                                                    (machina.toolhost.utilities), runs none
     plugin   pinned plugins                                          a Python executor started for this call,
                                                                     shaped by the plugin's capabilities
 
@@ -35,13 +37,14 @@ from machina.sandbox.launch import GPU_DEVICES
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 from machina.toolhost.broker import Broker, CallContext
 from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, ExecutorSpec, ExecutorTimedOut, start_executor
+from machina.toolhost.utilities import UtilityStore
 from machina.tools.base import ToolFailure
-from machina.tools.code import CodeSettings, code_exec
+from machina.tools.code import CodeSettings, code_exec, run_source
 from machina.tools.shell import ShellSettings, shell_exec
 
 log = logging.getLogger(__name__)
 
-POOL, FRESH, SHELL, CODE, PLUGIN = "pool", "fresh", "shell", "code", "plugin"
+POOL, FRESH, SHELL, CODE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "util", "plugin"
 HTTP_GRACE_S = 2.0  # the HTTP tools enforce their own timeout; the executor gets this much more
 HTTP_TOOLS = frozenset({"http_get", "web_search"})
 # What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
@@ -66,6 +69,11 @@ def _pool(tool: str, *grants: str, network: bool = False) -> Runner:
 BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.SHELL.EXEC.v1": Runner("shell_exec", SHELL),
     "AID.CODE.EXEC.v1": Runner("code_exec", CODE, network_input="network"),
+    "AID.UTIL.RUN.v1": Runner("util_run", CODE),
+    "AID.UTIL.SAVE.v1": Runner("util_save", UTIL),
+    "AID.UTIL.UPDATE.v1": Runner("util_update", UTIL),
+    "AID.UTIL.LIST.v1": Runner("util_list", UTIL),
+    "AID.UTIL.DELETE.v1": Runner("util_delete", UTIL),
     "AID.NET.HTTP_GET.v1": _pool("http_get", network=True),
     "AID.NET.WEB_SEARCH.v1": _pool("web_search", network=True),
     "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
@@ -117,10 +125,13 @@ class RunnerSettings:
 
 
 class ToolRunner:
-    def __init__(self, policy: SandboxPolicy, broker: Broker, settings: RunnerSettings) -> None:
+    def __init__(
+        self, policy: SandboxPolicy, broker: Broker, settings: RunnerSettings, utilities: UtilityStore | None = None
+    ) -> None:
         self.policy = policy
         self.broker = broker
         self.settings = settings
+        self.utilities = utilities
         self.pools: dict[str, ExecutorPool] = {}
         if settings.pool_size > 0:
             for network in (False, True):
@@ -164,7 +175,9 @@ class ToolRunner:
                 output = shell_exec(inputs, self.policy, self.settings.shell)
                 return Outcome(toolapi.OK, output, path=path)
             if path == CODE:
-                return Outcome(toolapi.OK, code_exec(inputs, self.policy, self.settings.code), path=path)
+                return Outcome(toolapi.OK, self._run_code(runner, inputs), path=path)
+            if path == UTIL:
+                return Outcome(toolapi.OK, self._keep_utility(runner, inputs), path=path)
             message = self._message(runner, inputs, context, plugin)
             if path == POOL:
                 return self._run_pooled(runner, message, context)
@@ -173,6 +186,37 @@ class ToolRunner:
             return Outcome(exc.status, exc.output, str(exc), path)
         except SandboxUnavailable as exc:
             return Outcome(toolapi.SANDBOX_ERROR, {}, str(exc), path)
+
+    def _run_code(self, runner: Runner, inputs: dict[str, Any]) -> dict[str, Any]:
+        if runner.tool == "code_exec":
+            return code_exec(inputs, self.policy, self.settings.code)
+        record, sha = self._store().pinned_code(inputs)
+        limits: dict[str, Any] = {
+            k: inputs[k] for k in ("stdin", "timeout_ms", "stdout_max", "stderr_max") if k in inputs
+        }
+        return run_source(
+            record["code"],
+            {"lang": record["lang"], **limits},
+            self.policy,
+            self.settings.code,
+            args=list(inputs.get("args", [])),
+            extra={"name": record["name"], "sha256": sha},
+        )
+
+    def _keep_utility(self, runner: Runner, inputs: dict[str, Any]) -> dict[str, Any]:
+        store = self._store()
+        if runner.tool == "util_save":
+            return store.save(inputs)
+        if runner.tool == "util_update":
+            return store.update(inputs)
+        if runner.tool == "util_delete":
+            return store.delete(inputs)
+        return store.listing()
+
+    def _store(self) -> UtilityStore:
+        if self.utilities is None:
+            raise ToolFailure("saved utilities are not available in this toolhost")
+        return self.utilities
 
     def _message(self, runner: Runner, inputs: dict[str, Any], context: CallContext, plugin: Any) -> dict[str, Any]:
         params = dict(self.settings.params.get(runner.tool, {}))

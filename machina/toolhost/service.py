@@ -42,6 +42,7 @@ from machina.toolhost.enqueue import Enqueuer
 from machina.toolhost.idempotency import IdempotencyCache
 from machina.toolhost.leases import LeaseStore
 from machina.toolhost.runners import RunnerSettings, ToolRunner
+from machina.toolhost.utilities import UtilityStore
 from machina.tools.code import CodeSettings
 from machina.tools.shell import ShellSettings
 
@@ -145,7 +146,8 @@ class Toolhost:
             metrics=lambda: process_metrics(self.started, self.counters),
             fsync=cfg["MACHINA_WAL_FSYNC"],
         )
-        self.runner = ToolRunner(self.policy, broker, runner_settings(cfg))
+        utilities = UtilityStore(root.state, fsync=cfg["MACHINA_WAL_FSYNC"])
+        self.runner = ToolRunner(self.policy, broker, runner_settings(cfg), utilities)
         self.calls = CallHandler(
             self.catalog,
             perm.Permissions.from_config(cfg["MACHINA_PERMISSION_MODE"], cfg["MACHINA_PERMISSION_OVERRIDES"]),
