@@ -11,6 +11,8 @@
                                                                     itself as the sandboxed process
     code     CODE.EXEC, UTIL.RUN                                    a new bubblewrap per call, the interpreter
                                                                     itself as the sandboxed process
+    probe    GPU_METRICS                                            a new bubblewrap per call with the GPU
+                                                                    devices bound, nvidia-smi as its process
     util     UTIL.SAVE, UTIL.UPDATE, UTIL.LIST, UTIL.DELETE         none: the toolhost keeps the saved code
                                                                     (machina.toolhost.utilities), runs none
     plugin   pinned plugins                                          a Python executor started for this call,
@@ -40,11 +42,12 @@ from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, Execut
 from machina.toolhost.utilities import UtilityStore
 from machina.tools.base import ToolFailure
 from machina.tools.code import CodeSettings, code_exec, run_source
+from machina.tools.gpu_metrics import gpu_metrics
 from machina.tools.shell import ShellSettings, shell_exec
 
 log = logging.getLogger(__name__)
 
-POOL, FRESH, SHELL, CODE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "util", "plugin"
+POOL, FRESH, SHELL, CODE, PROBE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "probe", "util", "plugin"
 HTTP_GRACE_S = 2.0  # the HTTP tools enforce their own timeout; the executor gets this much more
 HTTP_TOOLS = frozenset({"http_get", "web_search"})
 # What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
@@ -92,6 +95,7 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.QUEUE.ENQUEUE.v1": _pool("queue_enqueue", "queue_write"),
     "AID.PROC.SELF_METRICS.v1": _pool("self_metrics", "proc_read"),
     "AID.GPU_SMOKE.v1": Runner("gpu_smoke", FRESH, gpu=True),
+    "AID.GPU_METRICS.v1": Runner("gpu_metrics", PROBE, gpu=True),
     "AID.NOOP.v1": _pool("noop"),
     "AID.ASK_SUP.v1": _pool("ask_supervisor"),
 }
@@ -176,6 +180,9 @@ class ToolRunner:
                 return Outcome(toolapi.OK, output, path=path)
             if path == CODE:
                 return Outcome(toolapi.OK, self._run_code(runner, inputs), path=path)
+            if path == PROBE:
+                limits = replace(self.settings.tool_rlimits, as_mb=0, nproc=0)  # as CUDA wants (OPERATIONS.md)
+                return Outcome(toolapi.OK, gpu_metrics(self.policy, limits), path=path)
             if path == UTIL:
                 return Outcome(toolapi.OK, self._keep_utility(runner, inputs), path=path)
             message = self._message(runner, inputs, context, plugin)
