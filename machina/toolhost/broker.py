@@ -14,6 +14,7 @@ tool's manifest, or from a plugin's allowed capabilities), never anything the to
     open_stream    memory_read    a descriptor of memory/<stream>.jsonl, read-only
                    memory_write   ... or append-only (created when missing)
     embed          embed          vectors from machina-embed (float32, base64)
+    memory_search  memory_read    hits of the memory index (BM25, recency, MMR) over the streams
     enqueue        queue_write    a follow-up job, its _capabilities narrowed to the caller's
     host_metrics   proc_read      the toolhost process's own resource use
 
@@ -51,6 +52,7 @@ OP_GRANTS = {
     "delete": "fs_write",
     "commit": "fs_write",
     "embed": "embed",
+    "memory_search": "memory_read",
     "enqueue": "queue_write",
     "host_metrics": "proc_read",
 }
@@ -78,12 +80,14 @@ class Broker:
         enqueue: Callable[[dict[str, Any], CallContext], dict[str, Any]],
         metrics: Callable[[], dict[str, Any]],
         fsync: bool,
+        memory_search: Callable[[str, list[str], int, float], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.root = root
         self.embedder = embedder
         self.enqueue = enqueue
         self.metrics = metrics
         self.fsync = fsync
+        self.memory_search = memory_search
 
     def scope(self, grants: frozenset[str], context: CallContext) -> CallScope:
         return CallScope(self, grants, context)
@@ -161,6 +165,17 @@ class CallScope:
         vectors, embedder = self.broker.embedder(texts, bool(args.get("fallback")))
         dim = len(vectors[0]) if vectors else 0
         return {"vectors": pack_vectors(vectors), "dim": dim, "embedder": embedder}, []
+
+    def _op_memory_search(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        if self.broker.memory_search is None:
+            raise ToolFailure("the memory index is not available in this toolhost")
+        streams = args.get("streams") or []
+        if not isinstance(streams, list):
+            raise ToolFailure("streams must be a list of stream names")
+        hits = self.broker.memory_search(
+            str(args["query"]), streams, int(args["top_k"]), float(args.get("half_life_days", 7.0))
+        )
+        return {"hits": hits}, []
 
     def _op_enqueue(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         request = args["request"]

@@ -91,6 +91,7 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.REPORT_SUMMARY.v1": _pool("report_summary", "fs_write"),
     "AID.MEMORY.APPEND.v1": _pool("memory_append", "memory_write"),
     "AID.MEMORY.QUERY.v1": _pool("memory_query", "memory_read", "embed"),
+    "AID.MEMORY.SEARCH.v1": _pool("memory_search", "memory_read"),
     "AID.EMBED.TEXT.v1": _pool("embed_text", "embed"),
     "AID.QUEUE.ENQUEUE.v1": _pool("queue_enqueue", "queue_write"),
     "AID.PROC.SELF_METRICS.v1": _pool("self_metrics", "proc_read"),

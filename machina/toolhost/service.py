@@ -41,6 +41,7 @@ from machina.toolhost.confine import ConfinedRoot
 from machina.toolhost.enqueue import Enqueuer
 from machina.toolhost.idempotency import IdempotencyCache
 from machina.toolhost.leases import LeaseStore
+from machina.toolhost.memsearch import MemorySearch
 from machina.toolhost.runners import RunnerSettings, ToolRunner
 from machina.toolhost.utilities import UtilityStore
 from machina.tools.code import CodeSettings
@@ -145,6 +146,7 @@ class Toolhost:
             enqueue=Enqueuer(lambda: _open_queue(cfg)),
             metrics=lambda: process_metrics(self.started, self.counters),
             fsync=cfg["MACHINA_WAL_FSYNC"],
+            memory_search=MemorySearch(root.path, self.clock),
         )
         utilities = UtilityStore(root.state, fsync=cfg["MACHINA_WAL_FSYNC"])
         self.runner = ToolRunner(self.policy, broker, runner_settings(cfg), utilities)

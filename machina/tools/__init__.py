@@ -26,6 +26,7 @@ EXECUTOR_TOOLS: dict[str, str] = {
     "report_summary": "machina.tools.report:report_summary",
     "memory_append": "machina.tools.memory:memory_append",
     "memory_query": "machina.tools.memory:memory_query",
+    "memory_search": "machina.tools.memory:memory_search",
     "embed_text": "machina.tools.memory:embed_text",
     "queue_enqueue": "machina.tools.queue:queue_enqueue",
     "self_metrics": "machina.tools.metrics:self_metrics",
