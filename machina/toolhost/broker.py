@@ -15,6 +15,8 @@ tool's manifest, or from a plugin's allowed capabilities), never anything the to
                    memory_write   ... or append-only (created when missing)
     embed          embed          vectors from machina-embed (float32, base64)
     memory_search  memory_read    hits of the memory index (BM25, recency, MMR) over the streams
+    check_run_log  fs_read        the verdict of machina.audit.verify on a run log the tool may read
+                                  (checked here: the HMAC key, MACHINA_AUDIT_KEY, never enters a sandbox)
     enqueue        queue_write    a follow-up job, its _capabilities narrowed to the caller's
     host_metrics   proc_read      the toolhost process's own resource use
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import array
 import base64
 import contextlib
+import fcntl
 import logging
 import os
 import resource
@@ -53,11 +56,13 @@ OP_GRANTS = {
     "commit": "fs_write",
     "embed": "embed",
     "memory_search": "memory_read",
+    "check_run_log": "fs_read",
     "enqueue": "queue_write",
     "host_metrics": "proc_read",
 }
 MAX_EMBED_TEXTS = 100_000
 MAX_LIST_DEPTH = 32
+MAX_CHECKED_LOG_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class Broker:
         metrics: Callable[[], dict[str, Any]],
         fsync: bool,
         memory_search: Callable[[str, list[str], int, float], list[dict[str, Any]]] | None = None,
+        audit_key: str | None = None,
     ) -> None:
         self.root = root
         self.embedder = embedder
@@ -88,6 +94,7 @@ class Broker:
         self.metrics = metrics
         self.fsync = fsync
         self.memory_search = memory_search
+        self.audit_key = audit_key
 
     def scope(self, grants: frozenset[str], context: CallContext) -> CallScope:
         return CallScope(self, grants, context)
@@ -177,6 +184,28 @@ class CallScope:
         )
         return {"hits": hits}, []
 
+    def _op_check_run_log(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        from machina.audit.verify import verify_data
+
+        path = str(args["path"])
+        fd, size = self.broker.root.open_read(path)
+        with os.fdopen(fd, "rb") as handle:
+            if size > MAX_CHECKED_LOG_BYTES:
+                raise ToolFailure(f"{path} is {size} bytes: too large to check here (machina audit verify can)")
+            data = handle.read(MAX_CHECKED_LOG_BYTES + 1)
+            report = verify_data(
+                data, path, self.broker.audit_key, allow_incomplete=True, in_progress=lambda: _locked(handle.fileno())
+            )
+        start = report.start
+        return {
+            "ok": report.ok,
+            "problems": report.problems[:20],
+            "complete": report.complete,
+            "in_progress": report.in_progress,
+            "chain_alg": start.get("chain_alg"),
+            "lines": len(report.events),
+        }, []
+
     def _op_enqueue(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         request = args["request"]
         if not isinstance(request, dict):
@@ -190,6 +219,16 @@ class CallScope:
         for pending in self.pending.values():
             self.broker.root.discard(pending)
         self.pending.clear()
+
+
+def _locked(fd: int) -> bool:
+    """Whether another open file holds an exclusive flock on this file (a run log's writer does)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def pack_vectors(vectors: list[list[float]]) -> str:

@@ -1,9 +1,9 @@
 """Which path each tool takes, and running a call on it.
 
     path     used by                                                sandbox
-    pool     FILE.*, ERROR_SCAN, REPORT_SUMMARY, MEMORY.*,          a pre-started Python executor of the
-             EMBED.TEXT, QUEUE.ENQUEUE, PROC.SELF_METRICS, NOOP,    ``strict`` pool (the NET.* tools: the
-             ASK_SUP, NET.HTTP_GET, NET.WEB_SEARCH                  ``net`` pool), recycled after N calls
+    pool     FILE.*, ERROR_SCAN, REPORT_SUMMARY, RUN.LOG.SUMMARY,   a pre-started Python executor of the
+             MEMORY.*, EMBED.TEXT, QUEUE.ENQUEUE, NOOP, ASK_SUP,    ``strict`` pool (the NET.* tools: the
+             PROC.SELF_METRICS, NET.HTTP_GET, NET.WEB_SEARCH        ``net`` pool), recycled after N calls
                                                                     or a failure
     fresh    GPU_SMOKE (GPU devices bound); every pool tool when    a Python executor started for this call
              MACHINA_TOOLHOST_POOL_SIZE=0
@@ -89,6 +89,7 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.FILE.DELETE.v1": _pool("file_delete", "fs_write"),
     "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read"),
     "AID.REPORT_SUMMARY.v1": _pool("report_summary", "fs_write"),
+    "AID.RUN.LOG.SUMMARY.v1": _pool("run_log_summary", "fs_read"),
     "AID.MEMORY.APPEND.v1": _pool("memory_append", "memory_write"),
     "AID.MEMORY.QUERY.v1": _pool("memory_query", "memory_read", "embed"),
     "AID.MEMORY.SEARCH.v1": _pool("memory_search", "memory_read"),

@@ -147,6 +147,7 @@ class Toolhost:
             metrics=lambda: process_metrics(self.started, self.counters),
             fsync=cfg["MACHINA_WAL_FSYNC"],
             memory_search=MemorySearch(root.path, self.clock),
+            audit_key=cfg["MACHINA_AUDIT_KEY"],
         )
         utilities = UtilityStore(root.state, fsync=cfg["MACHINA_WAL_FSYNC"])
         self.runner = ToolRunner(self.policy, broker, runner_settings(cfg), utilities)

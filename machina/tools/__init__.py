@@ -24,6 +24,7 @@ EXECUTOR_TOOLS: dict[str, str] = {
     "file_delete": "machina.tools.fileedit:file_delete",
     "error_scan": "machina.tools.scan:error_scan",
     "report_summary": "machina.tools.report:report_summary",
+    "run_log_summary": "machina.tools.runlog:run_log_summary",
     "memory_append": "machina.tools.memory:memory_append",
     "memory_query": "machina.tools.memory:memory_query",
     "memory_search": "machina.tools.memory:memory_search",
