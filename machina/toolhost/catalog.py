@@ -14,7 +14,7 @@ from machina import toolapi
 from machina.manifests.tools import TIER_NAMES, ToolSpec
 from machina.plugins import caps
 from machina.plugins.loader import Plugin, PluginRefused, load_plugin, load_plugins
-from machina.toolhost.runners import BUILTIN_RUNNERS, PLUGIN, Runner
+from machina.toolhost.runners import BUILTIN_RUNNERS, MISSING, PLUGIN, Runner
 
 
 class ToolUnavailable(Exception):
@@ -64,7 +64,8 @@ class Catalog:
             runner = BUILTIN_RUNNERS.get(aid)
             if runner is None:
                 raise ToolUnavailable(
-                    toolapi.UNKNOWN_TOOL, f"{aid} is declared by toolpack {spec.pack!r} but has no implementation"
+                    toolapi.UNKNOWN_TOOL,
+                    f"{aid} is declared by toolpack {spec.pack!r} but has no implementation (a missing tool)",
                 )
             return Resolved(spec, runner)
         with self._lock:
@@ -86,12 +87,15 @@ class Catalog:
         return Resolved(plugin.spec, plugin_runner(plugin), plugin)
 
     def listing(self, describe: Any) -> dict[str, Any]:
-        """Every runnable tool (``describe(resolved)`` adds the path and the permission answer)."""
+        """Every tool: the runnable ones, and declared ones without an implementation marked
+        ``"implemented": false`` (``describe(resolved)`` adds the path and the permission answer)."""
         plugins = self.refresh()
         tools = []
         for aid, spec in sorted(self.manifests.items()):
             if aid in BUILTIN_RUNNERS:
                 tools.append(_entry(spec, **describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
+            else:
+                tools.append(_entry(spec, implemented=False, **describe(Resolved(spec, Runner("", MISSING)))))
         for _aid, plugin in sorted(plugins.items()):
             resolved = Resolved(plugin.spec, plugin_runner(plugin), plugin)
             tools.append(

@@ -15,6 +15,8 @@
                                                                     devices bound, nvidia-smi as its process
     util     UTIL.SAVE, UTIL.UPDATE, UTIL.LIST, UTIL.DELETE         none: the toolhost keeps the saved code
                                                                     (machina.toolhost.utilities), runs none
+    missing  DEMO.MISSING_TOOL (declared, never implemented: the    none: a call answers unknown_tool
+             missing-tool path's example)
     plugin   pinned plugins                                          a Python executor started for this call,
                                                                     shaped by the plugin's capabilities
 
@@ -48,6 +50,9 @@ from machina.tools.shell import ShellSettings, shell_exec
 log = logging.getLogger(__name__)
 
 POOL, FRESH, SHELL, CODE, PROBE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "probe", "util", "plugin"
+MISSING = "missing"
+# Built-in manifest entries with no implementation on purpose: what the missing-tool path (Genesis) meets.
+MANIFEST_ONLY = frozenset({"AID.DEMO.MISSING_TOOL.v1"})
 HTTP_GRACE_S = 2.0  # the HTTP tools enforce their own timeout; the executor gets this much more
 HTTP_TOOLS = frozenset({"http_get", "web_search"})
 # What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
