@@ -51,8 +51,16 @@ class Catalog:
         self._plugin_files: dict[str, str] = {}
         self.refused: list[tuple[str, str]] = []
 
+    def builtin_aids(self) -> set[str]:
+        """The declared tools that have an implementation (a plugin may provide any other declared one)."""
+        return {aid for aid in self.manifests if aid in BUILTIN_RUNNERS}
+
+    def implemented_aids(self) -> set[str]:
+        with self._lock:
+            return self.builtin_aids() | set(self._plugin_files)
+
     def refresh(self) -> dict[str, Plugin]:
-        plugins, refused = load_plugins(self.plugins_dir, self.allowed_caps, taken_aids=self.manifests)
+        plugins, refused = load_plugins(self.plugins_dir, self.allowed_caps, taken_aids=self.builtin_aids())
         with self._lock:
             self._plugin_files = {aid: p.file for aid, p in plugins.items()}
             self.refused = refused
@@ -60,20 +68,19 @@ class Catalog:
 
     def resolve(self, aid: str) -> Resolved:
         spec = self.manifests.get(aid)
-        if spec is not None:
-            runner = BUILTIN_RUNNERS.get(aid)
-            if runner is None:
-                raise ToolUnavailable(
-                    toolapi.UNKNOWN_TOOL,
-                    f"{aid} is declared by toolpack {spec.pack!r} but has no implementation (a missing tool)",
-                )
-            return Resolved(spec, runner)
+        if spec is not None and aid in BUILTIN_RUNNERS:
+            return Resolved(spec, BUILTIN_RUNNERS[aid])
         with self._lock:
             file = self._plugin_files.get(aid)
         if file is None:
             self.refresh()
             with self._lock:
                 file = self._plugin_files.get(aid)
+        if file is None and spec is not None:
+            raise ToolUnavailable(
+                toolapi.UNKNOWN_TOOL,
+                f"{aid} is declared by toolpack {spec.pack!r} but has no implementation (a missing tool)",
+            )
         if file is None:
             raise ToolUnavailable(toolapi.UNKNOWN_TOOL, f"no tool {aid} (not built in, no pinned plugin declares it)")
         try:
@@ -94,7 +101,7 @@ class Catalog:
         for aid, spec in sorted(self.manifests.items()):
             if aid in BUILTIN_RUNNERS:
                 tools.append(_entry(spec, **describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
-            else:
+            elif aid not in plugins:  # a declared tool no plugin provides either
                 tools.append(_entry(spec, implemented=False, **describe(Resolved(spec, Runner("", MISSING)))))
         for _aid, plugin in sorted(plugins.items()):
             resolved = Resolved(plugin.spec, plugin_runner(plugin), plugin)

@@ -15,6 +15,9 @@
                                                                     devices bound, nvidia-smi as its process
     util     UTIL.SAVE, UTIL.UPDATE, UTIL.LIST, UTIL.DELETE         none: the toolhost keeps the saved code
                                                                     (machina.toolhost.utilities), runs none
+    genesis  GENESIS.WRITE_FILE, GENESIS.COMPILE_SHARED,            none for writing and loading (the toolhost
+             GENESIS.LOAD_PLUGIN                                    keeps the files, machina.toolhost.genesis);
+                                                                    the acceptance test runs as a plugin
     missing  DEMO.MISSING_TOOL (declared, never implemented: the    none: a call answers unknown_tool
              missing-tool path's example)
     plugin   pinned plugins                                          a Python executor started for this call,
@@ -40,6 +43,7 @@ from machina.proc import Rlimits
 from machina.sandbox.launch import GPU_DEVICES
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 from machina.toolhost.broker import Broker, CallContext
+from machina.toolhost.genesis import Genesis
 from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, ExecutorSpec, ExecutorTimedOut, start_executor
 from machina.toolhost.utilities import UtilityStore
 from machina.tools.base import ToolFailure
@@ -50,6 +54,7 @@ from machina.tools.shell import ShellSettings, shell_exec
 log = logging.getLogger(__name__)
 
 POOL, FRESH, SHELL, CODE, PROBE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "probe", "util", "plugin"
+GENESIS = "genesis"
 MISSING = "missing"
 # Built-in manifest entries with no implementation on purpose: what the missing-tool path (Genesis) meets.
 MANIFEST_ONLY = frozenset({"AID.DEMO.MISSING_TOOL.v1"})
@@ -82,6 +87,9 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.UTIL.UPDATE.v1": Runner("util_update", UTIL),
     "AID.UTIL.LIST.v1": Runner("util_list", UTIL),
     "AID.UTIL.DELETE.v1": Runner("util_delete", UTIL),
+    "AID.GENESIS.WRITE_FILE.v1": Runner("write", GENESIS),
+    "AID.GENESIS.COMPILE_SHARED.v1": Runner("compile", GENESIS),
+    "AID.GENESIS.LOAD_PLUGIN.v1": Runner("load", GENESIS),
     "AID.NET.HTTP_GET.v1": _pool("http_get", network=True),
     "AID.NET.WEB_SEARCH.v1": _pool("web_search", network=True),
     "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
@@ -143,6 +151,7 @@ class ToolRunner:
         self.broker = broker
         self.settings = settings
         self.utilities = utilities
+        self.genesis: Genesis | None = None  # set by the service once the catalog exists (it refreshes it)
         self.pools: dict[str, ExecutorPool] = {}
         if settings.pool_size > 0:
             for network in (False, True):
@@ -190,6 +199,10 @@ class ToolRunner:
             if path == PROBE:
                 limits = replace(self.settings.tool_rlimits, as_mb=0, nproc=0)  # as CUDA wants (OPERATIONS.md)
                 return Outcome(toolapi.OK, gpu_metrics(self.policy, limits), path=path)
+            if path == GENESIS:
+                if self.genesis is None:
+                    raise ToolFailure("Genesis is not available in this toolhost")
+                return Outcome(toolapi.OK, getattr(self.genesis, runner.tool)(inputs), path=path)
             if path == UTIL:
                 return Outcome(toolapi.OK, self._keep_utility(runner, inputs), path=path)
             message = self._message(runner, inputs, context, plugin)

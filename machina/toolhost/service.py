@@ -29,16 +29,18 @@ from machina.ipc import activation
 from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
 from machina.manifests.tools import load_tools, toolpack_manifests
+from machina.plugins.loader import Plugin
 from machina.proc import Rlimits
 from machina.root import Root, open_root
 from machina.sandbox.policy import SandboxPolicy, resolve_policy, verify
 from machina.toolhost import permissions as perm
 from machina.toolhost import protocol
-from machina.toolhost.broker import Broker, ServiceEmbedder, process_metrics
+from machina.toolhost.broker import Broker, CallContext, ServiceEmbedder, process_metrics
 from machina.toolhost.calls import CallHandler
-from machina.toolhost.catalog import Catalog, Resolved, ToolUnavailable
+from machina.toolhost.catalog import Catalog, Resolved, ToolUnavailable, plugin_runner
 from machina.toolhost.confine import ConfinedRoot
 from machina.toolhost.enqueue import Enqueuer
+from machina.toolhost.genesis import Genesis, GenesisSettings
 from machina.toolhost.idempotency import IdempotencyCache
 from machina.toolhost.leases import LeaseStore
 from machina.toolhost.memsearch import MemorySearch
@@ -160,6 +162,19 @@ class Toolhost:
             self.runner,
             self.clock,
         )
+        self.runner.genesis = Genesis(
+            root.plugins,
+            GenesisSettings(
+                enabled=cfg["MACHINA_GENESIS_ENABLE"],
+                guard=cfg["MACHINA_GENESIS_GUARD"],
+                prod_mode=cfg["MACHINA_GENESIS_PROD_MODE"],
+                allowed_caps=tuple(cfg["MACHINA_PLUGIN_ALLOWED_CAPS"]),
+            ),
+            run_test=self._run_plugin_test,
+            implemented_aids=self.catalog.implemented_aids,
+            refresh=self.catalog.refresh,
+            clock=self.clock,
+        )
         self.server = self._listen(root)
         self.runner.start()
         self.catalog.refresh()
@@ -248,6 +263,12 @@ class Toolhost:
             "lease %s issued for %s tier %d ttl %d ms by uid %d%s", lease.lease_id, aid, tier, ttl_ms, peer.uid, bound
         )
         return protocol.reply(toolapi.OK, {"lease_token": token, **lease.public()})
+
+    def _run_plugin_test(self, plugin: Plugin, inputs: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """A Genesis plugin's acceptance test: one run in its own sandbox, shaped by its capabilities."""
+        assert self.runner is not None
+        outcome = self.runner.run(plugin_runner(plugin), inputs, CallContext(request_id="genesis-test"), plugin)
+        return outcome.status, outcome.output, outcome.error
 
     def _describe(self, resolved: Resolved) -> dict[str, Any]:
         assert self.runner is not None
