@@ -18,6 +18,8 @@
     genesis  GENESIS.WRITE_FILE, GENESIS.COMPILE_SHARED,            none for writing and loading (the toolhost
              GENESIS.LOAD_PLUGIN                                    keeps the files, machina.toolhost.genesis);
                                                                     the acceptance test runs as a plugin
+    vecdb    VECDB.UPSERT, VECDB.QUERY                              none: numbers and JSON kept by the toolhost
+                                                                    (machina.toolhost.vecdb)
     missing  DEMO.MISSING_TOOL (declared, never implemented: the    none: a call answers unknown_tool
              missing-tool path's example)
     plugin   pinned plugins                                          a Python executor started for this call,
@@ -46,6 +48,7 @@ from machina.toolhost.broker import Broker, CallContext
 from machina.toolhost.genesis import Genesis
 from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, ExecutorSpec, ExecutorTimedOut, start_executor
 from machina.toolhost.utilities import UtilityStore
+from machina.toolhost.vecdb import VectorStore
 from machina.tools.base import ToolFailure
 from machina.tools.code import CodeSettings, code_exec, run_source
 from machina.tools.gpu_metrics import gpu_metrics
@@ -54,7 +57,7 @@ from machina.tools.shell import ShellSettings, shell_exec
 log = logging.getLogger(__name__)
 
 POOL, FRESH, SHELL, CODE, PROBE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "probe", "util", "plugin"
-GENESIS = "genesis"
+GENESIS, VECDB = "genesis", "vecdb"
 MISSING = "missing"
 # Built-in manifest entries with no implementation on purpose: what the missing-tool path (Genesis) meets.
 MANIFEST_ONLY = frozenset({"AID.DEMO.MISSING_TOOL.v1"})
@@ -87,6 +90,8 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.UTIL.UPDATE.v1": Runner("util_update", UTIL),
     "AID.UTIL.LIST.v1": Runner("util_list", UTIL),
     "AID.UTIL.DELETE.v1": Runner("util_delete", UTIL),
+    "AID.VECDB.UPSERT.v1": Runner("upsert", VECDB),
+    "AID.VECDB.QUERY.v1": Runner("query", VECDB),
     "AID.GENESIS.WRITE_FILE.v1": Runner("write", GENESIS),
     "AID.GENESIS.COMPILE_SHARED.v1": Runner("compile", GENESIS),
     "AID.GENESIS.LOAD_PLUGIN.v1": Runner("load", GENESIS),
@@ -152,6 +157,7 @@ class ToolRunner:
         self.settings = settings
         self.utilities = utilities
         self.genesis: Genesis | None = None  # set by the service once the catalog exists (it refreshes it)
+        self.vecdb: VectorStore | None = None
         self.pools: dict[str, ExecutorPool] = {}
         if settings.pool_size > 0:
             for network in (False, True):
@@ -203,6 +209,10 @@ class ToolRunner:
                 if self.genesis is None:
                     raise ToolFailure("Genesis is not available in this toolhost")
                 return Outcome(toolapi.OK, getattr(self.genesis, runner.tool)(inputs), path=path)
+            if path == VECDB:
+                if self.vecdb is None:
+                    raise ToolFailure("the vector store is not available in this toolhost")
+                return Outcome(toolapi.OK, getattr(self.vecdb, runner.tool)(inputs), path=path)
             if path == UTIL:
                 return Outcome(toolapi.OK, self._keep_utility(runner, inputs), path=path)
             message = self._message(runner, inputs, context, plugin)

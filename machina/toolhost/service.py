@@ -46,6 +46,7 @@ from machina.toolhost.leases import LeaseStore
 from machina.toolhost.memsearch import MemorySearch
 from machina.toolhost.runners import RunnerSettings, ToolRunner
 from machina.toolhost.utilities import UtilityStore
+from machina.toolhost.vecdb import VectorStore
 from machina.tools.code import CodeSettings
 from machina.tools.shell import ShellSettings
 
@@ -162,6 +163,7 @@ class Toolhost:
             self.runner,
             self.clock,
         )
+        self.runner.vecdb = VectorStore(root.state, broker.embedder, fsync=cfg["MACHINA_WAL_FSYNC"])
         self.runner.genesis = Genesis(
             root.plugins,
             GenesisSettings(
