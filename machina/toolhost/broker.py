@@ -15,8 +15,9 @@ tool's manifest, or from a plugin's allowed capabilities), never anything the to
                    memory_write   ... or append-only (created when missing)
     embed          embed          vectors from machina-embed (float32, base64)
     memory_search  memory_read    hits of the memory index (BM25, recency, MMR) over the streams
-    check_run_log  fs_read        the verdict of machina.audit.verify on a run log the tool may read
-                                  (checked here: the HMAC key, MACHINA_AUDIT_KEY, never enters a sandbox)
+    run_log        fs_read        a run log (the calling run's own, or a file the tool may read), opened
+                                  read-only, with machina.audit.verify's verdict on it (checked here: the
+                                  HMAC key, MACHINA_AUDIT_KEY, never enters a sandbox)
     enqueue        queue_write    a follow-up job, its _capabilities narrowed to the caller's
     host_metrics   proc_read      the toolhost process's own resource use
 
@@ -56,7 +57,7 @@ OP_GRANTS = {
     "commit": "fs_write",
     "embed": "embed",
     "memory_search": "memory_read",
-    "check_run_log": "fs_read",
+    "run_log": "fs_read",
     "enqueue": "queue_write",
     "host_metrics": "proc_read",
 }
@@ -184,27 +185,36 @@ class CallScope:
         )
         return {"hits": hits}, []
 
-    def _op_check_run_log(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    def _op_run_log(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         from machina.audit.verify import verify_data
 
-        path = str(args["path"])
-        fd, size = self.broker.root.open_read(path)
-        with os.fdopen(fd, "rb") as handle:
+        if args.get("path"):
+            path = str(args["path"])
+            fd, size = self.broker.root.open_read(path)
+        elif self.context.run_id:
+            path = f"logs/run_{self.context.run_id}.jsonl"
+            fd, size = self.broker.root.open_run_log(self.context.run_id)
+        else:
+            raise ToolFailure("no run to summarise: this call belongs to no run (give a path)")
+        try:
             if size > MAX_CHECKED_LOG_BYTES:
                 raise ToolFailure(f"{path} is {size} bytes: too large to check here (machina audit verify can)")
-            data = handle.read(MAX_CHECKED_LOG_BYTES + 1)
+            data = os.pread(fd, MAX_CHECKED_LOG_BYTES + 1, 0)
             report = verify_data(
-                data, path, self.broker.audit_key, allow_incomplete=True, in_progress=lambda: _locked(handle.fileno())
+                data, path, self.broker.audit_key, allow_incomplete=True, in_progress=lambda: _locked(fd)
             )
-        start = report.start
-        return {
+        except BaseException:
+            os.close(fd)
+            raise
+        verdict = {
             "ok": report.ok,
             "problems": report.problems[:20],
             "complete": report.complete,
             "in_progress": report.in_progress,
-            "chain_alg": start.get("chain_alg"),
+            "chain_alg": report.start.get("chain_alg"),
             "lines": len(report.events),
-        }, []
+        }
+        return {"path": path, "chain": verdict}, [fd]
 
     def _op_enqueue(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         request = args["request"]

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from machina.audit.runlog import RUN_ID_PATTERN
 from machina.memory.streams import StreamError, check_name, is_typed
 from machina.tools.base import ToolFailure
 
@@ -224,7 +226,27 @@ class ConfinedRoot:
         os.close(pending.dir_fd)
         pending.dir_fd = -1
 
-    # --- listing, appending, deleting (FILE.LIST/SEARCH, FILE.APPEND, FILE.DELETE) ----------------------
+    # --- listing, appending, deleting (FILE.LIST/SEARCH, FILE.APPEND, FILE.DELETE), a run's own log -------
+
+    def tool_parts(self, path: str, verb: str) -> list[str]:
+        """:meth:`parts` of a path the file tools may ``verb`` (read, write); no hidden name anywhere.
+
+        (The write allow-list of data/, reports/, work/ replaces the reserved sets here with the same
+        contract: the tools below only call this.)
+        """
+        parts = self.parts(path)
+        reserved = READ_RESERVED if verb == "read" else WRITE_RESERVED
+        if parts[0] in reserved:
+            able = "readable" if verb == "read" else "writable"
+            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not {able} by tools")
+        hidden = next((p for p in parts if p.startswith(".")), None)
+        if hidden is not None:
+            raise PathRefused(f"{path}: {hidden} is a hidden name; tools may not {verb} dot-files")
+        return parts
+
+    def listable(self, name: str) -> bool:
+        """Whether a top-level entry of the root is shown to FILE.LIST (what tools may read)."""
+        return name not in READ_RESERVED and not name.startswith(".")
 
     def list_dir(self, path: str, *, depth: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Entries below a directory (``.``: the root), as data: ``{"path", "type", "size", "mtime"}``.
@@ -233,9 +255,7 @@ class ConfinedRoot:
         listed as links and not followed; the suite's unreadable directories are left out.  Returns the
         entries (sorted, at most ``limit``) and whether more were left out.
         """
-        parts = [] if path.strip("/") in ("", ".") else self.parts(path)
-        if parts and parts[0] in READ_RESERVED:
-            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not readable by tools")
+        parts = [] if path.strip("/") in ("", ".") else self.tool_parts(path, "read")
         fd = self._walk(path, parts, create=False)
         entries: list[dict[str, Any]] = []
         try:
@@ -246,7 +266,7 @@ class ConfinedRoot:
 
     def _list_into(self, fd: int, prefix: str, depth: int, limit: int, out: list[dict[str, Any]], top: bool) -> bool:
         for entry in sorted(os.scandir(fd), key=lambda e: e.name):
-            if top and entry.name in READ_RESERVED:
+            if (top and not self.listable(entry.name)) or entry.name.startswith("."):
                 continue
             if len(out) >= limit:
                 return False
@@ -268,9 +288,7 @@ class ConfinedRoot:
 
     def open_append(self, path: str, *, create: bool) -> int:
         """A write descriptor (O_APPEND) of a regular file under the root, writable by tools."""
-        parts = self.parts(path)
-        if parts[0] in WRITE_RESERVED:
-            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not writable by tools")
+        parts = self.tool_parts(path, "write")
         dir_fd = self._walk(path, parts[:-1], create=False)
         try:
             flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
@@ -290,9 +308,7 @@ class ConfinedRoot:
 
     def delete(self, path: str) -> dict[str, object]:
         """Move a regular file into ``state/trash/<UTC time>-<id>/<path>``: gone for tools, kept for the operator."""
-        parts = self.parts(path)
-        if parts[0] in WRITE_RESERVED:
-            raise PathRefused(f"{path}: {parts[0]}/ belongs to the suite and is not writable by tools")
+        parts = self.tool_parts(path, "write")
         dir_fd = self._walk(path, parts[:-1], create=False)
         try:
             try:
@@ -312,6 +328,30 @@ class ConfinedRoot:
         finally:
             os.close(dir_fd)
         return {"deleted": path, "kept_as": "/".join(kept)}
+
+    def open_run_log(self, run_id: str) -> tuple[int, int]:
+        """A read-only descriptor of ``logs/run_<run_id>.jsonl`` and its size: the log of the calling run,
+        which its tools may summarise although logs/ is otherwise the suite's."""
+        if not re.fullmatch(RUN_ID_PATTERN, run_id or ""):
+            raise PathRefused(f"run id {run_id!r} is not a run id")
+        path = f"logs/run_{run_id}.jsonl"
+        dir_fd = self._walk(path, ["logs"], create=False)
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+            try:
+                fd = os.open(f"run_{run_id}.jsonl", flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise PathRefused(f"{path}: no such file (the run has no log yet)") from None
+            except OSError as exc:
+                raise self._explain(dir_fd, f"run_{run_id}.jsonl", path, path, exc) from None
+        finally:
+            os.close(dir_fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise PathRefused(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        return fd, info.st_size
 
     # --- memory streams ---------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """AID.RUN.LOG.SUMMARY.v1: what happened in one run, from its run log: event counts, the tools called (calls,
 failures, time), how long it took, how it ended, and whether its hash chain holds.
 
-The log is a file the caller may read (``logs/run_<run_id>.jsonl``, or a path), opened by the toolhost like
-AID.FILE.READ.v1.  The chain is checked by the toolhost (machina.audit.verify, with MACHINA_AUDIT_KEY when
+The log is the calling run's own (``logs/run_<run_id>.jsonl``, which the toolhost opens for the run's tools
+alone), or a file the caller may read (``path``, confined like AID.FILE.READ.v1: a copy kept under data/).
+The chain is checked by the toolhost (machina.audit.verify, with MACHINA_AUDIT_KEY when
 the log is keyed: the key never enters the sandbox); the counting happens here.  A run still going on is
 summarised as far as it got.
 """
@@ -12,23 +13,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from machina.tools.base import ToolContext, ToolFailure
+from machina.tools.base import ToolContext, ToolFailure, adopt
 
 MAX_LOG_BYTES = 64 * 1024 * 1024
 
 
 def run_log_summary(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    if ("run_id" in inputs) == ("path" in inputs):
-        raise ToolFailure("give run_id (a run of this root) or path (a run log file), not both")
-    path = inputs.get("path") or f"logs/run_{inputs['run_id']}.jsonl"
-    chain, _ = ctx.host("check_run_log", path=path)
-    handle, _ = ctx.open_read(path)
-    with handle:
+    answer, fds = ctx.host("run_log", path=inputs.get("path"))
+    with adopt(fds[0], "rb") as handle:
         data = handle.read(MAX_LOG_BYTES)
     events = parse_events(data)
     if not events:
-        raise ToolFailure(f"{path} holds no run-log events")
-    return {"path": path, **summarise(events), "chain": chain}
+        raise ToolFailure(f"{answer['path']} holds no run-log events")
+    return {"path": answer["path"], **summarise(events), "chain": answer["chain"]}
 
 
 def parse_events(data: bytes) -> list[dict[str, Any]]:

@@ -69,8 +69,8 @@ def test_list_depth_glob_links_and_limits(host: RunningToolhost) -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("state", "not readable by tools"),
-        ("queue/inbox", "not readable by tools"),
+        ("state", "belongs to the suite"),
+        ("queue/inbox", "belongs to the suite"),
         ("data/../state", "'..' is not allowed"),
         ("data/escape", "symbolic link"),
         ("/etc", "outside the working root"),
@@ -110,7 +110,7 @@ def test_search_options(host: RunningToolhost) -> None:
     bad = call(host, "AID.FILE.SEARCH.v1", {"pattern": "(unclosed"})
     assert bad.status == toolapi.TOOL_ERROR and "not a valid regular expression" in bad.error
     refused = call(host, "AID.FILE.SEARCH.v1", {"pattern": "x", "path": "state"})
-    assert refused.status == toolapi.TOOL_ERROR and "not readable" in refused.error
+    assert refused.status == toolapi.TOOL_ERROR and "belongs to the suite" in refused.error
 
 
 # --- DIFF ----------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_a_failed_edit_changes_nothing(host: RunningToolhost, inputs: dict[str, 
 
 
 def test_edit_is_confined(host: RunningToolhost) -> None:
-    for path, message in (("data/passwd.log", "symbolic link"), ("logs/x.log", "not writable by tools")):
+    for path, message in (("data/passwd.log", "symbolic link"), ("logs/x.log", "belongs to the suite")):
         Path(host.root, "logs", "x.log").write_text("root\n")
         reply = call(host, "AID.FILE.EDIT.v1", {"path": path, "old_string": "root", "new_string": "evil"})
         assert reply.status == toolapi.TOOL_ERROR and message in reply.error, (path, reply)
@@ -200,7 +200,7 @@ def test_append_is_confined(host: RunningToolhost) -> None:
     for path, message in (
         ("data/passwd.log", "symbolic link"),
         ("data/escape/passwd", "symbolic link"),
-        ("memory/insights.jsonl", "not writable by tools"),
+        ("memory/insights.jsonl", "belongs to the suite"),
         ("data/sub", "Is a directory"),
     ):
         reply = call(host, "AID.FILE.APPEND.v1", {"path": path, "content": "evil\n", "create": True})
@@ -221,7 +221,7 @@ def test_delete_keeps_a_recoverable_copy_out_of_the_tools_reach(host: RunningToo
     assert not target.exists() and kept.read_text() == "keep me\n"
     assert reply.output["kept_as"].startswith("state/trash/") and reply.output["kept_as"].endswith("/data/sub/gone.txt")
     read_back = call(host, "AID.FILE.READ.v1", {"path": reply.output["kept_as"]})
-    assert read_back.status == toolapi.TOOL_ERROR and "not readable by tools" in read_back.error
+    assert read_back.status == toolapi.TOOL_ERROR and "belongs to the suite" in read_back.error
     again = call(host, "AID.FILE.DELETE.v1", {"path": reply.output["kept_as"]})
     assert again.status == toolapi.TOOL_ERROR and kept.exists()
 
@@ -233,7 +233,7 @@ def test_delete_keeps_a_recoverable_copy_out_of_the_tools_reach(host: RunningToo
         ("data/escape", "not a regular file"),
         ("data/sub", "not a regular file"),
         ("data/nothing.txt", "no such file"),
-        ("queue/inbox/x.json", "not writable by tools"),
+        ("queue/inbox/x.json", "belongs to the suite"),
         ("data/escape/passwd", "symbolic link"),
     ],
 )
@@ -248,3 +248,19 @@ def test_tiers_follow_the_side_effects(host: RunningToolhost) -> None:
     tools = {t["aid"]: t for t in host.client.list_tools()}
     for name, tier in (("LIST", 0), ("SEARCH", 0), ("DIFF", 0), ("EDIT", 1), ("APPEND", 1), ("DELETE", 1)):
         assert tools[f"AID.FILE.{name}.v1"]["tier"] == tier and tools[f"AID.FILE.{name}.v1"]["path"] == "pool"
+
+
+def test_hidden_names_are_neither_listed_nor_reached(host: RunningToolhost) -> None:
+    Path(host.root, "data", ".secret").write_text("ERROR hidden\n")
+    listed = call(host, "AID.FILE.LIST.v1", {"path": "data"})
+    assert all(".secret" not in e["path"] for e in listed.output["entries"])
+    searched = call(host, "AID.FILE.SEARCH.v1", {"pattern": "hidden", "path": "data"})
+    assert searched.output["count"] == 0
+    for aid, inputs in (
+        ("AID.FILE.APPEND.v1", {"path": "data/.secret", "content": "x"}),
+        ("AID.FILE.DELETE.v1", {"path": "data/.secret"}),
+        ("AID.FILE.LIST.v1", {"path": "data/.git"}),
+    ):
+        reply = call(host, aid, inputs)
+        assert reply.status == toolapi.TOOL_ERROR and "hidden name" in reply.error, (aid, reply)
+    assert Path(host.root, "data", ".secret").read_text() == "ERROR hidden\n"

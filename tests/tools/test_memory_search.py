@@ -62,4 +62,4 @@ def test_search_is_tier_0_and_the_index_stays_the_suites(host: RunningToolhost) 
     assert (tool["tier"], tool["permission"]) == (0, "allow")
     assert Path(host.root, "state", "memory", "index.sqlite3").is_file()
     read = host.client.call("AID.FILE.READ.v1", {"path": "state/memory/index.sqlite3"})
-    assert read.status == toolapi.TOOL_ERROR and "not readable by tools" in read.error
+    assert read.status == toolapi.TOOL_ERROR and "belongs to the suite" in read.error

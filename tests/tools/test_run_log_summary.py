@@ -1,5 +1,6 @@
-"""AID.RUN.LOG.SUMMARY.v1 through a real toolhost, on run logs written by the real RunLogWriter: counts,
-timings, the keyed chain checked by the toolhost (the key never in a reply), tampering, a run in progress."""
+"""AID.RUN.LOG.SUMMARY.v1 through a real toolhost, on run logs written by the real RunLogWriter: a run's own
+log and a copy under data/, counts, timings, the keyed chain checked by the toolhost (the key never in a
+reply), tampering, a run in progress, and refusals."""
 
 from __future__ import annotations
 
@@ -54,8 +55,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningToolhost]:
         yield running
 
 
+def own(host: RunningToolhost, run_id: str) -> toolapi.ToolReply:
+    """The call a tool of run ``run_id`` makes (the engine names its run in every call)."""
+    return host.client.call(AID, {}, run_id=run_id)
+
+
 def test_a_complete_keyed_run_is_summarised_and_its_chain_holds(host: RunningToolhost) -> None:
-    reply = host.client.call(AID, {"run_id": "r1"})
+    reply = own(host, "r1")
     assert reply.ok, reply
     out = reply.output
     assert (out["run_id"], out["goal_id"], out["events"], out["status"], out["steps"]) == (
@@ -77,16 +83,17 @@ def test_a_complete_keyed_run_is_summarised_and_its_chain_holds(host: RunningToo
 
 def test_a_tampered_log_fails_the_chain_check_but_is_still_summarised(host: RunningToolhost) -> None:
     write_run(Path(host.root), "r2")
-    path = Path(host.root, "logs", "run_r2.jsonl")
-    path.write_bytes(path.read_bytes().replace(b'"ok":false', b'"ok":true '))
-    reply = host.client.call(AID, {"path": "logs/run_r2.jsonl"})
+    copy = Path(host.root, "data", "copied_run.jsonl")
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(Path(host.root, "logs", "run_r2.jsonl").read_bytes().replace(b'"ok":false', b'"ok":true '))
+    reply = host.client.call(AID, {"path": "data/copied_run.jsonl"})
     assert reply.ok and reply.output["chain"]["ok"] is False
     assert "line 3: not in canonical form" in reply.output["chain"]["problems"][0]
 
 
 def test_a_log_written_with_another_key_is_not_trusted(host: RunningToolhost) -> None:
     write_run(Path(host.root), "r3", key="some-other-key-entirely")
-    reply = host.client.call(AID, {"run_id": "r3"})
+    reply = own(host, "r3")
     assert reply.ok and reply.output["chain"]["ok"] is False
     assert "wrong MACHINA_AUDIT_KEY" in reply.output["chain"]["problems"][0]
     assert KEY not in json.dumps(reply.to_wire()) and "some-other-key-entirely" not in json.dumps(reply.to_wire())
@@ -95,7 +102,7 @@ def test_a_log_written_with_another_key_is_not_trusted(host: RunningToolhost) ->
 def test_a_run_in_progress_is_summarised_as_far_as_it_got(host: RunningToolhost) -> None:
     writer = write_run(Path(host.root), "r4", finish=False)
     try:
-        reply = host.client.call(AID, {"run_id": "r4"})
+        reply = own(host, "r4")
     finally:
         writer.close()
     out = reply.output
@@ -104,16 +111,15 @@ def test_a_run_in_progress_is_summarised_as_far_as_it_got(host: RunningToolhost)
 
 
 @pytest.mark.parametrize(
-    ("inputs", "status", "message"),
+    ("run_id", "inputs", "status", "message"),
     [
-        ({"run_id": "nope"}, toolapi.TOOL_ERROR, "no such file"),
-        ({"path": "state/toolhost/leases.json"}, toolapi.TOOL_ERROR, "not readable by tools"),
-        ({"path": "/etc/passwd"}, toolapi.TOOL_ERROR, "outside the working root"),
-        ({"run_id": "../x"}, toolapi.INVALID_INPUT, "does not match"),
-        ({}, toolapi.TOOL_ERROR, "give run_id"),
-        ({"run_id": "r1", "path": "logs/run_r1.jsonl"}, toolapi.TOOL_ERROR, "not both"),
+        ("nope", {}, toolapi.TOOL_ERROR, "no such file (the run has no log yet)"),
+        (None, {}, toolapi.TOOL_ERROR, "belongs to no run"),
+        ("r5", {"path": "state/toolhost/leases.json"}, toolapi.TOOL_ERROR, "belongs to the suite"),
+        ("r5", {"path": "/etc/passwd"}, toolapi.TOOL_ERROR, "outside the working root"),
+        ("r5", {"run_id": "r1"}, toolapi.INVALID_INPUT, "was unexpected"),
     ],
 )
-def test_refusals(host: RunningToolhost, inputs: dict[str, str], status: str, message: str) -> None:
-    reply = host.client.call(AID, inputs)
+def test_refusals(host: RunningToolhost, run_id: str | None, inputs: dict[str, str], status: str, message: str) -> None:
+    reply = host.client.call(AID, inputs, run_id=run_id)
     assert reply.status == status and message in reply.error, reply

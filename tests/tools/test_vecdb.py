@@ -86,6 +86,6 @@ def test_the_store_is_the_suites(toolhost: Start) -> None:
     assert upsert(host, [{"id": "a", "vector": [1.0]}]).ok
     assert Path(host.root, "state", "vecdb", "docs.npz").is_file()
     read = host.client.call("AID.FILE.READ.v1", {"path": "state/vecdb/docs.npz"})
-    assert read.status == toolapi.TOOL_ERROR and "not readable by tools" in read.error
+    assert read.status == toolapi.TOOL_ERROR and "belongs to the suite" in read.error
     tools = {t["aid"]: t for t in host.client.list_tools()}
     assert (tools["AID.VECDB.UPSERT.v1"]["tier"], tools["AID.VECDB.QUERY.v1"]["tier"]) == (1, 0)
