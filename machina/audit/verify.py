@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +66,34 @@ def verify_log(
     path: str, key: str | None = None, *, allow_unkeyed: bool = False, allow_incomplete: bool = False
 ) -> LogReport:
     """Check one run log; every problem found is one line in ``report.problems``."""
-    report = LogReport(path)
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_LOG_BYTES + 1)
     except OSError as exc:
+        report = LogReport(path)
         report.problems.append(f"cannot read: {exc.strerror or exc}")
         return report
+    return verify_data(
+        data,
+        path,
+        key,
+        allow_unkeyed=allow_unkeyed,
+        allow_incomplete=allow_incomplete,
+        in_progress=lambda: is_in_progress(path),
+    )
+
+
+def verify_data(
+    data: bytes,
+    path: str,
+    key: str | None = None,
+    *,
+    allow_unkeyed: bool = False,
+    allow_incomplete: bool = False,
+    in_progress: Callable[[], bool] = lambda: False,
+) -> LogReport:
+    """Check the bytes of a run log already read (``in_progress`` tells whether its writer still holds it)."""
+    report = LogReport(path)
     if len(data) > MAX_LOG_BYTES:
         report.problems.append("larger than 1 GiB: not a run log")
         return report
@@ -90,7 +112,7 @@ def verify_log(
         return report
     _check_structure(report)
     if not report.complete:
-        report.in_progress = is_in_progress(path)
+        report.in_progress = in_progress()
         if not allow_incomplete:
             report.problems.append(
                 "incomplete: run in progress (its writer holds the lock)"

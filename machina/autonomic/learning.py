@@ -128,20 +128,23 @@ def heal_prompt(entry: dict[str, Any], catalog: list[dict[str, Any]]) -> str:
 
 
 def relevant_gap(catalog: list[dict[str, Any]], experiences: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A tool not used in ``experiences`` whose name shares a word with a person's request there."""
+    """A runnable tool not used in ``experiences`` whose name shares words with a person's request there: the
+    one sharing the most (FILE.READ before FILE.DIFF for "read the file"), the first listed among equals."""
     used = {(e.get("record") or {}).get("tool_used") for e in experiences}
     words: set[str] = set()
     for entry in experiences:
         record = entry.get("record") or {}
         if record.get("source") != "autonomic":
             words.update(WORD.findall(str(record.get("user_request", "")).lower()))
+    best, best_shared = None, 0
     for tool in catalog:
-        if tool["aid"] in used or int(tool.get("tier", 0)) > 0:
+        if tool["aid"] in used or int(tool.get("tier", 0)) > 0 or tool.get("implemented") is False:
             continue
         name_words = set(WORD.findall(tool["aid"].lower().replace("_", " ").replace(".", " "))) - {"aid"}
-        if name_words & words:
-            return tool
-    return None
+        shared = len(name_words & words)
+        if shared > best_shared:
+            best, best_shared = tool, shared
+    return best
 
 
 def curiosity_allowed(

@@ -50,6 +50,12 @@ def load_plugin(plugins_dir: str, name: str, allowed_caps: Iterable[str], pins: 
         raise PluginRefused(str(exc)) from None
     if not matches(data, pins[name]):
         raise PluginRefused(f"{name}: SHA-256 does not match its pin: the file changed since it was pinned")
+    return checked_plugin(name, data, pins[name], allowed_caps, plugins_dir)
+
+
+def checked_plugin(name: str, data: bytes, sha256: str, allowed_caps: Iterable[str], plugins_dir: str) -> Plugin:
+    """``data`` as a plugin named ``name``: its declaration read (never executed), its capabilities within
+    ``allowed_caps``.  The caller has checked the bytes (a pin, or Genesis's own checks)."""
     try:
         source = data.decode("utf-8")
         declared = _declaration(source, name)
@@ -64,7 +70,7 @@ def load_plugin(plugins_dir: str, name: str, allowed_caps: Iterable[str], pins: 
             + ("" if "capabilities" in declared else " (no capabilities declared means all of them)")
         )
     return Plugin(
-        file=name, source=source, sha256=pins[name], capabilities=caps, spec=_spec(declared, caps, name, plugins_dir)
+        file=name, source=source, sha256=sha256, capabilities=caps, spec=_spec(declared, caps, name, plugins_dir)
     )
 
 

@@ -6,11 +6,18 @@ tool's manifest, or from a plugin's allowed capabilities), never anything the to
 
     op             grant          answer
     open_read      fs_read        a read-only descriptor of a file under the root (machina.toolhost.confine)
+    list_dir       fs_read        the entries below a directory, as data (never a directory descriptor)
     create_file    fs_write       a write descriptor of a new temporary file beside the target
+    open_append    fs_write       an append-only descriptor of a file under the root
+    delete         fs_write       the file moved to state/trash/ (recoverable by the operator)
     commit         fs_write       the temporary file renamed into place, the old one kept as .bak
     open_stream    memory_read    a descriptor of memory/<stream>.jsonl, read-only
                    memory_write   ... or append-only (created when missing)
     embed          embed          vectors from machina-embed (float32, base64)
+    memory_search  memory_read    hits of the memory index (BM25, recency, MMR) over the streams
+    run_log        fs_read        a run log (the calling run's own, or a file the tool may read), opened
+                                  read-only, with machina.audit.verify's verdict on it (checked here: the
+                                  HMAC key, MACHINA_AUDIT_KEY, never enters a sandbox)
     enqueue        queue_write    a follow-up job, its _capabilities narrowed to the caller's
     host_metrics   proc_read      the toolhost process's own resource use
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 import array
 import base64
 import contextlib
+import fcntl
 import logging
 import os
 import resource
@@ -42,13 +50,20 @@ log = logging.getLogger(__name__)
 
 OP_GRANTS = {
     "open_read": "fs_read",
+    "list_dir": "fs_read",
     "create_file": "fs_write",
+    "open_append": "fs_write",
+    "delete": "fs_write",
     "commit": "fs_write",
     "embed": "embed",
+    "memory_search": "memory_read",
+    "run_log": "fs_read",
     "enqueue": "queue_write",
     "host_metrics": "proc_read",
 }
 MAX_EMBED_TEXTS = 100_000
+MAX_LIST_DEPTH = 32
+MAX_CHECKED_LOG_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,12 +86,16 @@ class Broker:
         enqueue: Callable[[dict[str, Any], CallContext], dict[str, Any]],
         metrics: Callable[[], dict[str, Any]],
         fsync: bool,
+        memory_search: Callable[[str, list[str], int, float], list[dict[str, Any]]] | None = None,
+        audit_key: str | None = None,
     ) -> None:
         self.root = root
         self.embedder = embedder
         self.enqueue = enqueue
         self.metrics = metrics
         self.fsync = fsync
+        self.memory_search = memory_search
+        self.audit_key = audit_key
 
     def scope(self, grants: frozenset[str], context: CallContext) -> CallScope:
         return CallScope(self, grants, context)
@@ -121,6 +140,18 @@ class CallScope:
         fd, size = self.broker.root.open_read(args["path"])
         return {"size": size}, [fd]
 
+    def _op_list_dir(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        entries, truncated = self.broker.root.list_dir(
+            str(args["path"]), depth=max(1, min(int(args["depth"]), MAX_LIST_DEPTH)), limit=int(args["limit"])
+        )
+        return {"entries": entries, "truncated": truncated}, []
+
+    def _op_open_append(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        return {}, [self.broker.root.open_append(args["path"], create=bool(args.get("create")))]
+
+    def _op_delete(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        return self.broker.root.delete(args["path"]), []
+
     def _op_create_file(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         pending, fd = self.broker.root.create_pending(
             args["path"], overwrite=bool(args.get("overwrite")), mkdirs=bool(args.get("mkdirs"))
@@ -143,6 +174,48 @@ class CallScope:
         dim = len(vectors[0]) if vectors else 0
         return {"vectors": pack_vectors(vectors), "dim": dim, "embedder": embedder}, []
 
+    def _op_memory_search(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        if self.broker.memory_search is None:
+            raise ToolFailure("the memory index is not available in this toolhost")
+        streams = args.get("streams") or []
+        if not isinstance(streams, list):
+            raise ToolFailure("streams must be a list of stream names")
+        hits = self.broker.memory_search(
+            str(args["query"]), streams, int(args["top_k"]), float(args.get("half_life_days", 7.0))
+        )
+        return {"hits": hits}, []
+
+    def _op_run_log(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        from machina.audit.verify import verify_data
+
+        if args.get("path"):
+            path = str(args["path"])
+            fd, size = self.broker.root.open_read(path)
+        elif self.context.run_id:
+            path = f"logs/run_{self.context.run_id}.jsonl"
+            fd, size = self.broker.root.open_run_log(self.context.run_id)
+        else:
+            raise ToolFailure("no run to summarise: this call belongs to no run (give a path)")
+        try:
+            if size > MAX_CHECKED_LOG_BYTES:
+                raise ToolFailure(f"{path} is {size} bytes: too large to check here (machina audit verify can)")
+            data = os.pread(fd, MAX_CHECKED_LOG_BYTES + 1, 0)
+            report = verify_data(
+                data, path, self.broker.audit_key, allow_incomplete=True, in_progress=lambda: _locked(fd)
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        verdict = {
+            "ok": report.ok,
+            "problems": report.problems[:20],
+            "complete": report.complete,
+            "in_progress": report.in_progress,
+            "chain_alg": report.start.get("chain_alg"),
+            "lines": len(report.events),
+        }
+        return {"path": path, "chain": verdict}, [fd]
+
     def _op_enqueue(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         request = args["request"]
         if not isinstance(request, dict):
@@ -156,6 +229,16 @@ class CallScope:
         for pending in self.pending.values():
             self.broker.root.discard(pending)
         self.pending.clear()
+
+
+def _locked(fd: int) -> bool:
+    """Whether another open file holds an exclusive flock on this file (a run log's writer does)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def pack_vectors(vectors: list[list[float]]) -> str:

@@ -15,7 +15,7 @@ from machina import toolapi
 from machina.manifests.tools import TIER_NAMES, ToolSpec
 from machina.plugins import caps
 from machina.plugins.loader import Plugin, PluginRefused, load_plugin, load_plugins
-from machina.toolhost.runners import BUILTIN_RUNNERS, PLUGIN, Runner
+from machina.toolhost.runners import BUILTIN_RUNNERS, MISSING, PLUGIN, Runner
 
 MCP_PREFIX = "AID.MCP."
 
@@ -55,8 +55,16 @@ class Catalog:
         self.refused: list[tuple[str, str]] = []
         self.mcp: Any = None  # machina.mcp.bridge.McpBridge: resolve(aid) and resolved_tools()
 
+    def builtin_aids(self) -> set[str]:
+        """The declared tools that have an implementation (a plugin may provide any other declared one)."""
+        return {aid for aid in self.manifests if aid in BUILTIN_RUNNERS}
+
+    def implemented_aids(self) -> set[str]:
+        with self._lock:
+            return self.builtin_aids() | set(self._plugin_files)
+
     def refresh(self) -> dict[str, Plugin]:
-        plugins, refused = load_plugins(self.plugins_dir, self.allowed_caps, taken_aids=self.manifests)
+        plugins, refused = load_plugins(self.plugins_dir, self.allowed_caps, taken_aids=self.builtin_aids())
         with self._lock:
             self._plugin_files = {aid: p.file for aid, p in plugins.items()}
             self.refused = refused
@@ -64,13 +72,8 @@ class Catalog:
 
     def resolve(self, aid: str) -> Resolved:
         spec = self.manifests.get(aid)
-        if spec is not None:
-            runner = BUILTIN_RUNNERS.get(aid)
-            if runner is None:
-                raise ToolUnavailable(
-                    toolapi.UNKNOWN_TOOL, f"{aid} is declared by toolpack {spec.pack!r} but has no implementation"
-                )
-            return Resolved(spec, runner)
+        if spec is not None and aid in BUILTIN_RUNNERS:
+            return Resolved(spec, BUILTIN_RUNNERS[aid])
         if self.mcp is not None and aid.startswith(MCP_PREFIX):
             return self.mcp.resolve(aid)
         with self._lock:
@@ -79,6 +82,11 @@ class Catalog:
             self.refresh()
             with self._lock:
                 file = self._plugin_files.get(aid)
+        if file is None and spec is not None:
+            raise ToolUnavailable(
+                toolapi.UNKNOWN_TOOL,
+                f"{aid} is declared by toolpack {spec.pack!r} but has no implementation (a missing tool)",
+            )
         if file is None:
             raise ToolUnavailable(toolapi.UNKNOWN_TOOL, f"no tool {aid} (not built in, no pinned plugin declares it)")
         try:
@@ -92,12 +100,15 @@ class Catalog:
         return Resolved(plugin.spec, plugin_runner(plugin), plugin)
 
     def listing(self, describe: Any) -> dict[str, Any]:
-        """Every runnable tool (``describe(resolved)`` adds the path and the permission answer)."""
+        """Every tool: the runnable ones, and declared ones without an implementation marked
+        ``"implemented": false`` (``describe(resolved)`` adds the path and the permission answer)."""
         plugins = self.refresh()
         tools = []
         for aid, spec in sorted(self.manifests.items()):
             if aid in BUILTIN_RUNNERS:
                 tools.append(_entry(spec, **describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
+            elif aid not in plugins:  # a declared tool no plugin provides either
+                tools.append(_entry(spec, implemented=False, **describe(Resolved(spec, Runner("", MISSING)))))
         for _aid, plugin in sorted(plugins.items()):
             resolved = Resolved(plugin.spec, plugin_runner(plugin), plugin)
             tools.append(

@@ -18,10 +18,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
+import time
 from dataclasses import dataclass
+from typing import Any
 
+from machina.audit.runlog import RUN_ID_PATTERN
 from machina.memory.streams import StreamError, check_name, is_typed
 from machina.root import LAYOUT, TOOL_DIRS
 from machina.tools.base import ToolFailure
@@ -29,6 +33,7 @@ from machina.tools.base import ToolFailure
 SUITE_DIRS = frozenset(rel.split("/")[0] for rel in LAYOUT)
 _ABLE = {"read": "readable", "write": "writable"}
 MAX_PATH = 4096
+TRASH = ("state", "trash")  # where FILE.DELETE keeps what it removed: the suite's, out of every tool's reach
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -233,6 +238,117 @@ class ConfinedRoot:
         os.close(pending.dir_fd)
         pending.dir_fd = -1
 
+    # --- listing, appending, deleting (FILE.LIST/SEARCH, FILE.APPEND, FILE.DELETE), a run's own log -------
+
+    def listable(self, name: str) -> bool:
+        """Whether a top-level entry of the root is shown to FILE.LIST (what tools may read)."""
+        return name in TOOL_DIRS
+
+    def list_dir(self, path: str, *, depth: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Entries below a directory (``.``: the root), as data: ``{"path", "type", "size", "mtime"}``.
+
+        Never a descriptor: a directory descriptor in a sandbox would reach everything below it.  Links are
+        listed as links and not followed; the suite's unreadable directories are left out.  Returns the
+        entries (sorted, at most ``limit``) and whether more were left out.
+        """
+        parts = [] if path.strip("/") in ("", ".") else self.tool_parts(path, "read")
+        fd = self._walk(path, parts, create=False)
+        entries: list[dict[str, Any]] = []
+        try:
+            complete = self._list_into(fd, "/".join(parts), depth, limit, entries, top=not parts)
+        finally:
+            os.close(fd)
+        return entries, not complete
+
+    def _list_into(self, fd: int, prefix: str, depth: int, limit: int, out: list[dict[str, Any]], top: bool) -> bool:
+        for entry in sorted(os.scandir(fd), key=lambda e: e.name):
+            if (top and not self.listable(entry.name)) or entry.name.startswith("."):
+                continue
+            if len(out) >= limit:
+                return False
+            info = entry.stat(follow_symlinks=False)
+            kind = _kind(info.st_mode)
+            rel = f"{prefix}/{entry.name}" if prefix else entry.name
+            out.append({"path": rel, "type": kind, "size": info.st_size, "mtime": int(info.st_mtime)})
+            if kind == "dir" and depth > 1:
+                try:
+                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue  # replaced by a link meanwhile, or unreadable: listed, not entered
+                try:
+                    if not self._list_into(child, rel, depth - 1, limit, out, top=False):
+                        return False
+                finally:
+                    os.close(child)
+        return True
+
+    def open_append(self, path: str, *, create: bool) -> int:
+        """A write descriptor (O_APPEND) of a regular file under the root, writable by tools."""
+        parts = self.tool_parts(path, "write")
+        dir_fd = self._walk(path, parts[:-1], create=False)
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+            try:
+                fd = os.open(parts[-1], flags | (os.O_CREAT if create else 0), 0o600, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise PathRefused(f"{path}: no such file (set create to make it)") from None
+            except OSError as exc:
+                raise self._explain(dir_fd, parts[-1], path, "/".join(parts), exc) from None
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PathRefused(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        return fd
+
+    def delete(self, path: str) -> dict[str, object]:
+        """Move a regular file into ``state/trash/<UTC time>-<id>/<path>``: gone for tools, kept for the operator."""
+        parts = self.tool_parts(path, "write")
+        dir_fd = self._walk(path, parts[:-1], create=False)
+        try:
+            try:
+                mode = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                raise PathRefused(f"{path}: no such file") from None
+            if not stat.S_ISREG(mode):
+                raise PathRefused(f"{path}: not a regular file (only files are deleted, never links or directories)")
+            batch = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+            kept = [*TRASH, batch, *parts]
+            trash_fd = self._walk("/".join(kept), kept[:-1], create=True)
+            try:
+                os.rename(parts[-1], parts[-1], src_dir_fd=dir_fd, dst_dir_fd=trash_fd)
+                os.fsync(dir_fd)
+            finally:
+                os.close(trash_fd)
+        finally:
+            os.close(dir_fd)
+        return {"deleted": path, "kept_as": "/".join(kept)}
+
+    def open_run_log(self, run_id: str) -> tuple[int, int]:
+        """A read-only descriptor of ``logs/run_<run_id>.jsonl`` and its size: the log of the calling run,
+        which its tools may summarise although logs/ is otherwise the suite's."""
+        if not re.fullmatch(RUN_ID_PATTERN, run_id or ""):
+            raise PathRefused(f"run id {run_id!r} is not a run id")
+        path = f"logs/run_{run_id}.jsonl"
+        dir_fd = self._walk(path, ["logs"], create=False)
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+            try:
+                fd = os.open(f"run_{run_id}.jsonl", flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise PathRefused(f"{path}: no such file (the run has no log yet)") from None
+            except OSError as exc:
+                raise self._explain(dir_fd, f"run_{run_id}.jsonl", path, path, exc) from None
+        finally:
+            os.close(dir_fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise PathRefused(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        return fd, info.st_size
+
     # --- memory streams ---------------------------------------------------------------------------------
 
     def open_stream(self, stream: str, *, append: bool) -> int | None:
@@ -261,3 +377,13 @@ class ConfinedRoot:
             raise PathRefused(f"memory/{stream}.jsonl is not a regular file")
         os.set_blocking(fd, True)
         return fd
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "other"

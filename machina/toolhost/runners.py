@@ -1,15 +1,27 @@
 """Which path each tool takes, and running a call on it.
 
     path     used by                                                sandbox
-    pool     FILE.READ, FILE.WRITE, ERROR_SCAN, REPORT_SUMMARY,      a pre-started Python executor of the
-             MEMORY.APPEND, MEMORY.QUERY, EMBED.TEXT, QUEUE.ENQUEUE, ``strict`` pool (HTTP_GET: the ``net``
-             PROC.SELF_METRICS, NOOP, ASK_SUP, NET.HTTP_GET         pool), recycled after N calls or a failure
+    pool     FILE.*, ERROR_SCAN, REPORT_SUMMARY, RUN.LOG.SUMMARY,   a pre-started Python executor of the
+             MEMORY.*, EMBED.TEXT, QUEUE.ENQUEUE, NOOP, ASK_SUP,    ``strict`` pool (the NET.* tools: the
+             PROC.SELF_METRICS, NET.HTTP_GET, NET.WEB_SEARCH        ``net`` pool), recycled after N calls
+                                                                    or a failure
     fresh    GPU_SMOKE (GPU devices bound); every pool tool when    a Python executor started for this call
              MACHINA_TOOLHOST_POOL_SIZE=0
     shell    SHELL.EXEC                                             a new bubblewrap per call, the program
                                                                     itself as the sandboxed process
-    code     CODE.EXEC                                              a new bubblewrap per call, the interpreter
+    code     CODE.EXEC, UTIL.RUN                                    a new bubblewrap per call, the interpreter
                                                                     itself as the sandboxed process
+    probe    GPU_METRICS                                            a new bubblewrap per call with the GPU
+                                                                    devices bound, nvidia-smi as its process
+    util     UTIL.SAVE, UTIL.UPDATE, UTIL.LIST, UTIL.DELETE         none: the toolhost keeps the saved code
+                                                                    (machina.toolhost.utilities), runs none
+    genesis  GENESIS.WRITE_FILE, GENESIS.COMPILE_SHARED,            none for writing and loading (the toolhost
+             GENESIS.LOAD_PLUGIN                                    keeps the files, machina.toolhost.genesis);
+                                                                    the acceptance test runs as a plugin
+    vecdb    VECDB.UPSERT, VECDB.QUERY                              none: numbers and JSON kept by the toolhost
+                                                                    (machina.toolhost.vecdb)
+    missing  DEMO.MISSING_TOOL (declared, never implemented: the    none: a call answers unknown_tool
+             missing-tool path's example)
     plugin   pinned plugins                                          a Python executor started for this call,
                                                                     shaped by the plugin's capabilities
     mcp      AID.MCP.<SERVER>.<TOOL>.v1 (machina.mcp)               the MCP server's own: a long-running
@@ -36,14 +48,23 @@ from machina.proc import Rlimits
 from machina.sandbox.launch import GPU_DEVICES
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable
 from machina.toolhost.broker import Broker, CallContext
+from machina.toolhost.genesis import Genesis
 from machina.toolhost.pool import Executor, ExecutorFailed, ExecutorPool, ExecutorSpec, ExecutorTimedOut, start_executor
+from machina.toolhost.utilities import UtilityStore
+from machina.toolhost.vecdb import VectorStore
 from machina.tools.base import ToolFailure
-from machina.tools.code import CodeSettings, code_exec
+from machina.tools.code import CodeSettings, code_exec, run_source
+from machina.tools.gpu_metrics import gpu_metrics
 from machina.tools.shell import ShellSettings, shell_exec
 
 log = logging.getLogger(__name__)
 
-POOL, FRESH, SHELL, CODE, PLUGIN, MCP = "pool", "fresh", "shell", "code", "plugin", "mcp"
+POOL, FRESH, SHELL, CODE, PROBE, UTIL, PLUGIN = "pool", "fresh", "shell", "code", "probe", "util", "plugin"
+GENESIS, VECDB = "genesis", "vecdb"
+MISSING = "missing"
+# Built-in manifest entries with no implementation on purpose: what the missing-tool path (Genesis) meets.
+MANIFEST_ONLY = frozenset({"AID.DEMO.MISSING_TOOL.v1"})
+MCP = "mcp"
 HTTP_GRACE_S = 2.0  # the HTTP tools enforce their own timeout; the executor gets this much more
 HTTP_TOOLS = frozenset({"http_get", "web_search"})
 # What an executor may report; anything else (a confused or compromised executor) becomes a tool error.
@@ -68,18 +89,37 @@ def _pool(tool: str, *grants: str, network: bool = False) -> Runner:
 BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.SHELL.EXEC.v1": Runner("shell_exec", SHELL),
     "AID.CODE.EXEC.v1": Runner("code_exec", CODE, network_input="network"),
+    "AID.UTIL.RUN.v1": Runner("util_run", CODE),
+    "AID.UTIL.SAVE.v1": Runner("util_save", UTIL),
+    "AID.UTIL.UPDATE.v1": Runner("util_update", UTIL),
+    "AID.UTIL.LIST.v1": Runner("util_list", UTIL),
+    "AID.UTIL.DELETE.v1": Runner("util_delete", UTIL),
+    "AID.VECDB.UPSERT.v1": Runner("upsert", VECDB),
+    "AID.VECDB.QUERY.v1": Runner("query", VECDB),
+    "AID.GENESIS.WRITE_FILE.v1": Runner("write", GENESIS),
+    "AID.GENESIS.COMPILE_SHARED.v1": Runner("compile", GENESIS),
+    "AID.GENESIS.LOAD_PLUGIN.v1": Runner("load", GENESIS),
     "AID.NET.HTTP_GET.v1": _pool("http_get", network=True),
     "AID.NET.WEB_SEARCH.v1": _pool("web_search", network=True),
     "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
     "AID.FILE.WRITE.v1": _pool("file_write", "fs_write"),
+    "AID.FILE.LIST.v1": _pool("file_list", "fs_read"),
+    "AID.FILE.SEARCH.v1": _pool("file_search", "fs_read"),
+    "AID.FILE.DIFF.v1": _pool("file_diff", "fs_read"),
+    "AID.FILE.EDIT.v1": _pool("file_edit", "fs_read", "fs_write"),
+    "AID.FILE.APPEND.v1": _pool("file_append", "fs_write"),
+    "AID.FILE.DELETE.v1": _pool("file_delete", "fs_write"),
     "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read"),
     "AID.REPORT_SUMMARY.v1": _pool("report_summary", "fs_write"),
+    "AID.RUN.LOG.SUMMARY.v1": _pool("run_log_summary", "fs_read"),
     "AID.MEMORY.APPEND.v1": _pool("memory_append", "memory_write"),
     "AID.MEMORY.QUERY.v1": _pool("memory_query", "memory_read", "embed"),
+    "AID.MEMORY.SEARCH.v1": _pool("memory_search", "memory_read"),
     "AID.EMBED.TEXT.v1": _pool("embed_text", "embed"),
     "AID.QUEUE.ENQUEUE.v1": _pool("queue_enqueue", "queue_write"),
     "AID.PROC.SELF_METRICS.v1": _pool("self_metrics", "proc_read"),
     "AID.GPU_SMOKE.v1": Runner("gpu_smoke", FRESH, gpu=True),
+    "AID.GPU_METRICS.v1": Runner("gpu_metrics", PROBE, gpu=True),
     "AID.NOOP.v1": _pool("noop"),
     "AID.ASK_SUP.v1": _pool("ask_supervisor"),
 }
@@ -113,10 +153,15 @@ class RunnerSettings:
 
 
 class ToolRunner:
-    def __init__(self, policy: SandboxPolicy, broker: Broker, settings: RunnerSettings) -> None:
+    def __init__(
+        self, policy: SandboxPolicy, broker: Broker, settings: RunnerSettings, utilities: UtilityStore | None = None
+    ) -> None:
         self.policy = policy
         self.broker = broker
         self.settings = settings
+        self.utilities = utilities
+        self.genesis: Genesis | None = None  # set by the service once the catalog exists (it refreshes it)
+        self.vecdb: VectorStore | None = None
         self.pools: dict[str, ExecutorPool] = {}
         self.mcp: Any = None  # machina.mcp.bridge.McpBridge when MCP servers are served
         if settings.pool_size > 0:
@@ -165,7 +210,20 @@ class ToolRunner:
                 output = shell_exec(inputs, self.policy, self.settings.shell)
                 return Outcome(toolapi.OK, output, path=path)
             if path == CODE:
-                return Outcome(toolapi.OK, code_exec(inputs, self.policy, self.settings.code), path=path)
+                return Outcome(toolapi.OK, self._run_code(runner, inputs), path=path)
+            if path == PROBE:
+                limits = replace(self.settings.tool_rlimits, as_mb=0, nproc=0)  # as CUDA wants (OPERATIONS.md)
+                return Outcome(toolapi.OK, gpu_metrics(self.policy, limits), path=path)
+            if path == GENESIS:
+                if self.genesis is None:
+                    raise ToolFailure("Genesis is not available in this toolhost")
+                return Outcome(toolapi.OK, getattr(self.genesis, runner.tool)(inputs), path=path)
+            if path == VECDB:
+                if self.vecdb is None:
+                    raise ToolFailure("the vector store is not available in this toolhost")
+                return Outcome(toolapi.OK, getattr(self.vecdb, runner.tool)(inputs), path=path)
+            if path == UTIL:
+                return Outcome(toolapi.OK, self._keep_utility(runner, inputs), path=path)
             message = self._message(runner, inputs, context, plugin)
             if path == POOL:
                 return self._run_pooled(runner, message, context)
@@ -174,6 +232,37 @@ class ToolRunner:
             return Outcome(exc.status, exc.output, str(exc), path)
         except SandboxUnavailable as exc:
             return Outcome(toolapi.SANDBOX_ERROR, {}, str(exc), path)
+
+    def _run_code(self, runner: Runner, inputs: dict[str, Any]) -> dict[str, Any]:
+        if runner.tool == "code_exec":
+            return code_exec(inputs, self.policy, self.settings.code)
+        record, sha = self._store().pinned_code(inputs)
+        limits: dict[str, Any] = {
+            k: inputs[k] for k in ("stdin", "timeout_ms", "stdout_max", "stderr_max") if k in inputs
+        }
+        return run_source(
+            record["code"],
+            {"lang": record["lang"], **limits},
+            self.policy,
+            self.settings.code,
+            args=list(inputs.get("args", [])),
+            extra={"name": record["name"], "sha256": sha},
+        )
+
+    def _keep_utility(self, runner: Runner, inputs: dict[str, Any]) -> dict[str, Any]:
+        store = self._store()
+        if runner.tool == "util_save":
+            return store.save(inputs)
+        if runner.tool == "util_update":
+            return store.update(inputs)
+        if runner.tool == "util_delete":
+            return store.delete(inputs)
+        return store.listing()
+
+    def _store(self) -> UtilityStore:
+        if self.utilities is None:
+            raise ToolFailure("saved utilities are not available in this toolhost")
+        return self.utilities
 
     def _message(self, runner: Runner, inputs: dict[str, Any], context: CallContext, plugin: Any) -> dict[str, Any]:
         params = dict(self.settings.params.get(runner.tool, {}))

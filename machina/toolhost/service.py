@@ -30,20 +30,25 @@ from machina.ipc.jsonlines import JsonLineServer, ServerLimits, bind_unix
 from machina.ipc.peercred import PeerCred
 from machina.manifests.tools import load_tools, toolpack_manifests
 from machina.owned import sweep_temps
+from machina.plugins.loader import Plugin
 from machina.proc import Rlimits
 from machina.root import Root, open_root
 from machina.sandbox import etcview, launch
 from machina.sandbox.policy import SandboxPolicy, resolve_policy, verify
 from machina.toolhost import permissions as perm
 from machina.toolhost import protocol
-from machina.toolhost.broker import Broker, ServiceEmbedder, process_metrics
+from machina.toolhost.broker import Broker, CallContext, ServiceEmbedder, process_metrics
 from machina.toolhost.calls import CallHandler
-from machina.toolhost.catalog import Catalog, Resolved, ToolUnavailable
+from machina.toolhost.catalog import Catalog, Resolved, ToolUnavailable, plugin_runner
 from machina.toolhost.confine import ConfinedRoot
 from machina.toolhost.enqueue import Enqueuer
+from machina.toolhost.genesis import Genesis, GenesisSettings
 from machina.toolhost.idempotency import IdempotencyCache
 from machina.toolhost.leases import LeaseStore
+from machina.toolhost.memsearch import MemorySearch
 from machina.toolhost.runners import RunnerSettings, ToolRunner
+from machina.toolhost.utilities import UtilityStore
+from machina.toolhost.vecdb import VectorStore
 
 if TYPE_CHECKING:
     from machina.mcp.bridge import McpBridge
@@ -87,12 +92,15 @@ def runner_settings(cfg: Config) -> RunnerSettings:
             timeout_ms=code_timeout_s * 1000,
             stdout_max=cfg["MACHINA_SHELL_STDOUT_MAX"],
             stderr_max=cfg["MACHINA_SHELL_STDERR_MAX"],
-            rlimits=replace(rlimits(cfg, "MACHINA_TOOL"), cpu_sec=code_timeout_s),
+            rlimits=replace(rlimits(cfg, "MACHINA_SHELL"), cpu_sec=code_timeout_s),
         ),
         pool_size=cfg["MACHINA_TOOLHOST_POOL_SIZE"],
         pool_recycle=1 if cfg["MACHINA_TOOLHOST_ISOLATE"] else cfg["MACHINA_TOOLHOST_POOL_RECYCLE"],
         params={
             "file_read": read_params,
+            "file_search": read_params,
+            "file_diff": read_params,
+            "file_edit": read_params,
             "http_get": {
                 **http_params,
                 "allowed_hosts": list(cfg["MACHINA_HTTP_ALLOWED_HOSTS"]),
@@ -161,8 +169,11 @@ class Toolhost:
             enqueue=Enqueuer(lambda: _open_queue(cfg)),
             metrics=lambda: process_metrics(self.started, self.counters),
             fsync=cfg["MACHINA_WAL_FSYNC"],
+            memory_search=MemorySearch(root.path, self.clock),
+            audit_key=cfg["MACHINA_AUDIT_KEY"],
         )
-        self.runner = ToolRunner(self.policy, broker, runner_settings(cfg))
+        utilities = UtilityStore(root.state, fsync=cfg["MACHINA_WAL_FSYNC"])
+        self.runner = ToolRunner(self.policy, broker, runner_settings(cfg), utilities)
         self.calls = CallHandler(
             self.catalog,
             perm.Permissions.from_config(cfg["MACHINA_PERMISSION_MODE"], cfg["MACHINA_PERMISSION_OVERRIDES"]),
@@ -176,6 +187,20 @@ class Toolhost:
                 cfg["MACHINA_AUTONOMIC_APPROVE_ALL_ASK"],
                 tuple(cfg["MACHINA_AUTONOMIC_AUTO_APPROVE_AIDS"]),
             ),
+        )
+        self.runner.vecdb = VectorStore(root.state, broker.embedder, fsync=cfg["MACHINA_WAL_FSYNC"])
+        self.runner.genesis = Genesis(
+            root.plugins,
+            GenesisSettings(
+                enabled=cfg["MACHINA_GENESIS_ENABLE"],
+                guard=cfg["MACHINA_GENESIS_GUARD"],
+                prod_mode=cfg["MACHINA_GENESIS_PROD_MODE"],
+                allowed_caps=tuple(cfg["MACHINA_PLUGIN_ALLOWED_CAPS"]),
+            ),
+            run_test=self._run_plugin_test,
+            implemented_aids=self.catalog.implemented_aids,
+            refresh=self.catalog.refresh,
+            clock=self.clock,
         )
         self.mcp = _mcp_bridge(cfg, self.policy, os.path.join(root.state, "mcp", "pins.json"), self.clock)
         self.catalog.mcp = self.runner.mcp = self.mcp
@@ -292,6 +317,12 @@ class Toolhost:
             "lease %s issued for %s tier %d ttl %d ms by uid %d%s", lease.lease_id, aid, tier, ttl_ms, peer.uid, bound
         )
         return protocol.reply(toolapi.OK, {"lease_token": token, **lease.public()})
+
+    def _run_plugin_test(self, plugin: Plugin, inputs: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """A Genesis plugin's acceptance test: one run in its own sandbox, shaped by its capabilities."""
+        assert self.runner is not None
+        outcome = self.runner.run(plugin_runner(plugin), inputs, CallContext(request_id="genesis-test"), plugin)
+        return outcome.status, outcome.output, outcome.error
 
     def _describe(self, resolved: Resolved) -> dict[str, Any]:
         assert self.runner is not None

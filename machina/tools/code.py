@@ -3,12 +3,12 @@
 Python runs as ``python3 -I -c SOURCE`` (isolated: no environment variables, no user site, no current
 directory on the path) with the system interpreter; ``sh`` runs as ``/bin/sh -c SOURCE``.  Either is the
 sandboxed process itself, in a new bubblewrap per call: no view of MACHINA_ROOT, a private ``/tmp`` as its
-working directory, the tool rlimits (CPU time raised to the wall-clock limit), no network.  ``network: true``
-asks for the ``net`` profile, and the toolhost runs such a call only with a lease, whatever the permission
-mode (see machina.toolhost.calls).
+working directory, no network.  ``network: true`` asks for the ``net`` profile, and the toolhost runs such a
+call only with a lease, whatever the permission mode (see machina.toolhost.calls).
 
-The wall-clock limit is MACHINA_CODE_TIMEOUT (a caller's ``timeout_ms`` can only lower it); output caps
-are the shell tool's.  Python source that does not compile goes through the auto-fix
+The wall-clock limit is MACHINA_CODE_TIMEOUT (a caller's ``timeout_ms`` can only lower it); output caps and
+rlimits are the shell tool's (MACHINA_SHELL_*), with the CPU-time limit raised to the wall-clock one.
+Python source that does not compile goes through the auto-fix
 (:mod:`machina.tools.autofix`) unless ``autofix`` is false; the layers applied and the diff come back in
 ``autofix``.  Source that still does not compile is a tool error and nothing runs.
 """
@@ -67,12 +67,27 @@ def prepare_source(inputs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
 
 def code_exec(inputs: dict[str, Any], policy: SandboxPolicy, settings: CodeSettings) -> dict[str, Any]:
     source, report = prepare_source(inputs)
+    output = run_source(source, inputs, policy, settings, extra=({"autofix": report} if report is not None else {}))
+    return output
+
+
+def run_source(
+    source: str,
+    inputs: dict[str, Any],
+    policy: SandboxPolicy,
+    settings: CodeSettings,
+    *,
+    args: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``source`` (``inputs`` gives lang, stdin, network and the limits) with ``args`` as its arguments."""
+    lang = inputs.get("lang", "python")
     binds: list[str] = []
-    if inputs.get("lang", "python") == "sh":
-        argv = [SHELL, "-c", source]
+    if lang == "sh":
+        argv = [SHELL, "-c", source, "sh", *(args or [])]
     else:
         python, binds = interpreter()
-        argv = [python, "-I", "-c", source]
+        argv = [python, "-I", "-c", source, *(args or [])]
     timeout_ms = cap(inputs.get("timeout_ms"), settings.timeout_ms)
     try:
         result = sandboxed_run(
@@ -89,16 +104,15 @@ def code_exec(inputs: dict[str, Any], policy: SandboxPolicy, settings: CodeSetti
     except OSError as exc:
         raise ToolFailure(f"cannot start {argv[0]}: {exc.strerror}", status=toolapi.SANDBOX_ERROR) from None
     output: dict[str, Any] = {
-        "lang": inputs.get("lang", "python"),
+        "lang": lang,
         "exit_code": result.exit_code,
         "stdout": result.stdout.decode("utf-8", errors="replace"),
         "stderr": result.stderr.decode("utf-8", errors="replace"),
         "timed_out": result.timed_out,
         "truncated": result.stdout_truncated or result.stderr_truncated,
         "duration_ms": round(result.duration_ms, 3),
+        **(extra or {}),
     }
-    if report is not None:
-        output["autofix"] = report
     if result.timed_out:
         raise ToolFailure(f"the code ran past {timeout_ms} ms and was killed", status=toolapi.TIMEOUT, output=output)
     if result.exit_code != 0:

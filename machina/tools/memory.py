@@ -1,4 +1,4 @@
-"""AID.MEMORY.APPEND.v1, AID.MEMORY.QUERY.v1 and AID.EMBED.TEXT.v1.
+"""AID.MEMORY.APPEND.v1, AID.MEMORY.QUERY.v1, AID.MEMORY.SEARCH.v1 and AID.EMBED.TEXT.v1.
 
 A memory stream is ``memory/<stream>.jsonl``: one JSON object per line,
 ``{"ts": <unix seconds>, "run_id": ..., "request_id": ..., "text": ..., "record": {...}}`` (absent fields
@@ -7,6 +7,9 @@ process appending under the same lock (the autonomic engine should) never interl
 
 Vectors come from machina-embed through the toolhost.  EMBED.TEXT fails when the service is not running;
 MEMORY.QUERY then falls back to the local hash embedding and says so in ``embedder``.
+
+MEMORY.SEARCH searches every stream (or the ones named) through the memory index the toolhost keeps
+(machina.memory.index: BM25, recency, MMR); the index never enters the sandbox.
 """
 
 from __future__ import annotations
@@ -76,6 +79,18 @@ def memory_query(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "scanned": len(entries),
         "embedder": embedder,
     }
+
+
+def memory_search(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    result, _ = ctx.host(
+        "memory_search",
+        query=inputs["query"],
+        streams=inputs.get("streams", []),
+        top_k=inputs.get("top_k", DEFAULT_TOP_K),
+        half_life_days=inputs.get("half_life_days", 7.0),
+    )
+    hits = result["hits"]
+    return {"query": inputs["query"], "results": hits, "count": len(hits)}
 
 
 def embed_text(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:

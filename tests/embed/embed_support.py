@@ -35,10 +35,31 @@ def fake_command(mode: str) -> str:
     return f"{sys.executable} {FAKE} {mode}"
 
 
+# The built-in tools the labelled goals and the accuracy floors were written for.  Later tools overlap them
+# on purpose (MEMORY.SEARCH and MEMORY.QUERY, FILE.SEARCH and ERROR_SCAN), which would make labels ambiguous.
+MENU_AIDS = (
+    "AID.SHELL.EXEC.v1",
+    "AID.NET.HTTP_GET.v1",
+    "AID.FILE.READ.v1",
+    "AID.FILE.WRITE.v1",
+    "AID.ERROR_SCAN.v1",
+    "AID.REPORT_SUMMARY.v1",
+    "AID.MEMORY.APPEND.v1",
+    "AID.MEMORY.QUERY.v1",
+    "AID.EMBED.TEXT.v1",
+    "AID.QUEUE.ENQUEUE.v1",
+    "AID.PROC.SELF_METRICS.v1",
+    "AID.GPU_SMOKE.v1",
+    "AID.NOOP.v1",
+    "AID.ASK_SUP.v1",
+)
+
+
 def builtin_menu() -> list[dict[str, Any]]:
+    tools = {t.aid: t for t in read_toolpack(builtin_toolpack())}
     return [
         {"sid": f"SID{i:04d}", "aid": t.aid, "name": t.name, "tags": list(t.tags), "description": t.description}
-        for i, t in enumerate(read_toolpack(builtin_toolpack()), start=1)
+        for i, t in enumerate((tools[aid] for aid in MENU_AIDS), start=1)
     ]
 
 

@@ -43,7 +43,7 @@ start_toolhost() {
     [[ "$output" == *"AID.FILE.READ.v1                 0 safe       pool    allow"* ]]
     run machina tool ls --json
     [ "$status" -eq 0 ]
-    [ "$(echo "$output" | wc -l)" -eq 16 ]
+    [ "$(echo "$output" | wc -l)" -eq 36 ]
 }
 
 @test "tool run prints the reply and exits by its status" {

@@ -63,7 +63,7 @@ def test_bad_requests_get_clear_replies(toolhost: Start) -> None:
 
 def test_tools_list_names_every_tool_with_tier_path_and_permission(toolhost: Start) -> None:
     tools = {t["aid"]: t for t in toolhost().client.list_tools()}
-    assert len(tools) == 16
+    assert len(tools) == 36
     assert (tools["AID.SHELL.EXEC.v1"]["tier"], tools["AID.SHELL.EXEC.v1"]["path"]) == (3, "shell")
     assert (tools["AID.SHELL.EXEC.v1"]["permission"], tools["AID.FILE.READ.v1"]["permission"]) == ("ask", "allow")
     assert tools["AID.NET.HTTP_GET.v1"]["path"] == "pool" and tools["AID.GPU_SMOKE.v1"]["path"] == "fresh"

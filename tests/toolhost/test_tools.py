@@ -19,6 +19,7 @@ import pytest
 from machina import toolapi
 from machina.root import init_root
 from machina.testing.toolhost import RunningToolhost, running_toolhost
+from machina.toolhost.runners import BUILTIN_RUNNERS, POOL
 
 from .conftest import needs_bwrap
 
@@ -327,8 +328,10 @@ def test_isolate_gives_every_call_an_executor_of_its_own(toolhost: Start) -> Non
 
 def test_without_a_pool_every_call_starts_a_fresh_executor(toolhost: Start, data: Path) -> None:
     client = toolhost(MACHINA_TOOLHOST_POOL_SIZE="0").client
-    own_paths = {"AID.SHELL.EXEC.v1", "AID.CODE.EXEC.v1"}  # these always run on a path of their own
-    assert {t["path"] for t in client.list_tools() if t["aid"] not in own_paths} == {"fresh"}
+    pooled = {aid for aid, runner in BUILTIN_RUNNERS.items() if runner.path == POOL}
+    paths = {t["aid"]: t["path"] for t in client.list_tools()}
+    assert {paths[aid] for aid in pooled} == {"fresh"}
+    assert {aid for aid, path in paths.items() if path == "fresh"} == pooled | {"AID.GPU_SMOKE.v1"}
     assert client.call("AID.ERROR_SCAN.v1", {"input_path": "data/app.log"}).output["matches"] == 10
 
 

@@ -4,7 +4,6 @@ lease, the permission tier, and the toolhost's escape suite."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,13 +15,12 @@ from machina.root import init_root
 from machina.testing.toolhost import RunningToolhost, running_toolhost
 
 from ..toolhost.escapes import ATTEMPTS, POOL_ONLY, Attempt, as_program
-from .conftest import needs_bwrap, tcp_server
+from .conftest import SECRET_A, SECRET_B, needs_bwrap, tcp_server
 
 pytestmark = needs_bwrap
 Start = Callable[..., RunningToolhost]
 AID = "AID.CODE.EXEC.v1"
 OPEN = {"MACHINA_PERMISSION_MODE": "open"}
-SECRET_A, SECRET_B = "tok-c0de-", "s3cr3t-77e1"
 
 
 @pytest.fixture(scope="module")
@@ -135,30 +133,6 @@ def test_code_is_tier_3_and_asks_in_standard_mode(toolhost: Start) -> None:
 
 
 # --- the escape suite, with the prod sandbox settings ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def prod_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningToolhost]:
-    if os.geteuid() != 0:
-        pytest.skip("the tool uid drop needs root")
-    root = tmp_path_factory.mktemp("code-escape") / "root"
-    init_root(str(root))
-    env = {
-        "MACHINA_PROFILE": "prod",
-        "MACHINA_SECCOMP_ENABLE": "1",
-        "MACHINA_BWRAP_REQUIRED": "1",
-        "MACHINA_PERMISSION_MODE": "open",
-        "MACHINA_CODE_TIMEOUT": "10",
-        "MACHINA_API_TOKEN": SECRET_A + SECRET_B,  # the suite's secrets are in the toolhost's environment
-    }
-    with running_toolhost(str(root), env=env) as host:
-        yield host
-
-
-@pytest.fixture(scope="module")
-def loopback_port() -> Iterator[int]:
-    with tcp_server() as (port, _):
-        yield port
 
 
 @pytest.mark.parametrize("attempt", [a for a in ATTEMPTS if a.name not in POOL_ONLY], ids=lambda a: a.name)
