@@ -195,7 +195,8 @@ def test_a_plugin_gains_nothing_beyond_its_capabilities(toolhost: Start, machina
 def test_a_plugin_with_shell_and_file_write_may_use_them(toolhost: Start, machina_root: Path) -> None:
     body = """
 import subprocess
-host.write_file("out/id.txt", subprocess.run(["/usr/bin/id", "-u"], capture_output=True, text=True).stdout, mkdirs=True)
+uid = subprocess.run(["/usr/bin/id", "-u"], capture_output=True, text=True).stdout
+host.write_file("work/id.txt", uid, mkdirs=True)
 return {"ok": True}
 """
     install(machina_root, "doer.py", plugin_source("AID.PLUGIN.DOER.v1", body, ["SHELL", "FILE_WRITE"]))
@@ -203,7 +204,7 @@ return {"ok": True}
     tools = {t["aid"]: t for t in host.client.list_tools()}
     assert tools["AID.PLUGIN.DOER.v1"]["tier"] == 3 and tools["AID.PLUGIN.DOER.v1"]["path"] == "plugin"
     assert host.client.call("AID.PLUGIN.DOER.v1", {}).ok
-    assert (machina_root / "out" / "id.txt").read_text().strip() == "65534"
+    assert (machina_root / "work" / "id.txt").read_text().strip() == "65534"  # under work/: tools write only there
 
 
 @needs_bwrap
