@@ -99,7 +99,7 @@ def _mount_point(host_path: str, target: str) -> None:
     if os.path.lexists(target):
         return
     directory = os.path.dirname(target)
-    missing = []
+    missing: list[str] = []
     while not os.path.lexists(directory):
         missing.insert(0, directory)
         directory = os.path.dirname(directory)
