@@ -83,7 +83,9 @@ bench: venv
 #   $(UNITDIR)/*                           units, @BINDIR@ and @LIBEXECDIR@ substituted
 #   $(SYSUSERSDIR)/machina.conf            the machina system user (run systemd-sysusers once)
 #   $(MANDIR)/man{1,5,7,8}/*               man pages
-#   $(SYSCONFDIR)/machina/machina.env      every variable commented out (never overwritten)
+#   $(SYSCONFDIR)/machina/machina.env      every variable commented out (never overwritten); holds no secret
+#   $(SYSCONFDIR)/machina/secrets/         0700: UNIT.env with the secrets of one unit each (machina.env(5))
+#   $(SYSCONFDIR)/machina/policies/        the policy driver's scripts (MACHINA_POLICY_ALLOWED_SCRIPT_ROOT)
 #   $(SYSCONFDIR)/machina/mcp_servers.json no MCP servers (never overwritten)
 #   $(DOCDIR)/machina.cron.example         the crontab alternative to the timers
 # --ignore-installed: pip would otherwise uninstall this Python's own copy of machina (e.g. an editable one).
@@ -92,6 +94,8 @@ install:
 	$(PYTHON) -m pip install --no-deps --ignore-installed $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
 	install -d $(DESTDIR)$(SYSCONFDIR)/machina $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR) \
 	    $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/machina/secrets
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/machina/policies
 	test -e $(DESTDIR)$(SYSCONFDIR)/machina/machina.env || \
 	    install -m 0640 etc/machina/machina.env $(DESTDIR)$(SYSCONFDIR)/machina/machina.env
 	test -e $(DESTDIR)$(SYSCONFDIR)/machina/mcp_servers.json || \

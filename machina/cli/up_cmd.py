@@ -20,6 +20,7 @@ import click
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir
+from machina.hardening import make_undumpable
 from machina.owned import cannot_create, pid_running, sweep_temps
 from machina.root import Root, open_root
 from machina.signals import ShutdownSignal
@@ -126,6 +127,9 @@ def run_suite(root: str | None, workers: int | None, host: str | None, port: int
         MACHINA_WORKERS=str(workers) if workers else None,
     )
     cfg = bootstrap("machina", overrides)
+    # The supervisor keeps the secrets in the environment it hands its daemons, so it cannot drop them; it
+    # does keep every other process of its uid out of its /proc/<pid>/environ and memory.
+    make_undumpable()
     machina_root = open_root(cfg)
     runtime_dir = machina_root.runtime_dir
     try:

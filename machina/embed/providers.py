@@ -90,8 +90,8 @@ def absolute_command(argv: tuple[str, ...], cwd: str) -> tuple[str, ...]:
 def visible_paths(argv: tuple[str, ...], hidden: str | None) -> list[str]:
     """What the command's sandbox shows: the directories of the files it names, the interpreter's installation.
 
-    ``/x/venv/bin/python`` gives ``/x/venv`` and the installation its link resolves to; nothing that is, or
-    holds, ``hidden`` (MACHINA_ROOT).
+    ``/x/venv/bin/python`` gives ``/x/venv`` and the installation its link resolves to; nothing inside, or
+    holding, ``hidden`` (MACHINA_ROOT).
     """
     paths = []
     program = argv[0]
@@ -103,10 +103,12 @@ def visible_paths(argv: tuple[str, ...], hidden: str | None) -> list[str]:
     for word in argv[1:]:
         if word.startswith("/") and os.path.exists(word):
             paths.append(word if os.path.isdir(word) else os.path.dirname(word))
-    blocked = os.path.realpath(hidden) if hidden else None
-    return [
-        p for p in paths if not blocked or os.path.commonpath([os.path.realpath(p), blocked]) != os.path.realpath(p)
-    ]
+    return [p for p in paths if _may_show(os.path.realpath(p), os.path.realpath(hidden) if hidden else None)]
+
+
+def _may_show(path: str, hidden: str | None) -> bool:
+    """Never the whole file system (``/bin/x`` would give ``/``), nor ``hidden``, below it or above it."""
+    return path != "/" and (hidden is None or os.path.commonpath([path, hidden]) not in (path, hidden))
 
 
 class CommandProvider:

@@ -24,6 +24,7 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import Iterable
 
 from machina.owned import OwnedDir, cannot_create, temp_root
 
@@ -73,8 +74,13 @@ class EtcView:
         with self._lock:
             return self.owner.create()
 
-    def path(self) -> str:
-        """The current copy, rebuilt first if a source changed."""
+    def path(self, mountpoints: Iterable[str] = ()) -> str:
+        """The current copy, rebuilt first if a source changed.
+
+        ``mountpoints`` are host paths below ``/etc`` that a sandbox binds over the view: each gets an empty
+        directory (or file) of its kind in the copy, since nothing can be created in it once it is mounted
+        read-only.  Only empty mount points are added, never content.
+        """
         with self._lock:
             now = time.monotonic()
             if self._path is None or now - self._checked >= self.check_every:
@@ -83,6 +89,8 @@ class EtcView:
                 if self._path is None or signature != self._signature:
                     self._rebuild(signature)
             assert self._path is not None
+            for host_path in mountpoints:
+                _mount_point(host_path, os.path.join(self._path, os.path.relpath(host_path, self.source)))
             return self._path
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:
@@ -115,6 +123,27 @@ class EtcView:
             self.owner.close()  # every generation with it
             self._old = self._path = None
             self._signature = ()
+
+
+def _mount_point(host_path: str, target: str) -> None:
+    """An empty directory (or file) at ``target`` for ``host_path`` to be bound on, unless one is there."""
+    if os.path.lexists(target):
+        return
+    directory = os.path.dirname(target)
+    missing: list[str] = []
+    while not os.path.lexists(directory):
+        missing.insert(0, directory)
+        directory = os.path.dirname(directory)
+    for step in missing:
+        os.mkdir(step)
+        os.chmod(step, 0o755)  # noqa: S103 - traversable by the tool uid whatever the umask; empty
+    if os.path.isdir(host_path):
+        os.mkdir(target)
+        os.chmod(target, 0o755)  # noqa: S103 - as above
+    else:
+        with open(target, "a"):
+            pass
+        os.chmod(target, 0o644)
 
 
 def _copy(src: str, dst: str) -> None:

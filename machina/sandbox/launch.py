@@ -163,6 +163,8 @@ def _namespace_args(policy: SandboxPolicy, network: bool) -> list[str]:
 
 
 def _mount_args(ro_paths: Iterable[str], devices: Iterable[str], tmp_mb: int) -> list[str]:
+    ro_paths = sorted({os.path.realpath(p) for p in ro_paths})
+    in_etc = [p for p in ro_paths if p.startswith("/etc/") and os.path.exists(p)]
     args = ["--ro-bind", "/usr", "/usr"]
     for name in MERGED_USR_LINKS:
         path = "/" + name
@@ -170,7 +172,9 @@ def _mount_args(ro_paths: Iterable[str], devices: Iterable[str], tmp_mb: int) ->
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    args += ["--ro-bind", default_view().path(), "/etc"]  # a copy of a short list: never /etc/shadow
+    # A copy of a short list (never /etc/shadow), holding mount points for what is bound below /etc (the
+    # policy scripts in /etc/machina/policies): the view is read-only inside, so they cannot be made there.
+    args += ["--ro-bind", default_view().path(mountpoints=in_etc), "/etc"]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--size", str(tmp_mb * _MIB), "--perms", "1777", "--tmpfs", SANDBOX_TMP]  # writable by the tool uid
     args += _extra_binds(ro_paths)
@@ -187,11 +191,15 @@ def _extra_binds(paths: Iterable[str]) -> list[str]:
     """
     # The private /tmp is not in the list: a bind below it (a checkout under the host's /tmp) lands on the
     # fresh tmpfs, which stays empty otherwise; it must not be skipped as "already visible".
-    bound = ["/usr", "/etc", "/proc", "/dev"]
+    bound = ["/usr", "/proc", "/dev"]
     made: set[str] = {SANDBOX_TMP}
     args: list[str] = []
     for path in sorted({os.path.realpath(p) for p in paths}, key=lambda p: (p.count("/"), p)):
-        if not os.path.exists(path) or _covered(path, bound):
+        if not os.path.exists(path) or _covered(path, bound) or path == "/etc":
+            continue
+        if path.startswith("/etc/"):  # its mount point is in the /etc view already
+            args += ["--ro-bind", path, path]
+            bound.append(path)
             continue
         for parent in _ancestors(path):
             if parent not in made and not _covered(parent, bound):

@@ -167,3 +167,17 @@ def test_d1_the_embed_command_runs_sandboxed_and_never_sees_the_root(machina_roo
     p = command_provider(config.load(environ=env))
     assert p is not None and p.try_embed(["alpha"]) is not None, failures(p)
     assert failures(p) == {}
+
+
+def test_d1_the_embed_sandbox_shows_only_what_the_command_names(tmp_path) -> None:
+    from machina.embed.providers import visible_paths
+
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    model = tmp_path / "model"
+    model.mkdir()
+    argv = ("/bin/python3", str(FAKE), str(model), str(root / "data"), str(tmp_path), "--fast")
+    shown = visible_paths(argv, str(root))
+    assert "/" not in shown, "/bin/python3 must not show the whole file system"
+    assert str(FAKE.parent) in shown and str(model) in shown
+    assert str(root / "data") not in shown and str(tmp_path) not in shown, "never MACHINA_ROOT, inside or above"

@@ -111,6 +111,9 @@ def test_config_man_pages_sysusers_and_cron(installed: Path) -> None:
     env_file = installed / "etc" / "machina" / "machina.env"
     assert env_file.read_text() == render_template()
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o640
+    secrets = installed / "etc" / "machina" / "secrets"  # D2: one file of secrets per unit, root's alone
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    assert (installed / "etc" / "machina" / "policies").is_dir()  # D1: the policy scripts, outside the root
     mandir = installed / PREFIX.lstrip("/") / "share" / "man"
     for page in (CHECKOUT / "man").iterdir():
         assert (mandir / f"man{page.suffix[1:]}" / page.name).read_text() == page.read_text()

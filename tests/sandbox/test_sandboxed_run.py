@@ -190,3 +190,27 @@ def test_d17_the_fallback_runs_nothing_between_fork_and_exec(fallback_policy: Sa
         rlimits=Rlimits(cpu_sec=3),
     )
     assert result.stdout.decode().split() == ["3", "refused"], result.stderr
+
+
+def test_a_directory_below_etc_is_bound_over_the_etc_view(bwrap_policy: SandboxPolicy) -> None:
+    """The policy scripts live in /etc/machina/policies: a path below /etc is shown although /etc is a view."""
+    shown = "/etc/default"  # any directory below /etc that the short list of the view does not hold
+    if not os.path.isdir(shown):
+        pytest.skip(f"{shown} does not exist here")
+    expected = sorted(os.listdir(shown))
+    result = sandboxed_run(
+        ["/bin/ls", "-A", shown, "/etc"],
+        policy=bwrap_policy,
+        timeout_s=30,
+        stdout_max=65536,
+        stderr_max=4096,
+        ro_paths=[shown],
+    )
+    assert result.exit_code == 0, result.stderr
+    listing = result.stdout.decode()
+    assert all(name in listing for name in expected)
+    assert "shadow" not in listing.split()  # /etc is still the view, with a mount point added
+    hidden = sandboxed_run(
+        ["/bin/ls", "-A", shown], policy=bwrap_policy, timeout_s=30, stdout_max=4096, stderr_max=4096
+    )
+    assert hidden.stdout == b"", "without asking, at most its empty mount point is there"

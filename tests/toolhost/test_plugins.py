@@ -204,7 +204,7 @@ return {"ok": True}
     tools = {t["aid"]: t for t in host.client.list_tools()}
     assert tools["AID.PLUGIN.DOER.v1"]["tier"] == 3 and tools["AID.PLUGIN.DOER.v1"]["path"] == "plugin"
     assert host.client.call("AID.PLUGIN.DOER.v1", {}).ok
-    assert (machina_root / "work" / "id.txt").read_text().strip() == "65534"
+    assert (machina_root / "work" / "id.txt").read_text().strip() == "65534"  # under work/: tools write only there
 
 
 @needs_bwrap

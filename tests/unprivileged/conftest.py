@@ -6,9 +6,9 @@ program under test as ``UID`` with ``setpriv --reuid/--regid --clear-groups`` (n
 a scratch directory that uid owns, and a second uid, ``PEER``, stands in for an operator.  Neither uid
 needs a passwd entry.
 
-Where the interpreter lives below a directory other uids cannot traverse (a pyenv under /root), the
-program runs in a mount namespace of its own in which that directory is an empty tmpfs holding only the
-interpreter's installation (bubblewrap, as root, binds it; nothing else changes).
+Where the interpreter, the virtualenv or the checkout lies below a directory other uids cannot traverse (a
+pyenv or a checkout under /root), the program runs in a mount namespace of its own in which that directory
+is an empty tmpfs holding only those (bubblewrap, as root, binds them read-only; nothing else changes).
 
 The tier skips, saying why, when it is not run as root or setpriv is missing.
 """
@@ -49,23 +49,32 @@ def _blocking_ancestor(path: str) -> str | None:
 
 
 def _view() -> list[str]:
-    """bubblewrap arguments giving the uid a way to the interpreter (empty when it has one)."""
-    installation = os.path.realpath(sys.base_prefix)
-    blocking = _blocking_ancestor(installation)
-    if blocking is None:
+    """bubblewrap arguments giving the uid a way to the interpreter, the venv and the checkout (empty when
+    it has one): each directory it cannot traverse becomes a tmpfs holding only what is needed below it."""
+    needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, str(CHECKOUT))})
+    blocked = {path: _blocking_ancestor(path) for path in needed}
+    if not any(blocked.values()):
         return []
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        pytest.skip(f"the interpreter is below {blocking}, which uid {UID} cannot traverse, and bwrap is missing")
-    args = [bwrap, "--dev-bind", "/", "/", "--perms", "0755", "--tmpfs", blocking]
-    parent = os.path.dirname(installation)
-    steps = []
-    while parent != blocking:
-        steps.insert(0, parent)
-        parent = os.path.dirname(parent)
-    for step in steps:  # traversable, unlike what bubblewrap would make by itself
-        args += ["--perms", "0755", "--dir", step]
-    return [*args, "--ro-bind", installation, installation, "--"]
+        pytest.skip(f"uid {UID} cannot reach {sorted(p for p, b in blocked.items() if b)} and bwrap is missing")
+    args = [bwrap, "--dev-bind", "/", "/"]
+    for blocking in sorted({b for b in blocked.values() if b}):
+        args += ["--perms", "0755", "--tmpfs", blocking]
+    made: set[str] = set()
+    for path, blocking in blocked.items():
+        if blocking is None or any(path.startswith(other + "/") for other in blocked if other != path):
+            continue  # reachable already, or inside another bound path (a venv in the checkout)
+        steps, parent = [], os.path.dirname(path)
+        while parent != blocking:
+            steps.insert(0, parent)
+            parent = os.path.dirname(parent)
+        for step in steps:  # traversable, unlike what bubblewrap would make by itself
+            if step not in made:
+                args += ["--perms", "0755", "--dir", step]
+                made.add(step)
+        args += ["--ro-bind", path, path]
+    return [*args, "--"]
 
 
 def as_uid(argv: Sequence[str], uid: int = UID) -> list[str]:

@@ -124,6 +124,8 @@ def test_d5_the_toolhost_as_the_units_uid_serves_its_peers_and_refuses_others(sc
         written = request(sock, write)
         assert written["status"] == "ok", written
         assert (root / "data" / "note.txt").stat().st_uid == UID
+        metrics = request(sock, {"aid": "AID.PROC.SELF_METRICS.v1", "inputs": {}})  # its own /proc, not dumpable
+        assert metrics["status"] == "ok" and metrics["output"]["toolhost"]["open_fds"] > 0, metrics
         refused = request(sock, {"aid": "AID.NOOP.v1", "inputs": {}}, uid=PEER)
         assert refused["status"] == "forbidden" and f"peer uid {PEER} is not allowed" in refused["error"]
     allowed_env = {**env, "MACHINA_TOOLHOST_ALLOWED_UIDS": str(PEER), "MACHINA_TOOLHOST_ADMIN_UIDS": str(UID)}

@@ -165,8 +165,9 @@ class PolicyDriver:
         scripts = os.path.realpath(self.settings.script_root)
         paths = [scripts, *python_paths(), private]
         installation = os.path.dirname(os.path.dirname(exe))  # /opt/python3.12/bin/python3 -> /opt/python3.12
-        if not _within(exe, scripts) and not _within(os.path.realpath(self.settings.base_dir), installation):
-            paths.append(installation)  # never MACHINA_ROOT, nor a directory holding it
+        root = os.path.realpath(self.settings.base_dir)
+        if installation != "/" and not _within(exe, scripts) and not _within(root, installation):
+            paths.append(installation)  # never the whole file system, MACHINA_ROOT, nor a directory holding it
         return paths
 
     def _check_script(self, path: str) -> None:
