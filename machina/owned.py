@@ -12,6 +12,7 @@ The same pid-in-the-name rule covers temporary files of atomic writes and socket
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -21,6 +22,7 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -216,3 +218,28 @@ def sweep_temps(directory: str) -> list[str]:
     if removed:
         log.info("removed %d temporary file(s) in %s left by stopped processes", len(removed), directory)
     return removed
+
+
+_scratch: dict[str, OwnedDir] = {}
+_scratch_lock = threading.Lock()
+
+
+def scratch_dir(prefix: str, mode: int = 0o700) -> str:
+    """This process's ``$TMPDIR/<prefix>.<pid>`` (made on first use, after sweeping dead owners' ones),
+    for short-lived private directories made inside it; removed by :func:`close_scratch` or at exit."""
+    with _scratch_lock:
+        owned = _scratch.get(prefix)
+        if owned is None:
+            if not _scratch:
+                atexit.register(close_scratch)
+            owned = _scratch[prefix] = OwnedDir(temp_root(), prefix, mode)
+        return owned.create()
+
+
+def close_scratch(prefix: str | None = None) -> None:
+    """Remove this process's scratch directory ``prefix`` (every one when None): part of a clean stop."""
+    with _scratch_lock:
+        for name in [prefix] if prefix is not None else list(_scratch):
+            owned = _scratch.pop(name, None)
+            if owned is not None:
+                owned.close()

@@ -107,12 +107,17 @@ class Soak:
         self.port = free_port()
         self.notify = NotifySocket(os.path.join(workdir, "notify"))
         self.started: set[int] = set()
+        self._procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def run_dir(self) -> str:
         return os.path.join(self.root, "run")
 
     def close(self) -> None:
+        """Stop whatever is still running (an interrupted soak), then drop the notify socket."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                self.stop(proc, signal.SIGKILL)
         self.notify.close()
 
     # --- one daemon ------------------------------------------------------------------------------------
@@ -151,6 +156,7 @@ class Soak:
                 start_new_session=True,
             )
         self.started.add(proc.pid)
+        self._procs = [p for p in self._procs if p.returncode is None] + [proc]
         try:
             self._wait_ready(proc)
         except SoakFailure:

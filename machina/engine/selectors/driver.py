@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from machina.audit.canonical import canonical
 from machina.fsutil import PRIVATE_FILE
+from machina.owned import scratch_dir
 from machina.proc import Rlimits, run_bounded
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class PolicyDriver:
     def run(self, payload: dict[str, Any]) -> str:
         """The driver's stdout for ``payload``; PolicyFailure for every way it can fail."""
         argv = self.resolve()
-        private = tempfile.mkdtemp(prefix="machina-policy-")  # 0700
+        private = tempfile.mkdtemp(dir=scratch_dir("machina-policy"))  # 0700; swept after a SIGKILL
         try:
             path = os.path.join(private, "payload.json")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
