@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ import stat
 import threading
 import time
 
-from machina.owned import OwnedDir, cannot_create, temp_root
+from machina.owned import NO_ROOM, OwnedDir, cannot_create, temp_root
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,6 @@ ETC_ENTRIES = (
 )
 CHECK_EVERY_S = 2.0
 VIEW_PREFIX = "machina-etc"
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class EtcView:

@@ -105,6 +105,9 @@ def test_creating_turns_a_read_only_error_into_exit_73() -> None:
         raise OSError(errno.EROFS, "Read-only file system", "/srv/machina/run/x")
     assert caught.value.exit_code == ExitCode.CANTCREAT
     assert str(caught.value) == "cannot create /srv/machina/run/x: Read-only file system"
+    with pytest.raises(MachinaError) as refused, creating():
+        raise OSError(errno.EACCES, "Permission denied", "/srv/machina/run")
+    assert (refused.value.exit_code, str(refused.value)) == (ExitCode.NOPERM, "/srv/machina/run: Permission denied")
     with pytest.raises(OSError), creating():
         raise OSError(errno.EBADF, "Bad file descriptor")  # names no path: not the operator's problem
 
