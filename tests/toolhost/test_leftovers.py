@@ -58,6 +58,7 @@ def test_a_sigkilled_toolhosts_view_is_swept_by_the_next_start(machina_root: Pat
         first.proc.wait(30)
         killed = f"machina-etc.{first.pid}"
         assert etc_views(run_dir) == [killed]  # SIGKILL: nothing could remove it
+        assert killed not in os.listdir(tempfile.gettempdir())  # its one view was in run/, none in $TMPDIR
     with running_toolhost(str(machina_root)) as second:
         assert etc_views(run_dir) == [f"machina-etc.{second.pid}"]
         assert f"removed {run_dir / killed}, left by a process that no longer runs" in second.log()
