@@ -24,6 +24,7 @@ import stat
 import threading
 import time
 
+from machina.exitcodes import MachinaError
 from machina.owned import NO_ROOM, OwnedDir, cannot_create, temp_root
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,13 @@ class EtcView:
             if self._path is None or now - self._checked >= self.check_every:
                 self._checked = now
                 signature = self._scan()
-                if self._path is None or signature != self._signature:
-                    self._rebuild(signature)
+                if self._path is None:
+                    self._rebuild(signature)  # no copy yet: a full disk is the caller's error (exit 73 at start)
+                elif signature != self._signature:
+                    try:
+                        self._rebuild(signature)
+                    except MachinaError as exc:  # keep binding the last good copy; try again next check
+                        log.warning("sandboxes keep the previous /etc copy: %s", exc)
             assert self._path is not None
             return self._path
 
