@@ -151,3 +151,17 @@ def test_a_read_only_tmp_without_bubblewrap_is_one_line_and_exit_73(
 
 def _pid_in(stderr: str) -> str:
     return stderr.rsplit("machina-tool.", 1)[1].split(":", 1)[0]
+
+
+def test_an_error_exit_at_start_leaves_nothing(machina_root: Path) -> None:
+    """The /etc view is made before the sandbox check; the check failing still removes it (exit 69)."""
+    env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_BWRAP_REQUIRED": "1"}
+    result = subprocess.run(
+        [*toolhost_command(str(machina_root)), "--bwrap", "/nonexistent/bwrap"],
+        env={**env, "TMPDIR": tempfile.gettempdir()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == ExitCode.UNAVAILABLE, result.stderr
+    assert os.listdir(machina_root / "run") == []
