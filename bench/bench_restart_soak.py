@@ -67,14 +67,13 @@ def main() -> int:
         if os.listdir(soak.run_dir) or os.listdir(soak.tmpdir) or ours:
             bad.append(f"left behind: run/ {os.listdir(soak.run_dir)}, $TMPDIR {os.listdir(soak.tmpdir)}")
         first = min(100, args.requests)
+        checkpoints = sorted({first, *(args.requests * k // 5 for k in range(1, 6))} - {0})
         for daemon in ("toolhost", "embed", "enqueued"):
             started = time.monotonic()
-            after_first, after_all = soak.fd_figures(daemon, first, args.requests)
-            print(
-                f"open fds of {daemon:9} after {first} requests: {after_first:3}; after {args.requests}: "
-                f"{after_all:3} ({time.monotonic() - started:.1f}s)",
-                flush=True,
-            )
+            samples = soak.fd_samples(daemon, checkpoints)
+            shown = ", ".join(f"{count}: {fds}" for count, fds in samples)
+            print(f"open fds of {daemon:9} after N requests ({shown})  {time.monotonic() - started:.1f}s", flush=True)
+            (_, after_first), (_, after_all) = samples[0], samples[-1]
             if after_all > after_first + 3:
                 bad.append(f"{daemon}: {after_all - after_first} more open fds after {args.requests} requests")
         survivors = soak.leftover_processes()

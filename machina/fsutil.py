@@ -44,9 +44,11 @@ def write_atomic(path: str, data: bytes, *, fsync: bool, mode: int = PRIVATE_FIL
         finally:
             os.close(fd)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # write(2) and fsync(2) errors name no file
+            raise OSError(exc.errno, exc.strerror, path) from exc
         raise
     if fsync:
         fsync_dir(directory)

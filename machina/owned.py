@@ -7,11 +7,12 @@ its name carries is not running.  Anything that is not a plain directory of our 
 reported, never followed: a stale name may have been planted by someone else.
 
 The same pid-in-the-name rule covers temporary files of atomic writes and sockets being bound
-(:func:`stale_pid_files`): ``.<name>.<pid>-<hex>.tmp`` whose pid is gone is garbage.
+(:func:`sweep_temps`): ``.<name>.<pid>-<hex>.tmp`` whose pid is gone is garbage.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -21,6 +22,7 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -29,29 +31,32 @@ from machina.exitcodes import ExitCode, MachinaError
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".owner.lock"
-# Errors that mean "this place cannot take a new file": the one-line EX_CANTCREAT case at start.
-CANTCREAT_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+# A place that cannot take a new file (read-only, full, over quota): exit 73, EX_CANTCREAT.
+NO_ROOM = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+DENIED = frozenset({errno.EACCES, errno.EPERM})
 
 
 def cannot_create(path: str, exc: OSError) -> MachinaError:
-    """The operator's one line for a failed creation; exit 73 for a read-only or full place, else 71."""
-    code = ExitCode.CANTCREAT if exc.errno in CANTCREAT_ERRNOS else ExitCode.OSERR
+    """The operator's one line for a failed creation: exit 73 when there is no room, 77 when not allowed."""
+    code = ExitCode.CANTCREAT if exc.errno in NO_ROOM else ExitCode.NOPERM if exc.errno in DENIED else ExitCode.OSERR
     return MachinaError(f"cannot create {path}: {exc.strerror or exc}", code)
 
 
 @contextlib.contextmanager
 def creating() -> Iterator[None]:
-    """Turn an OSError about a path (read-only, full, no permission) into the operator's one line, exit 73.
+    """Turn an OSError about a path (read-only, full, not allowed) into the operator's one line.
 
-    For start-up code: what it cannot create stops the daemon with a message naming the path, never a
-    traceback.  Errors that name no path are bugs or something else, and pass through unchanged.
+    For start-up code: a read-only or full place stops the daemon with a message naming the path and exit
+    73, a refused one with exit 77, never a traceback.  Errors that name no path pass through unchanged.
     """
     try:
         yield
     except OSError as exc:
-        if exc.filename is None or exc.errno not in CANTCREAT_ERRNOS:
+        if exc.filename is None or exc.errno not in NO_ROOM | DENIED:
             raise
-        raise cannot_create(str(exc.filename), exc) from None
+        if exc.errno in NO_ROOM:
+            raise cannot_create(str(exc.filename), exc) from None
+        raise MachinaError(f"{exc.filename}: {exc.strerror}", ExitCode.NOPERM) from None
 
 
 def temp_root() -> str:
@@ -216,3 +221,28 @@ def sweep_temps(directory: str) -> list[str]:
     if removed:
         log.info("removed %d temporary file(s) in %s left by stopped processes", len(removed), directory)
     return removed
+
+
+_scratch: dict[str, OwnedDir] = {}
+_scratch_lock = threading.Lock()
+
+
+def scratch_dir(prefix: str, mode: int = 0o700) -> str:
+    """This process's ``$TMPDIR/<prefix>.<pid>`` (made on first use, after sweeping dead owners' ones),
+    for short-lived private directories made inside it; removed by :func:`close_scratch` or at exit."""
+    with _scratch_lock:
+        owned = _scratch.get(prefix)
+        if owned is None:
+            if not _scratch:
+                atexit.register(close_scratch)
+            owned = _scratch[prefix] = OwnedDir(temp_root(), prefix, mode)
+        return owned.create()
+
+
+def close_scratch(prefix: str | None = None) -> None:
+    """Remove this process's scratch directory ``prefix`` (every one when None): part of a clean stop."""
+    with _scratch_lock:
+        for name in [prefix] if prefix is not None else list(_scratch):
+            owned = _scratch.pop(name, None)
+            if owned is not None:
+                owned.close()

@@ -54,13 +54,15 @@ def leave_nothing_behind(pytestconfig: pytest.Config) -> Iterator[None]:
     """Fails the run, naming them, if tests or the processes they started left entries in $TMPDIR,
     /tmp or /dev/shm."""
     yield
-    from machina.sandbox import etcview, launch
+    from machina import owned
+    from machina.sandbox import etcview
 
-    # This process's own clean stop: sandboxes launched in-process made an /etc view and a scratch parent.
+    # This process's own clean stop: sandboxes launched in-process made an /etc view, and tools, policy
+    # drivers and gates run in-process made scratch parents.
     view = etcview.install(None)
     if view is not None:
         view.close()
-    launch.close_scratch()
+    owned.close_scratch()
     left = pytestconfig.stash[_GUARD_KEY].leftovers()
     if left:
         pytest.fail(describe(left), pytrace=False)

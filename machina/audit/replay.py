@@ -31,6 +31,7 @@ from machina.engine.loop import new_run_id
 from machina.engine.selectors.replay import ReplayChooser
 from machina.manifests.goals import format_pointer
 from machina.manifests.tools import ToolSpec
+from machina.owned import scratch_dir
 from machina.toolapi import ToolReply
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def strict_replay(
         return report
     selections = [e for e in log.events if e["event"] == "selection"]
     tools = ReplayTools(engine.tools, engine.catalog.tools, [e for e in log.events if e["event"] == "tool"])
-    with tempfile.TemporaryDirectory(prefix="machina-replay-") as private:
+    with tempfile.TemporaryDirectory(dir=scratch_dir("machina-replay")) as private:
         report.result = engine.run(
             request,
             run_id="replay_" + new_run_id(engine.clock),

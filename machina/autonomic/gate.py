@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from machina.clock import Clock
 from machina.fsutil import write_atomic
+from machina.owned import scratch_dir
 
 BASELINE_FILE = "regression_baseline.json"
 OUTPUT_CAP = 1 << 20
@@ -123,7 +124,7 @@ def run_gate(
     baseline = read_baseline(memory_dir)
     if not argv:
         return GateResult(False, None, baseline, "MACHINA_REGRESSION_CMD is not set: nothing proves the change safe")
-    with tempfile.TemporaryDirectory(prefix="machina-gate-") as work:
+    with tempfile.TemporaryDirectory(dir=scratch_dir("machina-gate")) as work:
         scratch = scratch_copy(root, work)
         if apply_change is not None:
             apply_change(scratch)

@@ -56,8 +56,8 @@ def up(workers: int | None, root: str | None) -> int:
     backoff; Ctrl-C or SIGTERM stops them all (SIGTERM, wait, SIGKILL) and leaves no process behind.  Pid
     files and machina-up.json go to the runtime directory (MACHINA_RUNTIME_DIR, else MACHINA_ROOT/run).
 
-    Exit status: 0 after a requested stop, 75 when machina up already runs on this root, 78 when a child
-    reports a bad configuration.
+    Exit status: 0 after a requested stop, 73 when the runtime directory is read-only or full, 75 when
+    machina up already runs on this root, 78 when a child reports a bad configuration.
     """
     return run_suite(root, workers, host=None, port=None)
 

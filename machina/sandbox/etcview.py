@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -26,7 +25,8 @@ import threading
 import time
 from collections.abc import Iterable
 
-from machina.owned import OwnedDir, cannot_create, temp_root
+from machina.exitcodes import MachinaError
+from machina.owned import NO_ROOM, OwnedDir, cannot_create, temp_root
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ ETC_ENTRIES = (
 )
 CHECK_EVERY_S = 2.0
 VIEW_PREFIX = "machina-etc"
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class EtcView:
@@ -86,8 +85,13 @@ class EtcView:
             if self._path is None or now - self._checked >= self.check_every:
                 self._checked = now
                 signature = self._scan()
-                if self._path is None or signature != self._signature:
-                    self._rebuild(signature)
+                if self._path is None:
+                    self._rebuild(signature)  # no copy yet: a full disk is the caller's error (exit 73 at start)
+                elif signature != self._signature:
+                    try:
+                        self._rebuild(signature)
+                    except MachinaError as exc:  # keep binding the last good copy; try again next check
+                        log.warning("sandboxes keep the previous /etc copy: %s", exc)
             assert self._path is not None
             for host_path in mountpoints:
                 _mount_point(host_path, os.path.join(self._path, os.path.relpath(host_path, self.source)))

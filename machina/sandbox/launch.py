@@ -7,17 +7,16 @@ no_new_privs, seccomp filters and uid.  See the package docstring for the whole 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from machina.owned import OwnedDir, temp_root
+from machina.owned import close_scratch as owned_close_scratch
+from machina.owned import scratch_dir
 from machina.proc import Rlimits
 from machina.sandbox import fallback, seccomp
 from machina.sandbox.etcview import default_view
@@ -293,29 +292,16 @@ def _prepare_fallback(
     )
 
 
-_scratch_owner: OwnedDir | None = None
-_scratch_lock = threading.Lock()
-
-
 def scratch_parent() -> str:
     """``$TMPDIR/machina-tool.<pid>`` (0711: the tool uid reaches only its own 0700 directory inside); the
     scratch of each launch is removed when its process ends, the parent at :func:`close_scratch` or exit,
     and a killed predecessor's parent at the next first launch."""
-    global _scratch_owner
-    with _scratch_lock:
-        if _scratch_owner is None:
-            _scratch_owner = OwnedDir(temp_root(), SCRATCH_PREFIX, 0o711)
-            atexit.register(close_scratch)
-        return _scratch_owner.create()
+    return scratch_dir(SCRATCH_PREFIX, 0o711)
 
 
 def close_scratch() -> None:
     """Remove the fallback's scratch parent (a clean stop of whoever launched sandboxes)."""
-    global _scratch_owner
-    with _scratch_lock:
-        if _scratch_owner is not None:
-            _scratch_owner.close()
-            _scratch_owner = None
+    owned_close_scratch(SCRATCH_PREFIX)
 
 
 def python_paths() -> list[str]:

@@ -107,12 +107,18 @@ class Soak:
         self.port = free_port()
         self.notify = NotifySocket(os.path.join(workdir, "notify"))
         self.started: set[int] = set()
+        self._procs: list[subprocess.Popen[bytes]] = []  # those that may still run
+        self._all: list[subprocess.Popen[bytes]] = []
 
     @property
     def run_dir(self) -> str:
         return os.path.join(self.root, "run")
 
     def close(self) -> None:
+        """Stop whatever is still running (an interrupted soak), then drop the notify socket."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                self.stop(proc, signal.SIGKILL)
         self.notify.close()
 
     # --- one daemon ------------------------------------------------------------------------------------
@@ -151,6 +157,8 @@ class Soak:
                 start_new_session=True,
             )
         self.started.add(proc.pid)
+        self._procs = [p for p in self._procs if p.returncode is None] + [proc]
+        self._all.append(proc)
         try:
             self._wait_ready(proc)
         except SoakFailure:
@@ -243,15 +251,24 @@ class Soak:
 
     # --- file descriptors of a long-running daemon ----------------------------------------------------
 
-    def fd_figures(self, daemon: str, first: int, total: int, reconnect_every: int = 100) -> tuple[int, int]:
-        """Open fds of ``daemon`` after ``first`` and after ``total`` requests (a tool call, an embedding, an
-        HTTP request); the client reconnects every ``reconnect_every`` requests, so accepts count too."""
+    def fd_samples(self, daemon: str, checkpoints: list[int], reconnect_every: int = 100) -> list[tuple[int, int]]:
+        """Open fds of ``daemon`` after each checkpoint's number of requests (a tool call, an embedding, an
+        HTTP request): ``[(requests, fds), ...]``.  The client reconnects every ``reconnect_every``
+        requests, so accepted connections count too."""
         request = {"toolhost": self._toolhost_requests, "embed": self._embed_requests, "enqueued": self._http_requests}
+        samples = []
         with self.running(daemon) as proc:
-            request[daemon](first, reconnect_every)
-            after_first = open_fds(proc.pid)
-            request[daemon](total - first, reconnect_every)
-            return after_first, open_fds(proc.pid)
+            done = 0
+            for checkpoint in sorted(checkpoints):
+                request[daemon](checkpoint - done, reconnect_every)
+                done = checkpoint
+                samples.append((checkpoint, open_fds(proc.pid)))
+        return samples
+
+    def fd_figures(self, daemon: str, first: int, total: int) -> tuple[int, int]:
+        """Open fds after ``first`` and after ``total`` requests."""
+        (_, after_first), (_, after_total) = self.fd_samples(daemon, [first, total])
+        return after_first, after_total
 
     def _toolhost_requests(self, count: int, batch: int) -> None:
         from machina.toolhost.client import ToolhostClient
@@ -289,4 +306,5 @@ class Soak:
                 conn.close()
 
     def leftover_processes(self) -> list[int]:
-        return sorted(pid for pid in self.started if pid_running(pid))
+        """Daemons started here that still run (by their Popen, not by pid: pids are reused)."""
+        return sorted(proc.pid for proc in self._all if proc.poll() is None)

@@ -30,7 +30,7 @@ def cli(root: str | None, socket_path: str | None, bwrap: str | None, verbose: b
     a cleared environment, an unprivileged uid. See machina-toolhost(8) for the protocol.
 
     Exit status: 0 after a clean stop, 69 when the sandbox is required but unavailable, 73 when the
-    socket is in use, 78 for a bad configuration.
+    socket is in use or the runtime directory is read-only or full, 78 for a bad configuration.
     """
     from machina.toolhost.service import Toolhost
 

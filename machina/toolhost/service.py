@@ -141,6 +141,11 @@ class Toolhost:
     def start(self) -> None:
         cfg = self.cfg
         root = open_root(cfg)
+        # The sandboxes' /etc copy lives beside our socket, not in /tmp: gone at every stop, swept after a
+        # kill.  Installed before the policy check, whose trial sandbox binds it too.
+        self.etc_view = etcview.EtcView(root.runtime_dir)
+        self.etc_view.open()
+        self._previous_view = etcview.install(self.etc_view)
         self.policy = verify(cfg, resolve_policy(cfg, self._bwrap))
         if self.policy.bwrap is None:
             # No pid namespace hides us from tools: a same-uid tool must not read our environ or ptrace us.
@@ -155,14 +160,10 @@ class Toolhost:
         self.leases = LeaseStore(os.path.join(state_dir, "leases.json"), self.clock)
         self.leases.load()
         self.root_dir = ConfinedRoot(root.path)
-        # The sandboxes' /etc copy lives beside our socket, not in /tmp: gone at every stop, swept after a kill.
-        self.etc_view = etcview.EtcView(root.runtime_dir)
-        self.etc_view.open()
         if self.policy.bwrap is not None:
             self.etc_view.path()  # the first copy now: a full disk stops the start, not the first tool call
         else:
             launch.scratch_parent()  # where tools get their private directory: fails here if $TMPDIR cannot
-        self._previous_view = etcview.install(self.etc_view)
         broker = Broker(
             self.root_dir,
             embedder=ServiceEmbedder(root.socket_path("embed"), cfg["MACHINA_GPU_DIM"]),

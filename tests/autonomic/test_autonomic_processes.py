@@ -70,7 +70,7 @@ def _gate(root: Path, cmd: str | None, **env: str) -> subprocess.CompletedProces
 
 def test_the_gate_fails_closed_and_keeps_nothing(machina_root: Path, tmp_path: Path) -> None:
     baseline = machina_root / "memory" / "regression_baseline.json"
-    before = sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("machina-gate-*"))
+    before = sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("machina-gate*"))
     result = _gate(machina_root, None)
     assert result.returncode == 1 and "MACHINA_REGRESSION_CMD is not set" in result.stdout
     assert _gate(machina_root, "/nonexistent/run-tests").returncode == 1
@@ -85,7 +85,7 @@ def test_the_gate_fails_closed_and_keeps_nothing(machina_root: Path, tmp_path: P
     fewer = _gate(machina_root, "echo 4 passed, 1 failed")
     assert fewer.returncode == 1 and "fewer than the baseline 5" in fewer.stdout
     assert json.loads(baseline.read_text())["passed"] == 5  # the baseline never falls
-    after = sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("machina-gate-*"))
+    after = sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("machina-gate*"))
     assert after == before  # no scratch copy left behind
 
 

@@ -58,6 +58,7 @@ def test_a_sigkilled_toolhosts_view_is_swept_by_the_next_start(machina_root: Pat
         first.proc.wait(30)
         killed = f"machina-etc.{first.pid}"
         assert etc_views(run_dir) == [killed]  # SIGKILL: nothing could remove it
+        assert killed not in os.listdir(tempfile.gettempdir())  # its one view was in run/, none in $TMPDIR
     with running_toolhost(str(machina_root)) as second:
         assert etc_views(run_dir) == [f"machina-etc.{second.pid}"]
         assert f"removed {run_dir / killed}, left by a process that no longer runs" in second.log()
@@ -150,3 +151,17 @@ def test_a_read_only_tmp_without_bubblewrap_is_one_line_and_exit_73(
 
 def _pid_in(stderr: str) -> str:
     return stderr.rsplit("machina-tool.", 1)[1].split(":", 1)[0]
+
+
+def test_an_error_exit_at_start_leaves_nothing(machina_root: Path) -> None:
+    """The /etc view is made before the sandbox check; the check failing still removes it (exit 69)."""
+    env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_BWRAP_REQUIRED": "1"}
+    result = subprocess.run(
+        [*toolhost_command(str(machina_root)), "--bwrap", "/nonexistent/bwrap"],
+        env={**env, "TMPDIR": tempfile.gettempdir()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == ExitCode.UNAVAILABLE, result.stderr
+    assert os.listdir(machina_root / "run") == []

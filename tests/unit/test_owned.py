@@ -105,6 +105,9 @@ def test_creating_turns_a_read_only_error_into_exit_73() -> None:
         raise OSError(errno.EROFS, "Read-only file system", "/srv/machina/run/x")
     assert caught.value.exit_code == ExitCode.CANTCREAT
     assert str(caught.value) == "cannot create /srv/machina/run/x: Read-only file system"
+    with pytest.raises(MachinaError) as refused, creating():
+        raise OSError(errno.EACCES, "Permission denied", "/srv/machina/run")
+    assert (refused.value.exit_code, str(refused.value)) == (ExitCode.NOPERM, "/srv/machina/run: Permission denied")
     with pytest.raises(OSError), creating():
         raise OSError(errno.EBADF, "Bad file descriptor")  # names no path: not the operator's problem
 
@@ -137,3 +140,40 @@ def test_the_etc_view_lives_under_its_parent_and_close_removes_every_generation(
     assert second != first
     view.close()
     assert os.listdir(tmp_path / "run") == []
+
+
+FULL_DISK_VIEW = """
+import os, subprocess, sys
+from machina.sandbox.etcview import EtcView
+from tests.disk_support import fill
+parent, source = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", parent], check=True)
+view = EtcView(parent, source=source, entries=("hosts",), check_every=0)
+first = view.path()
+fill(os.path.join(parent, "filler"))
+with open(os.path.join(source, "hosts"), "w") as handle:
+    handle.write("127.0.0.1 changed " + "x" * 8192 + "\\n")
+print(view.path() == first, open(os.path.join(first, "hosts")).read().strip())
+view.close()
+print(sorted(os.listdir(parent)))
+"""
+
+
+def test_a_full_disk_keeps_the_last_good_etc_view(tmp_path: Path) -> None:
+    from tests.disk_support import tmpfs_unavailable
+
+    why_not = tmpfs_unavailable()
+    if why_not:
+        pytest.skip(why_not)
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    os.chmod(tmp_path / "etc" / "hosts", 0o644)
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", FULL_DISK_VIEW,
+         str(tmp_path / "mnt"), str(tmp_path / "etc")],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True 127.0.0.1 localhost", "['filler']"]
+    assert "sandboxes keep the previous /etc copy: cannot create" in result.stderr

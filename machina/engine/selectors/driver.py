@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from machina.audit.canonical import canonical
 from machina.fsutil import PRIVATE_FILE
+from machina.owned import scratch_dir
 from machina.proc import Rlimits
 from machina.sandbox.launch import python_paths
 from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable, resolve_policy, verify
@@ -184,7 +185,8 @@ class PolicyDriver:
         """The driver's stdout for ``payload``; PolicyFailure for every way it can fail."""
         argv = self.resolve()
         sandbox = self.settings.sandbox
-        private = tempfile.mkdtemp(prefix="machina-policy-")  # 0700
+        # 0711: the driver's uid (after a drop) may pass through to its own 0700 directory, not list others
+        private = tempfile.mkdtemp(dir=scratch_dir("machina-policy", 0o711))  # swept after a SIGKILL
         try:
             path = self._write_payload(private, payload)
             try:
