@@ -48,6 +48,34 @@ def _load_renameat2() -> Callable[..., int] | None:
 _renameat2 = _load_renameat2()
 
 
+def _load_syncfs() -> Callable[..., int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs = _load_syncfs()
+
+
+def syncfs(path: str) -> None:
+    """Write back everything dirty on the file system holding ``path`` (``syncfs(2)``; ``sync()`` where the
+    C library lacks it): one call instead of an fsync per file written without one."""
+    if _syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
 def place(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` atomically, failing with FileExistsError instead of replacing ``dst``."""
     global _renameat2

@@ -37,7 +37,7 @@ from machina.queue.base import (
 )
 from machina.queue.claims import ClaimRegistry, clear_claims, foreign_registry, list_registries
 from machina.queue.dedup import DedupTable
-from machina.queue.durable import GroupCommit, create_new, place
+from machina.queue.durable import GroupCommit, create_new, place, syncfs
 from machina.queue.errors import (
     ClaimLost,
     DedupConflict,
@@ -62,8 +62,9 @@ from machina.queue.names import (
     parse_name,
     parse_retry,
 )
+from machina.queue.rebuild import rebuild_missing
 from machina.queue.request import Request, load_request, validate_request
-from machina.queue.wal import WalWriter
+from machina.queue.wal import WalWriter, encode_job
 from machina.queue.walindex import DedupEntry, VerifyReport, WalIndex
 from machina.root import Root
 
@@ -77,6 +78,8 @@ DEDUP_PRUNE_S = 1.0
 TMP_MAX_AGE_S = 24 * 3600
 #: stats() answers from a cache this young (seconds): /metrics scrapes must not rescan 100k files each.
 STATS_MAX_AGE_S = 0.5
+#: Job names per PURGE record (a purge of 100k jobs writes records of a readable size).
+PURGE_RECORD_NAMES = 500
 #: Longest failure reason kept in a result file.
 MAX_REASON = 4000
 
@@ -136,6 +139,9 @@ class FileQueue(BaseQueue):
             if self._writer is not None
             else None
         )
+        if self._index is not None:
+            self._index.rebuild = lambda records, cancelled: rebuild_missing(records, self.dirs, cancelled)
+            self._index.sync_files = self._sync_files
         self._dedup = DedupTable(cfg.dedup_ttl_ms, self._index, refresh_s=cfg.scan_ms / 1000)
         self._commit = GroupCommit(self._writer.sync if self._writer is not None else None)
         self._inbox = InboxIndex(self.dirs["inbox"], self.dirs["retry"], cfg.scan_ms / 1000)
@@ -151,7 +157,7 @@ class FileQueue(BaseQueue):
         self._retry_scanned_at = float("-inf")
         self._swept_at = float("-inf")
         self._pruned_at = float("-inf")
-        self._checkpoint_checked_at = time.monotonic()
+        self._checkpoint_checked_at = clock.monotonic()
         self._stats_cache: tuple[float, QueueStats] | None = None
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -173,36 +179,97 @@ class FileQueue(BaseQueue):
                 return self._answer_repeat(rid, req, found)
             reservation = found
         try:
-            ref = self._write_job(req, prio)
+            if self._writer is not None:
+                ref = self._commit_job(req, prio)
+            else:
+                ref = self._write_job(req, prio)
+                self._sync_placed(ref, rid)
+        except QueuedNotDurable as exc:
+            placed = parse_name(exc.name)
+            if reservation is not None and placed is not None:
+                # The job is in the queue after all: a repeat must point at it.
+                self._dedup.finish(rid, reservation, placed.name, placed.epoch_ms)  # type: ignore[arg-type]
+            raise
         except BaseException:
             if reservation is not None:
                 self._dedup.abort(rid, reservation)  # type: ignore[arg-type]
             raise
-        ts = ref.epoch_ms
-        record: dict[str, Any] = {"name": ref.name, "prio": prio}
+        if reservation is not None:
+            self._dedup.finish(rid, reservation, ref.name, ref.epoch_ms)  # type: ignore[arg-type]
+        self._inbox.push(ref.file)
+        log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
+        return EnqueueResult(ref.name, rid, False)
+
+    def _commit_job(self, req: Request, priority: int) -> JobRef:
+        """The WAL is the commit point: the ENQ record, body included, is appended and group-committed (one
+        fdatasync for every enqueuer waiting), then the inbox file is written without an fsync of its own.
+        A crash after the sync leaves a record whose file :mod:`machina.queue.rebuild` places again; the
+        checkpoint syncs the files before it lets the records go (DESIGN.md section 3)."""
+        assert self._writer is not None
+        ref = self._new_ref(priority, req.request_id)
+        record: dict[str, Any] = {"t": "ENQ", "ts": ref.epoch_ms, "name": ref.name, "prio": priority}
+        if req.request_id is not None:
+            record.update(rid=req.request_id, sha=req.sha256)
+        try:
+            segment = self._writer.commit_append(encode_job(record, req.canonical, self.config.wal_crc32))
+        except OSError as exc:
+            self._reraise("log job", exc)
+        self._count("ENQ")
+        try:
+            fault_point("enqueue.logged")
+            try:
+                fault_point("enqueue.sync")
+                if self.config.fsync:
+                    self._commit.sync()
+            except OSError as exc:
+                self._cancel_enqueue(ref, req.request_id)
+                self._reraise("fsync", exc)
+            fault_point("enqueue.committed")
+            self._place_job(ref, req.canonical, req.request_id)
+        finally:
+            self._writer.release(segment)
+        return ref
+
+    def _place_job(self, ref: JobRef, data: bytes, rid: str | None) -> None:
+        """The inbox file of a committed job: written in tmp/ and moved in (never replacing), no fsync."""
+        tmp = self._write_tmp(data, "write job", durable=False)
+        fault_point("enqueue.tmp_written")
+        try:
+            place(tmp, os.path.join(self.dirs["inbox"], ref.file))
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            # The record is committed but cannot be placed: it must not be placed later by a rebuild either.
+            self._cancel_enqueue(ref, rid)
+            if isinstance(exc, FileExistsError):
+                raise QueueError(f"job name {ref.name} drawn twice; nothing was queued, try again") from None
+            if isinstance(exc, OSError):
+                self._reraise("place job", exc)
+            raise
+        fault_point("enqueue.placed")
+
+    def _cancel_enqueue(self, ref: JobRef, rid: str | None) -> None:
+        """An ENQ record whose job is not acknowledged: UNENQ keeps it from answering a repeat of the request
+        and from being placed by a rebuild."""
+        record: dict[str, Any] = {"name": ref.name}
         if rid is not None:
-            record.update(rid=rid, sha=req.sha256)
-        self._log("ENQ", ts=ts, **record)
+            record["rid"] = rid
+        self._log("UNENQ", **record)
+        log.warning("job %s not queued: it could not be made durable", ref.name, extra=fields(job=ref.name))
+
+    def _sync_placed(self, ref: JobRef, rid: str | None) -> None:
+        """Without the WAL: the placed file's directory is fsynced; a failure takes the job back if it can."""
+        self._count("ENQ")
         fault_point("enqueue.logged")
         try:
             fault_point("enqueue.sync")
             self._sync("inbox")
         except (QueueNotWritable, OSError) as exc:
             if self._take_back(ref, rid):
-                if reservation is not None:
-                    self._dedup.abort(rid, reservation)  # type: ignore[arg-type]
                 if isinstance(exc, OSError):
                     self._reraise("fsync", exc)
                 raise  # nothing was queued: the answer "not writable" is true
-            if reservation is not None:
-                # The job is in the queue after all: a repeat must point at it.
-                self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
             raise QueuedNotDurable(ref.name, exc) from exc
-        if reservation is not None:
-            self._dedup.finish(rid, reservation, ref.name, ts)  # type: ignore[arg-type]
-        self._inbox.push(ref.file)
-        log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
-        return EnqueueResult(ref.name, rid, False)
 
     def _take_back(self, ref: JobRef, rid: str | None) -> bool:
         """Undo the placement of a job whose fsync failed; False when it is beyond recall (claimed already)."""
@@ -277,6 +344,7 @@ class FileQueue(BaseQueue):
     def claim(self, worker_id: str, timeout: float = 0.0) -> Claim | None:
         registry, _ = self._take_over(worker_id)
         self._inbox.start_watching()
+        # The wait is a kernel wait on a condition: real time by nature, so its deadline is on the real clock.
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             self.maintain()
@@ -346,9 +414,16 @@ class FileQueue(BaseQueue):
     def _finish_invalid(self, registry: ClaimRegistry, ref: JobRef, reason: str) -> None:
         log.warning("invalid request moved to failed/: %s", reason, extra=fields(job=ref.name))
         self._write_result(ref, self._envelope(ref, "failed", registry.worker_id, error=reason))
-        if self._move("processing", ref.file, "failed", ref.file):
-            self._log("FAIL", file=ref.file, w=registry.worker_id, reason="invalid request")
-            self._sync("out", "failed", "processing")
+        self.transition(
+            "processing",
+            ref.file,
+            "failed",
+            ref.file,
+            "FAIL",
+            file=ref.file,
+            w=registry.worker_id,
+            reason="invalid request",
+        )
         registry.remove(ref.file)
 
     def _adopt(self, file: str) -> None:
@@ -382,7 +457,18 @@ class FileQueue(BaseQueue):
         ref = self._ref_of(claim)
         self._write_result(ref, self._envelope(ref, "done", claim.worker_id, result=result))
         fault_point("complete.result")
-        self._finish(registry, claim, "done", claim.file, "DONE")
+        if self._writer is None:
+            self._finish(registry, claim, "done", claim.file, "DONE")
+        else:
+            # The DONE record is the commit point; the move follows.  A crash between them leaves the job in
+            # processing/ with a result that says done: recovery then finishes the move, never reruns it.
+            self._log("DONE", file=claim.file, w=claim.worker_id)
+            self._sync_wal()
+            fault_point("complete.logged")
+            moved = self._move("processing", claim.file, "done", claim.file)
+            registry.remove(claim.file)
+            if not moved:
+                raise ClaimLost(f"{claim.name}: the claim was taken away (recovered or moved by an operator)")
         fault_point("complete.moved")
         log.debug("done", extra=fields(job=claim.name))
 
@@ -424,15 +510,13 @@ class FileQueue(BaseQueue):
     def _finish(
         self, registry: ClaimRegistry, claim: Claim, state: str, target: str, kind: str, due: int | None = None
     ) -> None:
-        moved = self._move("processing", claim.file, state, target)
-        registry.remove(claim.file)
-        if not moved:
-            raise ClaimLost(f"{claim.name}: the claim was taken away (recovered or moved by an operator)")
         record: dict[str, Any] = {"file": claim.file, "w": claim.worker_id}
         if due is not None:
             record["due"] = due
-        self._log(kind, **record)
-        self._sync("out", state, "processing")
+        moved = self.transition("processing", claim.file, state, target, kind, **record)
+        registry.remove(claim.file)
+        if not moved:
+            raise ClaimLost(f"{claim.name}: the claim was taken away (recovered or moved by an operator)")
 
     def _envelope(self, ref: JobRef, status: str, worker_id: str | None, **extra: Any) -> dict[str, Any]:
         envelope = {
@@ -450,7 +534,7 @@ class FileQueue(BaseQueue):
             data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         except (TypeError, ValueError) as exc:
             raise QueueError(f"result of {ref.name} is not JSON: {exc}") from None
-        tmp = self._write_tmp(data, "write result")
+        tmp = self._write_tmp(data, "write result", durable=self._writer is None)
         dst = os.path.join(self.dirs["out"], ref.result_file())
         try:
             if replace:
@@ -490,7 +574,7 @@ class FileQueue(BaseQueue):
 
     def _sweep(self) -> list[str]:
         """Recover claims of dead owners, silent owners and nobody."""
-        self._swept_at = time.monotonic()
+        self._swept_at = self.clock.monotonic()
         listed: set[str] = set()
         recovered: list[str] = []
         with self._registry_lock:
@@ -516,12 +600,14 @@ class FileQueue(BaseQueue):
             except FileNotFoundError:
                 continue
         recovered += self._sweep_ownerless(listed)
+        if self._index is not None and self._index.needs_settling():
+            self._index.settle()  # a writer died: place the files of the jobs it had committed
         return recovered
 
     def _sweep_ownerless(self, listed: set[str]) -> list[str]:
         """Claims no registry lists (a registry deleted by hand): recovered once as old as the claim timeout."""
         recovered: list[str] = []
-        cutoff = time.time() - self.config.claim_timeout_ms / 1000
+        cutoff = self.clock.time() - self.config.claim_timeout_ms / 1000
         with os.scandir(self.dirs["processing"]) as entries:
             for entry in entries:
                 if entry.name in listed or not is_candidate(entry.name):
@@ -543,6 +629,12 @@ class FileQueue(BaseQueue):
                 data = handle.read()
         except FileNotFoundError:
             return []
+        if self._finished_as_done(ref):
+            # It ran and its completion was recorded; only the move to done/ was lost (a crash between them).
+            if self.transition("processing", file, "done", file, "DONE", file=file, w=None, reason=reason):
+                log.warning("claim (%s) had completed: moved to done/ (%s)", file, reason, extra=fields(job=ref.name))
+                return [ref.name]
+            return []
         max_attempts = self.config.max_attempts
         with contextlib.suppress(InvalidRequest):
             max_attempts = load_request(data).settings.max_attempts or max_attempts
@@ -551,14 +643,21 @@ class FileQueue(BaseQueue):
         self._write_result(ref, self._envelope(ref, status, None, error=f"recovered: {reason}"), replace=False)
         fault_point("recover.result")
         state, target, kind = ("dlq", file, "DLQ") if exhausted else ("inbox", ref.next_attempt().file, "RECOVER")
-        if not self._move("processing", file, state, target):
+        if not self.transition("processing", file, state, target, kind, file=file, to=target, reason=reason):
             return []
-        self._log(kind, file=file, to=target, reason=reason)
         if state == "inbox":
             self._inbox.push(target)
-        self._sync("out", state, "processing")
         log.warning("recovered claim (%s) to %s/: %s", file, state, reason, extra=fields(job=ref.name))
         return [ref.name]
+
+    def _finished_as_done(self, ref: JobRef) -> bool:
+        """True when this attempt's result in out/ says done (complete() got as far as writing it)."""
+        try:
+            with open(os.path.join(self.dirs["out"], ref.result_file()), "rb") as handle:
+                envelope = json.loads(handle.read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(envelope, dict) and envelope.get("status") == "done"
 
     # --- maintenance -----------------------------------------------------------------------------------
 
@@ -566,7 +665,7 @@ class FileQueue(BaseQueue):
         if not self._maintain_lock.acquire(blocking=False):
             return
         try:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             self._duty("promote due retries", self._promote_due)
             if now - self._swept_at >= RECOVERY_SWEEP_S:
                 self._duty("recover orphaned claims", self._sweep)
@@ -614,6 +713,17 @@ class FileQueue(BaseQueue):
         happens on first need (dedup, stats, checkpoint)."""
         if self._index is not None:
             self._index.refresh(repair=True)
+            self._index.settle()
+
+    def _sync_files(self) -> None:
+        """Everything written to the queue's file system so far, on disk: before a checkpoint lets go of the
+        WAL records that stood for files written without their own fsync."""
+        if not self.config.fsync:
+            return
+        try:
+            syncfs(self.root.queue_dir("inbox"))
+        except OSError as exc:
+            self._reraise("sync the queue's file system", exc)
 
     def checkpoint(self) -> bool:
         """Write a WAL checkpoint now; False when WAL is off or another process is writing one."""
@@ -632,11 +742,11 @@ class FileQueue(BaseQueue):
     def _promote_due(self) -> None:
         now_ms = self._now_ms()
         due_known = self._retry_next_due is not None and now_ms >= self._retry_next_due
-        stale = time.monotonic() - self._retry_scanned_at >= self._inbox.scan_s and not self._inbox.watching
+        stale = self.clock.monotonic() - self._retry_scanned_at >= self._inbox.scan_s and not self._inbox.watching
         if not (self._inbox.retry_changed or due_known or stale):
             return
         self._inbox.retry_changed = False
-        self._retry_scanned_at = time.monotonic()
+        self._retry_scanned_at = self.clock.monotonic()
         next_due: int | None = None
         promoted = 0
         with os.scandir(self.dirs["retry"]) as entries:
@@ -647,13 +757,12 @@ class FileQueue(BaseQueue):
                 due, ref = parsed
                 if due > now_ms:
                     next_due = due if next_due is None else min(next_due, due)
-                elif self._move("retry", entry.name, "inbox", ref.file):
-                    self._log("PROMOTE", file=ref.file)
+                elif self.transition("retry", entry.name, "inbox", ref.file, "PROMOTE", sync=False, file=ref.file):
                     self._inbox.push(ref.file)
                     promoted += 1
         self._retry_next_due = next_due
         if promoted:
-            self._sync("inbox", "retry")
+            self._sync_after("retry", "inbox")
 
     def _note_retry(self, due: int) -> None:
         if self._retry_next_due is None or due < self._retry_next_due:
@@ -678,11 +787,11 @@ class FileQueue(BaseQueue):
             target = ref.file
         else:
             raise JobNotFound(name, f"is in {status.state}/: only jobs in dlq/, failed/ or retry/ can be retried")
-        if not self._move(status.state, status.file, "inbox", target):
+        if not self.transition(
+            status.state, status.file, "inbox", target, "RETRY", at_once=True, file=status.file, to=target
+        ):
             raise JobNotFound(name, "moved while being retried")
-        self._log("RETRY", file=status.file, to=target)
         self._inbox.push(target)
-        self._sync("inbox", status.state)
         log.info("requeued from %s/ as %s", status.state, target, extra=fields(job=status.name))
         return target
 
@@ -695,11 +804,19 @@ class FileQueue(BaseQueue):
         ref = self._ref_from_status(status)
         self._carry_leases(status.file, leases)
         target = ref.next_attempt().file
-        if not self._move("asked", status.file, "inbox", target):
+        if not self.transition(
+            "asked",
+            status.file,
+            "inbox",
+            target,
+            "APPROVE",
+            at_once=True,
+            file=status.file,
+            to=target,
+            n_leases=len(leases),
+        ):
             raise JobNotFound(name, "moved while being approved")
-        self._log("APPROVE", file=status.file, to=target, n_leases=len(leases))
         self._inbox.push(target)
-        self._sync("inbox", "asked")
         log.info("approved with %d lease(s): requeued as %s", len(leases), target, extra=fields(job=status.name))
         return target
 
@@ -728,27 +845,30 @@ class FileQueue(BaseQueue):
     def purge(self, state: str, older_than_ms: int) -> int:
         if state not in FINAL_STATES:
             raise QueueError(f"purge only removes finished jobs ({', '.join(FINAL_STATES)}), not {state}")
-        cutoff = time.time() - older_than_ms / 1000
-        removed = 0
+        cutoff = self.clock.time() - older_than_ms / 1000
+        chosen: list[tuple[str, JobRef]] = []
         with os.scandir(self.dirs[state]) as entries:
             for entry in entries:
                 ref = parse_file(entry.name)
-                if ref is None:
-                    continue
-                try:
-                    if entry.stat().st_ctime > cutoff:
-                        continue
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue
-                for attempt in range(1, ref.attempt + 1):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(self.dirs["out"], ref.result_file(attempt)))
-                removed += 1
-        if removed:
-            self._log("PURGE", state=state, n=removed)
+                with contextlib.suppress(FileNotFoundError):
+                    if ref is not None and entry.stat().st_ctime <= cutoff:
+                        chosen.append((entry.path, ref))
+        # Logged (and synced) before anything is removed: a rebuild after a crash must not bring back a job
+        # whose ENQ record is not yet durable but whose files were purged.
+        for start in range(0, len(chosen), PURGE_RECORD_NAMES):
+            names = [ref.name for _, ref in chosen[start : start + PURGE_RECORD_NAMES]]
+            self._log("PURGE", state=state, n=len(names), names=names)
+        if chosen:
             self._sync(state, "out")
-        return removed
+        for path, ref in chosen:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            for attempt in range(1, ref.attempt + 1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dirs["out"], ref.result_file(attempt)))
+        if chosen:
+            self._sync(state, "out")
+        return len(chosen)
 
     def list_jobs(self, state: str) -> list[JobInfo]:
         if state not in STATES:
@@ -845,7 +965,7 @@ class FileQueue(BaseQueue):
         return None
 
     def stats(self) -> QueueStats:
-        now = time.monotonic()
+        now = time.monotonic()  # a bound on scan cost, not queue behaviour: real time
         cached = self._stats_cache
         if cached is not None and now - cached[0] < STATS_MAX_AGE_S:
             return cached[1]
@@ -920,7 +1040,40 @@ class FileQueue(BaseQueue):
             self._reraise(f"move {src_state}/{src_file}", exc)
         return True
 
+    def transition(
+        self,
+        src: str,
+        src_file: str,
+        dst: str,
+        dst_file: str,
+        kind: str,
+        *,
+        at_once: bool = False,
+        sync: bool = True,
+        **record: Any,
+    ) -> bool:
+        """One state change: move ``src/src_file`` to ``dst/dst_file``, log ``kind`` with ``record``, make
+        both durable.  False (nothing logged) when the source is gone (someone else moved it).
+
+        Durable means the WAL record is synced: a crash loses at most the rename, and the job is then found
+        where it was (a claim is recovered, at least once).  ``at_once`` also fsyncs the directories (and
+        ``out/``) now, for changes an operator was told about that no recovery would redo (requeue, approve).
+        ``sync=False`` leaves the sync to the caller (:meth:`_sync_after`), once for a batch of changes."""
+        if not self._move(src, src_file, dst, dst_file):
+            return False
+        self._log(kind, **record)
+        if sync:
+            self._sync_after(src, dst, at_once=at_once)
+        return True
+
+    def _sync_after(self, src: str, dst: str, *, at_once: bool = False) -> None:
+        if at_once or self._writer is None:
+            self._sync(src, dst, "out")
+        else:
+            self._sync_wal()
+
     def _sync(self, *states: str) -> None:
+        """fsync the directories of ``states`` and the WAL together (group commit)."""
         if not self.config.fsync:
             return
         try:
@@ -928,9 +1081,21 @@ class FileQueue(BaseQueue):
         except OSError as exc:
             self._reraise("fsync", exc)
 
-    def _log(self, kind: str, ts: int | None = None, **record: Any) -> None:
+    def _sync_wal(self) -> None:
+        """The WAL alone: the commit point of a change whose files a checkpoint syncs later."""
+        if not self.config.fsync:
+            return
+        try:
+            self._commit.sync()
+        except OSError as exc:
+            self._reraise("fsync", exc)
+
+    def _count(self, kind: str, n: int = 1) -> None:
         with self._counts_lock:
-            self._counts[kind] += int(record.get("n", 1))
+            self._counts[kind] += n
+
+    def _log(self, kind: str, ts: int | None = None, **record: Any) -> None:
+        self._count(kind, int(record.get("n", 1)))
         if self._writer is not None:
             self._writer.append({"t": kind, "ts": ts if ts is not None else self._now_ms(), **record})
 
@@ -941,15 +1106,16 @@ class FileQueue(BaseQueue):
             raise QueueNotWritable(what, exc) from exc
         raise exc
 
-    def _write_tmp(self, data: bytes, what: str) -> str:
-        """A new file in tmp/ holding ``data``, durable (fsync shared with concurrent writers) under fsync."""
+    def _write_tmp(self, data: bytes, what: str, *, durable: bool = True) -> str:
+        """A new file in tmp/ holding ``data``; with ``durable`` and MACHINA_WAL_FSYNC=1 fsynced (shared with
+        concurrent writers) before it is returned."""
         tmp = os.path.join(self.dirs["tmp"], f"{os.getpid()}_{secrets.token_hex(6)}.tmp")
         try:
             fd = create_new(tmp, data)
         except OSError as exc:
             self._reraise(what, exc)
         try:
-            if self.config.fsync:
+            if durable and self.config.fsync:
                 self._commit.sync(fds=(fd,), wal=False)
         except BaseException as exc:
             os.close(fd)
@@ -966,7 +1132,7 @@ class FileQueue(BaseQueue):
 
     def _clean_tmp(self) -> None:
         """Temporary files of processes that died mid-write (never acknowledged, so safe to drop)."""
-        now = time.time()
+        now = self.clock.time()
         with os.scandir(self.dirs["tmp"]) as entries:
             for entry in entries:
                 pid_text = entry.name.split("_", 1)[0]
