@@ -53,7 +53,10 @@ from machina.worker.orphans import child_pids  # noqa: E402
 NOOP = {"goal_id": "goal.NOOP.v1"}
 ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
 GOALS = {"noop": NOOP, "error_scan": ERROR_SCAN}
-TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync on (issue 5)
+TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync on (issues 5 and 16)
+#: Issue 16: CPU per no-op job over worker, job child and toolhost (ms), idle no-op enqueue->done p50 (ms).
+TARGET_NOOP_CPU_MS = 1.5
+TARGET_NOOP_DONE_P50_MS = 3.0
 C_RUNTIME = {"error_scan": 250.0}  # the earlier C++ runtime, 2 workers, on this machine
 
 
@@ -356,6 +359,10 @@ def main() -> int:
                 print(f"{goal:<11} {'on' if fsync else 'off':<5} {bare:>12.0f} {one:>11.0f} {two.rate:>12.0f} "
                       f"{two.rate / bare:>8.2f} {target:>9}  {split:<36} {two.capacity:>10.0f}",
                       flush=True)  # fmt: skip
+                if goal == "noop" and fsync:
+                    total_cpu = sum(cpu.values())
+                    met = "met" if total_cpu <= TARGET_NOOP_CPU_MS else "NOT met"
+                    print(f"  target CPU per no-op job <= {TARGET_NOOP_CPU_MS} ms: {total_cpu:.2f} ms, {met}")
         print(f"\nlatency, one job at a time, 1 idle worker ({args.latency_jobs} jobs):")
         print(f"{'goal':<11} {'fsync':<5} {'enq->start p50':>15} {'p99':>8} {'enq->done p50':>14} {'p99':>8} "
               f"{'enqueue call p50':>17}  (ms)")  # fmt: skip
@@ -365,6 +372,10 @@ def main() -> int:
                 print(f"{goal:<11} {'on' if fsync else 'off':<5} {statistics.median(start):>15.2f} "
                       f"{percentile(start, 99):>8.2f} {statistics.median(done):>14.2f} {percentile(done, 99):>8.2f} "
                       f"{statistics.median(acked):>17.2f}", flush=True)  # fmt: skip
+                if goal == "noop" and fsync:
+                    p50 = statistics.median(done)
+                    met = "met" if p50 <= TARGET_NOOP_DONE_P50_MS else "NOT met"
+                    print(f"  target enqueue->done p50 <= {TARGET_NOOP_DONE_P50_MS} ms: {p50:.2f} ms, {met}")
         if args.profile:
             throughput(base, "noop", 2, True, jobs, profile=args.profile)
             print(f"\nprofile of worker 1 and its children: {args.profile / 'worker.svg'}")

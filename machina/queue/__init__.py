@@ -49,12 +49,17 @@ retry · ``asked/`` waiting for an operator's approval (``ask``; ``approve`` res
 
 Delivery and durability
 =======================
-At-least-once.  Every state change is one ``rename`` (a new job: write and fsync it in ``tmp/``, then
-``renameat2(RENAME_NOREPLACE)`` into ``inbox/``).  With ``MACHINA_WAL_FSYNC=1`` the file and its
-directories are fsynced before the change is reported, the directory (and WAL) fsyncs shared by all
-threads waiting at that moment (group commit, :mod:`machina.queue.durable`).  The one exception is the
-claim's ``inbox -> processing`` rename: were it lost in a power cut, the job would simply be in the inbox
-again; on journalled file systems (ext4, xfs) the fsync of the later ``done/`` rename covers it anyway.
+At-least-once.  Every state change is one ``rename``.  With the WAL on, **the WAL is the commit point**
+(DESIGN.md section 3): an enqueue appends an ``ENQ`` record carrying the job's canonical body, group-commits
+it (one ``fdatasync`` for every thread waiting, :mod:`machina.queue.durable`) under ``MACHINA_WAL_FSYNC=1``,
+and only then writes the job in ``tmp/`` and moves it into ``inbox/`` with ``renameat2(RENAME_NOREPLACE)``,
+without an fsync of its own.  A completion writes its result, syncs its ``DONE`` record, then moves the job
+to ``done/``; other transitions move, log and sync the record (:meth:`FileQueue.transition`).  A crash
+between a synced record and its file is repaired: jobs from :mod:`machina.queue.rebuild`, completions by
+recovery (a result that says done finishes the move).  Checkpoints ``syncfs`` the queue before declaring
+the records they cover durable.  Without the WAL, files and directories are fsynced before a change is
+reported.  The claim's ``inbox -> processing`` rename is never synced: were it lost in a power cut, the job
+would simply be in the inbox again.
 
 A claim is recorded in the worker's registry before the rename and the worker holds a ``flock`` on that
 registry while it lives.  A job whose owner died (lock free: the process is gone, or the machine
@@ -75,7 +80,8 @@ the record types of DESIGN.md (ENQ DEDUP SCHED PROMOTE RECOVER DONE ASK APPROVE 
 CLAIM, RELEASE, PURGE, UNENQ (an enqueue taken back after its fsync failed), TRUNC and CKPT_BAD,
 group-committed fsyncs, checkpoints every ``MACHINA_WAL_CHECKPOINT_MS`` (by whichever process finds one
 due; ``maintain`` does it), torn or corrupt tails cut, logged and counted.
-The directories are the truth: deleting ``wal/`` loses no job, only dedup entries and counters.
+The directories are the truth once a checkpoint has synced them: deleting ``wal/`` then loses no job, only
+dedup entries and counters (jobs acknowledged since the last checkpoint may be lost with it).
 ``MACHINA_WAL_ENABLE=0`` runs without it (dedup then lives in memory only).
 
 Dedup (:mod:`machina.queue.dedup`): ``request_id -> (first name, SHA-256 of the canonical body, time)``

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from machina.fsutil import PRIVATE_FILE, fsync_dir
+from machina.fsutil import PRIVATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,34 @@ def _load_renameat2() -> Callable[..., int] | None:
 
 
 _renameat2 = _load_renameat2()
+
+
+def _load_syncfs() -> Callable[..., int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs = _load_syncfs()
+
+
+def syncfs(path: str) -> None:
+    """Write back everything dirty on the file system holding ``path`` (``syncfs(2)``; ``sync()`` where the
+    C library lacks it): one call instead of an fsync per file written without one."""
+    if _syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
 
 
 def place(src: str, dst: str) -> None:
@@ -105,6 +133,7 @@ class GroupCommit:
         self._leader = False
         self._failures: list[tuple[int, int, OSError]] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._dir_fds: dict[str, int] = {}  # only the leader (one at a time) opens and reads these
         self.batches = 0
         self.requests = 0
 
@@ -129,6 +158,18 @@ class GroupCommit:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        fds, self._dir_fds = self._dir_fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _dir_fd(self, path: str) -> int:
+        """The directory opened once and kept (an open and a close per request cost as much as its fsync)."""
+        fd = self._dir_fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._dir_fds[path] = fd
+        return fd
 
     def after_fork_in_child(self) -> None:
         """The pool's threads did not survive the fork, and a lock may have been held by one that did not."""
@@ -144,8 +185,8 @@ class GroupCommit:
         self._cond.release()
         error: OSError | None = None
         try:
-            jobs: list[Callable[[], None]] = [lambda fd=fd: os.fsync(fd) for fd in fds]  # type: ignore[misc]
-            jobs += [lambda path=path: fsync_dir(path) for path in sorted(dirs)]  # type: ignore[misc]
+            dir_fds = [self._dir_fd(path) for path in sorted(dirs)]
+            jobs: list[Callable[[], None]] = [lambda fd=fd: os.fsync(fd) for fd in [*fds, *dir_fds]]  # type: ignore[misc]
             if wal and self._wal_sync is not None:
                 jobs.append(self._wal_sync)
             error = self._run(jobs)

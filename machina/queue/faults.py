@@ -15,13 +15,15 @@ from typing import Any
 hook: Callable[[str, dict[str, Any]], None] | None = None
 
 POINTS = (
-    "enqueue.tmp_written",  # job file written (and fsynced) in tmp/, not yet in inbox/
-    "enqueue.placed",  # job file in inbox/, WAL record not yet written
-    "enqueue.logged",  # WAL record written, group commit not yet done (not acknowledged)
-    "enqueue.sync",  # the group commit of the placed job begins (a hook raising OSError: a failed fsync)
+    "enqueue.logged",  # ENQ record (with the job) written, group commit not yet done (not acknowledged)
+    "enqueue.sync",  # the group commit begins (a hook raising OSError: a failed fsync)
+    "enqueue.committed",  # ENQ record synced (the commit point), job file not yet written
+    "enqueue.tmp_written",  # job file written in tmp/, not yet in inbox/
+    "enqueue.placed",  # job file in inbox/, not yet acknowledged
     "claim.intent",  # claim recorded in the worker's registry, job still in inbox/
     "claim.moved",  # job in processing/, not yet returned to the worker
     "complete.result",  # result written to out/, job still in processing/
+    "complete.logged",  # DONE record synced (the commit point), job still in processing/
     "complete.moved",  # job in done/, registry not yet updated
     "fail.result",  # failure result written, job still in processing/
     "recover.result",  # recovery result written, job still in processing/

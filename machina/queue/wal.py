@@ -24,7 +24,10 @@ checkpoint that covers it deletes it.
 
 A record is written to the file (not only buffered) before the operation it describes is reported, so
 other processes see it and a process crash (not a power cut) cannot lose it; with ``MACHINA_WAL_FSYNC=1``
-it is also fsynced (in a group) before the report.
+it is also fsynced (in a group) before the report.  An ``ENQ`` record carries the job's canonical body as
+its ``job`` member: it is the commit point of the enqueue, and the job's file is placed from it after a
+crash (:mod:`machina.queue.rebuild`).  A segment stays locked while a placement promised by one of its
+records is in progress, so "sealed" also means "every file its writer will ever place is placed".
 """
 
 from __future__ import annotations
@@ -82,6 +85,16 @@ class BadRecord(ValueError):
 def encode(record: dict[str, Any], crc: bool) -> bytes:
     """One line for ``record`` (which must start with ``t`` and ``ts``)."""
     body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if crc:
+        body = body[:-1] + b',"crc":"%08x"}' % zlib.crc32(body)
+    return body + b"\n"
+
+
+def encode_job(record: dict[str, Any], job: bytes, crc: bool) -> bytes:
+    """One line for ``record`` with the job's canonical JSON ``job`` as its last member ``"job"``, embedded
+    as it is (it is already one JSON object without spaces or newlines: no second encoding of the body)."""
+    head = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = head[:-1] + b',"job":' + job + b"}"
     if crc:
         body = body[:-1] + b',"crc":"%08x"}' % zlib.crc32(body)
     return body + b"\n"
@@ -171,12 +184,23 @@ def list_segments(wal_dir: str) -> list[str]:
         return []
 
 
+def _write_all(fd: int, line: bytes) -> None:
+    """Write all of ``line``; the error of the write that could not go on (EFBIG, ENOSPC) is raised."""
+    view = memoryview(line)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, "short write to WAL segment")
+        view = view[written:]
+
+
 class WalWriter:
     """This process's segment.  Thread-safe; ``append`` writes at once, ``sync`` fsyncs (for group commit).
 
     Errors (a full disk, an I/O error) are logged, counted in ``errors`` and cut back to the last whole
-    record; the WAL then starts a fresh segment on the next append.  They never fail the queue operation:
-    the job files are the truth, the WAL only speeds up restart and keeps dedup entries.
+    record; the WAL then starts a fresh segment on the next append.  An error of :meth:`commit_append` or
+    :meth:`sync` (the commit point) is also raised: the operation is then not acknowledged.  An error of a
+    plain :meth:`append` (a record that only helps restart and counters) does not fail the operation.
     """
 
     def __init__(self, wal_dir: str, *, crc: bool, fsync: bool, clock: Clock) -> None:
@@ -191,6 +215,10 @@ class WalWriter:
         self._name = ""
         self._size = 0
         self._dirty = False
+        #: segment -> placements still to be done for records appended to it (see commit_append)
+        self._pending: dict[str, int] = {}
+        #: rotated segments kept open (so locked, so not sealed) until their pending placements are done
+        self._retired: dict[str, int] = {}
 
     def append(self, record: dict[str, Any]) -> bool:
         line = encode(record, self.crc)
@@ -210,7 +238,40 @@ class WalWriter:
                 self._rotate()
             return True
 
+    def commit_append(self, line: bytes) -> str:
+        """Append a record that is a commit point (a job's ENQ): raises OSError when it could not be written,
+        and holds the segment unsealed until :meth:`release` says the files it describes are placed, so that
+        no reader takes a record whose file is still being placed for one a crash left unplaced."""
+        with self._lock:
+            try:
+                fd = self._open()
+                fault_point("wal.append", fd=fd, line=line)
+                _write_all(fd, line)
+            except OSError as exc:
+                self._fail("append", exc)
+                raise
+            name = self._name
+            self._pending[name] = self._pending.get(name, 0) + 1
+            self._size += len(line)
+            self._dirty = True
+            if self._size >= SEGMENT_BYTES:
+                self._rotate()
+            return name
+
+    def release(self, segment: str) -> None:
+        """The placement promised by :meth:`commit_append` on ``segment`` is done (or abandoned)."""
+        with self._lock:
+            left = self._pending.get(segment, 0) - 1
+            if left > 0:
+                self._pending[segment] = left
+                return
+            self._pending.pop(segment, None)
+            fd = self._retired.pop(segment, None)
+            if fd is not None:
+                os.close(fd)  # releases the flock: the segment is sealed
+
     def sync(self) -> None:
+        """fdatasync the segment; an error is counted, logged and raised (the WAL is the commit point)."""
         with self._lock:
             if self._fd is None or not self._dirty:
                 return
@@ -219,6 +280,7 @@ class WalWriter:
                 self._dirty = False
             except OSError as exc:
                 self._fail("fsync", exc)
+                raise
 
     def check(self) -> None:
         """Start a new segment if ours was deleted under us (an operator removed wal/)."""
@@ -236,9 +298,10 @@ class WalWriter:
         """In a forked child: drop the parent's segment without touching it (no fsync, no lock release
         for the parent: closing our copy of the descriptor leaves the parent's lock in place)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        for held in [*([fd] if fd is not None else []), *self._retired.values()]:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(held)
+        self._retired, self._pending = {}, {}
         self._lock = threading.Lock()
 
     @property
@@ -271,7 +334,10 @@ class WalWriter:
             log.error("WAL segment %s: fsync before rotation failed: %s", self._name, exc)
         finally:
             self._dirty = False
-            os.close(fd)  # releases the flock: the segment is sealed
+            if self._pending.get(self._name):
+                self._retired[self._name] = fd  # sealed once its last placement is released
+            else:
+                os.close(fd)  # releases the flock: the segment is sealed
 
     def _fail(self, what: str, exc: OSError) -> None:
         self.errors += 1

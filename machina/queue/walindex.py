@@ -7,7 +7,14 @@ keeps per-segment read offsets and catches up by reading only new bytes; when th
 ``checkpoint.json``::
 
     {"version":1,"written_ms":...,"segments":{"seg_....wal":<bytes covered>,...},
-     "counts":{"ENQ":n,...},"dedup":[[request_id,name,sha256,ts_ms],...],"crc":"xxxxxxxx"}
+     "counts":{"ENQ":n,...},"dedup":[[request_id,name,sha256,ts_ms],...],
+     "durable":{"seg_....wal":<bytes>,...},"cancelled":[[name,ts_ms],...],"crc":"xxxxxxxx"}
+
+``durable`` says how much of each segment a checkpoint has made durable: the records before that offset
+describe files the checkpoint synced (``syncfs``) after placing any a crash had lost (see
+:mod:`machina.queue.rebuild`); a segment is deleted only when it is sealed, covered and durable.
+``cancelled`` lists jobs (UNENQ, PURGE) that must never be placed again from an older ENQ record, kept for
+as long as a segment that may hold such a record is not durable.  Both are optional (older checkpoints).
 
 ``crc`` is the CRC-32 of the file without that member (same rule as WAL records).  Checkpoints are written
 under an exclusive ``flock`` on ``wal/checkpoint.lock`` (one checkpointer at a time; others skip), with
@@ -28,7 +35,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +96,17 @@ class WalIndex:
         self.checkpoint_written_ms = 0
         self._checkpoint_id: tuple[int, int, int] | None = None
         self._complained: set[tuple[str, int]] = set()
+        #: segment -> bytes a checkpoint declared durable (every job file its records describe was synced)
+        self.durable: dict[str, int] = {}
+        #: job name -> ts of an UNENQ or PURGE record: never placed again from an ENQ record
+        self.cancelled: dict[str, int] = {}
+        #: segment -> bytes this process has settled (rebuilt what was missing) but no checkpoint yet covers
+        self._settled: dict[str, int] = {}
+        self._placed = 0
+        #: places the jobs of sealed, not yet durable records that a crash left without their file
+        self.rebuild: Callable[[list[dict[str, Any]], dict[str, int]], int] | None = None
+        #: makes every file placed so far durable before a checkpoint declares it so (syncfs)
+        self.sync_files: Callable[[], None] | None = None
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -112,6 +130,7 @@ class WalIndex:
 
     def _reload(self, ident: tuple[int, int, int] | None) -> None:
         self.entries, self.counts, self.offsets = {}, Counter(), {}
+        self.durable, self.cancelled = {}, {}
         self.checkpoint_written_ms = 0
         self._checkpoint_id = ident
         if ident is None:
@@ -130,6 +149,8 @@ class WalIndex:
         self.offsets.update({str(k): int(v) for k, v in data["segments"].items()})
         for rid, name, sha, ts in data["dedup"]:
             self.entries[rid] = DedupEntry(name, sha, int(ts))
+        self.durable.update({str(k): int(v) for k, v in data.get("durable", {}).items()})
+        self.cancelled.update({str(name): int(ts) for name, ts in data.get("cancelled", [])})
 
     def _quarantine(self, path: str, reason: str) -> None:
         aside = f"{path}.corrupt-{int(self.clock.time() * 1000)}"
@@ -182,7 +203,12 @@ class WalIndex:
             rid = record.get("rid")
             if rid and record.get("sha") and rid not in self.entries:
                 self.entries[rid] = DedupEntry(record["name"], record["sha"], record["ts"])
+        elif kind == "PURGE":
+            for name in record.get("names", ()):
+                self.cancelled[str(name)] = record["ts"]
         elif kind == "UNENQ":  # a job taken back after its fsync failed: its request was never queued
+            if isinstance(record.get("name"), str):
+                self.cancelled[record["name"]] = record["ts"]
             taken_back = record.get("rid")
             entry = self.entries.get(taken_back) if isinstance(taken_back, str) else None
             if isinstance(taken_back, str) and entry is not None and entry.name == record.get("name"):
@@ -228,15 +254,23 @@ class WalIndex:
                 return False
             with self.lock:
                 self.refresh(repair=True)
+                settled = self._settle()
+                if settled and self.sync_files is not None:
+                    self.sync_files()  # the files of the settled records reach the disk before we say so
+                self.durable.update(settled)
                 now = self._now()
                 self.prune(now)
                 sizes = {name: self.offsets.get(name, 0) for name in list_segments(self.wal_dir)}
+                self.durable = {name: size for name, size in self.durable.items() if name in sizes}
+                self._prune_cancelled(sizes)
                 body = {
                     "version": CHECKPOINT_VERSION,
                     "written_ms": now,
                     "segments": sizes,
                     "counts": dict(self.counts),
                     "dedup": [[rid, e.name, e.sha256, e.ts_ms] for rid, e in self.entries.items()],
+                    "durable": self.durable,
+                    "cancelled": [[name, ts] for name, ts in self.cancelled.items()],
                 }
                 path = os.path.join(self.wal_dir, CHECKPOINT)
                 write_atomic(path, encode(body, crc=True), fsync=self.fsync)
@@ -246,6 +280,77 @@ class WalIndex:
                 self._drop_covered(sizes)
             self._clean_stale_tmp()
             return True
+
+    def settle(self) -> int:
+        """Place again the jobs a crash left without their file (sealed segments only), now, without a
+        checkpoint; the number placed.  Skipped (0) while another process holds the checkpoint lock."""
+        with self._checkpoint_lock() as locked:
+            if not locked:
+                return 0
+            with self.lock:
+                self.refresh(repair=True)
+                before = self._placed
+                self._settle()
+                return self._placed - before
+
+    def needs_settling(self) -> bool:
+        """True when a segment no writer holds any longer has records no checkpoint declared durable and this
+        process has not settled (a writer died or rotated): cheap enough for every recovery sweep."""
+        own = self._own_segments()
+        for name in list_segments(self.wal_dir):
+            if name in own:
+                continue
+            done = max(self.durable.get(name, 0), self._settled.get(name, 0))
+            try:
+                if os.stat(os.path.join(self.wal_dir, name)).st_size <= done:
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = try_seal(os.path.join(self.wal_dir, name))
+            if fd is not None:
+                os.close(fd)
+                return True
+        return False
+
+    def _settle(self) -> dict[str, int]:
+        """Under the checkpoint lock: for every sealed segment, run :attr:`rebuild` over its records past
+        what is durable; the sealed segments and their sizes, every job of which now has its file."""
+        sealed: dict[str, int] = {}
+        for name in list_segments(self.wal_dir):
+            path = os.path.join(self.wal_dir, name)
+            fd = try_seal(path)
+            if fd is None:
+                continue
+            try:
+                start = max(self.durable.get(name, 0), self._settled.get(name, 0))
+                size = os.fstat(fd).st_size
+                if size > start:
+                    size = self._settle_segment(path, start)
+                    self._settled[name] = size
+                sealed[name] = size
+            finally:
+                os.close(fd)
+        return sealed
+
+    def _settle_segment(self, path: str, start: int) -> int:
+        """Rebuild from one sealed segment's records past ``start``; the offset settled up to.  Records
+        without a job body (counters, dedup, segments of older versions) need no decoding: skipped unread."""
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+        if b',"job":{' not in data:
+            return start + len(data)
+        scan = scan_segment(path, start)
+        if self.rebuild is not None:
+            self._placed += self.rebuild(scan.records, self.cancelled)
+        return scan.end
+
+    def _prune_cancelled(self, sizes: dict[str, int]) -> None:
+        """Forget cancellations older than every segment that may still hold an ENQ record not yet durable
+        (an ENQ comes before its cancellation; a minute of margin for clocks of other processes)."""
+        open_starts = [_segment_start_ms(n) for n, size in sizes.items() if self.durable.get(n, 0) < size]
+        horizon = min(open_starts, default=self._now()) - 60_000
+        self.cancelled = {name: ts for name, ts in self.cancelled.items() if ts >= horizon}
 
     def checkpoint_due(self, interval_ms: int) -> bool:
         """True when the last checkpoint (by any process) is older than ``interval_ms`` by its file time."""
@@ -275,6 +380,8 @@ class WalIndex:
     def _drop_covered(self, sizes: dict[str, int]) -> None:
         dropped = False
         for name, covered in sizes.items():
+            if self.durable.get(name, 0) < covered:
+                continue  # a job file it describes may not be on disk yet: the record must stay
             path = os.path.join(self.wal_dir, name)
             fd = try_seal(path)
             if fd is None:
@@ -283,6 +390,8 @@ class WalIndex:
                 if os.fstat(fd).st_size == covered:
                     os.unlink(path)
                     self.offsets.pop(name, None)
+                    self.durable.pop(name, None)
+                    self._settled.pop(name, None)
                     self._own_segments().discard(name)
                     dropped = True
             finally:
@@ -328,6 +437,11 @@ class WalIndex:
         return report
 
 
+def _segment_start_ms(name: str) -> int:
+    """``seg_{start_ms}_{pid}_{rand}.wal`` -> start_ms."""
+    return int(name.split("_", 2)[1])
+
+
 def read_checkpoint(path: str) -> dict[str, Any]:
     """The checkpoint's content; BadRecord when it is torn, corrupt or of another version."""
     with open(path, "rb") as handle:
@@ -348,6 +462,8 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             raise BadRecord(f"{key} missing or of the wrong type")
     if not all(isinstance(item, list) and len(item) == 4 for item in data["dedup"]):
         raise BadRecord("malformed dedup entry")
+    if not isinstance(data.get("durable", {}), dict) or not isinstance(data.get("cancelled", []), list):
+        raise BadRecord("durable or cancelled of the wrong type")
     return data
 
 

@@ -71,7 +71,9 @@ def assert_exactly_once(done_files: list[str], expected: set[str]) -> None:
     assert not missing, f"acknowledged jobs lost: {sorted(missing)}"
 
 
-@pytest.mark.parametrize("point", ["enqueue.tmp_written", "enqueue.placed", "enqueue.logged", "wal.append"])
+@pytest.mark.parametrize(
+    "point", ["enqueue.logged", "enqueue.committed", "enqueue.tmp_written", "enqueue.placed", "wal.append"]
+)
 @pytest.mark.parametrize("fsync", [False, True])
 def test_kill_during_enqueue(machina_root: Path, point: str, fsync: bool) -> None:
     extra = ["--fsync"] if fsync else []
@@ -87,6 +89,62 @@ def test_kill_during_enqueue(machina_root: Path, point: str, fsync: bool) -> Non
     assert_exactly_once(restart_and_drain(machina_root), acked)
 
 
+def _queued_names(root: Path) -> set[str]:
+    return {parse_file(f).name for f in os.listdir(root / "queue" / "inbox")}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_kill_between_wal_sync_and_file_placement_places_the_job_from_the_wal(machina_root: Path, fsync: bool) -> None:
+    """The commit point is the synced ENQ record: a job whose file was never written is placed from it."""
+    extra = ["--fsync"] if fsync else []
+    point = ["--point", "enqueue.committed", "--after", "4"]
+    code, lines = run_kit(machina_root, "enqueue", "--count", "6", *point, *extra)
+    assert code == -signal.SIGKILL
+    acked = names_after(lines, "ACK")
+    assert len(acked) == 3 and _queued_names(machina_root) == acked, "the 4th job's file was never written"
+    with FileQueue(str(machina_root), QueueConfig(fsync=fsync)) as queue:
+        queue.replay()
+        rebuilt = _queued_names(machina_root) - acked
+        assert len(rebuilt) == 1, "the committed job is placed from its WAL record"
+        (name,) = rebuilt
+        again = queue.enqueue({"goal_id": "goal.CRASH.v1", "inputs": {"i": 3}}, request_id="job-3")
+        assert again.deduplicated and again.name == name, "a resend is told the job that was placed"
+        request = queue.job_status(name, with_request=True).request
+        assert request == {"goal_id": "goal.CRASH.v1", "inputs": {"i": 3}, "request_id": "job-3"}
+    assert_exactly_once(restart_and_drain(machina_root), acked | rebuilt)
+
+
+def test_a_running_queue_places_the_jobs_of_an_enqueuer_killed_after_its_commit(machina_root: Path) -> None:
+    """No restart needed: the next recovery sweep of a live process notices the dead writer's segment."""
+    with FileQueue(str(machina_root), QueueConfig(fsync=True)) as queue:
+        code, lines = run_kit(machina_root, "enqueue", "--count", "3", "--point", "enqueue.committed", "--after", "2")
+        assert code == -signal.SIGKILL
+        acked = names_after(lines, "ACK")
+        assert len(acked) == 1
+        queue.recover()
+        assert len(_queued_names(machina_root) - acked) == 1
+        queue.recover()  # a second sweep finds nothing more to do
+        assert len(_queued_names(machina_root)) == 2
+        queue.checkpoint()  # files synced: the records may go, and nothing is placed twice
+    assert_exactly_once(restart_and_drain(machina_root), _queued_names(machina_root))
+
+
+def test_kill_between_completion_record_and_file_move_finishes_without_rerunning(machina_root: Path) -> None:
+    jobs = enqueue_here(machina_root, 4)
+    code, lines = run_kit(machina_root, "work", "--worker", "w1", "--point", "complete.logged", "--after", "2")
+    assert code == -signal.SIGKILL
+    finished = names_after(lines, "DONE")
+    assert len(finished) == 1
+    processing = os.listdir(machina_root / "queue" / "processing")
+    assert len(processing) == 1
+    with FileQueue(str(machina_root)) as queue:
+        assert queue.recover() == [parse_file(processing[0]).name]  # type: ignore[union-attr]
+        status = queue.job_status(processing[0])
+        assert status.state == "done" and status.attempt == 1, "completed, so moved on, not run again"
+        assert [r["status"] for r in status.results] == ["done"]
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
+
+
 def test_torn_wal_tail_keeps_dedup_of_acknowledged_jobs(machina_root: Path) -> None:
     code, lines = run_kit(machina_root, "enqueue", "--count", "5", "--point", "wal.append", "--after", "3")
     assert code == -signal.SIGKILL
@@ -99,7 +157,9 @@ def test_torn_wal_tail_keeps_dedup_of_acknowledged_jobs(machina_root: Path) -> N
             assert again.deduplicated and again.name == name
 
 
-@pytest.mark.parametrize("point", ["claim.intent", "claim.moved", "complete.result", "complete.moved", "wal.append"])
+@pytest.mark.parametrize(
+    "point", ["claim.intent", "claim.moved", "complete.result", "complete.logged", "complete.moved", "wal.append"]
+)
 def test_kill_between_claim_and_result(machina_root: Path, point: str) -> None:
     jobs = enqueue_here(machina_root, 6)
     after = "6" if point == "wal.append" else "3"  # wal.append: the 3rd job's CLAIM record

@@ -78,8 +78,9 @@ def test_d6_a_failed_fsync_after_placing_takes_the_job_back(
 def test_d6_a_job_claimed_before_it_could_be_taken_back_is_named(
     make_queue: Any, machina_root: Path, fault_at: Any
 ) -> None:
-    q = make_queue()
-    worker = make_queue()
+    # Without the WAL the job is placed before its fsync; with it nothing is placed before the sync.
+    q = make_queue(wal_enable=False)
+    worker = make_queue(wal_enable=False)
     claimed: list[Any] = []
 
     def claim_then_fail() -> None:
@@ -97,6 +98,22 @@ def test_d6_a_job_claimed_before_it_could_be_taken_back_is_named(
     assert repeat.deduplicated and repeat.name == claim.name, "a resend is told the job it already has"
 
 
+def test_d6_a_failed_wal_sync_is_never_placed_later_by_a_rebuild(
+    make_queue: Any, machina_root: Path, fault_at: Any
+) -> None:
+    """The ENQ record of a refused job stays in the WAL; its UNENQ keeps every rebuild from placing it."""
+    q = make_queue(fsync=True)
+    fault_at("enqueue.sync", _fsync_fails)
+    with pytest.raises(QueueNotWritable):
+        q.enqueue({"goal_id": "goal.X.v1"}, request_id="d6-rebuild")
+    faults.hook = None
+    q.close()  # its segment is sealed: a rebuild may now read it
+    other = make_queue(fsync=True)
+    other.replay()
+    assert other.checkpoint()
+    assert list((machina_root / "queue" / "inbox").iterdir()) == []
+
+
 # --- D7: the dedup table is never pruned with MACHINA_WAL_ENABLE=0 ---------------------------------------------
 
 
@@ -108,8 +125,7 @@ def test_d7_maintain_prunes_expired_dedup_entries_with_or_without_the_wal(make_q
         q.enqueue({"goal_id": "goal.X.v1"}, request_id=f"d7-{n}")
     q.maintain()
     assert len(_dedup_ids(q)) == 50, "young entries are kept"
-    clock.advance(2.0)
-    q._pruned_at = float("-inf")  # the next maintain() is due at once (its cadence is wall time)
+    clock.advance(2.0)  # the maintenance cadence follows the injected clock too
     q.maintain()
     assert _dedup_ids(q) == set()
 

@@ -1,0 +1,217 @@
+"""Enqueue: a job committed to the WAL, then placed in ``inbox/`` (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from typing import Any
+
+from machina.log import fields
+from machina.queue.base import (
+    EnqueueResult,
+)
+from machina.queue.durable import place
+from machina.queue.errors import (
+    DedupConflict,
+    InvalidRequest,
+    QueuedNotDurable,
+    QueueError,
+    QueueNotWritable,
+)
+from machina.queue.faults import point as fault_point
+from machina.queue.fscore import QueueCore
+from machina.queue.names import (
+    DEFAULT_PRIORITY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    JobRef,
+    parse_name,
+)
+from machina.queue.request import Request, validate_request
+from machina.queue.wal import encode_job
+from machina.queue.walindex import DedupEntry
+
+log = logging.getLogger(__name__)
+
+
+class EnqueueOps(QueueCore):
+    """Enqueue: validation, dedup, the WAL commit point, the placement of the inbox file."""
+
+    def enqueue(
+        self, request: dict[str, Any] | Request, request_id: str | None = None, priority: int | None = None
+    ) -> EnqueueResult:
+        req = self._as_request(request, request_id)
+        prio = self._priority(req, priority)
+        rid = req.request_id
+        reservation = None
+        if rid is not None and self._dedup.enabled:
+            found = self._dedup.begin(rid, req.sha256, self._now_ms())
+            if isinstance(found, DedupEntry):
+                return self._answer_repeat(rid, req, found)
+            reservation = found
+        try:
+            if self._writer is not None:
+                ref = self._commit_job(req, prio)
+            else:
+                ref = self._write_job(req, prio)
+                self._sync_placed(ref, rid)
+        except QueuedNotDurable as exc:
+            placed = parse_name(exc.name)
+            if reservation is not None and placed is not None:
+                # The job is in the queue after all: a repeat must point at it.
+                self._dedup.finish(rid, reservation, placed.name, placed.epoch_ms)  # type: ignore[arg-type]
+            raise
+        except BaseException:
+            if reservation is not None:
+                self._dedup.abort(rid, reservation)  # type: ignore[arg-type]
+            raise
+        if reservation is not None:
+            self._dedup.finish(rid, reservation, ref.name, ref.epoch_ms)  # type: ignore[arg-type]
+        self._inbox.push(ref.file)
+        log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
+        return EnqueueResult(ref.name, rid, False)
+
+    def _commit_job(self, req: Request, priority: int) -> JobRef:
+        """The WAL is the commit point: the ENQ record, body included, is appended and group-committed (one
+        fdatasync for every enqueuer waiting), then the inbox file is written without an fsync of its own.
+        A crash after the sync leaves a record whose file :mod:`machina.queue.rebuild` places again; the
+        checkpoint syncs the files before it lets the records go (DESIGN.md section 3)."""
+        assert self._writer is not None
+        ref = self._new_ref(priority, req.request_id)
+        record: dict[str, Any] = {"t": "ENQ", "ts": ref.epoch_ms, "name": ref.name, "prio": priority}
+        if req.request_id is not None:
+            record.update(rid=req.request_id, sha=req.sha256)
+        try:
+            segment = self._writer.commit_append(encode_job(record, req.canonical, self.config.wal_crc32))
+        except OSError as exc:
+            self._reraise("log job", exc)
+        self._count("ENQ")
+        try:
+            fault_point("enqueue.logged")
+            try:
+                fault_point("enqueue.sync")
+                if self.config.fsync:
+                    self._commit.sync()
+            except OSError as exc:
+                self._cancel_enqueue(ref, req.request_id)
+                self._reraise("fsync", exc)
+            fault_point("enqueue.committed")
+            self._place_job(ref, req.canonical, req.request_id)
+        finally:
+            self._writer.release(segment)
+        return ref
+
+    def _place_job(self, ref: JobRef, data: bytes, rid: str | None) -> None:
+        """The inbox file of a committed job: written in tmp/ and moved in (never replacing), no fsync."""
+        tmp = self._write_tmp(data, "write job", durable=False)
+        fault_point("enqueue.tmp_written")
+        try:
+            place(tmp, os.path.join(self.dirs["inbox"], ref.file))
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            # The record is committed but cannot be placed: it must not be placed later by a rebuild either.
+            self._cancel_enqueue(ref, rid)
+            if isinstance(exc, FileExistsError):
+                raise QueueError(f"job name {ref.name} drawn twice; nothing was queued, try again") from None
+            if isinstance(exc, OSError):
+                self._reraise("place job", exc)
+            raise
+        fault_point("enqueue.placed")
+
+    def _cancel_enqueue(self, ref: JobRef, rid: str | None) -> None:
+        """An ENQ record whose job is not acknowledged: UNENQ keeps it from answering a repeat of the request
+        and from being placed by a rebuild."""
+        record: dict[str, Any] = {"name": ref.name}
+        if rid is not None:
+            record["rid"] = rid
+        self._log("UNENQ", **record)
+        log.warning("job %s not queued: it could not be made durable", ref.name, extra=fields(job=ref.name))
+
+    def _sync_placed(self, ref: JobRef, rid: str | None) -> None:
+        """Without the WAL: the placed file's directory is fsynced; a failure takes the job back if it can."""
+        self._count("ENQ")
+        fault_point("enqueue.logged")
+        try:
+            fault_point("enqueue.sync")
+            self._sync("inbox")
+        except (QueueNotWritable, OSError) as exc:
+            if self._take_back(ref, rid):
+                if isinstance(exc, OSError):
+                    self._reraise("fsync", exc)
+                raise  # nothing was queued: the answer "not writable" is true
+            raise QueuedNotDurable(ref.name, exc) from exc
+
+    def _take_back(self, ref: JobRef, rid: str | None) -> bool:
+        """Undo the placement of a job whose fsync failed; False when it is beyond recall (claimed already)."""
+        try:
+            os.unlink(os.path.join(self.dirs["inbox"], ref.file))
+        except OSError as exc:
+            log.error("job %s placed but not durable, and it cannot be taken back: %s", ref.name, exc)
+            return False
+        record: dict[str, Any] = {"name": ref.name}
+        if rid is not None:
+            record["rid"] = rid
+        self._log("UNENQ", **record)  # the ENQ record before it must not answer a repeat of the request
+        log.warning("job %s taken back: its fsync failed", ref.name, extra=fields(job=ref.name))
+        return True
+
+    def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
+        if isinstance(request, Request):
+            if request_id is not None and request_id != request.request_id:
+                raise InvalidRequest("request_id given twice with different values")
+            return request
+        return validate_request(request, request_id=request_id)
+
+    def _priority(self, req: Request, priority: int | None) -> int:
+        if priority is None:
+            priority = req.settings.priority if req.settings.priority is not None else DEFAULT_PRIORITY
+        if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise InvalidRequest(f"priority must be an integer in {PRIORITY_MIN}..{PRIORITY_MAX}")
+        return priority
+
+    def _answer_repeat(self, rid: str, req: Request, entry: DedupEntry) -> EnqueueResult:
+        if not secrets.compare_digest(entry.sha256, req.sha256):
+            raise DedupConflict(rid, entry.name)
+        self._log("DEDUP", rid=rid, name=entry.name)
+        log.debug("deduplicated", extra=fields(job=entry.name, request_id=rid))
+        return EnqueueResult(entry.name, rid, True)
+
+    def _write_job(self, req: Request, priority: int) -> JobRef:
+        tmp = self._write_tmp(req.canonical, "write job")
+        fault_point("enqueue.tmp_written")
+        try:
+            for _ in range(16):
+                ref = self._new_ref(priority, req.request_id)
+                try:
+                    place(tmp, os.path.join(self.dirs["inbox"], ref.file))
+                except FileExistsError:
+                    continue  # two enqueuers drew the same name: draw again, never replace
+                fault_point("enqueue.placed")
+                return ref
+            raise QueueError("could not find a free job name after 16 tries")
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                self._reraise("place job", exc)
+            raise
+
+    def _adopt(self, file: str) -> None:
+        """A file dropped into inbox/ by hand under another name becomes a job with a proper name."""
+        src = os.path.join(self.dirs["inbox"], file)
+        try:
+            if not os.path.isfile(src) or os.path.islink(src):
+                return
+            ref = self._new_ref(DEFAULT_PRIORITY, None)
+            place(src, os.path.join(self.dirs["inbox"], ref.file))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot adopt inbox/%s: %s", file, exc)
+            return
+        log.info("adopted inbox/%s as %s", file, ref.name, extra=fields(job=ref.name))
+        self._log("ENQ", ts=ref.epoch_ms, name=ref.name, prio=ref.priority, adopted=file)
+        self._inbox.push(ref.file)
