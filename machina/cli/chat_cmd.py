@@ -26,6 +26,7 @@ from machina.agent.approval import ApprovalRequest
 from machina.agent.config_change import ConfigProposal
 from machina.agent.driver import BACKEND_VARIABLES, SHARED_VARIABLES, ExternalDriver
 from machina.agent.goals import EngineGoals
+from machina.autonomic import activity
 from machina.cli.chat_render import JsonRenderer, TextRenderer, approval_text
 from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.config import Config, ConfigError
@@ -138,7 +139,7 @@ def chat(
         always=AlwaysRules.under(machina_root.state),
         approver=f"machina chat (uid {os.getuid()})",
     )
-    app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human)
+    app = ChatApp(session, client, JsonRenderer() if as_json else TextRenderer(), human, machina_root.state)
     try:
         if once is not None:
             return app.handle(once)
@@ -174,8 +175,11 @@ def chat_driver(cfg: Config, root_path: str) -> ExternalDriver | None:
 
 
 class ChatApp:
-    def __init__(self, session: Session, client: ToolhostClient, renderer: Any, human: bool) -> None:
+    def __init__(
+        self, session: Session, client: ToolhostClient, renderer: Any, human: bool, state_dir: str | None = None
+    ) -> None:
         self.session = session
+        self.state_dir = state_dir  # where a message marks user activity for machina-autonomic
         self.client = client
         self.renderer = renderer
         self.human = human
@@ -228,6 +232,8 @@ class ChatApp:
     # --- one message --------------------------------------------------------------------------------------
 
     def handle(self, text: str) -> int:
+        if self.state_dir is not None:
+            activity.touch(self.state_dir)  # a person is here: the autonomic engine ends a burst, waits for idle
         if text.startswith("/"):
             self.command(text)
             return self.status

@@ -61,6 +61,7 @@ def test_chat_once_scans_the_log_in_the_sandbox_and_prints_the_models_summary(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "The log has 2 errors.\n"
     assert "[tool] AID.ERROR_SCAN.v1 -> ok" in done.stderr
+    assert (agent_root / "state" / "user_activity").exists()  # machina-autonomic sees a person was here
 
 
 def test_chat_with_no_model_server_still_scans_through_the_fallback(toolhost: Any, agent_root: Path) -> None:
