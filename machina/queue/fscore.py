@@ -38,8 +38,8 @@ from machina.queue.errors import (
 )
 from machina.queue.inbox import InboxIndex
 from machina.queue.names import (
+    JobNamer,
     JobRef,
-    new_ref,
     parse_file,
     parse_name,
 )
@@ -121,9 +121,7 @@ class QueueCore(BaseQueue):
         self._inbox = InboxIndex(self.dirs["inbox"], self.dirs["retry"], cfg.scan_ms / 1000)
         self._registries: dict[str, ClaimRegistry] = {}
         self._registry_lock = threading.Lock()
-        self._name_lock = threading.Lock()
-        self._last_ms = 0
-        self._seq = 0
+        self._names = JobNamer(self.clock, self._rng)
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self._maintain_lock = threading.Lock()
@@ -301,19 +299,6 @@ class QueueCore(BaseQueue):
                 if stale and int(pid_text) != os.getpid():
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
-
-    def _new_ref(self, priority: int, request_id: str | None) -> JobRef:
-        with self._name_lock:
-            ms = max(int(self.clock.time() * 1000), self._last_ms)
-            if ms == self._last_ms:
-                self._seq += 1
-                if self._seq > 0xFFFF:
-                    ms, self._seq = ms + 1, 0
-            else:
-                self._seq = 0
-            self._last_ms = ms
-            seq = self._seq
-        return new_ref(priority, ms, seq, self._rng.getrandbits(24), request_id)
 
     def _envelope(self, ref: JobRef, status: str, worker_id: str | None, **extra: Any) -> dict[str, Any]:
         envelope = {

@@ -15,7 +15,6 @@ from machina.queue.base import (
 from machina.queue.durable import place
 from machina.queue.errors import (
     DedupConflict,
-    InvalidRequest,
     QueuedNotDurable,
     QueueError,
     QueueNotWritable,
@@ -24,12 +23,10 @@ from machina.queue.faults import point as fault_point
 from machina.queue.fscore import QueueCore
 from machina.queue.names import (
     DEFAULT_PRIORITY,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     JobRef,
     parse_name,
 )
-from machina.queue.request import Request, validate_request
+from machina.queue.request import Request, as_request, job_priority
 from machina.queue.wal import encode_job
 from machina.queue.walindex import DedupEntry
 
@@ -42,8 +39,8 @@ class EnqueueOps(QueueCore):
     def enqueue(
         self, request: dict[str, Any] | Request, request_id: str | None = None, priority: int | None = None
     ) -> EnqueueResult:
-        req = self._as_request(request, request_id)
-        prio = self._priority(req, priority)
+        req = as_request(request, request_id)
+        prio = job_priority(req, priority)
         rid = req.request_id
         reservation = None
         if rid is not None and self._dedup.enabled:
@@ -79,7 +76,7 @@ class EnqueueOps(QueueCore):
         A crash after the sync leaves a record whose file :mod:`machina.queue.rebuild` places again; the
         checkpoint syncs the files before it lets the records go (DESIGN.md section 3)."""
         assert self._writer is not None
-        ref = self._new_ref(priority, req.request_id)
+        ref = self._names.next(priority, req.request_id)
         record: dict[str, Any] = {"t": "ENQ", "ts": ref.epoch_ms, "name": ref.name, "prio": priority}
         if req.request_id is not None:
             record.update(rid=req.request_id, sha=req.sha256)
@@ -158,20 +155,6 @@ class EnqueueOps(QueueCore):
         log.warning("job %s taken back: its fsync failed", ref.name, extra=fields(job=ref.name))
         return True
 
-    def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
-        if isinstance(request, Request):
-            if request_id is not None and request_id != request.request_id:
-                raise InvalidRequest("request_id given twice with different values")
-            return request
-        return validate_request(request, request_id=request_id)
-
-    def _priority(self, req: Request, priority: int | None) -> int:
-        if priority is None:
-            priority = req.settings.priority if req.settings.priority is not None else DEFAULT_PRIORITY
-        if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise InvalidRequest(f"priority must be an integer in {PRIORITY_MIN}..{PRIORITY_MAX}")
-        return priority
-
     def _answer_repeat(self, rid: str, req: Request, entry: DedupEntry) -> EnqueueResult:
         if not secrets.compare_digest(entry.sha256, req.sha256):
             raise DedupConflict(rid, entry.name)
@@ -184,7 +167,7 @@ class EnqueueOps(QueueCore):
         fault_point("enqueue.tmp_written")
         try:
             for _ in range(16):
-                ref = self._new_ref(priority, req.request_id)
+                ref = self._names.next(priority, req.request_id)
                 try:
                     place(tmp, os.path.join(self.dirs["inbox"], ref.file))
                 except FileExistsError:
@@ -205,7 +188,7 @@ class EnqueueOps(QueueCore):
         try:
             if not os.path.isfile(src) or os.path.islink(src):
                 return
-            ref = self._new_ref(DEFAULT_PRIORITY, None)
+            ref = self._names.next(DEFAULT_PRIORITY, None)
             place(src, os.path.join(self.dirs["inbox"], ref.file))
         except FileNotFoundError:
             return

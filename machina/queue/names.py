@@ -19,8 +19,12 @@ claim can never be completed by mistake::
 
 from __future__ import annotations
 
+import random
 import re
+import threading
 from dataclasses import dataclass, replace
+
+from machina.clock import Clock
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9999
@@ -119,3 +123,28 @@ def parse_result(file: str) -> JobRef | None:
 def is_candidate(file: str) -> bool:
     """Cheap filter for a directory scan: files being written (dot names, ``.tmp``, ``.part``) are skipped."""
     return not file.startswith(".") and not file.endswith((".tmp", ".part", ".swp"))
+
+
+class JobNamer:
+    """Job names from one process, strictly increasing within a millisecond (a sequence, then the next ms),
+    with random bits so that processes and hosts naming jobs at the same moment do not collide."""
+
+    def __init__(self, clock: Clock, rng: random.Random) -> None:
+        self.clock = clock
+        self.rng = rng
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._seq = 0
+
+    def next(self, priority: int, request_id: str | None) -> JobRef:
+        with self._lock:
+            ms = max(int(self.clock.time() * 1000), self._last_ms)
+            if ms == self._last_ms:
+                self._seq += 1
+                if self._seq > 0xFFFF:
+                    ms, self._seq = ms + 1, 0
+            else:
+                self._seq = 0
+            self._last_ms = ms
+            seq = self._seq
+        return new_ref(priority, ms, seq, self.rng.getrandbits(24), request_id)

@@ -64,16 +64,13 @@ from machina.queue.errors import (
     WorkerIdInUse,
 )
 from machina.queue.names import (
-    DEFAULT_PRIORITY,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
+    JobNamer,
     JobRef,
-    new_ref,
     parse_name,
 )
 from machina.queue.pgconn import CHANNEL, Connector, Listener, Pool, Session
 from machina.queue.pgschema import LATEST, LOCK_CLASS, SchemaTooNew, current_version, migrate
-from machina.queue.request import Request, load_request, validate_request
+from machina.queue.request import Request, as_request, job_priority, load_request, validate_request
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +198,7 @@ class PgQueue(BaseQueue):
         self._workers: dict[str, int] = {}  # worker id -> its lock key, held by this process
         self._active: set[tuple[str, int]] = set()  # (name, attempt) claimed here and not yet settled
         self._beats: dict[str, int] = {}  # worker id -> when a claim last recorded its heartbeat (ms)
-        self._name_lock = threading.Lock()
-        self._last_ms = 0
-        self._seq = 0
+        self._names = JobNamer(self.clock, self._rng)
         self._maintain_lock = threading.Lock()
         self._swept_at = float("-inf")
         self._stats_cache: tuple[float, QueueStats] | None = None
@@ -235,8 +230,8 @@ class PgQueue(BaseQueue):
     def enqueue(
         self, request: dict[str, Any] | Request, request_id: str | None = None, priority: int | None = None
     ) -> EnqueueResult:
-        req = self._as_request(request, request_id)
-        prio = self._priority(req, priority)
+        req = as_request(request, request_id)
+        prio = job_priority(req, priority)
         rid = req.request_id
         dedup = rid is not None and self.config.dedup_ttl_ms > 0
         outcome = self._pool.run("enqueue", lambda conn: self._enqueue_tx(conn, req, prio, dedup), transaction=dedup)
@@ -251,7 +246,7 @@ class PgQueue(BaseQueue):
 
     def _enqueue_tx(self, conn: Conn, req: Request, prio: int, dedup: bool) -> str | tuple[str, str]:
         now = self._now_ms()
-        ref = self._new_ref(prio, req.request_id)
+        ref = self._names.next(prio, req.request_id)
         first_name = ref.name
         if dedup:
             mine = conn.execute(
@@ -281,39 +276,12 @@ class PgQueue(BaseQueue):
             }
             if conn.execute(_ENQUEUE, args).fetchone() is not None:
                 break
-            ref = self._new_ref(prio, req.request_id)  # another enqueuer drew the same name: draw again
+            ref = self._names.next(prio, req.request_id)  # another enqueuer drew the same name: draw again
         else:
             raise QueueError("could not find a free job name after 16 tries")
         if dedup and ref.name != first_name:  # drawn again: the dedup entry must name the job that exists
             conn.execute("UPDATE machina_dedup SET name = %s WHERE request_id = %s", (ref.name, req.request_id))
         return ref.name
-
-    def _as_request(self, request: dict[str, Any] | Request, request_id: str | None) -> Request:
-        if isinstance(request, Request):
-            if request_id is not None and request_id != request.request_id:
-                raise InvalidRequest("request_id given twice with different values")
-            return request
-        return validate_request(request, request_id=request_id)
-
-    def _priority(self, req: Request, priority: int | None) -> int:
-        if priority is None:
-            priority = req.settings.priority if req.settings.priority is not None else DEFAULT_PRIORITY
-        if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise InvalidRequest(f"priority must be an integer in {PRIORITY_MIN}..{PRIORITY_MAX}")
-        return priority
-
-    def _new_ref(self, priority: int, request_id: str | None) -> JobRef:
-        with self._name_lock:
-            ms = max(int(self.clock.time() * 1000), self._last_ms)
-            if ms == self._last_ms:
-                self._seq += 1
-                if self._seq > 0xFFFF:
-                    ms, self._seq = ms + 1, 0
-            else:
-                self._seq = 0
-            self._last_ms = ms
-            seq = self._seq
-        return new_ref(priority, ms, seq, self._rng.getrandbits(24), request_id)
 
     # --- claim -----------------------------------------------------------------------------------------
 

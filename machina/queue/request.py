@@ -34,7 +34,7 @@ from machina.approvals import LEASES_KEY, leases_error
 from machina.audit.canonical import canonical as canonical_bytes
 from machina.audit.canonical import finite_float
 from machina.queue.errors import InvalidRequest
-from machina.queue.names import PRIORITY_MAX, PRIORITY_MIN
+from machina.queue.names import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
 
 CONTROL_MODES = ("FALLBACK_ONLY", "BLENDED", "POLICY_ONLY", "SHADOW_POLICY")
 RESERVED_PREFIXES = ("_system", "_meta")
@@ -217,3 +217,21 @@ def _queue_settings(raw: Any) -> QueueSettings:
     ):
         raise InvalidRequest("_queue.retry_min_ms must not exceed _queue.retry_max_ms")
     return settings
+
+
+def as_request(request: dict[str, Any] | Request, request_id: str | None) -> Request:
+    """What every backend's enqueue takes: a validated request, or a raw one validated here."""
+    if isinstance(request, Request):
+        if request_id is not None and request_id != request.request_id:
+            raise InvalidRequest("request_id given twice with different values")
+        return request
+    return validate_request(request, request_id=request_id)
+
+
+def job_priority(req: Request, priority: int | None) -> int:
+    """The caller's priority, else the request's own, else the default; InvalidRequest outside the range."""
+    if priority is None:
+        priority = req.settings.priority if req.settings.priority is not None else DEFAULT_PRIORITY
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidRequest(f"priority must be an integer in {PRIORITY_MIN}..{PRIORITY_MAX}")
+    return priority
