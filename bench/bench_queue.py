@@ -134,7 +134,11 @@ def huey_enqueue(fsync: bool, total: int, threads: int) -> float:
 
 
 def _machina_worker(root: str, fsync: bool, worker: int, done, total: int, ready) -> None:  # type: ignore[no-untyped-def]
-    queue = FileQueue(root, QueueConfig(fsync=fsync))
+    drain_with_threads(FileQueue(root, QueueConfig(fsync=fsync)), worker, done, total, ready)
+
+
+def drain_with_threads(queue, worker: int, done, total: int, ready) -> None:  # type: ignore[no-untyped-def]
+    """Claim and complete with WORKER_THREADS threads until ``done`` reaches ``total``; closes ``queue``."""
 
     def loop(worker_id: str) -> None:
         while done.value < total:

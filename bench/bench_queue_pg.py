@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import threading
 import time
 from typing import Any
 
@@ -73,25 +72,7 @@ def enqueue_rate(store: Store, fsync: bool, total: int) -> float:
 
 def _worker(kind: str, where: str, fsync: bool, worker: int, done: Any, total: int, ready: Any) -> None:
     queue = open_store(kind, where, fsync, pool_size=WORKER_THREADS + 1)
-
-    def loop(worker_id: str) -> None:
-        while done.value < total:
-            claim = queue.claim(worker_id, timeout=0.2)
-            if claim is None:
-                continue
-            queue.complete(claim, RESULT)
-            with done.get_lock():
-                done.value += 1
-
-    for t in range(WORKER_THREADS):
-        queue.recover(f"b{worker}-{t}")
-    ready.release()
-    pool = [threading.Thread(target=loop, args=(f"b{worker}-{t}",)) for t in range(WORKER_THREADS)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    queue.close()
+    fsbench.drain_with_threads(queue, worker, done, total, ready)
 
 
 def cycle_rate(store: Store, fsync: bool, total: int, workers: int) -> float:
