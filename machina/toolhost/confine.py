@@ -155,12 +155,7 @@ class ConfinedRoot:
                 raise self._explain(dir_fd, parts[-1], path, "/".join(parts), exc) from None
         finally:
             os.close(dir_fd)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise PathRefused(f"{path}: not a regular file")
-        os.set_blocking(fd, True)
-        return fd, info.st_size
+        return _regular_file(fd, path)
 
     def create_pending(self, path: str, *, overwrite: bool, mkdirs: bool) -> tuple[PendingWrite, int]:
         """A new temporary file beside ``path`` (and a write descriptor of it) to be committed later."""
@@ -342,12 +337,7 @@ class ConfinedRoot:
                 raise self._explain(dir_fd, f"run_{run_id}.jsonl", path, path, exc) from None
         finally:
             os.close(dir_fd)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise PathRefused(f"{path}: not a regular file")
-        os.set_blocking(fd, True)
-        return fd, info.st_size
+        return _regular_file(fd, path)
 
     # --- memory streams ---------------------------------------------------------------------------------
 
@@ -387,3 +377,13 @@ def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "link"
     return "other"
+
+
+def _regular_file(fd: int, path: str) -> tuple[int, int]:
+    """``(fd, size)`` of an opened tool path that must be a regular file (else closed and refused), blocking."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise PathRefused(f"{path}: not a regular file")
+    os.set_blocking(fd, True)
+    return fd, info.st_size
