@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import NoReturn
 
 import click
 
 from machina.cli.common import bootstrap, overrides_from, root_option, run_main
+from machina.config import Config
 from machina.embed.service import EmbedService
 from machina.embed.wiring import build_engine
 from machina.exitcodes import ExitCode, MachinaError
@@ -14,6 +16,7 @@ from machina.ipc.activation import listen_sockets
 from machina.ipc.jsonlines import ServerLimits
 from machina.owned import creating
 from machina.root import open_root
+from machina.sandbox import etcview
 from machina.service import run_service
 
 
@@ -38,6 +41,14 @@ def cli(root: str | None, socket_path: str | None, verbose: bool) -> int:
     (default $MACHINA_ROOT/run/embed.sock) with mode 0660. Stops cleanly on SIGTERM or SIGINT.
     """
     cfg = bootstrap("machina-embed", overrides_from(root), verbose, daemon=True)
+    # The embedding command's sandbox binds an /etc copy: beside our socket, gone at every stop.
+    with contextlib.ExitStack() as stack:
+        with creating():  # run/ read-only or full: one line naming it, exit 73
+            stack.enter_context(etcview.installed_under(open_root(cfg).runtime_dir))
+        return _serve(cfg, socket_path)
+
+
+def _serve(cfg: Config, socket_path: str | None) -> int:
     with creating():  # state/ read-only or full: one line naming it, exit 73
         engine = build_engine(cfg)
     activated = listen_sockets()

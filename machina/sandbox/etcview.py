@@ -23,7 +23,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from machina.exitcodes import MachinaError
 from machina.owned import NO_ROOM, OwnedDir, cannot_create, temp_root
@@ -184,3 +184,17 @@ def install(view: EtcView | None) -> EtcView | None:
     with _default_lock:
         previous, _default = _default, view
         return previous
+
+
+@contextlib.contextmanager
+def installed_under(parent: str) -> Iterator[EtcView]:
+    """A view in ``parent`` (a daemon's runtime directory) for the sandboxes this process starts, removed
+    when the block ends; a SIGKILL leaves it where the next start sweeps it, never in the temporary directory."""
+    view = EtcView(parent)
+    view.open()
+    previous = install(view)
+    try:
+        yield view
+    finally:
+        install(previous)
+        view.close()
