@@ -29,7 +29,7 @@ def cli(root: str | None, verbose: bool) -> int:
     """
     # python-telegram-bot 22's opt-in to timedelta durations: no deprecation warning on every 429.
     os.environ.setdefault("PTB_TIMEDELTA", "1")
-    cfg = bootstrap("machina-telegram", overrides_from(root), verbose)
+    cfg = bootstrap("machina-telegram", overrides_from(root), verbose, daemon=True)  # D2: no secret in environ
     if cfg["MACHINA_LOG_LEVEL"] != "debug" and not verbose:
         # One line per long poll is noise; at debug level they are shown (with the token redacted).
         logging.getLogger("httpx").setLevel(logging.WARNING)

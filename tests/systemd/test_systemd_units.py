@@ -103,6 +103,7 @@ SECRET_FILES = {
     "machina-enqueued.service": "enqueued",
     "machina-worker@.service": "worker",
     "machina-autonomic.service": "autonomic",
+    "machina-telegram.service": "telegram",
 }
 
 
