@@ -375,6 +375,11 @@ def test_status_sees_the_units(suite: Suite) -> None:
     assert result.returncode == (0 if report["ok"] else 69)
 
 
+def experience(i: int) -> dict:
+    record = {"user_request": f"request {i}", "tool_used": None, "success": True, "elapsed_sec": 0.0}
+    return {**record, "result_preview": "x" * 140}
+
+
 @pytest.mark.parametrize("unit", ["machina-guardrails.service", "machina-memory-maintenance.service"])
 def test_maintenance_units_run_clean(suite: Suite, unit: str) -> None:
     """The timers' oneshot services run their scripts as machina under their own (tighter) sandbox."""
@@ -384,7 +389,8 @@ def test_maintenance_units_run_clean(suite: Suite, unit: str) -> None:
         d.mkdir(mode=0o700, exist_ok=True)
         os.chown(d, uid, uid)
     stream = memory / "experiences.jsonl"
-    big = "".join(json.dumps({"n": i, "pad": "x" * 200}) + "\n" for i in range(200_000))  # ~40 MiB
+    # ~40 MiB of well-formed experiences (the guardrails' reindex --verify checks every line's schema)
+    big = "".join(json.dumps({"record": experience(i), "ts": 1.0 + i}) + "\n" for i in range(200_000))
     stream.write_text(big)
     os.chown(stream, uid, uid)
     result = suite.m.systemctl("start", unit, check=False, timeout=300)
@@ -392,7 +398,7 @@ def test_maintenance_units_run_clean(suite: Suite, unit: str) -> None:
     assert suite.m.show(unit, "Result") == "success"
     if unit == "machina-memory-maintenance.service":
         lines = (memory / "experiences.jsonl").read_text().splitlines()
-        assert len(lines) == 5000 and json.loads(lines[-1])["n"] == 199_999
+        assert len(lines) == 5000 and json.loads(lines[-1])["record"]["user_request"] == "request 199999"
         archived = list((memory / "archive").glob("*/experiences.jsonl"))
         assert len(archived) == 1 and archived[0].stat().st_size == len(big)
     else:
