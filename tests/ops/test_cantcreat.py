@@ -18,7 +18,7 @@ from tests.disk_support import tmpfs_unavailable
 # read-only, the first file with content when full (empty files and sockets still find an inode).
 MAKES = {
     "machina-toolhost": ("machina-etc.", "machina-etc."),
-    "machina-embed": ("embed.sock", None),
+    "machina-embed": ("machina-etc.", None),  # its sandboxes' /etc copy is the first thing it makes in run/
     "machina up": ("machina-up.lock", "machina-up.pid"),
 }
 FAULTS = {
@@ -54,7 +54,7 @@ CASES = [
     (daemon, fault, made)
     for daemon, (read_only, full) in sorted(MAKES.items())
     for fault, made in (("read-only", read_only), ("full", full))
-    if made is not None  # machina-embed makes only a socket in run/, which a full tmpfs still takes
+    if made is not None  # machina-embed makes only a directory and a socket in run/, which a full tmpfs still takes
 ]
 
 
