@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -387,6 +388,7 @@ def test_socket_activation(machina_root: Path, tmp_path: Path) -> None:
     listener.listen(16)
     script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"'
     env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": str(machina_root)}
+    env.update(TMPDIR=str(tmp_path), PYTHONFAULTHANDLER="1")  # SIGABRT below dumps where a hung start is
     fd = listener.fileno()
     with open(tmp_path / "toolhost.log", "wb") as log:
         proc = subprocess.Popen(
@@ -398,8 +400,8 @@ def test_socket_activation(machina_root: Path, tmp_path: Path) -> None:
             stderr=log,
         )
     try:
-        client = ToolhostClient(path, timeout=5)
-        deadline = time.monotonic() + 60
+        client = ToolhostClient(path, timeout=30)  # a first call waits for an executor to start
+        deadline = time.monotonic() + 180  # a loaded CI machine once took more than 60 s
         while True:
             try:
                 assert client.call("AID.NOOP.v1", {}).ok
@@ -407,6 +409,9 @@ def test_socket_activation(machina_root: Path, tmp_path: Path) -> None:
             except ServiceUnavailable:
                 client.close()
                 if time.monotonic() > deadline or proc.poll() is not None:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+                        proc.wait(30)
                     log = (tmp_path / "toolhost.log").read_text()
                     pytest.fail("the socket-activated toolhost never answered:\n" + log)
                 time.sleep(0.05)
