@@ -26,6 +26,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+from machina.proctree import child_pids
+
 #: The database superuser initdb creates (trust authentication on the private socket only).
 SUPERUSER = "machina"
 PROGRAMS = ("initdb", "pg_ctl", "postgres")
@@ -124,11 +126,16 @@ class PgServer:
             time.sleep(0.2)
 
     def kill(self) -> int:
-        """kill -9 the postmaster, as a crash would; returns its pid."""
+        """kill -9 the server as a machine crash would: the postmaster and every backend at once (a backend
+        left alive could still commit on a connection it holds); returns the postmaster's pid."""
         pid = self.postmaster_pid()
         if pid is None:
             raise RuntimeError("PostgreSQL is not running")
+        backends = child_pids(pid)
         os.kill(pid, signal.SIGKILL)
+        for child in backends:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         self.started = False
         return pid
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -386,16 +387,21 @@ def test_socket_activation(machina_root: Path, tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
-    script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"'
     env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": str(machina_root)}
     env.update(TMPDIR=str(tmp_path), PYTHONFAULTHANDLER="1")  # SIGABRT below dumps where a hung start is
     fd = listener.fileno()
+    # A small exec'd launcher moves the listener to fd 3 (no preexec_fn: a fork of this threaded test process
+    # can deadlock before exec, which is what made this test hang in full runs; dash cannot name fd 10+).
+    launcher = (
+        "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3)\n"
+        "if fd != 3: os.close(fd)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execvp(sys.argv[2], sys.argv[2:])"
+    )
     with open(tmp_path / "toolhost.log", "wb") as log:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", *toolhost_command(str(machina_root))],
+            [sys.executable, "-c", launcher, str(fd), *toolhost_command(str(machina_root))],
             env=env,
-            pass_fds=(3,),  # kept open by the child after the dup2 below (the listener's own number is closed)
-            preexec_fn=lambda: os.dup2(fd, 3),
+            pass_fds=(fd,),
             stdout=log,
             stderr=log,
         )
