@@ -32,7 +32,7 @@ from machina.engine.selectors.replay import ReplayChooser
 from machina.manifests.goals import format_pointer
 from machina.manifests.tools import ToolSpec
 from machina.owned import scratch_dir
-from machina.toolapi import ToolReply
+from machina.toolapi import UNKNOWN_TOOL, ToolReply
 
 if TYPE_CHECKING:
     from machina.engine.loop import Engine
@@ -78,7 +78,9 @@ class ReplayTools:
             return self._diverged(f"step {event['step']}: the replay calls {aid}, the log {event['aid']}")
         if digest(inputs) != event.get("inputs_digest"):
             self.problems.append(f"step {event['step']}: {aid} was called with other inputs than the log's")
-        if reexecuted(self.tools.get(aid)):
+        # A call the log saw answered "unknown tool" is not run again: whether a tool exists is the toolhost's
+        # state at the time (a Genesis run may have implemented it since), not a property of the tool.
+        if reexecuted(self.tools.get(aid)) and event.get("status") != UNKNOWN_TOOL:
             self.rerun += 1
             return self.live.call(
                 aid,
@@ -148,6 +150,7 @@ def _projection(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "goal": events[0].get("goal_digest"),
         "menu": next((e.get("menu_digest") for e in events if e["event"] == "menu"), None),
+        "extended": [(e.get("aid"), e.get("menu_digest")) for e in events if e["event"] == "menu_extended"],
         "tools": [(e["step"], e["aid"], e["ok"], e["state_after"]) for e in events if e["event"] == "tool"],
         "done": (events[-1].get("status"), events[-1].get("state_digest")),
     }
@@ -160,6 +163,8 @@ def compare(original: list[dict[str, Any]], again: list[dict[str, Any]], call_pr
         return ["the goal manifest changed since the run (goal digests differ)"]
     if was["menu"] != now["menu"]:
         return ["the menu differs (tools or capabilities changed since the run)"]
+    if was["extended"] != now["extended"]:
+        return ["the tools a Genesis stage added to the menu differ"]
     problems = []
     for old, new in zip(was["tools"], now["tools"], strict=False):
         if old != new:

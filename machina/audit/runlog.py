@@ -26,6 +26,7 @@ RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 EVENTS = (
     "start",
     "menu",
+    "menu_extended",
     "selection",
     "invalid_pick",
     "tool",

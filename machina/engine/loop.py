@@ -27,12 +27,13 @@ from machina.audit.canonical import digest
 from machina.audit.chain import Chain
 from machina.audit.runlog import LOG_FORMAT, RunLogWriter, log_path
 from machina.clock import SYSTEM_CLOCK, Clock
+from machina.engine import genesis_stages as genesis
 from machina.engine import result as rs
 from machina.engine.bindings import NotReady, apply_patch, bound_inputs
 from machina.engine.catalog import Catalog
 from machina.engine.completion import is_complete
 from machina.engine.menu import Menu, MenuEntry, build_menu
-from machina.engine.request import ControlMode, RequestError, RunRequest, parse_request
+from machina.engine.request import Capabilities, ControlMode, RequestError, RunRequest, parse_request
 from machina.engine.result import RunResult
 from machina.engine.selectors import ASK_SUP, NOOP, Selector, StepContext
 from machina.engine.selectors.breaker import CircuitBreaker
@@ -229,6 +230,10 @@ class _Run:
         self.capabilities: dict[str, Any] | None = None  # the job's _capabilities, passed on to the toolhost
         self.leases: Any = None  # the job's _leases: each approves one call (machina.approvals)
         self.approvals: list[dict[str, Any]] = []
+        self.menu = Menu(())
+        self.request_caps = Capabilities()
+        self.genesis = False  # a goal.GENESIS* goal: stages tracked (machina.engine.genesis_stages)
+        self.missing: set[str] = set()  # declared tools that answered "no implementation" in this run
 
     def execute(self) -> RunResult:
         try:
@@ -242,6 +247,8 @@ class _Run:
         if errors:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
         self.state = RunState.initial(request.inputs)
+        self.genesis = genesis.applies(goal)
+        self.request_caps = request.capabilities
         self.capabilities = request.raw.get("_capabilities")
         self.leases = request.raw.get(LEASES_KEY)
         return self._finish(self._loop(request, goal), request.goal_id)
@@ -270,19 +277,19 @@ class _Run:
     def _loop(self, request: RunRequest, goal: GoalSpec) -> _End:
         self._start(request, goal)
         tags = tuple(dict.fromkeys(goal.candidate_tags + request.candidate_tags))
-        menu = build_menu(self.engine.catalog.tools, tags, request.capabilities)
-        self.log.emit("menu", **menu.log_fields())
+        self.menu = build_menu(self.engine.catalog.tools, tags, request.capabilities)
+        self.log.emit("menu", **self.menu.log_fields())
         mode = request.control_mode or self.engine.default_mode()
         tools = self.engine.catalog.tools
         while True:
-            if is_complete(goal, self.state, tools):
+            if is_complete(goal, self.state, tools) and not (self.genesis and genesis.unfinished(self.state)):
                 return _End(rs.DONE, "complete")
             if self.step >= goal.budget.max_steps:
                 return self._breaker("max_steps", f"{goal.budget.max_steps} steps without completing the goal")
-            if not menu:
+            if not self.menu:
                 return _End(rs.NOOP, "empty_menu", "no allowed tool has one of the goal's tags")
             self.step += 1
-            ctx = StepContext(goal, menu, self.state, self.step, mode, tags, tools)
+            ctx = StepContext(goal, self.menu, self.state, self.step, mode, tags, tools, frozenset(self.missing))
             end = self._step(ctx, self.chooser.decide(ctx))
             if end is not None:
                 return end
@@ -306,7 +313,7 @@ class _Run:
         if entry is None:
             return self._invalid(ctx, f"{selection.sid} is not on the menu", None)
         try:
-            inputs = apply_patch(bound_inputs(ctx.goal, entry.tool, self.state), selection.patch)
+            inputs = apply_patch(self._inputs(ctx, entry), selection.patch)
         except (NotReady, ValueError) as exc:
             return self._invalid(ctx, str(exc), entry.aid)
         errors = self.engine.catalog.tool_input_errors(entry.tool, inputs)
@@ -317,6 +324,13 @@ class _Run:
         if self.repeats[key] > ctx.goal.budget.max_repeats:
             return self._breaker("loop_guard", f"{entry.aid} called again with the same inputs from the same state")
         return self._call(ctx, entry, inputs)
+
+    def _inputs(self, ctx: StepContext, entry: MenuEntry) -> dict[str, Any]:
+        """The goal's bindings; in a Genesis run, the stage's own inputs for the stages the goal does not bind."""
+        made = entry.aid not in self.engine.catalog.tools  # only a tool this run made is off the catalog
+        if self.genesis and entry.aid not in ctx.goal.bindings and (entry.aid in genesis.TOOLS or made):
+            return genesis.inputs_for(entry.aid, self.state, ctx.missing, self.engine.catalog.tools)
+        return bound_inputs(ctx.goal, entry.tool, self.state)
 
     def _log_selection(self, ctx: StepContext, decision: Decision) -> None:
         chosen = None
@@ -368,12 +382,36 @@ class _Run:
             if reply.ok:
                 try:
                     tx.set(("outputs", entry.aid), reply.output)
+                    stage = genesis.after_success(before, entry.aid, reply.output) if self.genesis else None
+                    if stage is not None:  # the stage moves in the same transaction as the call that moved it
+                        tx.set(genesis.SLOT, stage)
                     self.state, diff = tx.commit()
                 except (ValueError, TypeError) as exc:
                     reply = ToolReply(False, INTERNAL_ERROR, error=f"output not representable: {exc}")
         self._log_tool(ctx, entry, inputs, reply, before, diff)
+        if self.genesis and reply.ok and entry.aid == genesis.LOAD:
+            self._offer_made_tool(ctx)
         self._note_approval(entry, inputs, reply, token is not None)
         return self._after_tool(ctx, entry, reply)
+
+    def _offer_made_tool(self, ctx: StepContext) -> None:
+        """Put the tool LOAD_PLUGIN just loaded on this run's menu (the next SID), if the request allows it."""
+        tool = genesis.made_tool(self.state)
+        if tool is None or self.menu.by_aid(tool.aid) is not None:
+            return  # a declared tool (the missing-tool path) is on the menu already
+        why = self.request_caps.why_not(tool.aid)
+        if why is None:
+            self.menu = self.menu.extended(tool)
+        entry = self.menu.by_aid(tool.aid)
+        self.log.emit(
+            "menu_extended",
+            step=ctx.step,
+            aid=tool.aid,
+            sid=entry.sid if entry else None,
+            refused=why,
+            by=genesis.LOAD,
+            menu_digest=self.menu.log_fields()["menu_digest"],
+        )
 
     def _note_approval(self, entry: MenuEntry, inputs: dict[str, Any], reply: ToolReply, had_lease: bool) -> None:
         """Remember calls that need a lease to run again: the one that asked, and those that spent one."""
@@ -419,8 +457,15 @@ class _Run:
             return _End(rs.FAILED, reason, f"{entry.aid}: {reply.error}", retryable=True)
         if reply.status in _ENDING_STATUSES:
             return _End(_ENDING_STATUSES[reply.status], f"tool_{reply.status}", f"{entry.aid}: {reply.error}")
+        if self.genesis and reply.status == UNKNOWN_TOOL and genesis.MISSING_MARK in reply.error:
+            self.missing.add(entry.aid)  # the missing-tool path: Genesis makes it next (an expected miss)
+            return None
         if reply.status in _INVALID_STATUSES:
             return self._invalid(ctx, f"{entry.aid}: {reply.status}: {reply.error}", entry.aid)
+        if self.genesis and genesis.is_stage_call(self.state, entry.aid):
+            # A stage that failed (a compile refused, a load refused, the made tool's first run): the
+            # toolhost's reason is the run's; retrying the same bytes cannot succeed.
+            return _End(rs.FAILED, "genesis_failed", f"{entry.aid}: {reply.error}")
         return None  # an ordinary tool failure: the selector may retry or try something else
 
     def _finish(self, end: _End, goal_id: str | None) -> RunResult:

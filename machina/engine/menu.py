@@ -3,7 +3,8 @@
 A tool is on the menu when one of its tags is among the goal's candidate tags or the request's, and the
 request's ``_capabilities`` allow its AID.  Entries are in AID order and numbered from SID0001, so the same
 goal, tools and request always give the same menu (strict replay depends on it).  The menu is built once
-per run: neither the tags nor the capabilities change during a run.
+per run: neither the tags nor the capabilities change during a run.  The one addition: a Genesis run that
+loads a new tool gets it under the next SID (``Menu.extended``, logged as ``menu_extended``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class Menu:
             if entry.aid == aid:
                 return entry
         return None
+
+    def extended(self, tool: ToolSpec) -> Menu:
+        """This menu with ``tool`` added under the next SID (a tool a Genesis run made: see genesis_stages).
+        The entries already there keep their SIDs."""
+        if len(self.entries) >= MAX_MENU:
+            return self
+        return Menu((*self.entries, MenuEntry(sid(len(self.entries) + 1), tool)), self.refused)
 
     def __bool__(self) -> bool:
         return bool(self.entries)

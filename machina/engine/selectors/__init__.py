@@ -52,6 +52,7 @@ class StepContext:
     control_mode: ControlMode
     tags: tuple[str, ...]  # the goal's candidate tags plus the request's
     tools: Mapping[str, ToolSpec] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()  # declared tools that answered "no implementation" in this run
 
     def pending(self) -> list[str]:
         return pending(self.goal, self.state, self.tools)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from machina.engine import genesis_stages as genesis
 from machina.engine.bindings import unmet
 from machina.engine.completion import satisfies
 from machina.engine.selectors import PICK, Selection, Selector, StepContext
@@ -38,6 +39,8 @@ class CentroidAdapter:
         self.fallback = fallback or HeuristicSelector()
 
     def select(self, ctx: StepContext) -> Selection:
+        if genesis.applies(ctx.goal):  # a fixed pipeline of stages: nothing for similarity to choose
+            return replace(self.fallback.select(ctx), by=self.fallback.name)
         pending = ctx.pending()
         offered = [
             e
