@@ -32,9 +32,9 @@ def http_opener(server: HttpServer, environ: Mapping[str, str], max_message_byte
                 yield streams
             return
         timeout = httpx2.Timeout(30.0, read=300.0)
-        hooks = {"response": [size_guard(max_message_bytes)]}
+        bounded = BoundedTransport(httpx2.AsyncHTTPTransport(), max_message_bytes)
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as http,
+            httpx2.AsyncClient(headers=headers, timeout=timeout, transport=bounded) as http,
             streamable_http_client(server.url, http_client=http, max_sse_event_size=max_message_bytes) as streams,
         ):
             yield streams
@@ -46,16 +46,53 @@ class ResponseTooLarge(Exception):
     pass
 
 
-def size_guard(max_bytes: int) -> Callable[[httpx2.Response], Any]:
-    """A response hook refusing a declared body over ``max_bytes`` before it is read (an SSE stream is
-    bounded per event by the SDK's max_sse_event_size instead)."""
+def refuse_declared_oversize(response: httpx2.Response, max_bytes: int) -> None:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ResponseTooLarge(f"the server answered {declared} bytes, more than {max_bytes}")
 
-    async def refuse_oversized(response: httpx2.Response) -> None:
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise ResponseTooLarge(f"the server answered {declared} bytes, more than {max_bytes}")
 
-    return refuse_oversized
+class BoundedTransport(httpx2.AsyncBaseTransport):
+    """Every response body at most ``max_bytes``: a declared Content-Length over it is refused before a byte
+    is read; a body without one (chunked) is counted as it arrives and refused when it passes the cap, so a
+    hostile server cannot make the toolhost buffer an unbounded answer.  An event stream is many messages,
+    not one body: the SDK bounds each event instead (max_sse_event_size)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, max_bytes: int) -> None:
+        self.inner, self.max_bytes = inner, max_bytes
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response
+        try:
+            refuse_declared_oversize(response, self.max_bytes)
+        except ResponseTooLarge:
+            await response.aclose()
+            raise
+        stream = response.stream
+        if isinstance(stream, httpx2.AsyncByteStream):
+            response.stream = _CountedStream(stream, self.max_bytes)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _CountedStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, max_bytes: int) -> None:
+        self.inner, self.max_bytes = inner, max_bytes
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.inner:
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                raise ResponseTooLarge(f"the server's answer passed {self.max_bytes} bytes (no length declared)")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def stdio_opener(

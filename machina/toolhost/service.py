@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -132,6 +133,7 @@ class Toolhost:
         self.etc_view: etcview.EtcView | None = None
         self._previous_view: etcview.EtcView | None = None
         self.mcp: McpBridge | None = None
+        self._previous_hup: Any = None  # the SIGHUP handler before ours (restored at close)
         autonomic = (int(u) for u in cfg["MACHINA_AUTONOMIC_UIDS"])  # the engine's own uid calls tools too
         self.allowed_uids = {0, os.geteuid(), *(int(u) for u in cfg["MACHINA_TOOLHOST_ALLOWED_UIDS"]), *autonomic}
         self.admin_uids = {0, *(int(u) for u in cfg["MACHINA_TOOLHOST_ADMIN_UIDS"])}
@@ -209,6 +211,8 @@ class Toolhost:
         self.runner.start()
         self.mcp.reload()  # each server connects on a thread of its own; the socket serves meanwhile
         self.catalog.refresh()
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous_hup = signal.signal(signal.SIGHUP, self._on_hangup)
         for file, reason in self.catalog.refused:
             log.warning("plugin %s refused: %s", file, reason)
 
@@ -228,6 +232,19 @@ class Toolhost:
         assert self.server is not None
         self.server.serve(stop)
 
+    def _on_hangup(self, signum: int, frame: object) -> None:
+        # A reload reads files, takes locks and restarts servers: never inside the handler itself.
+        threading.Thread(target=self.reload, name="sighup-reload", daemon=True).start()
+
+    def reload(self) -> None:
+        """SIGHUP (systemctl reload): read mcp_servers.json again and restart its servers; look at plugins/
+        again (pins are still checked for every plugin)."""
+        if self.mcp is None:
+            return
+        log.info("SIGHUP: reloading the MCP servers and the plugins")
+        self.mcp.reload()
+        self.catalog.refresh()
+
     def healthy(self) -> bool:
         return True
 
@@ -238,6 +255,9 @@ class Toolhost:
         return f"{len(self.catalog.manifests)} built-in tools; sandbox: {sandbox}, {seccomp}"
 
     def close(self) -> None:
+        if self._previous_hup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
         if self.server is not None:
             self.server.close()
         if self.runner is not None:

@@ -206,3 +206,24 @@ def test_a_bad_config_file_is_reported_and_serves_nothing(
         assert "Traceback" not in host.log()
         assert host.client.call("AID.NOOP.v1", {}).status == toolapi.OK  # the other tools are unaffected
     assert os.path.exists(config)
+
+
+def test_sighup_reads_the_config_again(mcp_toolhost: StartToolhost, tmp_path: Path) -> None:
+    """``systemctl reload`` (ExecReload sends SIGHUP): a server added to mcp_servers.json starts, the toolhost
+    keeps serving, and the process is the same one."""
+    import signal
+    import time
+
+    from .conftest import write_config
+
+    host = mcp_toolhost({})
+    assert host.client.mcp_status()["servers"] == []
+    write_config(tmp_path / "mcp_servers.json", {"st": SDK_SERVER})
+    os.kill(host.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while not [s for s in host.client.mcp_status()["servers"] if s["state"] == "ready"]:
+        assert host.proc.poll() is None, host.log()
+        assert time.monotonic() < deadline, host.client.mcp_status()
+        time.sleep(0.1)
+    assert "SIGHUP: reloading the MCP servers" in host.log()
+    assert host.client.call("AID.NOOP.v1", {}).status == toolapi.OK

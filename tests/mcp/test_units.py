@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import re
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,14 +83,65 @@ def test_status_lines_name_the_problem() -> None:
     assert "does not exist" in status_lines({"config": "/x", "config_exists": False, "servers": []})[0]
 
 
-def test_an_http_body_declared_too_large_is_refused_before_it_is_read() -> None:
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """POST /<kind>: a 20,000-byte answer, declared (Content-Length), chunked (no length), or as an event stream."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        kind, body = self.path.strip("/"), b"x" * 20_000
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream" if kind == "sse" else "application/json")
+        if kind == "declared":
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for start in range(0, len(body), 1000):
+            self.wfile.write(b"3e8\r\n" + body[start : start + 1000] + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("kind", "cap", "refused"),
+    [
+        ("declared", 1000, "answered 20000 bytes, more than 1000"),
+        ("chunked", 1000, "passed 1000 bytes (no length declared)"),
+        ("chunked", 20_000, None),
+        ("declared", 20_000, None),
+        ("sse", 1000, None),  # an event stream: the SDK bounds each event
+    ],
+)
+def test_http_answers_are_bounded_with_or_without_a_declared_length(kind: str, cap: int, refused: str | None) -> None:
     pytest.importorskip("mcp", reason="the MCP SDK (the mcp extra) is not installed")
     import anyio
     import httpx2
 
-    from machina.mcp.transports import ResponseTooLarge, size_guard
+    from machina.mcp.transports import BoundedTransport, ResponseTooLarge
 
-    guard = size_guard(1000)
-    anyio.run(guard, httpx2.Response(200, headers={"content-length": "1000"}))
-    with pytest.raises(ResponseTooLarge, match="20000000 bytes, more than 1000"):
-        anyio.run(guard, httpx2.Response(200, headers={"content-length": "20000000"}))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    async def post() -> int:
+        transport = BoundedTransport(httpx2.AsyncHTTPTransport(), cap)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            response = await client.post(f"http://127.0.0.1:{server.server_port}/{kind}", content=b"{}")
+            return len(response.content)
+
+    try:
+        if refused is None:
+            assert anyio.run(post) == 20_000
+        else:
+            with pytest.raises(ResponseTooLarge, match=re.escape(refused)):
+                anyio.run(post)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
