@@ -96,6 +96,21 @@ class ToolSpec:
     def tier(self) -> int:
         return tier_of(self.side_effects)
 
+    def listing(self, **extra: Any) -> dict[str, Any]:
+        """The tool as listings show it (``machina tool ls``, the toolhost's tools/list, Genesis's load report)."""
+        return {
+            "aid": self.aid,
+            "name": self.name,
+            "description": self.description,
+            "tags": list(self.tags),
+            "side_effects": list(self.side_effects),
+            "tier": self.tier,
+            "tier_name": TIER_NAMES[self.tier],
+            "deterministic": self.deterministic,
+            "inputs_schema": self.inputs_schema,
+            **extra,
+        }
+
     def input_errors(self, inputs: Any) -> list[str]:
         """Every way ``inputs`` breaks the inputs_schema, as short readable lines (empty when valid)."""
         validator = jsonschema.Draft202012Validator(self.inputs_schema)

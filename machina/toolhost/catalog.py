@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machina import toolapi
-from machina.manifests.tools import TIER_NAMES, ToolSpec
+from machina.manifests.tools import ToolSpec
 from machina.plugins import caps
 from machina.plugins.loader import Plugin, PluginRefused, load_plugin, load_plugins
 from machina.toolhost.runners import BUILTIN_RUNNERS, MISSING, PLUGIN, Runner
@@ -106,31 +106,16 @@ class Catalog:
         tools = []
         for aid, spec in sorted(self.manifests.items()):
             if aid in BUILTIN_RUNNERS:
-                tools.append(_entry(spec, **describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
+                tools.append(spec.listing(**describe(Resolved(spec, BUILTIN_RUNNERS[aid]))))
             elif aid not in plugins:  # a declared tool no plugin provides either
-                tools.append(_entry(spec, implemented=False, **describe(Resolved(spec, Runner("", MISSING)))))
+                tools.append(spec.listing(implemented=False, **describe(Resolved(spec, Runner("", MISSING)))))
         for _aid, plugin in sorted(plugins.items()):
             resolved = Resolved(plugin.spec, plugin_runner(plugin), plugin)
             tools.append(
-                _entry(plugin.spec, plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved))
+                plugin.spec.listing(plugin=plugin.file, capabilities=sorted(plugin.capabilities), **describe(resolved))
             )
         for resolved in self.mcp.resolved_tools() if self.mcp is not None else []:
             # The description is the server's text: labelled for whoever shows it to a model.
             server = resolved.spec.tags[-1]
-            tools.append(_entry(resolved.spec, mcp_server=server, untrusted_description=True, **describe(resolved)))
+            tools.append(resolved.spec.listing(mcp_server=server, untrusted_description=True, **describe(resolved)))
         return {"tools": tools, "refused": [{"file": f, "reason": r} for f, r in self.refused]}
-
-
-def _entry(spec: ToolSpec, **extra: Any) -> dict[str, Any]:
-    return {
-        "aid": spec.aid,
-        "name": spec.name,
-        "description": spec.description,
-        "tags": list(spec.tags),
-        "side_effects": list(spec.side_effects),
-        "tier": spec.tier,
-        "tier_name": TIER_NAMES[spec.tier],
-        "deterministic": spec.deterministic,
-        "inputs_schema": spec.inputs_schema,
-        **extra,
-    }

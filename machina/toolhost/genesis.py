@@ -36,7 +36,6 @@ from typing import Any
 from machina import toolapi
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir, write_atomic
-from machina.manifests.tools import ToolSpec
 from machina.plugins.guard import guard_problems
 from machina.plugins.loader import Plugin, PluginRefused, checked_plugin
 from machina.plugins.pins import PLUGIN_NAME, digest, read_pins, write_pins
@@ -222,7 +221,7 @@ class Genesis:
             "sha256": plugin.sha256,
             "pinned": True,
             "tier": plugin.spec.tier,
-            "tool": tool_record(plugin.spec),
+            "tool": plugin.spec.listing(),  # what a caller needs to offer it (a Genesis run's menu)
         }
 
     # --- files ---------------------------------------------------------------------------------------------
@@ -251,20 +250,6 @@ class Genesis:
         except (OSError, ValueError):
             raise ToolFailure(f"{file} has not passed AID.GENESIS.COMPILE_SHARED.v1") from None
         return record if isinstance(record, dict) else {}
-
-
-def tool_record(spec: ToolSpec) -> dict[str, Any]:
-    """What a caller needs to offer a loaded tool (the engine adds it to a Genesis run's menu): its declaration
-    as the toolhost read it, with the side effects that follow from its capabilities."""
-    return {
-        "aid": spec.aid,
-        "name": spec.name,
-        "description": spec.description,
-        "tags": list(spec.tags),
-        "side_effects": list(spec.side_effects),
-        "deterministic": spec.deterministic,
-        "inputs_schema": spec.inputs_schema,
-    }
 
 
 def _file_name(name: str) -> str:
