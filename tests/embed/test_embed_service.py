@@ -18,6 +18,7 @@ from embed_support import BIN, EmbedProcess, builtin_menu, fake_command
 from machina.embed.client import EmbedClient, EmbedError
 from machina.embed.selector import CentroidSelector
 from machina.ipc.jsonlines import JsonLineClient, ServiceUnavailable
+from machina.testing.activation import socket_activated
 
 GOAL = "scan app.log for ERROR lines"
 
@@ -125,12 +126,11 @@ def test_socket_activation(machina_root: Path) -> None:
     try:
         with open(service.log, "a") as log:
             service.proc = subprocess.Popen(
-                ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$0"', str(BIN / "machina-embed")],
+                socket_activated(fd, [str(BIN / "machina-embed")]),
                 env=service.env,
                 stdout=log,
                 stderr=log,
-                pass_fds=(3,),
-                preexec_fn=lambda: os.dup2(fd, 3),
+                pass_fds=(fd,),
             )
         service.wait_ready()
         with EmbedClient(path) as client:

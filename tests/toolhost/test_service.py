@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,6 +19,7 @@ import pytest
 from machina import toolapi
 from machina.exitcodes import ExitCode
 from machina.ipc.jsonlines import ServiceUnavailable
+from machina.testing.activation import socket_activated
 from machina.testing.toolhost import RunningToolhost, running_toolhost, toolhost_command
 from machina.toolhost.client import ToolhostClient, ToolhostError
 from machina.toolhost.leases import inputs_digest
@@ -390,16 +390,9 @@ def test_socket_activation(machina_root: Path, tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "MACHINA_ENV_FILE": "/dev/null", "MACHINA_ROOT": str(machina_root)}
     env.update(TMPDIR=str(tmp_path), PYTHONFAULTHANDLER="1")  # SIGABRT below dumps where a hung start is
     fd = listener.fileno()
-    # A small exec'd launcher moves the listener to fd 3 (no preexec_fn: a fork of this threaded test process
-    # can deadlock before exec, which is what made this test hang in full runs; dash cannot name fd 10+).
-    launcher = (
-        "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3)\n"
-        "if fd != 3: os.close(fd)\n"
-        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execvp(sys.argv[2], sys.argv[2:])"
-    )
     with open(tmp_path / "toolhost.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", launcher, str(fd), *toolhost_command(str(machina_root))],
+            socket_activated(fd, toolhost_command(str(machina_root))),
             env=env,
             pass_fds=(fd,),
             stdout=log,
