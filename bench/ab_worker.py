@@ -33,9 +33,11 @@ print(json.dumps({"rate": r.rate, "cpu_ms": r.cpu_ms}))
 def one(checkout: Path, goal: str, jobs: int, fsync: int) -> dict[str, object]:
     py = checkout / ".venv" / "bin" / "python3"
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    out = subprocess.run([str(py), "-c", RUN, goal, str(jobs), str(fsync)], cwd=checkout, env=env,
-                         capture_output=True, text=True, check=True, timeout=900).stdout  # fmt: skip
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    argv = [str(py), "-c", RUN, goal, str(jobs), str(fsync)]
+    done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode:
+        raise SystemExit(f"the run in {checkout} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> int:

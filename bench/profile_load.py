@@ -323,6 +323,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second (default 100)")
     parser.add_argument("--goal", choices=sorted(GOALS), default="noop")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--gil", action="store_true", help="py-spy --gil: only samples holding the GIL (Python CPU)")
     parser.add_argument("--no-perf", dest="perf", action="store_false",
                         help="skip perf (kernel-side attribution: new inodes, fsync, rename, sockets)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=CHECKOUT / "bench" / "out" / "profile")
@@ -357,7 +358,8 @@ def main() -> int:
         if spy:
             for name, pid in procs.items():
                 argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--nonblocking", "--rate",
-                        str(args.rate), "--duration", str(window), "-o", str(args.out / f"{name}.raw")]  # fmt: skip
+                        str(args.rate), "--duration", str(window), "-o", str(args.out / f"{name}.raw"),
+                        *(["--gil"] if args.gil else [])]  # fmt: skip
                 spies[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)  # attached
         perf = _start_perf(args.out / "perf.data", procs, window) if args.perf else None
