@@ -1,5 +1,5 @@
 """machina-enqueued under load: POST /enqueue req/s and latency, fsync on and off, 1 and 32 clients, with and
-without keep-alive; then memory over a long run.
+without keep-alive (memory over 200k requests: ``bench_enqueued_memory.py``).
 
 Everything runs on loopback against the real ``bin/machina-enqueued`` with token auth, driven by wrk (a
 Lua script for the POST, its headers and a JSON summary).  Baselines are measured right before each point,
@@ -9,11 +9,12 @@ so ratios survive a noisy, shared machine:
 * ``FileQueue.enqueue`` in-process with as many threads as clients: the queue's own cost without HTTP,
   the ceiling of what the daemon can answer (with fsync on, also the disk's).
 
-Bounded: each point runs ``BENCH_ENQUEUED_SECONDS`` (default 5); the memory run stops at
-``BENCH_ENQUEUED_SOAK_REQUESTS`` (default 200000) or ``BENCH_ENQUEUED_SOAK_SECONDS`` (default 150),
-whichever comes first, with fsync off unless ``BENCH_ENQUEUED_SOAK_FSYNC=1`` (more requests in the time).
-All files live in a temporary directory removed at the end; every process started
-is stopped.  Prints figures; asserts nothing about speed.
+Beside each fsync-on keep-alive target, the disk's ceiling: the same file-system work (WAL fdatasync shared
+by the clients, job file created and placed) replayed with as many threads and nothing else, right after the
+point (``bench_disk.py``).
+
+Bounded: each point runs ``BENCH_ENQUEUED_SECONDS`` (default 5).  All files live in a temporary directory
+removed at the end; every process started is stopped.  Prints figures; asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,12 +39,12 @@ sys.path.insert(0, str(CHECKOUT))
 from machina.queue import FileQueue, QueueConfig  # noqa: E402
 from machina.root import init_root  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_disk import ceiling_line, replay  # noqa: E402
+
 TOKEN = "bench-token-" + "0123456789abcdef"
 JOB = '{"goal_id":"goal.BENCH.v1","inputs":{"path":"data/app.log","pattern":"ERROR"}}'
 SECONDS = float(os.environ.get("BENCH_ENQUEUED_SECONDS", "5"))
-SOAK_REQUESTS = int(os.environ.get("BENCH_ENQUEUED_SOAK_REQUESTS", "200000"))
-SOAK_SECONDS = float(os.environ.get("BENCH_ENQUEUED_SOAK_SECONDS", "150"))
-SOAK_FSYNC = os.environ.get("BENCH_ENQUEUED_SOAK_FSYNC", "0") == "1"  # off by default: more requests per minute
 CPP_REFERENCE = {1: 1800, 32: 2200}  # the earlier C++ server on this machine (issue 4), not durable
 TARGETS = {1: 1800, 32: 4000}  # req/s, fsync on, keep-alive, 0 errors (issue 16)
 
@@ -194,6 +194,9 @@ def matrix(work: Path) -> list[dict[str, Any]]:
                     jobs_before = daemon.jobs()
                     row.update(wrk(daemon.url("/enqueue"), post, clients, SECONDS))
                     row["jobs_written"] = daemon.jobs() - jobs_before
+                    if fsync and keepalive:  # the same file-system work alone, right after (bench_disk.py)
+                        row["disk_name"] = f"enqueue x{clients}"
+                        row["disk"] = replay(row["disk_name"], 2.0, str(work))
                     rows.append(row)
                     print_row(row)
         finally:
@@ -211,35 +214,6 @@ def print_row(row: dict[str, Any]) -> None:
         f"{row['queue_rps']:5.0f}/s; enqueue/queue {row['rps'] / row['queue_rps']:.2f}",
         flush=True,
     )
-
-
-def soak(work: Path) -> dict[str, Any]:
-    """RSS of the daemon sampled every second over one long keep-alive run (32 clients)."""
-    daemon = Daemon(work, fsync=SOAK_FSYNC)
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        started = time.monotonic()
-        while not stop.wait(1.0):
-            samples.append((time.monotonic() - started, daemon.rss_kib()))
-
-    try:
-        rss_start = daemon.rss_kib()
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        script = lua_script(work, "soak", "POST", True, stop_after=SOAK_REQUESTS)
-        result = wrk(daemon.url("/enqueue"), script, 32, SOAK_SECONDS)
-        stop.set()
-        sampler.join()
-        result["jobs_written"] = daemon.jobs()
-    finally:
-        stop.set()
-        daemon.stop()
-        shutil.rmtree(daemon.root, ignore_errors=True)
-    rss = [kib / 1024 for _, kib in samples]
-    quartiles = [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in range(5)] if rss else []
-    return {**result, "rss_start_mib": rss_start / 1024, "rss_quartiles_mib": quartiles, "samples": len(rss)}
 
 
 def main() -> int:
@@ -262,17 +236,8 @@ def main() -> int:
                 )
                 met = "met" if row["rps"] >= TARGETS[c] and not row["errors"] else "NOT met"
                 print(f"      target >= {TARGETS[c]} req/s with 0 errors: {row['rps'] / TARGETS[c]:.2f} x, {met}")
-        print(
-            f"memory: fsync={int(SOAK_FSYNC)}, 32 clients, keep-alive, "
-            f"up to {SOAK_REQUESTS} requests or {SOAK_SECONDS:.0f} s"
-        )
-        s = soak(work)
-        shape = " -> ".join(f"{q:.1f}" for q in s["rss_quartiles_mib"])
-        print(
-            f"  {s['requests']} requests in {s['duration_us'] / 1e6:.0f} s ({s['rps']:.0f} req/s, "
-            f"errors {s['errors']}, jobs {s['jobs_written']}); RSS before load {s['rss_start_mib']:.1f} MiB, "
-            f"then at 0/25/50/75/100 % of the run: {shape} MiB ({s['samples']} samples)"
-        )
+                print(ceiling_line(row["disk_name"], row["disk"], row["rps"], TARGETS[c], " req/s"))
+        print("memory over 200k requests: python bench/bench_enqueued_memory.py (run by make bench too)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

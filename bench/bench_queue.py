@@ -34,6 +34,10 @@ from machina.queue.names import new_ref
 from machina.queue.wal import encode
 from machina.root import init_root
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_disk import ceiling_line
+from bench_disk import replay as disk_replay
+
 SCALE = float(os.environ.get("BENCH_QUEUE_SCALE", "1"))
 CHECKOUT = Path(__file__).resolve().parent.parent
 #: bench/out/ (git-ignored) by default: /tmp on a shared machine is the disk every test run churns.
@@ -313,24 +317,33 @@ def main() -> int:
     print()
     print(f"{'workload':44} {'machina':>12} {'huey sqlite':>12} {'ratio':>7} {'target':>7}")
 
-    def row(label: str, ours: float, theirs: float) -> None:
+    def row(label: str, ours: float, theirs: float, disk: str | None = None) -> None:
         want = TARGET_RATIO_FSYNC if "fsync on" in label else TARGET_RATIO_NO_FSYNC
         verdict = "met" if ours / theirs >= want else "NOT met"
         print(f"{label:44} {ours:10.0f}/s {theirs:10.0f}/s {ours / theirs:6.2f}x {want:>5.1f}x {verdict}", flush=True)
+        if disk is not None:  # what the file-system work alone allows, measured right after (bench_disk.py)
+            print(ceiling_line(disk, disk_replay(disk, 2.0, BASE), ours, theirs * want), flush=True)
 
     for fsync in (False, True):
         tag = "fsync on " if fsync else "fsync off"
         total = n(3000 if fsync else 4000)
-        row(f"enqueue, 1 thread, {tag}", machina_enqueue(fsync, n(800), 1), huey_enqueue(fsync, n(800), 1))
+        row(
+            f"enqueue, 1 thread, {tag}",
+            machina_enqueue(fsync, n(800), 1),
+            huey_enqueue(fsync, n(800), 1),
+            "enqueue x1" if fsync else "enqueue x1 no fsync",
+        )
         row(
             f"enqueue, {PRODUCERS} threads, {tag}",
             machina_enqueue(fsync, total, PRODUCERS),
             huey_enqueue(fsync, total, PRODUCERS),
+            "enqueue x8" if fsync else None,
         )
         row(
             f"enqueue+claim+complete, {WORKER_PROCS}x{WORKER_THREADS} workers, {tag}",
             full_cycle("machina", fsync, n(2000)),
             full_cycle("huey", fsync, n(2000)),
+            "claim+complete x4" if fsync else None,
         )
     print()
     print(f"{'restart (fresh process)':44} {'wall':>8} {'import':>8} {'replay':>8} {'claim#1':>8} {'queue':>8}")
@@ -353,7 +366,9 @@ def main() -> int:
     print()
     print(f"context: creating one empty file costs {file_create_cost_us(where):.0f} us at the end of the run")
     print("queue = open + WAL replay/checkpoint load + recovery sweep + first claim (inbox scan); wall adds")
-    print("interpreter start and imports.  Targets (issue 16): every workload >= 1.0x Huey with fsync on and")
+    print("interpreter start and imports.  A disk ceiling is the same file-system work replayed with nothing")
+    print("else (bench_disk.py): for enqueue+claim+complete it counts the claim+complete part only (the enqueue's")
+    print("own ceiling is the row above).  Targets (issue 16): every workload >= 1.0x Huey with fsync on and")
     print(">= 0.5x with fsync off; restart with 100k queued < 1 s from a checkpoint.")
     print(f"Run time {time.monotonic() - started:.0f}s.")
     shutil.rmtree(_RUN_DIR[0], ignore_errors=True)

@@ -4,8 +4,9 @@ Measures, through a real toolhost on its Unix socket (seccomp on, bubblewrap, to
 as root):
 
 * AID.SHELL.EXEC.v1 running ``true``: a fresh bubblewrap sandbox per call;
-* AID.NOOP.v1 and AID.FILE.READ.v1: built-ins in a pre-started pooled executor;
-* the same NOOP with MACHINA_TOOLHOST_ISOLATE=1 (every call gets an executor no call used before);
+* AID.NOOP.v1: inline in the toolhost (it touches nothing: no executor since issue 16);
+* AID.PROC.SELF_METRICS.v1 and AID.FILE.READ.v1: built-ins in a pre-started pooled executor;
+* the same SELF_METRICS with MACHINA_TOOLHOST_ISOLATE=1 (every call gets an executor no call used before);
 * calls/s with 2 concurrent callers;
 
 and, as baselines, ``subprocess.run(["true"])`` and ``sandboxed_run(["/usr/bin/true"])`` in this process.
@@ -28,6 +29,9 @@ from machina import config
 from machina.root import init_root
 from machina.sandbox import resolve_policy, sandboxed_run
 from machina.testing.toolhost import running_toolhost
+
+#: A pooled built-in that needs no input: what the pool rows measure (NOOP runs inline).
+POOLED = "AID.PROC.SELF_METRICS.v1"
 
 ENV = {"MACHINA_PERMISSION_MODE": "open", "MACHINA_SECCOMP_ENABLE": "1", "MACHINA_TOOLHOST_ISOLATE": "0"}
 
@@ -101,13 +105,15 @@ def main() -> int:
             shell = timed(200, lambda: ok(client.call("AID.SHELL.EXEC.v1", {"cmd": ["true"]})))
             row("toolhost SHELL.EXEC true      (fresh sandbox)", shell, base)
             noop = timed(2000, lambda: ok(client.call("AID.NOOP.v1", {})), warmup=50)
-            row("toolhost NOOP                 (pooled)", noop, base)
+            row("toolhost NOOP                 (inline)", noop, base)
+            pooled = timed(2000, lambda: ok(client.call(POOLED, {})), warmup=50)
+            row("toolhost SELF_METRICS         (pooled)", pooled, base)
             read = timed(1000, lambda: ok(client.call("AID.FILE.READ.v1", {"path": "data/small.txt"})), warmup=50)
             row("toolhost FILE.READ 600 B      (pooled)", read, base)
 
             def noop_caller() -> Callable[[], object]:
                 own = host.new_client()
-                return lambda: ok(own.call("AID.NOOP.v1", {}))
+                return lambda: ok(own.call(POOLED, {}))
 
             def shell_caller() -> Callable[[], object]:
                 own = host.new_client()
@@ -125,16 +131,16 @@ def main() -> int:
             spaced = []
             for _ in range(30):
                 started = time.perf_counter()
-                ok(host.client.call("AID.NOOP.v1", {}))
+                ok(host.client.call(POOLED, {}))
                 spaced.append((time.perf_counter() - started) * 1000)
                 time.sleep(0.3)
-            row("toolhost NOOP, ISOLATE=1, spaced 300 ms", spaced, base)
-            isolated_rate = throughput(lambda: lambda: ok(host.client.call("AID.NOOP.v1", {})), callers=1)
+            row("toolhost SELF_METRICS, ISOLATE=1, spaced 300 ms", spaced, base)
+            isolated_rate = throughput(lambda: lambda: ok(host.client.call(POOLED, {})), callers=1)
 
     print()
-    print(f"{'2 concurrent callers, calls/s':48} NOOP {noop_rate:8.0f}   SHELL.EXEC true {shell_rate:7.0f}")
+    print(f"{'2 concurrent callers, calls/s':48} SELF_METRICS {noop_rate:8.0f}   SHELL.EXEC true {shell_rate:7.0f}")
     print(f"{'2 concurrent bare subprocess.run(true), runs/s':48} {bare_rate:13.0f}")
-    print(f"{'ISOLATE=1 sustained NOOP, 1 caller, calls/s':48} {isolated_rate:13.0f}")
+    print(f"{'ISOLATE=1 sustained SELF_METRICS, 1 caller, calls/s':48} {isolated_rate:13.0f}")
     print()
     print(
         f"targets: fresh-sandbox p50 {statistics.median(shell):.2f} ms (< 15), "

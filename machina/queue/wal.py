@@ -42,6 +42,7 @@ import re
 import secrets
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +162,34 @@ def scan_segment(path: str, start: int = 0) -> SegmentScan:
         pos = newline + 1
         scan.end = start + pos
     return scan
+
+
+class SegmentRecords:
+    """The good records of ``data`` (a segment read from offset ``start``), decoded one at a time each time
+    it is iterated, so a reader of a whole segment (a checkpoint settling 4 MiB of ENQ records) never holds
+    them all decoded at once.  Iteration stops at the first torn or corrupt record, as :func:`scan_segment`
+    does; ``end`` is then the offset just after the last good record."""
+
+    def __init__(self, data: bytes, start: int) -> None:
+        self.data = data
+        self.start = start
+        self.end = start
+        self.read_through = False  #: one iteration reached the end (or the first bad record)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        data, pos = self.data, 0
+        while pos < len(data):
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                break
+            try:
+                record = decode(data[pos:newline])
+            except BadRecord:
+                break
+            pos = newline + 1
+            self.end = max(self.end, self.start + pos)
+            yield record
+        self.read_through = True
 
 
 def try_seal(path: str) -> int | None:

@@ -35,14 +35,23 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from machina.clock import Clock
 from machina.fsutil import fsync_dir, write_atomic
 from machina.queue.faults import point as fault_point
-from machina.queue.wal import BadRecord, WalWriter, check_crc, encode, list_segments, scan_segment, try_seal
+from machina.queue.wal import (
+    BadRecord,
+    SegmentRecords,
+    WalWriter,
+    check_crc,
+    encode,
+    list_segments,
+    scan_segment,
+    try_seal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +113,8 @@ class WalIndex:
         self._settled: dict[str, int] = {}
         self._placed = 0
         #: places the jobs of sealed, not yet durable records that a crash left without their file
-        self.rebuild: Callable[[list[dict[str, Any]], dict[str, int]], int] | None = None
+        #: Places the jobs of ENQ records whose files a crash lost; given records it may iterate more than once.
+        self.rebuild: Callable[[Iterable[dict[str, Any]], dict[str, int]], int] | None = None
         #: makes every file placed so far durable before a checkpoint declares it so (syncfs)
         self.sync_files: Callable[[], None] | None = None
 
@@ -340,10 +350,13 @@ class WalIndex:
             data = handle.read()
         if b',"job":{' not in data:
             return start + len(data)
-        scan = scan_segment(path, start)
+        records = SegmentRecords(data, start)  # decoded as iterated: a segment's 30k jobs are never all held
         if self.rebuild is not None:
-            self._placed += self.rebuild(scan.records, self.cancelled)
-        return scan.end
+            self._placed += self.rebuild(records, self.cancelled)
+        if not records.read_through:  # settled up to the end (or the first bad record) whatever rebuild read
+            for _ in records:
+                pass
+        return records.end
 
     def _prune_cancelled(self, sizes: dict[str, int]) -> None:
         """Forget cancellations older than every segment that may still hold an ENQ record not yet durable

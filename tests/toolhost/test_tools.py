@@ -19,7 +19,7 @@ import pytest
 from machina import toolapi
 from machina.root import init_root
 from machina.testing.toolhost import RunningToolhost, running_toolhost
-from machina.toolhost.runners import BUILTIN_RUNNERS, POOL
+from machina.toolhost.runners import BUILTIN_RUNNERS, INLINE, POOL
 
 from .conftest import needs_bwrap
 
@@ -291,6 +291,10 @@ def test_http_get_needs_approval_in_standard_mode(toolhost: Start) -> None:
 # --- the pool ------------------------------------------------------------------------------------------------
 
 
+#: A pooled tool that needs no input and touches nothing the test cares about: what exercises the pool.
+POOLED_PURE = "AID.PROC.SELF_METRICS.v1"
+
+
 def _pool(client) -> dict:
     return client.call("AID.PROC.SELF_METRICS.v1", {}).output["toolhost"]["pools"]["strict"]
 
@@ -299,7 +303,7 @@ def test_pooled_executors_are_recycled_after_n_calls(toolhost: Start) -> None:
     client = toolhost(MACHINA_TOOLHOST_POOL_RECYCLE="3", MACHINA_TOOLHOST_POOL_SIZE="1").client
     before = _pool(client)
     for _ in range(9):
-        assert client.call("AID.NOOP.v1", {}).ok
+        assert client.call(POOLED_PURE, {}).ok
     after = _pool(client)
     assert after["retired"] - before["retired"] >= 3
 
@@ -311,7 +315,7 @@ def test_a_healthy_executor_serves_call_after_call(toolhost: Start) -> None:
     time.sleep(1.0)  # let the pool fill
     before = _pool(client)
     for _ in range(10):
-        assert client.call("AID.NOOP.v1", {}).ok
+        assert client.call(POOLED_PURE, {}).ok
         time.sleep(0.1)  # calls spaced out like a worker's: room for a spawner to "top up"
     after = _pool(client)
     assert after["retired"] == before["retired"]
@@ -322,8 +326,22 @@ def test_isolate_gives_every_call_an_executor_of_its_own(toolhost: Start) -> Non
     client = toolhost(MACHINA_TOOLHOST_ISOLATE="1").client
     before = _pool(client)["retired"]
     for _ in range(4):
-        assert client.call("AID.NOOP.v1", {}).ok
+        assert client.call(POOLED_PURE, {}).ok
     assert _pool(client)["retired"] - before >= 4
+
+
+def test_noop_and_ask_sup_run_inline_without_any_executor(toolhost: Start) -> None:
+    """They touch nothing: no executor is taken for them, with or without a pool (issue 16: one hop less)."""
+    for size in ("1", "0"):
+        client = toolhost(MACHINA_TOOLHOST_POOL_SIZE=size).client
+        paths = {t["aid"]: t["path"] for t in client.list_tools()}
+        assert paths["AID.NOOP.v1"] == paths["AID.ASK_SUP.v1"] == INLINE
+        before = _pool(client) if size == "1" else None
+        assert client.call("AID.NOOP.v1", {"anything": [1]}).output == {}
+        assert client.call("AID.ASK_SUP.v1", {"question": "deploy?"}).output["question"] == "deploy?"
+        if before is not None:
+            after = _pool(client)
+            assert (after["started"], after["retired"]) == (before["started"], before["retired"])
 
 
 def test_without_a_pool_every_call_starts_a_fresh_executor(toolhost: Start, data: Path) -> None:

@@ -1,0 +1,310 @@
+"""The physical costs under the queue, on the file system the queue uses, and the ceilings they set.
+
+    python bench/bench_disk.py [--dir DIR] [--n N] [--json FILE]
+
+1. Primitives, one thread, p50/p90 (ms): a small append + ``fdatasync`` (the WAL's commit), creating an empty
+   file (``openat(O_CREAT|O_EXCL)`` + close: the per-job file), creating a small file with its bytes,
+   ``rename`` in one directory, ``rename`` + the directory's ``fsync``, a new small file's ``fsync`` + its
+   directory's ``fsync`` (what a run log's close does).
+2. Replays of the exact file-system work of one job, with no HTTP, JSON, process hop or Python queue logic
+   around it, the fsyncs shared the way :class:`machina.queue.durable.GroupCommit` shares them:
+
+   * ``enqueue``: WAL append, group-committed ``fdatasync``, the job file created in tmp/ and
+     ``renameat2``-ed into inbox/, at 1, 8 and 32 threads (and at 1 without the fdatasync);
+   * ``claim+complete``: the claim (rename into processing/, WAL append, read), the result (create in
+     tmp/, rename into out/), the DONE record and its group-committed ``fdatasync``, the move into done/,
+     at 4 threads (``bench_queue``'s 2 processes x 2 threads);
+   * ``no-op job``: the same plus the job child's run log (create, 4 appends, ``fsync``, ``fsync`` of
+     logs/), at 8 threads (``bench_worker``'s 2 workers x 4 slots).
+
+   Each replay gives the rate this disk allows for that work and the CPU it costs (user + kernel of this
+   process, per operation): **the ceiling of the matching target** — no implementation of the same durable
+   work on this disk can beat it — and the CPU floor under "CPU per job".
+
+The directory defaults to a fresh temporary directory (the benchmarks' roots live there too); ``--dir`` puts
+it elsewhere (a real MACHINA_ROOT's file system).  Everything it creates is removed.  ``--json`` writes the
+figures for the other benchmarks (``ceilings()`` computes them in-process for them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT))
+
+from machina.queue.durable import GroupCommit, create_new, place  # noqa: E402
+
+RECORD = b'{"t":"DONE","ts":1764930000000,"file":"p5000_rq_1764930000000_abcdef0123.json","w":"1"}\n'
+JOB = b'{"goal_id":"goal.NOOP.v1"}'
+RUN_LOG_LINE = b'{"chain_hash":"' + b"0" * 64 + b'","event":"step","request_id":null,"ts":1764930000.0}\n'
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def _timed(n: int, setup: Callable[[int], Any], op: Callable[[int, Any], None]) -> list[float]:
+    out = []
+    for i in range(n):
+        arg = setup(i)
+        started = time.perf_counter()
+        op(i, arg)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def primitives(base: Path, n: int) -> dict[str, list[float]]:
+    d = base / "prim"
+    d.mkdir()
+    figures: dict[str, list[float]] = {}
+    wal = os.open(d / "wal.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    dir_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+
+        def append_sync(_i: int, _a: Any) -> None:
+            os.write(wal, RECORD)
+            os.fdatasync(wal)
+
+        figures["append + fdatasync"] = _timed(n, lambda i: None, append_sync)
+
+        def create_empty(i: int, _a: Any) -> None:
+            os.close(os.open(d / f"e{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+        figures["create empty file"] = _timed(n, lambda i: None, create_empty)
+
+        def create_small(i: int, _a: Any) -> None:
+            os.close(create_new(str(d / f"s{i}"), JOB))
+
+        figures["create + write small file"] = _timed(n, lambda i: None, create_small)
+        figures["rename (same dir)"] = _timed(n, lambda i: None, lambda i, a: os.rename(d / f"s{i}", d / f"r{i}"))
+
+        def rename_fsync(i: int, _a: Any) -> None:
+            os.rename(d / f"r{i}", d / f"q{i}")
+            os.fsync(dir_fd)
+
+        figures["rename + dir fsync"] = _timed(n, lambda i: None, rename_fsync)
+
+        def new_file_fsync(i: int, _a: Any) -> None:
+            fd = create_new(str(d / f"log{i}"), RUN_LOG_LINE * 4)
+            os.fsync(fd)
+            os.close(fd)
+            os.fsync(dir_fd)
+
+        figures["new file + fsync + dir fsync"] = _timed(n, lambda i: None, new_file_fsync)
+        figures["unlink"] = _timed(n, lambda i: None, lambda i, a: os.unlink(d / f"e{i}"))
+    finally:
+        os.close(wal)
+        os.close(dir_fd)
+        shutil.rmtree(d, ignore_errors=True)
+    return figures
+
+
+class _Replay:
+    """A queue-shaped directory tree and a WAL with a group commit, driven by threads."""
+
+    def __init__(self, base: Path, name: str, fsync: bool = True) -> None:
+        self.root = base / name
+        for sub in ("inbox", "processing", "done", "out", "tmp", "logs"):
+            (self.root / sub).mkdir(parents=True)
+        self.fsync = fsync
+        self.wal = os.open(self.root / "wal.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.wal_lock = threading.Lock()
+        self.commit = GroupCommit(lambda: os.fdatasync(self.wal))
+        self.logs_fd = os.open(self.root / "logs", os.O_RDONLY | os.O_DIRECTORY)
+
+    def append(self, data: bytes) -> None:
+        with self.wal_lock:
+            os.write(self.wal, data)
+
+    def tmp(self, data: bytes) -> str:
+        path = str(self.root / "tmp" / f"{secrets.token_hex(6)}.tmp")
+        os.close(create_new(path, data))
+        return path
+
+    def enqueue(self) -> str:
+        """What FileQueue.enqueue does to the disk: ENQ record (synced), job file created and placed."""
+        name = f"p5000_rq_{time.time_ns() // 1_000_000}_{secrets.token_hex(5)}.json"
+        self.append(RECORD + JOB)
+        if self.fsync:
+            self.commit.sync()
+        place(self.tmp(JOB), str(self.root / "inbox" / name))
+        return name
+
+    def backlog(self, count: int) -> list[str]:
+        """``count`` queued jobs, cheaply: hard links of one file (no inode each), names in claim order."""
+        template = self.root / "tmp" / "template"
+        template.write_bytes(JOB)
+        names = [f"p5000_rq_{1764930000000 + i:013d}_{i:010x}.json" for i in range(count)]
+        for name in names:
+            os.link(template, self.root / "inbox" / name)
+        template.unlink()
+        return names[::-1]
+
+    def cycle(self, name: str, run_log: bool) -> None:
+        """What claim + complete do to the disk, and with ``run_log`` what the job child's run log adds."""
+        r = self.root
+        os.rename(r / "inbox" / name, r / "processing" / name)
+        self.append(RECORD)
+        (r / "processing" / name).read_bytes()
+        if run_log:
+            log = create_new(str(r / "logs" / f"run_{name}.jsonl"), RUN_LOG_LINE)
+            for _ in range(3):
+                os.write(log, RUN_LOG_LINE)
+            if self.fsync:
+                os.fsync(log)
+            os.close(log)
+            if self.fsync:
+                os.fsync(self.logs_fd)
+        os.rename(self.tmp(RECORD), r / "out" / f"{name}.attempt1.result.json")
+        self.append(RECORD)
+        if self.fsync:
+            self.commit.sync()
+        os.rename(r / "processing" / name, r / "done" / name)
+
+    def close(self) -> None:
+        self.commit.close()
+        os.close(self.wal)
+        os.close(self.logs_fd)
+
+
+def _drive(threads: int, seconds: float, op: Callable[[int], None]) -> tuple[float, float, int]:
+    """(ops/s, CPU ms per op of this process, ops) with ``threads`` threads calling ``op`` for ``seconds``."""
+    counts = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def run(t: int) -> None:
+        while time.monotonic() < stop:
+            op(t)
+            counts[t] += 1
+
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    cpu, wall, n = time.process_time() - cpu0, time.monotonic() - wall0, sum(counts)
+    return n / wall, cpu / max(n, 1) * 1000, n
+
+
+#: name -> (kind, threads, fsync): the file-system work of each benchmark's targets.
+REPLAYS: dict[str, tuple[str, int, bool]] = {
+    "enqueue x1": ("enqueue", 1, True),  # bench_queue 1 thread, bench_enqueued 1 client
+    "enqueue x8": ("enqueue", 8, True),  # bench_queue 8 threads
+    "enqueue x32": ("enqueue", 32, True),  # bench_enqueued 32 clients
+    "enqueue x1 no fsync": ("enqueue", 1, False),
+    "claim+complete x4": ("cycle", 4, True),  # bench_queue's 2 processes x 2 threads, after the enqueue
+    "no-op job x8": ("job", 8, True),  # bench_worker: 2 workers x 4 slots, run log included
+}
+
+
+def replay(name: str, seconds: float = 2.0, directory: str | None = None) -> dict[str, float]:
+    """One replay of :data:`REPLAYS`: {"rate": ops/s, "cpu_ms": CPU per op, "n": ops}, measured now."""
+    kind, threads, fsync = REPLAYS[name]
+    base = Path(tempfile.mkdtemp(prefix="bench-disk-", dir=directory))
+    rep = _Replay(base, "r", fsync)
+    try:
+        if kind == "enqueue":
+            rate, cpu, n = _drive(threads, seconds, lambda t: rep.enqueue() and None)
+        else:
+            names = rep.backlog(int(seconds * 6000))
+            lock = threading.Lock()
+
+            def one(_t: int) -> None:
+                with lock:
+                    if not names:
+                        raise SystemExit("replay ran out of queued jobs")
+                    name = names.pop()
+                rep.cycle(name, run_log=kind == "job")
+
+            rate, cpu, n = _drive(threads, seconds, one)
+
+        def probe(i: int, _a: Any) -> None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            os.close(os.open(rep.root / "tmp" / f"probe{i}", flags, 0o600))
+
+        create_ms = statistics.median(_timed(50, lambda i: None, probe))
+    finally:
+        rep.close()
+        shutil.rmtree(base, ignore_errors=True)
+    return {"rate": rate, "cpu_ms": cpu, "n": n, "create_ms": create_ms}
+
+
+def ceilings(directory: str | None = None, n: int = 200, seconds: float = 2.0) -> dict[str, Any]:
+    """The figures of this module, measured now."""
+    base = Path(tempfile.mkdtemp(prefix="bench-disk-", dir=directory))
+    try:
+        prim = primitives(base, n)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        "primitives": {k: {"p50": statistics.median(v), "p90": percentile(v, 90)} for k, v in prim.items()},
+        "replays": {name: replay(name, seconds, directory) for name in REPLAYS},
+    }
+
+
+def ceiling_line(name: str, figures: dict[str, float], measured: float, target: float, unit: str = "/s") -> str:
+    """One line for a target: what the disk allows for that work (a :func:`replay`), beside the measured
+    figure; "stops" when the ceiling itself is under the target."""
+    ceiling = figures["rate"]
+    verdict = "the disk allows the target" if ceiling >= target else "the DISK ALONE STOPS the target"
+    return (f"    disk ceiling ({name}: the same file-system work, nothing else): {ceiling:.0f}{unit}, "
+            f"{figures['cpu_ms']:.3f} ms CPU each (a new file {figures['create_ms']:.3f} ms); measured "
+            f"{measured:.0f}{unit} = {measured / ceiling:.2f} x "
+            f"ceiling; target {target:.0f}{unit} = {target / ceiling:.2f} x ceiling: {verdict}")  # fmt: skip
+
+
+def report(figures: dict[str, Any]) -> None:
+    prim = figures["primitives"]
+    print(f"{'primitive (one thread)':<32} {'p50 ms':>8} {'p90 ms':>8}")
+    for name, f in prim.items():
+        print(f"{name:<32} {f['p50']:>8.3f} {f['p90']:>8.3f}")
+    sync = prim["append + fdatasync"]["p50"]
+    create = prim["create + write small file"]["p50"]
+    rename = prim["rename (same dir)"]["p50"]
+    serial = sync + create + rename
+    print(f"\none client's durable enqueue, serially: fdatasync {sync:.3f} + create {create:.3f} + rename "
+          f"{rename:.3f} = {serial:.3f} ms -> at most {1000 / serial:.0f} req/s before HTTP or Python; "
+          f"1,800 req/s needs all three within 0.556 ms (fdatasync alone <= {0.556 - create - rename:.3f} ms "
+          f"with these create and rename costs)")  # fmt: skip
+    print(f"\n{'replay (file-system work only)':<32} {'ops/s':>8} {'CPU ms/op':>10} {'ops':>7} {'create ms':>10}")
+    for name, f in figures["replays"].items():
+        print(f"{name:<32} {f['rate']:>8.0f} {f['cpu_ms']:>10.3f} {f['n']:>7} {f['create_ms']:>10.3f}")
+    job = figures["replays"]["no-op job x8"]
+    enq = figures["replays"]["enqueue x32"]
+    print(f"\nCPU floor of one no-op job's file-system work (worker + child side): {job['cpu_ms']:.3f} ms; with its "
+          f"enqueue {job['cpu_ms'] + enq['cpu_ms']:.3f} ms (target: 1.5 ms for all processes together)")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", help="where to measure (default: the temporary directory)")
+    parser.add_argument("--n", type=int, default=300, help="samples per primitive (default 300)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per replay (default 3)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    where = args.dir or tempfile.gettempdir()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; file system of {where}")
+    figures = ceilings(args.dir, args.n, args.seconds)
+    report(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
