@@ -34,6 +34,7 @@ TOKEN = "soak-token-0123456789abcdef"  # noqa: S105 - a loopback test token, not
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 120.0
 DAEMONS = ("toolhost", "embed", "enqueued", "worker", "up")
+POOLED_TOOL = "AID.PROC.SELF_METRICS.v1"  # the toolhost soak's request: no input, run in a pooled executor
 #: What must run beside a daemon for it to get ready (a worker's job children need the toolhost).
 NEEDS = {"worker": ("toolhost",)}
 
@@ -277,9 +278,11 @@ class Soak:
         for start in range(0, count, batch):
             with contextlib.closing(ToolhostClient(socket_path, timeout=60)) as client:
                 for _ in range(min(batch, count - start)):
-                    reply = client.call("AID.NOOP.v1", {})
+                    # A pooled tool (NOOP runs inline): every call goes through an executor, whose sockets
+                    # and pipes are what a leak per call would leave open.
+                    reply = client.call(POOLED_TOOL, {})
                     if not reply.ok:
-                        raise SoakFailure(f"AID.NOOP.v1 failed: {reply.status} {reply.error}")
+                        raise SoakFailure(f"{POOLED_TOOL} failed: {reply.status} {reply.error}")
 
     def _embed_requests(self, count: int, batch: int) -> None:
         from machina.embed.client import EmbedClient
