@@ -193,7 +193,8 @@ _var(
     "MACHINA_API_THREADS",
     Int(1, 512),
     32,
-    "threads that write jobs into the queue (concurrent fsyncs share group commits)",
+    "machina-enqueued's threads for blocking queue calls: stats, job lookups, and writing jobs on a backend that "
+    "cannot commit a batch together (PostgreSQL); the file queue's jobs are written in batches by two threads",
 )
 _var(
     "MACHINA_API_SHUTDOWN_TIMEOUT_MS",

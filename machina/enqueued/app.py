@@ -17,9 +17,10 @@ path                   auth    answer
 Every error is ``{"ok":false,"error":"<what went wrong>"}``.  An answer given before the request body was
 read closes the connection, so a client cannot keep the server reading a body nobody wants.
 
-Queue calls block (file writes, fsync): they run in a thread pool, several at a time, so the queue's group
-commit shares one directory fsync among every job waiting for it.  A job is answered "queued" only once
-``enqueue`` returned, that is once it is durable under MACHINA_WAL_FSYNC.
+Jobs are written by :class:`~machina.enqueued.batching.JobWriter`: every request waiting is committed in
+one batch (one WAL group commit).  A job is answered "queued" only once its batch was written, that is once
+it is durable under MACHINA_WAL_FSYNC.  Other queue calls (stats, job lookups) block too: they run in a
+thread pool.
 
 Every log line about a request carries ``request_id``: the client's ``request_id`` once the body is
 parsed, before that (and for requests without one) this daemon's own id for the request, ``h-...``,
@@ -41,6 +42,7 @@ from typing import Any, TypeVar
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from machina.enqueued.auth import Authenticator, AuthFailure, PendingSignature
+from machina.enqueued.batching import JobWriter, WriterClosed
 from machina.enqueued.metrics import Metrics
 from machina.enqueued.ratelimit import RateLimiter, client_key
 from machina.log import fields, log_context, redact
@@ -49,12 +51,10 @@ from machina.queue import (
     BaseQueue,
     DedupConflict,
     DedupPending,
-    EnqueueResult,
     InvalidRequest,
     QueuedNotDurable,
     QueueError,
     QueueNotWritable,
-    load_request,
 )
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class EnqueueApp:
         enqueue_limiter: RateLimiter,
         metrics: Metrics,
         executor: Executor,
+        writer: JobWriter,
         max_body_bytes: int,
         metrics_public: bool,
     ) -> None:
@@ -154,6 +155,7 @@ class EnqueueApp:
         self.enqueue_limiter = enqueue_limiter
         self.metrics = metrics
         self.executor = executor
+        self.writer = writer
         self.max_body_bytes = max_body_bytes
         self.metrics_public = metrics_public
         self._ids = itertools.count(1)
@@ -202,25 +204,20 @@ class EnqueueApp:
     async def enqueue(self, ex: Exchange) -> Response:
         body = await self._authorized_body(ex, enqueue=True)
         try:
-            result = await self._in_thread(self._enqueue, body)
-        except InvalidRequest as exc:
-            raise HttpError(400, exc.reason) from None
-        except Refused as refused:
-            raise _refusal_error(refused) from None
+            rid, result = await self.writer.submit(body)
+        except WriterClosed:
+            raise HttpError(503, "stopping: nothing was queued; try again later") from None
+        if isinstance(result, InvalidRequest) and rid is None:
+            raise HttpError(400, result.reason)
+        if isinstance(result, QueueError):
+            raise _refusal_error(Refused(rid, result))
+        if isinstance(result, Exception):
+            raise result
         if result.deduplicated:
             self.metrics.dedup_hits.inc()
         with log_context(request_id=result.request_id):
             log.debug("queued", extra=fields(job=result.name, deduplicated=result.deduplicated or None))
         return json_response(200, result.as_response(), [(b"x-request-id", (result.request_id or ex.rid).encode())])
-
-    def _enqueue(self, body: bytes) -> EnqueueResult:
-        """In a pool thread: parse, validate and write the job (durable when this returns)."""
-        request = load_request(body)
-        with log_context(request_id=request.request_id):
-            try:
-                return self.queue.enqueue(request)
-            except QueueError as exc:
-                raise Refused(request.request_id, exc) from exc
 
     async def health(self, ex: Exchange) -> Response:
         return json_response(200, {"ok": True})

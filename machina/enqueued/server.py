@@ -27,6 +27,7 @@ from machina.clock import SYSTEM_CLOCK, Clock
 from machina.config import Config
 from machina.enqueued.app import EnqueueApp
 from machina.enqueued.auth import Authenticator
+from machina.enqueued.batching import JobWriter
 from machina.enqueued.listen import BACKLOG, Listeners, open_listeners
 from machina.enqueued.metrics import Metrics
 from machina.enqueued.nonces import NonceStore
@@ -57,6 +58,7 @@ class EnqueueService:
         self.listeners: Listeners | None = None
         self.nonces = NonceStore(settings.hmac_ttl_s, clock)
         self.executor: ThreadPoolExecutor | None = None
+        self.writer: JobWriter | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
@@ -79,6 +81,11 @@ class EnqueueService:
         sweep_temps(self.root.state)  # a nonce table a SIGKILLed predecessor was writing
         self.nonces.load(self.root.state)
         self.executor = ThreadPoolExecutor(max_workers=s.threads, thread_name_prefix="enqueue")
+        if self.queue.commits_batches:
+            self.writer = JobWriter(self.queue)
+        else:  # one job at a time, as many at once as the pool allows (PostgreSQL: one transaction each)
+            self.writer = JobWriter(self.queue, committers=s.threads, max_batch=1)
+        self.writer.start()
         app = EnqueueApp(
             queue=self.queue,
             state_dir=self.root.state,
@@ -87,6 +94,7 @@ class EnqueueService:
             enqueue_limiter=RateLimiter(s.enqueue_rpm, self.clock),
             metrics=Metrics(self.queue, self.root.state),
             executor=self.executor,
+            writer=self.writer,
             max_body_bytes=s.max_body_bytes,
             metrics_public=s.metrics_public,
         )
@@ -141,6 +149,9 @@ class EnqueueService:
 
     def close(self) -> None:
         http_stopped = self._stop_http()
+        if self.writer is not None:
+            self.writer.close()  # every job submitted is written (and answered, if its client still waits)
+            self.writer = None
         if self.executor is not None:
             self.executor.shutdown(wait=True)  # every job being written is finished before the queue closes
             self.executor = None

@@ -6,10 +6,12 @@ filesystem; ``tests/queue/contract.py`` holds the test mixin every implementatio
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from machina.queue.errors import QueueError
 from machina.queue.request import Request
 
 if TYPE_CHECKING:
@@ -166,6 +168,26 @@ class BaseQueue(abc.ABC):
         ``deduplicated=True`` when the canonical body's SHA-256 matches, and raises DedupConflict when it does
         not.  Raises InvalidRequest, QueueNotWritable (full or read-only disk: nothing was queued).
         """
+
+    @property
+    def commits_batches(self) -> bool:
+        """True when :meth:`enqueue_batch` commits a batch together (one sync for all), so that few threads
+        calling it with many requests each beat many threads calling :meth:`enqueue`."""
+        return False
+
+    def enqueue_batch(self, requests: Sequence[Request]) -> list[EnqueueResult | Exception]:
+        """Enqueue validated requests at once: one result per request, in order, the
+        :class:`EnqueueResult` or the exception :meth:`enqueue` raises for it (nothing of that request was
+        queued).  Each acknowledged job is as durable as one from :meth:`enqueue`; copies of a request_id
+        in one batch make one job.  A backend may commit the batch together (the file queue: one WAL
+        group commit for all); this default enqueues them one by one."""
+        results: list[EnqueueResult | Exception] = []
+        for request in requests:
+            try:
+                results.append(self.enqueue(request))
+            except (QueueError, OSError) as exc:
+                results.append(exc)
+        return results
 
     # --- workers ---------------------------------------------------------------------------------------
 

@@ -6,12 +6,14 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from machina.log import fields
 from machina.queue.base import (
     EnqueueResult,
 )
+from machina.queue.dedup import Reservation
 from machina.queue.durable import place
 from machina.queue.errors import (
     DedupConflict,
@@ -41,6 +43,50 @@ class EnqueueOps(QueueCore):
     ) -> EnqueueResult:
         req = as_request(request, request_id)
         prio = job_priority(req, priority)
+        if self._writer is not None:
+            (result,) = self._commit_round([(req, prio)])
+            if isinstance(result, Exception):
+                raise result
+            return result
+        return self._enqueue_placed(req, prio)
+
+    @property
+    def commits_batches(self) -> bool:
+        return self._writer is not None  # one WAL group commit per batch; without the WAL, one fsync per job
+
+    def enqueue_batch(self, requests: Sequence[Request]) -> list[EnqueueResult | Exception]:
+        """Enqueue validated requests with one commit for all: every ENQ record is appended, one group commit
+        makes them durable together, then each file is placed.  One result per request, in order: its
+        :class:`EnqueueResult`, or the exception :meth:`enqueue` would have raised for it (nothing of that
+        request was queued).  Copies of one ``request_id`` in a batch are committed one round apart, so
+        the later copies are answered as repeats of the first."""
+        if self._writer is None:
+            return [self._one_of_many(req) for req in requests]
+        results: list[EnqueueResult | Exception | None] = [None] * len(requests)
+        todo = list(range(len(requests)))
+        while todo:
+            rids: set[str] = set()
+            now: list[int] = []
+            later: list[int] = []
+            for i in todo:
+                rid = requests[i].request_id
+                (later if rid is not None and rid in rids else now).append(i)
+                if rid is not None:
+                    rids.add(rid)
+            done = self._commit_round([(requests[i], job_priority(requests[i], None)) for i in now])
+            for i, result in zip(now, done, strict=True):
+                results[i] = result
+            todo = later
+        return results  # type: ignore[return-value]
+
+    def _one_of_many(self, req: Request) -> EnqueueResult | Exception:
+        try:
+            return self.enqueue(req)
+        except (QueueError, OSError) as exc:
+            return exc
+
+    def _enqueue_placed(self, req: Request, prio: int) -> EnqueueResult:
+        """Without the WAL: the file is placed, then its directory fsynced."""
         rid = req.request_id
         reservation = None
         if rid is not None and self._dedup.enabled:
@@ -49,11 +95,8 @@ class EnqueueOps(QueueCore):
                 return self._answer_repeat(rid, req, found)
             reservation = found
         try:
-            if self._writer is not None:
-                ref = self._commit_job(req, prio)
-            else:
-                ref = self._write_job(req, prio)
-                self._sync_placed(ref, rid)
+            ref = self._write_job(req, prio)
+            self._sync_placed(ref, rid)
         except QueuedNotDurable as exc:
             placed = parse_name(exc.name)
             if reservation is not None and placed is not None:
@@ -70,35 +113,87 @@ class EnqueueOps(QueueCore):
         log.debug("enqueued", extra=fields(job=ref.name, request_id=rid))
         return EnqueueResult(ref.name, rid, False)
 
-    def _commit_job(self, req: Request, priority: int) -> JobRef:
-        """The WAL is the commit point: the ENQ record, body included, is appended and group-committed (one
-        fdatasync for every enqueuer waiting), then the inbox file is written without an fsync of its own.
-        A crash after the sync leaves a record whose file :mod:`machina.queue.rebuild` places again; the
-        checkpoint syncs the files before it lets the records go (DESIGN.md section 3)."""
-        assert self._writer is not None
-        ref = self._names.next(priority, req.request_id)
-        record: dict[str, Any] = {"t": "ENQ", "ts": ref.epoch_ms, "name": ref.name, "prio": priority}
-        if req.request_id is not None:
-            record.update(rid=req.request_id, sha=req.sha256)
+    def _commit_round(self, batch: list[tuple[Request, int]]) -> list[EnqueueResult | Exception]:
+        """The WAL is the commit point: each job's ENQ record, body included, is appended, one group commit
+        (one fdatasync shared with every other enqueuer waiting) makes them durable, then each inbox file
+        is written without an fsync of its own.  A crash after the sync leaves records whose files
+        :mod:`machina.queue.rebuild` places again; the checkpoint syncs the files before it lets the records
+        go (DESIGN.md section 3).  No two requests of ``batch`` share a request_id."""
+        results: list[EnqueueResult | Exception | None] = [None] * len(batch)
+        staged: list[_Staged] = []
         try:
-            segment = self._writer.commit_append(encode_job(record, req.canonical, self.config.wal_crc32))
-        except OSError as exc:
-            self._reraise("log job", exc)
-        self._count("ENQ")
-        try:
-            fault_point("enqueue.logged")
-            try:
-                fault_point("enqueue.sync")
-                if self.config.fsync:
-                    self._commit.sync()
-            except OSError as exc:
-                self._cancel_enqueue(ref, req.request_id)
-                self._reraise("fsync", exc)
-            fault_point("enqueue.committed")
-            self._place_job(ref, req.canonical, req.request_id)
+            for i, (req, prio) in enumerate(batch):
+                try:
+                    entry = self._stage(req, prio)
+                except (QueueError, OSError) as exc:
+                    results[i] = exc
+                    continue
+                if isinstance(entry, EnqueueResult):
+                    results[i] = entry
+                else:
+                    entry.index = i
+                    staged.append(entry)
+            if staged:
+                self._commit_staged(staged, results)
         finally:
-            self._writer.release(segment)
-        return ref
+            for entry in staged:
+                entry.settle(self)  # whatever happened, no segment stays pinned and no copy waits forever
+        return results  # type: ignore[return-value]
+
+    def _stage(self, req: Request, prio: int) -> _Staged | EnqueueResult:
+        """Dedup, then the ENQ record appended (not yet synced): a repeat's answer, or the staged job."""
+        assert self._writer is not None
+        rid = req.request_id
+        reservation = None
+        if rid is not None and self._dedup.enabled:
+            found = self._dedup.begin(rid, req.sha256, self._now_ms())
+            if isinstance(found, DedupEntry):
+                return self._answer_repeat(rid, req, found)
+            reservation = found
+        try:
+            ref = self._names.next(prio, rid)
+            record: dict[str, Any] = {"t": "ENQ", "ts": ref.epoch_ms, "name": ref.name, "prio": prio}
+            if rid is not None:
+                record.update(rid=rid, sha=req.sha256)
+            try:
+                segment = self._writer.commit_append(encode_job(record, req.canonical, self.config.wal_crc32))
+            except OSError as exc:
+                self._reraise("log job", exc)
+        except BaseException:
+            if reservation is not None:
+                self._dedup.abort(rid, reservation)  # type: ignore[arg-type]
+            raise
+        self._count("ENQ")
+        return _Staged(req, ref, segment, reservation)
+
+    def _commit_staged(self, staged: list[_Staged], results: list[EnqueueResult | Exception | None]) -> None:
+        for _ in staged:
+            fault_point("enqueue.logged")
+        try:
+            fault_point("enqueue.sync")
+            if self.config.fsync:
+                self._commit.sync()
+        except OSError as exc:
+            for entry in staged:
+                self._cancel_enqueue(entry.ref, entry.req.request_id)
+                entry.abandon(self)
+            try:
+                self._reraise("fsync", exc)
+            except (QueueError, OSError) as error:
+                for entry in staged:
+                    results[entry.index] = error
+            return
+        for _ in staged:
+            fault_point("enqueue.committed")
+        for entry in staged:
+            try:
+                self._place_job(entry.ref, entry.req.canonical, entry.req.request_id)
+            except (QueueError, OSError) as exc:
+                entry.abandon(self)
+                results[entry.index] = exc
+                continue
+            entry.accept(self)
+            results[entry.index] = EnqueueResult(entry.ref.name, entry.req.request_id, False)
 
     def _place_job(self, ref: JobRef, data: bytes, rid: str | None) -> None:
         """The inbox file of a committed job: written in tmp/ and moved in (never replacing), no fsync."""
@@ -198,3 +293,45 @@ class EnqueueOps(QueueCore):
         log.info("adopted inbox/%s as %s", file, ref.name, extra=fields(job=ref.name))
         self._log("ENQ", ts=ref.epoch_ms, name=ref.name, prio=ref.priority, adopted=file)
         self._inbox.push(ref.file)
+
+
+class _Staged:
+    """A job whose ENQ record is appended and not yet acknowledged: it pins its WAL segment (unsealed) and
+    holds its request_id's dedup reservation until it is accepted or abandoned."""
+
+    def __init__(self, req: Request, ref: JobRef, segment: str, reservation: Reservation | None) -> None:
+        self.req = req
+        self.ref = ref
+        self.segment = segment
+        self.reservation = reservation
+        self.index = -1
+        self._settled = False
+
+    def accept(self, ops: EnqueueOps) -> None:
+        """Placed: a repeat of the request is now told this job."""
+        rid = self.req.request_id
+        if self.reservation is not None and rid is not None:
+            ops._dedup.finish(rid, self.reservation, self.ref.name, self.ref.epoch_ms)
+        self.reservation = None
+        ops._inbox.push(self.ref.file)
+        log.debug("enqueued", extra=fields(job=self.ref.name, request_id=rid))
+        self.settle(ops)
+
+    def abandon(self, ops: EnqueueOps) -> None:
+        """Not queued: a repeat of the request may queue it."""
+        rid = self.req.request_id
+        if self.reservation is not None and rid is not None:
+            ops._dedup.abort(rid, self.reservation)
+        self.reservation = None
+        self.settle(ops)
+
+    def settle(self, ops: EnqueueOps) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        assert ops._writer is not None
+        if self.reservation is not None and self.req.request_id is not None:
+            # neither accepted nor abandoned (an exception went past): a copy must not wait for it
+            ops._dedup.abort(self.req.request_id, self.reservation)
+            self.reservation = None
+        ops._writer.release(self.segment)

@@ -24,6 +24,7 @@ from machina.queue import (
     WorkerIdInUse,
 )
 from machina.queue.names import fnv1a32
+from machina.queue.request import validate_request
 
 LEASE = {"aid": "AID.SHELL.EXEC.v1", "inputs_digest": "ab" * 32, "token": "mlease_0123abcd_secretsecret"}
 NAME_RE = re.compile(r"p(\d{4})_rq_(\d{13})_([0-9a-f]{10})(_rid[0-9a-f]{8})?\.json")
@@ -150,6 +151,38 @@ class QueueContract:
         assert len({r.name for r in results}) == 1
         assert sum(not r.deduplicated for r in results) == 1
         assert q.stats().sizes["inbox"] == 1
+
+    # --- enqueue_batch (machina-enqueued's path) ----------------------------------------------------------
+
+    def test_a_batch_answers_each_request_in_order(self, make_queue: Any) -> None:
+        q = make_queue()
+        first = q.enqueue(req(inputs={"n": 0}), request_id="seen-before")
+        batch = [
+            validate_request(req(inputs={"n": 1})),
+            validate_request(req(inputs={"n": 2}, _queue={"priority": 7})),
+            validate_request(req(inputs={"n": 0}), request_id="seen-before"),
+            validate_request(req(inputs={"n": 99}), request_id="seen-before"),
+        ]
+        plain, urgent, repeat, conflict = q.enqueue_batch(batch)
+        assert NAME_RE.fullmatch(plain.name) and plain.name.startswith("p5000_") and not plain.deduplicated
+        assert urgent.name.startswith("p0007_")
+        assert repeat.deduplicated and repeat.name == first.name
+        assert isinstance(conflict, DedupConflict), "a conflict is that request's answer, not the batch's"
+        assert q.job_status(plain.name, with_request=True).request == {"goal_id": "goal.TEST.v1", "inputs": {"n": 1}}
+        assert q.stats().sizes["inbox"] == 3
+        assert [c.name for c in iter(lambda: q.claim("w"), None)] == [urgent.name, first.name, plain.name]
+
+    def test_copies_of_one_request_in_a_batch_make_one_job(self, make_queue: Any) -> None:
+        q = make_queue()
+        copies = q.enqueue_batch([validate_request(req(), request_id="twice") for _ in range(3)])
+        assert len({r.name for r in copies}) == 1
+        assert [r.deduplicated for r in copies] == [False, True, True]
+        assert q.stats().sizes["inbox"] == 1
+
+    def test_an_empty_batch_is_nothing(self, make_queue: Any) -> None:
+        q = make_queue()
+        assert q.enqueue_batch([]) == []
+        assert q.stats().sizes["inbox"] == 0
 
     # --- claim order ---------------------------------------------------------------------------------
 

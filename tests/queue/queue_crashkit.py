@@ -2,7 +2,8 @@
 
     python queue_crashkit.py ROOT MODE [--point NAME --after K] [--count N] [--worker ID] [--fsync]
 
-Modes: ``enqueue`` (N jobs; prints ``ACK <name>`` once each is acknowledged), ``work`` (claim and complete
+Modes: ``enqueue`` (N jobs; prints ``ACK <name>`` once each is acknowledged), ``batch`` (N jobs in one
+``enqueue_batch``; ``ACK`` for each once it returns), ``work`` (claim and complete
 until the inbox is empty; ``DONE <name>``), ``fail`` (claim and fail retryably), ``recover`` (recover dead
 claims), ``serve`` (claim with a timeout forever, complete each job after a short pause),
 ``checkpoint-loop`` (write checkpoints forever; ``CKPT`` after each).  With ``--point`` the K-th time the
@@ -20,6 +21,7 @@ import time
 from typing import Any
 
 from machina.queue import FileQueue, QueueConfig, faults
+from machina.queue.request import validate_request
 
 
 def arm(point: str, after: int) -> None:
@@ -64,6 +66,12 @@ def main() -> int:
     if args.mode == "enqueue":
         for i in range(args.count):
             say("ACK", queue.enqueue({"goal_id": "goal.CRASH.v1", "inputs": {"i": i}}, request_id=f"job-{i}").name)
+    elif args.mode == "batch":  # machina-enqueued's path: one enqueue_batch, answered once it returns
+        batch = [
+            validate_request({"goal_id": "goal.CRASH.v1", "inputs": {"i": i}}, f"job-{i}") for i in range(args.count)
+        ]
+        for result in queue.enqueue_batch(batch):
+            say("ACK", result.name)  # type: ignore[union-attr]
     elif args.mode in ("work", "fail"):
         while (claim := queue.claim(args.worker)) is not None:
             if args.mode == "work":

@@ -114,6 +114,25 @@ def test_kill_between_wal_sync_and_file_placement_places_the_job_from_the_wal(ma
     assert_exactly_once(restart_and_drain(machina_root), acked | rebuilt)
 
 
+@pytest.mark.parametrize("point", ["enqueue.logged", "enqueue.committed", "enqueue.placed"])
+def test_kill_inside_a_batch_commit(machina_root: Path, point: str) -> None:
+    """machina-enqueued commits a batch of requests with one group commit: killed after the 3rd of 5 hits of
+    a point, nothing was answered; once the records were synced every job of the batch is placed from
+    them after the restart, and a resend of any of them is told its job."""
+    code, lines = run_kit(machina_root, "batch", "--count", "5", "--point", point, "--after", "3", "--fsync")
+    assert code == -signal.SIGKILL
+    assert names_after(lines, "ACK") == set(), "nothing is answered before the whole batch is placed"
+    with FileQueue(str(machina_root), QueueConfig(fsync=True)) as queue:
+        queue.replay()
+        queued = _queued_names(machina_root)
+        if point != "enqueue.logged":
+            assert len(queued) == 5, "every synced record of the batch is placed"
+            for i in range(5):
+                again = queue.enqueue({"goal_id": "goal.CRASH.v1", "inputs": {"i": i}}, request_id=f"job-{i}")
+                assert again.deduplicated and again.name in queued
+    assert_exactly_once(restart_and_drain(machina_root), queued)
+
+
 def test_a_running_queue_places_the_jobs_of_an_enqueuer_killed_after_its_commit(machina_root: Path) -> None:
     """No restart needed: the next recovery sweep of a live process notices the dead writer's segment."""
     with FileQueue(str(machina_root), QueueConfig(fsync=True)) as queue:
