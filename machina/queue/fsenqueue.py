@@ -85,15 +85,23 @@ class EnqueueOps(QueueCore):
         except (QueueError, OSError) as exc:
             return exc
 
+    def _reserve(self, req: Request) -> Reservation | EnqueueResult | None:
+        """The request_id's dedup reservation (None without an id or with dedup off), or the answer to a
+        repeat (DedupConflict when the body differs)."""
+        rid = req.request_id
+        if rid is None or not self._dedup.enabled:
+            return None
+        found = self._dedup.begin(rid, req.sha256, self._now_ms())
+        if isinstance(found, DedupEntry):
+            return self._answer_repeat(rid, req, found)
+        return found
+
     def _enqueue_placed(self, req: Request, prio: int) -> EnqueueResult:
         """Without the WAL: the file is placed, then its directory fsynced."""
         rid = req.request_id
-        reservation = None
-        if rid is not None and self._dedup.enabled:
-            found = self._dedup.begin(rid, req.sha256, self._now_ms())
-            if isinstance(found, DedupEntry):
-                return self._answer_repeat(rid, req, found)
-            reservation = found
+        reservation = self._reserve(req)
+        if isinstance(reservation, EnqueueResult):
+            return reservation
         try:
             ref = self._write_job(req, prio)
             self._sync_placed(ref, rid)
@@ -144,12 +152,9 @@ class EnqueueOps(QueueCore):
         """Dedup, then the ENQ record appended (not yet synced): a repeat's answer, or the staged job."""
         assert self._writer is not None
         rid = req.request_id
-        reservation = None
-        if rid is not None and self._dedup.enabled:
-            found = self._dedup.begin(rid, req.sha256, self._now_ms())
-            if isinstance(found, DedupEntry):
-                return self._answer_repeat(rid, req, found)
-            reservation = found
+        reservation = self._reserve(req)
+        if isinstance(reservation, EnqueueResult):
+            return reservation
         try:
             ref = self._names.next(prio, rid)
             record: dict[str, Any] = {"t": "ENQ", "ts": ref.epoch_ms, "name": ref.name, "prio": prio}

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 import requests
 from enqueued_kit import TOKEN, bearer, inbox
 
 from machina.queue import QueueConfig
 from machina.queue.pg import PgQueue, migrate_database
-from machina.testing.pgserver import PgServer, find_binaries, missing_reason
+from machina.testing.pgserver import PgServer
+from tests.queue.pg_support import pg_server
+
+__all__ = ["pg_server"]  # a fixture, imported for pytest
 
 
 def test_concurrent_clients_each_get_their_own_answer(token_daemon: Any) -> None:
@@ -48,14 +49,6 @@ def test_concurrent_clients_each_get_their_own_answer(token_daemon: Any) -> None
     copies = [a.json() for b, a in zip(bodies, answers, strict=True) if b.get("request_id") == "shared"]
     assert sum(not c.get("deduplicated", False) for c in copies) == 1
     assert len(inbox(token_daemon.root)) == 13  # 12 own requests and one shared
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PgServer]:
-    if find_binaries() is None:
-        pytest.skip(missing_reason())
-    with PgServer() as server:
-        yield server
 
 
 def test_on_postgresql_each_request_is_its_own_transaction(start_daemon: Any, pg_server: PgServer) -> None:
