@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import threading
@@ -283,6 +284,40 @@ def test_d13_an_entry_in_flight_is_never_evicted(clock: FakeClock) -> None:
     with pytest.raises(InFlight):
         cache.begin(0, "running", fp, wait_s=0.01)
     assert cache.begin(0, "done-0", fp, wait_s=1) is None, "the oldest finished entry was evicted"
+
+
+class _CountingEntries(collections.OrderedDict):  # type: ignore[type-arg]
+    """The cache's table, counting the entries its eviction looks at."""
+
+    looked_at = 0
+
+    def items(self):  # type: ignore[no-untyped-def]
+        for item in super().items():
+            self.looked_at += 1
+            yield item
+
+
+def test_eviction_of_a_full_table_looks_at_the_oldest_entries_only(clock: FakeClock) -> None:
+    cache = IdempotencyCache(60_000, clock, max_entries=1000)
+    table = _CountingEntries()
+    cache._entries = table
+    fp = fingerprint("AID.NOOP.v1", {})
+    assert cache.begin(0, "running", fp, wait_s=1) is None  # the oldest entry is in flight: skipped, kept
+    for n in range(1000):
+        assert cache.begin(0, f"done-{n}", fp, wait_s=1) is None
+        cache.finish(0, f"done-{n}", {"n": n}, keep=True)
+    table.looked_at = 0
+    for n in range(1000, 1100):  # a full table: each call evicts the oldest finished entry
+        assert cache.begin(0, f"done-{n}", fp, wait_s=1) is None
+        cache.finish(0, f"done-{n}", {"n": n}, keep=True)
+    assert len(table) == 1000
+    # Per call: expiry peeks at the front entry once, eviction passes the one in flight and drops the next.
+    # A pass over the whole table would have looked at 100,000.
+    assert table.looked_at <= 100 * 3, f"the cache looked at {table.looked_at} entries for 100 calls"
+    assert cache.begin(0, "done-101", fp, wait_s=1) == {"n": 101}
+    assert cache.begin(0, "done-100", fp, wait_s=1) is None, "the 101 oldest finished entries are gone"
+    with pytest.raises(InFlight):
+        cache.begin(0, "running", fp, wait_s=0.01)
 
 
 def test_fingerprint_ignores_key_order() -> None:
