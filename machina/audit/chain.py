@@ -21,6 +21,7 @@ from typing import Any
 from machina.audit.canonical import canonical
 
 GENESIS = "0" * 64
+HASH_KEY = "chain_hash"
 ALG_SHA256 = "sha256"
 ALG_HMAC = "hmac-sha256"
 _KEY_ID_LABEL = b"machina-audit-key-id-v1"
@@ -46,7 +47,10 @@ class Chain:
 
     def hash(self, prev: str, record: dict[str, Any]) -> str:
         """The chain hash of ``record`` (which holds ``chain_prev`` and no ``chain_hash``)."""
-        message = prev.encode() + b"\n" + canonical(record)
+        return self._hash_canonical(prev, canonical(record))
+
+    def _hash_canonical(self, prev: str, body: bytes) -> str:
+        message = prev.encode() + b"\n" + body
         if self._key is None:
             return hashlib.sha256(message).hexdigest()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
@@ -56,6 +60,26 @@ class Chain:
         sealed = dict(record, chain_prev=prev)
         sealed["chain_hash"] = self.hash(prev, sealed)
         return sealed
+
+    def seal_line(self, prev: str, record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """:meth:`seal`, and the sealed record's canonical bytes, encoding the record once instead of twice
+        (a run log writes one such line per event, on every job's path).
+
+        Keys are sorted in the canonical form, so the sealed record's bytes are the hashed body's with the
+        ``"chain_hash"`` member put between the keys that sort before it and those after.  Each half is
+        encoded on its own; their members joined are the body's members.
+        """
+        body = dict(record, chain_prev=prev)
+        if HASH_KEY in record:  # not a record a writer makes; keep seal()'s meaning exactly
+            sealed = self.seal(prev, record)
+            return sealed, canonical(sealed)
+        head = canonical({k: v for k, v in body.items() if k < HASH_KEY})[1:-1]
+        tail = canonical({k: v for k, v in body.items() if k > HASH_KEY})[1:-1]  # holds chain_prev
+        joint = b"," if head else b""
+        chain_hash = self._hash_canonical(prev, b"{" + head + joint + tail + b"}")
+        member = b'"' + HASH_KEY.encode() + b'":"' + chain_hash.encode() + b'",'
+        body[HASH_KEY] = chain_hash
+        return body, b"{" + head + joint + member + tail + b"}"
 
     def check(self, prev: str, sealed: dict[str, Any]) -> bool:
         """Whether ``sealed`` follows ``prev`` and its hash is right (constant-time compare)."""

@@ -14,7 +14,6 @@ import os
 import re
 from typing import Any
 
-from machina.audit.canonical import canonical
 from machina.audit.chain import GENESIS, Chain
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import PRIVATE_FILE, fsync_dir
@@ -82,8 +81,8 @@ class RunLogWriter:
             "run_id": self.run_id,
             "request_id": self.request_id,
         }
-        sealed = self.chain.seal(self.last_hash, record)
-        line = canonical(sealed) + b"\n"
+        sealed, encoded = self.chain.seal_line(self.last_hash, record)
+        line = encoded + b"\n"
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view) :]
