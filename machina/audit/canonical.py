@@ -7,6 +7,7 @@ and dumped again gives the same bytes: the verifier relies on that to reject lin
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -23,6 +24,27 @@ def canonical(obj: Any) -> bytes:
 def digest(obj: Any) -> str:
     """Hex SHA-256 of the canonical form: the digest of a request, a goal, a state or a tool's inputs."""
     return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def copy_value(obj: Any) -> Any:
+    """A deep copy of a JSON value: ``copy.deepcopy`` for what a run's state holds, in about half the time.
+
+    Dicts, lists and tuples are rebuilt, strings, numbers, booleans and None are shared (they are
+    immutable); anything else goes to ``copy.deepcopy``.  JSON values have no cycles, so no memo is kept.
+    """
+    kind = type(obj)
+    if kind is dict:
+        return {key: copy_value(value) for key, value in obj.items()}
+    if kind is list:
+        return [copy_value(value) for value in obj]
+    if kind in _IMMUTABLE:
+        return obj
+    if kind is tuple:
+        return tuple(copy_value(value) for value in obj)
+    return copy.deepcopy(obj)
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 def _no_constants(name: str) -> Any:

@@ -7,10 +7,10 @@ keys starting with ``_`` are refused before a patch gets here (they are the suit
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
+from machina.audit.canonical import copy_value
 from machina.engine.state import RunState
 from machina.manifests.goals import MISSING, Binding, GoalSpec, format_pointer
 from machina.manifests.tools import ToolSpec
@@ -40,7 +40,7 @@ def bound_inputs(goal: GoalSpec, tool: ToolSpec, state: RunState) -> dict[str, A
     for key, binding in bindings.items():
         value = _value(binding, state)
         if value is not MISSING:
-            inputs[key] = copy.deepcopy(value)
+            inputs[key] = copy_value(value)
     return inputs
 
 
@@ -53,7 +53,7 @@ def _value(binding: Binding, state: RunState) -> Any:
 
 def _declared_inputs(tool: ToolSpec, inputs: Mapping[str, Any]) -> dict[str, Any]:
     declared = tool.inputs_schema.get("properties", {})
-    return {k: copy.deepcopy(v) for k, v in inputs.items() if k in declared}
+    return {k: copy_value(v) for k, v in inputs.items() if k in declared}
 
 
 def apply_patch(inputs: Mapping[str, Any], patch: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -61,5 +61,5 @@ def apply_patch(inputs: Mapping[str, Any], patch: Mapping[str, Any] | None) -> d
     if patch:
         if any(key.startswith("_") for key in patch):
             raise ValueError("an input patch cannot set keys starting with '_'")
-        merged.update(copy.deepcopy(dict(patch)))
+        merged.update(copy_value(dict(patch)))
     return merged

@@ -12,12 +12,11 @@ transaction that is not committed (the tool failed, or anything raised) leaves n
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from machina.audit.canonical import canonical, digest
+from machina.audit.canonical import canonical, copy_value, digest
 from machina.manifests.goals import MISSING, format_pointer, resolve_pointer
 
 
@@ -29,7 +28,7 @@ class RunState:
 
     @classmethod
     def initial(cls, inputs: Mapping[str, Any]) -> RunState:
-        return cls({"inputs": copy.deepcopy(dict(inputs)), "outputs": {}})
+        return cls({"inputs": copy_value(dict(inputs)), "outputs": {}})
 
     @property
     def inputs(self) -> Mapping[str, Any]:
@@ -45,7 +44,7 @@ class RunState:
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy to hand to code outside the engine."""
-        return copy.deepcopy(dict(self._data))
+        return copy_value(dict(self._data))
 
     @cached_property
     def digest(self) -> str:
@@ -69,7 +68,7 @@ class Transaction:
         if not tokens:
             raise ValueError("cannot replace the whole state")
         canonical(value)  # refuse what the log and digests could not represent (NaN, non-JSON types) now
-        self._writes.append((tokens, copy.deepcopy(value)))
+        self._writes.append((tokens, copy_value(value)))
 
     def commit(self) -> tuple[RunState, list[dict[str, Any]]]:
         """The new state and the diff that leads to it."""

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from engine_support import ERROR_SCAN, TAMPERS, rewrite_chain
 
-from machina.audit.canonical import canonical
+from machina.audit.canonical import canonical, copy_value
 from machina.audit.chain import GENESIS, Chain
 from machina.audit.runlog import RunLogWriter
 from machina.audit.verify import verify_log
@@ -25,6 +27,56 @@ def log(make_engine) -> Path:
 @pytest.fixture
 def keyed_log(make_engine) -> Path:
     return Path(make_engine(MACHINA_AUDIT_KEY=KEY).run(ERROR_SCAN).log_path)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=12,
+)
+# Keys on both sides of "chain_hash" and "chain_prev" in sort order, and next to them.
+_keys = st.sampled_from(["", "a", "chain", "chain_g", "chain_hasi", "chain_i", "chain_prew", "event", "zz", "é"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=st.dictionaries(_keys | st.text(max_size=12), _json, max_size=8), keyed=st.booleans())
+def test_a_line_sealed_in_one_pass_is_the_canonical_sealed_record(record: dict, keyed: bool) -> None:
+    chain = Chain(KEY if keyed else None)
+    record.pop("chain_prev", None)  # a writer never passes either
+    record.pop("chain_hash", None)
+    sealed, line = chain.seal_line("ab" * 32, record)
+    assert sealed == chain.seal("ab" * 32, record)
+    assert line == canonical(sealed)
+    assert chain.check("ab" * 32, json.loads(line))
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_json)
+def test_copy_value_is_an_equal_value_sharing_no_container(value: object) -> None:
+    copied = copy_value(value)
+    assert canonical(copied) == canonical(value)
+    originals = {id(node) for node in _containers(value)}
+    assert not originals & {id(node) for node in _containers(copied)}
+
+
+def test_copy_value_copies_tuples_and_hands_other_objects_to_deepcopy() -> None:
+    class Box:
+        def __init__(self) -> None:
+            self.items = [1]
+
+    box = Box()
+    value = {"t": (1, [2]), "box": box}
+    copied = copy_value(value)
+    assert copied["t"] == (1, [2]) and copied["t"][1] is not value["t"][1]
+    assert copied["box"] is not box and copied["box"].items == [1] and copied["box"].items is not box.items
+
+
+def _containers(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [value, *(node for item in value.values() for node in _containers(item))]
+    if isinstance(value, (list, tuple)):
+        return [value, *(node for item in value for node in _containers(item))]
+    return []
 
 
 def lines(path: Path) -> list[bytes]:
