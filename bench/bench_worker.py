@@ -5,7 +5,9 @@ time on an idle suite.
 
 Throughput: N jobs are queued first, then the workers (``bin/machina-worker``, the default concurrency)
 start; jobs/s counts the jobs finished after every worker said READY, over the time until the last one
-(``finished_ms`` of each out/ envelope).  Latency: with the workers idle, one job is enqueued
+(``finished_ms`` of each out/ envelope).  Sustained (``--sustained N``, 12,000 by default): one long
+ERROR_SCAN run, its first third's rate against its last third's, so a cost that grows with the jobs done
+shows (a short run never fills the toolhost's idempotency table).  Latency: with the workers idle, one job is enqueued
 (``FileQueue.enqueue``, durable when it returns) and waited for before the next; enqueue->start is the run
 log's ``start`` event, enqueue->done the envelope's ``finished_ms``.
 
@@ -183,8 +185,11 @@ def wait_done(root: Path, count: int, timeout: float = 600) -> None:
 class Run:
     """One throughput run: jobs/s, and CPU seconds per job of the workers, their children and the toolhost."""
 
-    def __init__(self, rate: float, cpu: dict[str, float], jobs: int) -> None:
+    def __init__(self, rate: float, cpu: dict[str, float], jobs: int, thirds: tuple[float, float] = (0.0, 0.0)) -> None:
         self.rate = rate
+        #: jobs/s over the first and the last third of the jobs counted: a last third much slower than the
+        #: first means a cost that grows with the jobs done (as the toolhost's idempotency table did)
+        self.thirds = thirds
         cpu = dict(cpu)
         #: of the total, what the kernel ran for these processes (file creation, fsync, renames, pipes)
         self.kernel_ms = cpu.pop("kernel", 0.0) / jobs * 1000
@@ -218,7 +223,17 @@ def throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, prof
     if len(counted) < jobs // 4:
         raise SystemExit(f"only {len(counted)} jobs ran after every worker was ready: use more --jobs")
     cpu = {k: after[k] - before[k] for k in after}
-    return Run(len(counted) / max(counted[-1] - ready, 1e-9), cpu, len(counted))
+    return Run(len(counted) / max(counted[-1] - ready, 1e-9), cpu, len(counted), _thirds(counted))
+
+
+def _thirds(finished: list[float]) -> tuple[float, float]:
+    """Jobs/s over the first and the last third of ``finished`` (sorted completion times, s)."""
+    third = len(finished) // 3
+    if third < 2:
+        return (0.0, 0.0)
+    first = (third - 1) / max(finished[third - 1] - finished[0], 1e-9)
+    last = (third - 1) / max(finished[-1] - finished[-third], 1e-9)
+    return (first, last)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -327,6 +342,17 @@ def _stop_profiler(spies: list[subprocess.Popen[bytes]]) -> None:
         spy.wait(60)
 
 
+def _print_sustained(run: Run, jobs: int) -> None:
+    """A run long enough for every bounded table to fill (the toolhost keeps 10,000 idempotency entries:
+    5,000 ERROR_SCAN jobs): the rate must hold from the first third to the last."""
+    first, last = run.thirds
+    ratio = last / first if first else 0.0
+    verdict = "holds" if ratio >= 0.8 else "FALLS: a cost grows with the jobs done"
+    print(f"\nsustained: error_scan, fsync on, 2 workers, {jobs} jobs: {run.rate:.0f} jobs/s, "
+          f"CPU {sum(run.cpu_ms.values()):.2f} ms/job; first third {first:.0f} jobs/s, last third {last:.0f} "
+          f"jobs/s = {ratio:.2f} x: {verdict}", flush=True)  # fmt: skip
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -345,6 +371,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every process, e.g. MACHINA_TOOLHOST_POOL_SIZE=8 (repeatable)")  # fmt: skip
     parser.add_argument("--goal", choices=sorted(GOALS), action="append", help="only this goal (repeatable)")
+    parser.add_argument("--sustained", type=int, metavar="N",
+                        help="one long 2-worker ERROR_SCAN run of N jobs, fsync on, comparing its first and last "
+                             "thirds (default 12000; 0 with --quick; 0 skips it)")  # fmt: skip
     args = parser.parse_args()
     SETTINGS.update(item.split("=", 1) for item in args.set)
     goals = {name: GOALS[name] for name in args.goal or GOALS}
@@ -385,6 +414,9 @@ def main() -> int:
                     floor = disk["cpu_ms"]
                     print(f"    of which the file-system work alone (the replay's CPU per job, kernel mostly): "
                           f"{floor:.2f} ms = {floor / TARGET_NOOP_CPU_MS:.2f} x the target")  # fmt: skip
+        sustained = args.sustained if args.sustained is not None else (0 if args.quick else 12000)
+        if sustained:
+            _print_sustained(throughput(base, "error_scan", 2, True, sustained), sustained)
         print(f"\nlatency, one job at a time, 1 idle worker ({args.latency_jobs} jobs):")
         print(f"{'goal':<11} {'fsync':<5} {'enq->start p50':>15} {'p99':>8} {'enq->done p50':>14} {'p99':>8} "
               f"{'enqueue call p50':>17}  (ms)")  # fmt: skip
