@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from engine_support import ERROR_SCAN, TAMPERS, rewrite_chain
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from engine_support import ERROR_SCAN, TAMPERS, rewrite_chain
 
 from machina.audit.canonical import canonical, copy_value
 from machina.audit.chain import GENESIS, Chain
