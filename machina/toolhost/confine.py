@@ -60,8 +60,11 @@ class ConfinedRoot:
         self.fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Idempotent: a second close must not close whatever descriptor has reused the number since."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     # --- paths --------------------------------------------------------------------------------------------
 

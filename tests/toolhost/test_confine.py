@@ -19,6 +19,22 @@ def confined(machina_root: Path):
     root.close()
 
 
+def test_a_second_close_leaves_a_reused_descriptor_alone(machina_root: Path) -> None:
+    root = ConfinedRoot(str(machina_root))
+    number = root.fd
+    root.close()
+    opened = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    if opened != number:  # another owner takes that number
+        os.dup2(opened, number, inheritable=False)
+        os.close(opened)
+    reused = number
+    try:
+        root.close()
+        os.fstat(reused)  # still open
+    finally:
+        os.close(reused)
+
+
 def read(root: ConfinedRoot, path: str) -> bytes:
     fd, _ = root.open_read(path)
     with os.fdopen(fd, "rb") as handle:
