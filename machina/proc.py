@@ -109,6 +109,7 @@ def run_bounded(
     finally:
         kill_group(proc)
         proc.wait()
+        _close_pipes(proc)
     return BoundedResult(
         exit_code=proc.returncode,
         stdout=bytes(out[0]),
@@ -167,6 +168,15 @@ def _communicate(
     except subprocess.TimeoutExpired:
         return (buffers["out"][0], truncated["out"]), (buffers["err"][0], truncated["err"]), True
     return (buffers["out"][0], truncated["out"]), (buffers["err"][0], truncated["err"]), False
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    """Close our ends of the child's pipes now, not whenever the Popen object is collected (a daemon that runs
+    a sandbox per call must not keep descriptors alive on the collector's schedule)."""
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 def _feed(

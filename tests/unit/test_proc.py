@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+import warnings
 
 import pytest
 
@@ -23,6 +25,15 @@ def test_exit_code_stdout_stderr_and_stdin() -> None:
     result = run(["sh", "-c", "cat; echo err >&2; exit 3"], stdin=b"hello")
     assert (result.exit_code, result.stdout, result.stderr, result.timed_out) == (3, b"hello", b"err\n", False)
     assert not result.ok
+
+
+def test_the_pipes_are_closed_by_the_runner_not_left_to_the_collector() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run(["sh", "-c", "cat; echo err >&2"], stdin=b"x")
+        run(["sleep", "5"], timeout_s=0.2)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_large_stdin_and_stdout_do_not_deadlock() -> None:
