@@ -7,7 +7,9 @@ boot (:meth:`Owner.silent_ms`): the wall clock may be stepped (NTP, an operator)
 every live owner look silent, or none.  The owner keeps an exclusive
 ``flock`` on it for as long as it lives, which is how everyone else tells a live owner from a dead one: the
 kernel drops the lock when the process dies, whatever the pid is reused for, and no lock survives a reboot.
-The pid and boot id are recorded for the operator (``machina queue show``) and the logs.
+The pid and boot id are recorded for the operator (``machina queue show``) and the logs.  A process taking
+over a dead owner's id keeps the claims it inherits on record until each is recovered, so a second crash
+during the takeover loses none of them.
 
 A claim is written to the registry *before* the ``rename`` into ``processing/`` (and taken out again if
 the rename loses the race), so a claimed job always has an owner on record.  The registry is rewritten in
@@ -137,7 +139,10 @@ class ClaimRegistry:
         #: what the previous (dead) holder of this worker id still had claimed
         self.orphans: list[str] = sorted(previous.claims) if previous else []
         now = self._now()
-        self.owner = Owner(worker_id, os.getpid(), BOOT_ID, now, now, {})
+        # The predecessor's claims stay on record until each is recovered (see :meth:`remove`): a process
+        # killed right after taking the id over must leave them for the next one, not an empty registry
+        # (a claim no registry lists is recovered only after MACHINA_CLAIM_TIMEOUT_MS).
+        self.owner = Owner(worker_id, os.getpid(), BOOT_ID, now, now, dict(previous.claims) if previous else {})
         self._write()
 
     def add(self, file: str) -> None:

@@ -27,6 +27,7 @@ POINTS = (
     "complete.moved",  # job in done/, registry not yet updated
     "fail.result",  # failure result written, job still in processing/
     "recover.result",  # recovery result written, job still in processing/
+    "recover.takeover",  # a restarted worker holds its registry, its predecessor's claims not yet recovered
     "wal.append",  # context: fd, line; a hook may write part of the line, then die (torn tail)
     "checkpoint.written",  # new checkpoint in place, covered segments not yet deleted
 )

@@ -35,17 +35,31 @@ class RecoveryOps(QueueCore):
     def _take_over(self, worker_id: str) -> tuple[ClaimRegistry, list[str]]:
         with self._registry_lock:
             registry = self._registries.get(worker_id)
-            if registry is not None:
+            if registry is None:
+                try:
+                    registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
+                except OSError as exc:
+                    self._reraise("open the claim registry", exc)
+                self._registries[worker_id] = registry
+                fault_point("recover.takeover")
+            if not registry.orphans:
                 return registry, []
-            try:
-                registry = ClaimRegistry(self.claims_dir, worker_id, self.clock)
-            except OSError as exc:
-                self._reraise("open the claim registry", exc)
-            self._registries[worker_id] = registry
+            pending, registry.orphans = registry.orphans, []  # one thread recovers them
+        return registry, self._recover_orphans(registry, pending)
+
+    def _recover_orphans(self, registry: ClaimRegistry, pending: list[str]) -> list[str]:
+        """The predecessor's claims, each taken off the registry's record only once it is dealt with; what
+        an error left is tried again on this worker id's next claim."""
         recovered: list[str] = []
-        for file in registry.orphans:
-            recovered += self._recover_file(file, f"worker {worker_id} restarted")
-        return registry, recovered
+        for done, file in enumerate(pending):
+            try:
+                recovered += self._recover_file(file, f"worker {registry.worker_id} restarted")
+            except BaseException:
+                with self._registry_lock:
+                    registry.orphans = pending[done:] + registry.orphans
+                raise
+            registry.remove(file)
+        return recovered
 
     def _sweep(self) -> list[str]:
         """Recover claims of dead owners, silent owners and nobody."""

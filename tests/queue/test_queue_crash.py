@@ -215,6 +215,24 @@ def test_restarted_worker_takes_back_its_own_claim(machina_root: Path) -> None:
     assert attempts == [1, 2]  # the one it held when it died ran again as attempt 2
 
 
+@pytest.mark.parametrize("next_owner", ["the same worker id", "a recovery sweep"])
+def test_a_worker_killed_while_taking_over_its_id_leaves_the_claims_on_record(
+    machina_root: Path, next_owner: str
+) -> None:
+    """A restarted worker killed right after taking its id over, before it recovered its predecessor's claim:
+    the claim must still be on record for the next owner of the id, or for a sweep (found by
+    test_workers_killed_at_random_lose_nothing: the job stayed in processing/ for MACHINA_CLAIM_TIMEOUT_MS)."""
+    jobs = enqueue_here(machina_root, 2)
+    code, _ = run_kit(machina_root, "work", "--worker", "w6", "--point", "claim.moved", "--after", "1")
+    assert code == -signal.SIGKILL
+    code, _ = run_kit(machina_root, "work", "--worker", "w6", "--point", "recover.takeover", "--after", "1")
+    assert code == -signal.SIGKILL
+    if next_owner == "the same worker id":
+        code, lines = run_kit(machina_root, "work", "--worker", "w6")
+        assert code == 0 and names_after(lines, "DONE") == jobs
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
+
+
 def _synthetic_wal(root: Path, entries: int) -> dict[str, str]:
     """A sealed segment of ENQ records with request ids: makes checkpoints big (slow to write) cheaply."""
     rids = {f"rid-{n}": f"p5000_rq_1700000000000_{n:010x}.json" for n in range(entries)}
