@@ -53,13 +53,28 @@ class RecoveryOps(QueueCore):
         recovered: list[str] = []
         for done, file in enumerate(pending):
             try:
-                recovered += self._recover_file(file, f"worker {registry.worker_id} restarted")
+                if not self._held_by_another_live_worker(file, registry):
+                    recovered += self._recover_file(file, f"worker {registry.worker_id} restarted")
             except BaseException:
                 with self._registry_lock:
                     registry.orphans = pending[done:] + registry.orphans
                 raise
             registry.remove(file)
         return recovered
+
+    def _held_by_another_live_worker(self, file: str, registry: ClaimRegistry) -> bool:
+        """Whether a live worker lists ``file``: the predecessor recorded its claim and died before the
+        rename into processing/, and that worker has claimed the job since; it is running it now."""
+        for path in list_registries(self.claims_dir):
+            if path == registry.path:
+                continue
+            try:
+                with foreign_registry(path) as (owner, dead, _fd):
+                    if owner is not None and not dead and file in owner.claims:
+                        return True
+            except FileNotFoundError:
+                continue
+        return False
 
     def _sweep(self) -> list[str]:
         """Recover claims of dead owners, silent owners and nobody."""

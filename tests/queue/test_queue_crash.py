@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from machina.clock import SystemClock
 from machina.queue import FileQueue, QueueConfig
 from machina.queue.names import parse_file
 from machina.queue.wal import encode, list_segments
@@ -230,6 +231,33 @@ def test_a_worker_killed_while_taking_over_its_id_leaves_the_claims_on_record(
     if next_owner == "the same worker id":
         code, lines = run_kit(machina_root, "work", "--worker", "w6")
         assert code == 0 and names_after(lines, "DONE") == jobs
+    assert_exactly_once(restart_and_drain(machina_root), jobs)
+
+
+class _NoSweepsDue(SystemClock):
+    """Real time, but the monotonic clock that paces maintenance stands still: after its first claim, this
+    queue runs no recovery sweep (which would clear a dead worker's registry before the takeover we test)."""
+
+    def monotonic(self) -> float:
+        return 1000.0
+
+
+def test_a_restarted_worker_leaves_alone_a_job_it_recorded_but_another_worker_claimed(machina_root: Path) -> None:
+    """Killed between recording a claim and the rename, a worker leaves that job in inbox/, and another worker
+    claims it before any sweep: the restarted worker must not take that live claim away (the job would run
+    twice, and the other worker's completion would be refused)."""
+    jobs = enqueue_here(machina_root, 3)
+    with FileQueue(str(machina_root), QueueConfig(scan_ms=20), clock=_NoSweepsDue()) as queue:
+        first = queue.claim("w8")  # its one sweep happens here, before w7 dies
+        code, _ = run_kit(machina_root, "work", "--worker", "w7", "--point", "claim.intent", "--after", "1")
+        assert code == -signal.SIGKILL
+        second = queue.claim("w8")  # the job w7 recorded and never moved
+        assert first is not None and second is not None
+        code, lines = run_kit(machina_root, "work", "--worker", "w7")  # takes over w7 while w8 holds that job
+        assert code == 0 and names_after(lines, "DONE") == jobs - {first.name, second.name}
+        queue.complete(first, {"by": "w8"})
+        queue.complete(second, {"by": "w8"})
+        assert queue.job_status(second.name).attempt == 1
     assert_exactly_once(restart_and_drain(machina_root), jobs)
 
 
