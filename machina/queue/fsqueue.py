@@ -51,6 +51,13 @@ class FileQueue(ClaimOps, StatusOps):
         super().__init__(root, config, clock=clock, rng=rng)
         _OPEN_QUEUES.add(self)
 
+    def close(self) -> None:
+        # Off the fork list first: a closed queue that is still referenced must not have the descriptor
+        # numbers it once held closed again in a forked child, where they may be anything by now (a
+        # subprocess's pipe ends: with a preexec_fn, the at-fork hooks run before the exec).
+        _OPEN_QUEUES.discard(self)
+        super().close()
+
 
 _OPEN_QUEUES: weakref.WeakSet[FileQueue] = weakref.WeakSet()
 

@@ -93,8 +93,9 @@ class InboxIndex:
         watcher, self._watcher = self._watcher, None
         if watcher is not None and watcher.ino is not None:
             for fd in (watcher.ino.fd, watcher._wake_r, watcher._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                if fd >= 0:  # -1: the watcher closed it already (a number it no longer owns)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             watcher.ino.fd = -1
         self._watcher = _Watcher(self, None, -1, -1)  # "tried": this object never watches again
         self._cond = threading.Condition(threading.Lock())
@@ -203,15 +204,17 @@ class _Watcher(threading.Thread):
                 self.index.mark_stale()
         finally:
             self.ino.close()
-            os.close(self._wake_r)
+            fd, self._wake_r = self._wake_r, -1  # forgotten before it is closed: see after_fork_in_child
+            os.close(fd)
 
     def stop(self) -> None:
         if self.ino is None or self._stopping:
             return
         self._stopping = True
+        fd, self._wake_w = self._wake_w, -1
         try:
-            os.write(self._wake_w, b"x")
+            os.write(fd, b"x")
         finally:
-            os.close(self._wake_w)
+            os.close(fd)
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=2)

@@ -61,9 +61,9 @@ class Inotify:
         return self.fd
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        fd, self.fd = self.fd, -1  # forgotten first: a fork in between must not see a number we let go of
+        if fd >= 0:
+            os.close(fd)
 
 
 def open_inotify() -> Inotify | None:

@@ -433,6 +433,33 @@ def test_a_failing_checkpoint_does_not_fail_a_claim(make_queue: Any, machina_roo
     assert "could not checkpoint the WAL" in caplog.text
 
 
+def test_a_closed_queue_closes_nothing_in_a_later_forked_child(make_queue: Any) -> None:
+    """A closed queue that is still referenced stayed on the at-fork list, and its watcher's old descriptor
+    numbers were closed again in every later child: with a preexec_fn that is before the exec, so a
+    subprocess lost its own pipe ends (EBADF from Popen; found as a CI failure in tests/unit/test_proc.py)."""
+    queue = make_queue(scan_ms=600_000)
+    assert queue.claim("w1") is None and queue._inbox.watching
+    queue.close()  # still referenced (by the fixture), as a caller may keep it
+    held = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) for _ in range(16)]  # the numbers it let go of
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: are the descriptors this process holds still there?
+            code = 0
+            for fd in held:
+                try:
+                    os.fstat(fd)
+                except OSError:
+                    code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "a descriptor of the child was closed at fork"
+    finally:
+        for fd in held:
+            os.close(fd)
+    done = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, preexec_fn=lambda: None)
+    assert done.stdout == b"1\n"
+
+
 def test_closing_the_queue_in_a_forked_child_leaves_the_parents_watcher_running(
     make_queue: Any, machina_root: Path
 ) -> None:
