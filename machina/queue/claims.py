@@ -169,9 +169,9 @@ class ClaimRegistry:
 
     def close(self) -> None:
         """Release the id (closing the last descriptor of the open file drops the flock)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        fd, self._fd = self._fd, -1  # forgotten first, as in machina.queue.inotify
+        if fd >= 0:
+            os.close(fd)
 
     def _now(self) -> int:
         return int(self.clock.time() * 1000)
