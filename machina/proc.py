@@ -90,7 +90,9 @@ def run_bounded(
             preexec()
 
     started = time.monotonic()
-    proc = subprocess.Popen(
+    # As a context manager, Popen closes our ends of the child's pipes on the way out, rather than leaving
+    # them to the collector (a daemon that runs a sandbox per call must not hold descriptors that long).
+    with subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -103,13 +105,12 @@ def run_bounded(
         # several milliseconds cheaper than fork for a large parent (the toolhost starts a sandbox per call).
         preexec_fn=child_setup if (rlimits is not None or preexec is not None) else None,
         close_fds=True,
-    )
-    try:
-        out, err, timed_out = _communicate(proc, stdin, started + timeout_s, stdout_max, stderr_max, stop)
-    finally:
-        kill_group(proc)
-        proc.wait()
-        _close_pipes(proc)
+    ) as proc:
+        try:
+            out, err, timed_out = _communicate(proc, stdin, started + timeout_s, stdout_max, stderr_max, stop)
+        finally:
+            kill_group(proc)
+            proc.wait()
     return BoundedResult(
         exit_code=proc.returncode,
         stdout=bytes(out[0]),
@@ -168,15 +169,6 @@ def _communicate(
     except subprocess.TimeoutExpired:
         return (buffers["out"][0], truncated["out"]), (buffers["err"][0], truncated["err"]), True
     return (buffers["out"][0], truncated["out"]), (buffers["err"][0], truncated["err"]), False
-
-
-def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
-    """Close our ends of the child's pipes now, not whenever the Popen object is collected (a daemon that runs
-    a sandbox per call must not keep descriptors alive on the collector's schedule)."""
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
 
 
 def _feed(
