@@ -58,7 +58,7 @@ class Chain:
     def seal(self, prev: str, record: dict[str, Any]) -> dict[str, Any]:
         """``record`` with ``chain_prev`` and ``chain_hash`` filled in."""
         sealed = dict(record, chain_prev=prev)
-        sealed["chain_hash"] = self.hash(prev, sealed)
+        sealed[HASH_KEY] = self.hash(prev, sealed)
         return sealed
 
     def seal_line(self, prev: str, record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -69,10 +69,10 @@ class Chain:
         ``"chain_hash"`` member put between the keys that sort before it and those after.  Each half is
         encoded on its own; their members joined are the body's members.
         """
-        body = dict(record, chain_prev=prev)
         if HASH_KEY in record:  # not a record a writer makes; keep seal()'s meaning exactly
             sealed = self.seal(prev, record)
             return sealed, canonical(sealed)
+        body = dict(record, chain_prev=prev)
         head = canonical({k: v for k, v in body.items() if k < HASH_KEY})[1:-1]
         tail = canonical({k: v for k, v in body.items() if k > HASH_KEY})[1:-1]  # holds chain_prev
         joint = b"," if head else b""
@@ -83,8 +83,8 @@ class Chain:
 
     def check(self, prev: str, sealed: dict[str, Any]) -> bool:
         """Whether ``sealed`` follows ``prev`` and its hash is right (constant-time compare)."""
-        body = {k: v for k, v in sealed.items() if k != "chain_hash"}
-        claimed = sealed.get("chain_hash")
+        body = {k: v for k, v in sealed.items() if k != HASH_KEY}
+        claimed = sealed.get(HASH_KEY)
         if not isinstance(claimed, str) or not hmac.compare_digest(str(body.get("chain_prev")), prev):
             return False
         return hmac.compare_digest(claimed, self.hash(prev, body))
