@@ -29,6 +29,7 @@ POINTS = (
     "recover.result",  # recovery result written, job still in processing/
     "recover.takeover",  # a restarted worker holds its registry, its predecessor's claims not yet recovered
     "wal.append",  # context: fd, line; a hook may write part of the line, then die (torn tail)
+    "wal.sync",  # the WAL's fdatasync begins, appends not locked out (a hook raising OSError: a failed sync)
     "checkpoint.written",  # new checkpoint in place, covered segments not yet deleted
 )
 

@@ -18,7 +18,8 @@ corrupt checkpoint was set aside).
 (``seg_{start_ms}_{pid}_{rand}.wal``), holding an exclusive ``flock`` on it while it writes, so writers
 never contend across processes, a record is never interleaved with another process's, and "is this
 segment still being written?" is answered by trying the lock (a crashed writer's lock is gone).  Within a
-process, threads append under a mutex and share fsyncs through group commit.  Segments rotate at
+process, threads append under a mutex and share fsyncs through group commit; the fdatasync runs outside
+the mutex, so the next batch is appended while the current one syncs.  Segments rotate at
 :data:`SEGMENT_BYTES`.  A segment whose lock is free is *sealed*: a reader may cut its torn tail, and a
 checkpoint that covers it deletes it.
 
@@ -248,6 +249,8 @@ class WalWriter:
         self._pending: dict[str, int] = {}
         #: rotated segments kept open (so locked, so not sealed) until their pending placements are done
         self._retired: dict[str, int] = {}
+        #: a failed fdatasync that records appended since the last sync may share: the next sync raises it
+        self._lost: OSError | None = None
 
     def append(self, record: dict[str, Any]) -> bool:
         line = encode(record, self.crc)
@@ -300,16 +303,36 @@ class WalWriter:
                 os.close(fd)  # releases the flock: the segment is sealed
 
     def sync(self) -> None:
-        """fdatasync the segment; an error is counted, logged and raised (the WAL is the commit point)."""
+        """fdatasync what was appended before the call; an error is counted, logged and raised (the WAL is the
+        commit point).
+
+        The append lock is not held during the fdatasync: other threads append the next batch meanwhile,
+        which is what lets a group commit grow past one record.  The sync works on a duplicate of the
+        descriptor, so a rotation meanwhile cannot close it under us.  A failure also taints what others
+        appended while it ran (and a failed fdatasync at rotation, what the old segment held): the next
+        sync raises it once, so no record whose sync failed is ever reported durable."""
         with self._lock:
+            lost, self._lost = self._lost, None
+            if lost is not None:
+                raise lost
             if self._fd is None or not self._dirty:
                 return
-            try:
-                os.fdatasync(self._fd)
-                self._dirty = False
-            except OSError as exc:
-                self._fail("fsync", exc)
-                raise
+            fd, name = os.dup(self._fd), self._name
+            self._dirty = False
+        try:
+            fault_point("wal.sync")
+            os.fdatasync(fd)
+        except OSError as exc:
+            with self._lock:
+                if name == self._name and self._fd is not None:
+                    self._fail("fsync", exc)
+                else:
+                    self.errors += 1
+                    log.error("WAL fsync failed on segment %s: %s", name, exc)
+                self._lost = exc
+            raise
+        finally:
+            os.close(fd)
 
     def check(self) -> None:
         """Start a new segment if ours was deleted under us (an operator removed wal/)."""
@@ -330,7 +353,7 @@ class WalWriter:
         for held in [*([fd] if fd is not None else []), *self._retired.values()]:
             with contextlib.suppress(OSError):
                 os.close(held)
-        self._retired, self._pending = {}, {}
+        self._retired, self._pending, self._lost = {}, {}, None
         self._lock = threading.Lock()
 
     @property
@@ -360,6 +383,7 @@ class WalWriter:
                 os.fdatasync(fd)
         except OSError as exc:
             self.errors += 1
+            self._lost = exc  # what the old segment holds may not be durable: its committers must hear so
             log.error("WAL segment %s: fsync before rotation failed: %s", self._name, exc)
         finally:
             self._dirty = False
