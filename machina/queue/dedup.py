@@ -33,11 +33,24 @@ PENDING_WAIT_S = 30.0
 
 
 class Reservation:
-    """A claim on a request_id while its job is being written."""
+    """A claim on a request_id while its job is being written.
+
+    Its Event is made only when a copy of the request comes to wait (rare), not for every enqueue; both
+    that and the wake-up happen under the table's lock, so no waiter can miss the end."""
 
     def __init__(self, sha256: str) -> None:
         self.sha256 = sha256
-        self.done = threading.Event()
+        self._done: threading.Event | None = None
+
+    def waiter(self) -> threading.Event:
+        """Called with the table's lock held."""
+        if self._done is None:
+            self._done = threading.Event()
+        return self._done
+
+    def settle(self) -> threading.Event | None:
+        """Called with the table's lock held: the Event to set once the lock is released, if anyone waits."""
+        return self._done
 
 
 class DedupTable:
@@ -66,8 +79,9 @@ class DedupTable:
         while True:
             with self._lock:
                 local = self._local(rid, now_ms)
-            if isinstance(local, Reservation):
-                if not local.done.wait(max(0.0, deadline - time.monotonic())):
+                done = local.waiter() if isinstance(local, Reservation) else None
+            if done is not None:
+                if not done.wait(max(0.0, deadline - time.monotonic())):
                     raise DedupPending(rid, self.pending_wait_s)
                 continue
             if local is not None:
@@ -86,12 +100,16 @@ class DedupTable:
         with self._lock:
             self._pending.pop(rid, None)
             self._recent[rid] = DedupEntry(name, reservation.sha256, ts_ms)
-        reservation.done.set()
+            done = reservation.settle()
+        if done is not None:
+            done.set()
 
     def abort(self, rid: str, reservation: Reservation) -> None:
         with self._lock:
             self._pending.pop(rid, None)
-        reservation.done.set()
+            done = reservation.settle()
+        if done is not None:
+            done.set()
 
     def prune(self, now_ms: int) -> None:
         """Forget expired entries, and recent ones the index has caught up with."""

@@ -23,6 +23,7 @@ import random
 import re
 import threading
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from machina.clock import Clock
 
@@ -60,12 +61,12 @@ class JobRef:
     rid_hash: str | None = None
     attempt: int = 1
 
-    @property
-    def stem(self) -> str:
+    @cached_property
+    def stem(self) -> str:  # cached: a job's names are asked for several times on every transition
         rid = f"_rid{self.rid_hash}" if self.rid_hash else ""
         return f"p{self.priority:04d}_rq_{self.epoch_ms:013d}_{self.rand}{rid}"
 
-    @property
+    @cached_property
     def name(self) -> str:
         """The job's name: its attempt-1 file name, what enqueue returned."""
         return self.stem + ".json"

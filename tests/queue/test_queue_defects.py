@@ -232,3 +232,26 @@ def test_d16_a_copy_waits_for_the_first_copy_only_so_long() -> None:
     entry = table.begin("rid-1", "sha-1", now_ms=1002)
     assert not isinstance(entry, Reservation) and entry.name == "p5000_rq_x.json"
     assert DedupPending("r", 1.0).exit_code == 75
+
+
+@pytest.mark.parametrize("end", ["finish", "abort"])
+def test_d16_a_waiting_copy_wakes_when_the_first_copy_ends(end: str) -> None:
+    """The wait is an Event made only for a copy that comes to wait: it must still be set by the end."""
+    table = DedupTable(ttl_ms=60_000, index=None, refresh_s=1.0, pending_wait_s=30.0)
+    first = table.begin("rid-2", "sha-2", now_ms=1000)
+    assert isinstance(first, Reservation)
+    answers: list[Any] = []
+    copy = threading.Thread(target=lambda: answers.append(table.begin("rid-2", "sha-2", now_ms=1001)))
+    copy.start()
+    wait_until(lambda: first.settle() is not None)  # the copy waits on the first copy's Event
+    if end == "finish":
+        table.finish("rid-2", first, "p5000_rq_y.json", 1000)
+    else:
+        table.abort("rid-2", first)
+    copy.join(10.0)
+    assert not copy.is_alive(), "the copy was not woken when the first copy ended"
+    (answer,) = answers
+    if end == "finish":
+        assert not isinstance(answer, Reservation) and answer.name == "p5000_rq_y.json"
+    else:
+        assert isinstance(answer, Reservation), "the first copy gave up: the copy queues the request itself"
