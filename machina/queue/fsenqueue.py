@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from machina.clock import SYSTEM_CLOCK, Clock
 from machina.log import fields
 from machina.queue.base import (
     EnqueueResult,
+    QueueConfig,
 )
+from machina.queue.combining import Combiner, CombinerFailed
 from machina.queue.dedup import Reservation
 from machina.queue.durable import place
 from machina.queue.errors import (
@@ -31,6 +35,7 @@ from machina.queue.names import (
 from machina.queue.request import Request, as_request, job_priority
 from machina.queue.wal import encode_job
 from machina.queue.walindex import DedupEntry
+from machina.root import Root
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +43,35 @@ log = logging.getLogger(__name__)
 class EnqueueOps(QueueCore):
     """Enqueue: validation, dedup, the WAL commit point, the placement of the inbox file."""
 
+    def __init__(
+        self,
+        root: Root | str,
+        config: QueueConfig | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(root, config, clock=clock, rng=rng)
+        #: concurrent enqueue() calls are committed by one thread at a time, in batches (see combining.py)
+        self._combiner: Combiner[tuple[Request, int], EnqueueResult | Exception] = Combiner(self._commit_rounds)
+
+    def _let_go_after_fork(self) -> None:
+        super()._let_go_after_fork()
+        self._combiner.after_fork_in_child()
+
     def enqueue(
         self, request: dict[str, Any] | Request, request_id: str | None = None, priority: int | None = None
     ) -> EnqueueResult:
         req = as_request(request, request_id)
         prio = job_priority(req, priority)
         if self._writer is not None:
-            (result,) = self._commit_round([(req, prio)])
+            try:
+                result = self._combiner.submit((req, prio))
+            except CombinerFailed as exc:
+                raise QueueError(
+                    f"the enqueue failed in the thread that committed it ({exc}); the job may or may not be"
+                    " queued: send it again with its request_id"
+                ) from exc
             if isinstance(result, Exception):
                 raise result
             return result
@@ -62,18 +89,22 @@ class EnqueueOps(QueueCore):
         the later copies are answered as repeats of the first."""
         if self._writer is None:
             return [self._one_of_many(req) for req in requests]
-        results: list[EnqueueResult | Exception | None] = [None] * len(requests)
-        todo = list(range(len(requests)))
+        return self._commit_rounds([(req, job_priority(req, None)) for req in requests])
+
+    def _commit_rounds(self, batch: Sequence[tuple[Request, int]]) -> list[EnqueueResult | Exception]:
+        """Commit ``batch``, copies of one request_id a round apart (see :meth:`enqueue_batch`)."""
+        results: list[EnqueueResult | Exception | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
         while todo:
             rids: set[str] = set()
             now: list[int] = []
             later: list[int] = []
             for i in todo:
-                rid = requests[i].request_id
+                rid = batch[i][0].request_id
                 (later if rid is not None and rid in rids else now).append(i)
                 if rid is not None:
                     rids.add(rid)
-            done = self._commit_round([(requests[i], job_priority(requests[i], None)) for i in now])
+            done = self._commit_round([batch[i] for i in now])
             for i, result in zip(now, done, strict=True):
                 results[i] = result
             todo = later

@@ -129,8 +129,10 @@ def test_group_commit_shares_fsyncs_between_threads(make_queue: Any) -> None:
     for t in threads:
         t.join()
     assert queue.stats().sizes["inbox"] == 160
-    assert queue._commit.requests == 160  # one WAL sync per job, the commit point; no fsync of the file
-    assert queue._commit.batches < queue._commit.requests
+    # The WAL sync is the commit point (no fsync of the file); concurrent enqueues are combined into batches
+    # of one sync request each, and requests arriving during a sync share the next one.
+    assert queue._commit.requests <= 160
+    assert queue._commit.batches < 160
 
 
 # --- garbage in the inbox ------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The WAL's group commit: appends go on while a sync runs, and a failed sync fails every record it may cover.
 
+Two committers append to one process's segment at once when machina-enqueued's committer threads each
+write a batch (``enqueue_batch``), and when worker threads record claims and completions.
+
 Each test holds the WAL's fdatasync at the ``wal.sync`` fault point while a second enqueuer runs, so what
 happens during a sync is decided by the test, not by the scheduler.
 """
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 
 from machina.queue import FileQueue, QueueConfig, QueueNotWritable, faults
+from machina.queue.request import validate_request
 
 REQUEST = {"goal_id": "goal.X.v1"}
 WAIT_S = 10.0
@@ -53,10 +57,10 @@ class _SecondEnqueuer:
                 self.then()
 
     def _enqueue(self) -> None:
-        try:
-            self.outcome.append(self.queue.enqueue(REQUEST, request_id="second"))
-        except Exception as exc:  # the test asserts which
-            self.outcome.append(exc)
+        # A batch, as machina-enqueued's second committer thread writes one: enqueue() callers of one
+        # process are combined into one committer (machina.queue.combining), batches are not.
+        (outcome,) = self.queue.enqueue_batch([validate_request(REQUEST, request_id="second")])
+        self.outcome.append(outcome)
 
     def join(self) -> Any:
         self.thread.join(WAIT_S)
