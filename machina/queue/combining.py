@@ -49,6 +49,12 @@ class Combiner(Generic[T, R]):
         self._busy = False
 
     def submit(self, item: T) -> R:
+        with self._cond:
+            alone = not self._busy and not self._waiting
+            if alone:
+                self._busy = True
+        if alone:
+            return self._alone(item)
         slot: _Slot[T, R] = _Slot(item)
         with self._cond:
             self._waiting.append(slot)
@@ -64,6 +70,17 @@ class Combiner(Generic[T, R]):
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
+
+    def _alone(self, item: T) -> R:
+        """Nobody else waits: the item is processed as a batch of one, without the bookkeeping."""
+        try:
+            (answer,) = self._process([item])
+            return answer
+        finally:
+            with self._cond:
+                self._busy = False
+                if self._waiting:
+                    self._cond.notify_all()
 
     def _combine(self, own: _Slot[T, R]) -> None:
         """Called with the lock held; releases it while the batch is processed."""
