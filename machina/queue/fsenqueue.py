@@ -5,16 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from machina.clock import SYSTEM_CLOCK, Clock
 from machina.log import fields
 from machina.queue.base import (
     EnqueueResult,
-    QueueConfig,
 )
 from machina.queue.combining import Combiner, CombinerFailed
 from machina.queue.dedup import Reservation
@@ -35,7 +32,6 @@ from machina.queue.names import (
 from machina.queue.request import Request, as_request, job_priority
 from machina.queue.wal import encode_job
 from machina.queue.walindex import DedupEntry
-from machina.root import Root
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +39,8 @@ log = logging.getLogger(__name__)
 class EnqueueOps(QueueCore):
     """Enqueue: validation, dedup, the WAL commit point, the placement of the inbox file."""
 
-    def __init__(
-        self,
-        root: Root | str,
-        config: QueueConfig | None = None,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(root, config, clock=clock, rng=rng)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         #: concurrent enqueue() calls are committed by one thread at a time, in batches (see combining.py)
         self._combiner: Combiner[tuple[Request, int], EnqueueResult | Exception] = Combiner(self._commit_rounds)
 

@@ -71,6 +71,20 @@ def _join(threads: list[threading.Thread]) -> None:
         assert not thread.is_alive(), "a caller was never answered"
 
 
+def _behind_a_held_batch(
+    process: _Recorder, combiner: Combiner[int, int], others: list[int]
+) -> tuple[dict[int, Any], dict[int, Any]]:
+    """Caller 0's batch is held in ``process`` until ``others`` all wait; then all run to the end.  Returns
+    caller 0's answer and the others' answers (an exception where one was raised)."""
+    first, first_answer = _start(combiner, [0])
+    assert process.entered.wait(WAIT_S)
+    threads, answers = _start(combiner, others)
+    _until(lambda: _waiting(combiner) == len(others))
+    process.release.set()
+    _join(first + threads)
+    return first_answer, answers
+
+
 def test_a_lone_caller_is_its_own_combiner() -> None:
     process = _Recorder()
     process.release.set()
@@ -82,12 +96,7 @@ def test_a_lone_caller_is_its_own_combiner() -> None:
 def test_callers_waiting_during_a_batch_are_served_together_each_with_its_answer() -> None:
     process = _Recorder()
     combiner: Combiner[int, int] = Combiner(process)
-    first, first_answer = _start(combiner, [0])
-    assert process.entered.wait(WAIT_S)
-    others, answers = _start(combiner, list(range(1, 9)))
-    _until(lambda: _waiting(combiner) == 8)
-    process.release.set()
-    _join(first + others)
+    first_answer, answers = _behind_a_held_batch(process, combiner, list(range(1, 9)))
     assert first_answer == {0: 0}
     assert answers == {n: n * 10 for n in range(1, 9)}
     assert process.batches[0] == [0]
@@ -97,12 +106,7 @@ def test_callers_waiting_during_a_batch_are_served_together_each_with_its_answer
 def test_a_batch_is_at_most_max_batch_and_the_rest_is_served_next() -> None:
     process = _Recorder()
     combiner: Combiner[int, int] = Combiner(process, max_batch=3)
-    first, _ = _start(combiner, [0])
-    assert process.entered.wait(WAIT_S)
-    others, answers = _start(combiner, list(range(1, 8)))
-    _until(lambda: _waiting(combiner) == 7)
-    process.release.set()
-    _join(first + others)
+    _, answers = _behind_a_held_batch(process, combiner, list(range(1, 8)))
     assert answers == {n: n * 10 for n in range(1, 8)}
     assert [len(batch) for batch in process.batches] == [1, 3, 3, 1]
     for caller, batch in zip(process.callers, process.batches, strict=True):
@@ -112,12 +116,7 @@ def test_a_batch_is_at_most_max_batch_and_the_rest_is_served_next() -> None:
 def test_a_failed_batch_fails_every_caller_in_it_and_the_next_batch_still_runs() -> None:
     process = _Recorder(fail_on=2)
     combiner: Combiner[int, int] = Combiner(process, max_batch=3)
-    first, first_answer = _start(combiner, [0])
-    assert process.entered.wait(WAIT_S)
-    others, answers = _start(combiner, [1, 2, 3, 4, 5, 6])
-    _until(lambda: _waiting(combiner) == 6)
-    process.release.set()
-    _join(first + others)
+    first_answer, answers = _behind_a_held_batch(process, combiner, [1, 2, 3, 4, 5, 6])
     assert first_answer == {0: 0}
     failed = [n for n, answer in answers.items() if isinstance(answer, BaseException)]
     failing_batch = next(batch for batch in process.batches if 2 in batch)
