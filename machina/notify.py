@@ -76,6 +76,14 @@ class Notifier:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def close(self) -> None:
+        """Stop the watchdog and close the notify socket; later messages are dropped (idempotent)."""
+        self.stop_watchdog()
+        notifier, self._notifier = self._notifier, None
+        sock = getattr(notifier, "socket", None)  # sdnotify keeps its connected datagram socket here
+        if sock is not None:
+            sock.close()
+
     def _watchdog_loop(self, healthy: Callable[[], bool], interval: float) -> None:
         while not self._stop.wait(interval):
             try:

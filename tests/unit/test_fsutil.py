@@ -102,15 +102,15 @@ def test_kill_9_mid_write_never_leaves_a_torn_file(tmp_path: Path) -> None:
     target = tmp_path / "state"
     target.write_bytes(b"0" * 50000)
     for delay in (0.05, 0.11, 0.17, 0.23):
-        proc = subprocess.Popen(
+        with subprocess.Popen(  # the context manager closes our end of the pipe
             [sys.executable, "-c", WRITER, str(target)],
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
-        )
-        assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
-        time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        ) as proc:
+            assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
         data = target.read_bytes()
         assert len(data) % 50000 == 0, "torn content"
         n = int(data[: len(data) // 50000])

@@ -5,11 +5,26 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from machina.notify import Notifier
+
+
+@pytest.fixture
+def notifiers() -> Iterator[list[Notifier]]:
+    """Notifiers a test made, closed after it (each holds a connected socket)."""
+    made: list[Notifier] = []
+    yield made
+    for notifier in made:
+        notifier.close()
+
+
+def notifier_for(notifiers: list[Notifier], environ: dict[str, str]) -> Notifier:
+    notifiers.append(Notifier(environ))
+    return notifiers[-1]
 
 
 @pytest.fixture
@@ -26,9 +41,9 @@ def messages(sock: socket.socket, count: int) -> list[str]:
     return [sock.recv(4096).decode() for _ in range(count)]
 
 
-def test_ready_status_and_stopping(notify_socket) -> None:
+def test_ready_status_and_stopping(notify_socket, notifiers: list[Notifier]) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path})
+    notifier = notifier_for(notifiers, {"NOTIFY_SOCKET": path})
     assert notifier.enabled
     notifier.ready("listening on 127.0.0.1:8080")
     notifier.status("3 jobs")
@@ -39,21 +54,23 @@ def test_ready_status_and_stopping(notify_socket) -> None:
     assert stopping.splitlines() == ["STOPPING=1", "STATUS=bye"]
 
 
-def test_abstract_socket_address(tmp_path: Path) -> None:
+def test_abstract_socket_address(tmp_path: Path, notifiers: list[Notifier]) -> None:
     name = f"machina-test-{os.getpid()}-{time.monotonic_ns()}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + name)
     sock.settimeout(5)
     try:
-        Notifier({"NOTIFY_SOCKET": "@" + name}).ready()
+        notifier_for(notifiers, {"NOTIFY_SOCKET": "@" + name}).ready()
         assert sock.recv(4096).decode().startswith("READY=1")
     finally:
         sock.close()
 
 
-def test_watchdog_pings_at_half_the_timeout_while_healthy(notify_socket) -> None:
+def test_watchdog_pings_at_half_the_timeout_while_healthy(notify_socket, notifiers: list[Notifier]) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())})
+    notifier = notifier_for(
+        notifiers, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
+    )
     assert notifier.watchdog_interval == pytest.approx(0.1)
     notifier.start_watchdog(lambda: True)
     try:
@@ -62,9 +79,9 @@ def test_watchdog_pings_at_half_the_timeout_while_healthy(notify_socket) -> None
         notifier.stop_watchdog()
 
 
-def test_no_ping_while_unhealthy(notify_socket) -> None:
+def test_no_ping_while_unhealthy(notify_socket, notifiers: list[Notifier]) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
+    notifier = notifier_for(notifiers, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
     notifier.start_watchdog(lambda: False)
     sock.settimeout(0.5)
     try:
@@ -74,9 +91,9 @@ def test_no_ping_while_unhealthy(notify_socket) -> None:
         notifier.stop_watchdog()
 
 
-def test_watchdog_meant_for_another_pid_is_ignored(notify_socket) -> None:
+def test_watchdog_meant_for_another_pid_is_ignored(notify_socket, notifiers: list[Notifier]) -> None:
     path, _ = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
+    notifier = notifier_for(notifiers, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
     assert notifier.watchdog_interval is None
 
 
@@ -87,3 +104,17 @@ def test_everything_is_a_no_op_without_notify_socket() -> None:
     notifier.status("y")
     notifier.start_watchdog(lambda: True)
     notifier.stopping()
+
+
+def test_close_closes_the_socket_and_later_messages_are_dropped(notify_socket) -> None:
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    held = notifier._notifier.socket  # type: ignore[union-attr]
+    notifier.close()
+    notifier.close()
+    assert held.fileno() == -1, "the notify socket is still open"
+    assert not notifier.enabled
+    notifier.ready("after close")  # dropped, not an error
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(4096)
