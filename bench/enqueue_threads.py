@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import threading
 import time
+
+from bench_queue import REQUEST, in_threads  # the same request and thread harness as bench_queue's rows
 
 import machina
 from machina.queue import FileQueue, QueueConfig
 from machina.root import init_root
 
-REQUEST = {"goal_id": "goal.BENCH.v1", "inputs": {"input_path": "data/app.log", "pattern": "ERROR"}}
 WARM_UP = 200
 
 
@@ -34,21 +34,15 @@ def run(threads: int, jobs: int, fsync: bool, where: str) -> tuple[float, float]
         try:
             for i in range(WARM_UP):
                 queue.enqueue(REQUEST, request_id=f"warm-{i}")
-            per_thread = jobs // threads
 
-            def work(index: int) -> None:
-                for i in range(per_thread):
+            def work(index: int, count: int) -> None:
+                for i in range(count):
                     queue.enqueue(REQUEST, request_id=f"t{index}-{i}")
 
-            pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-            wall, cpu = time.perf_counter(), time.process_time()
-            for thread in pool:
-                thread.start()
-            for thread in pool:
-                thread.join()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            done = per_thread * threads
-            return done / wall, cpu / done * 1e6
+            cpu = time.process_time()
+            seconds = in_threads(threads, jobs, work)
+            cpu = time.process_time() - cpu
+            return jobs / seconds, cpu / jobs * 1e6
         finally:
             queue.close()
     finally:
