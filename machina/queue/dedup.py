@@ -48,8 +48,9 @@ class Reservation:
             self._done = threading.Event()
         return self._done
 
-    def settle(self) -> threading.Event | None:
-        """Called with the table's lock held: the Event to set once the lock is released, if anyone waits."""
+    @property
+    def waited_on(self) -> threading.Event | None:
+        """Read with the table's lock held: the Event to set once the lock is released, if anyone waits."""
         return self._done
 
 
@@ -100,14 +101,14 @@ class DedupTable:
         with self._lock:
             self._pending.pop(rid, None)
             self._recent[rid] = DedupEntry(name, reservation.sha256, ts_ms)
-            done = reservation.settle()
+            done = reservation.waited_on
         if done is not None:
             done.set()
 
     def abort(self, rid: str, reservation: Reservation) -> None:
         with self._lock:
             self._pending.pop(rid, None)
-            done = reservation.settle()
+            done = reservation.waited_on
         if done is not None:
             done.set()
 

@@ -243,7 +243,7 @@ def test_d16_a_waiting_copy_wakes_when_the_first_copy_ends(end: str) -> None:
     answers: list[Any] = []
     copy = threading.Thread(target=lambda: answers.append(table.begin("rid-2", "sha-2", now_ms=1001)))
     copy.start()
-    wait_until(lambda: first.settle() is not None)  # the copy waits on the first copy's Event
+    wait_until(lambda: first.waited_on is not None)  # the copy waits on the first copy's Event
     if end == "finish":
         table.finish("rid-2", first, "p5000_rq_y.json", 1000)
     else:
