@@ -82,8 +82,6 @@ class EnqueueOps(QueueCore):
 
     def _commit_rounds(self, batch: Sequence[tuple[Request, int]]) -> list[EnqueueResult | Exception]:
         """Commit ``batch``, copies of one request_id a round apart (see :meth:`enqueue_batch`)."""
-        if len(batch) == 1:
-            return self._commit_round(list(batch))
         results: list[EnqueueResult | Exception | None] = [None] * len(batch)
         todo = list(range(len(batch)))
         while todo:
