@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,17 +14,17 @@ from machina.notify import Notifier
 
 
 @pytest.fixture
-def notifiers() -> Iterator[list[Notifier]]:
-    """Notifiers a test made, closed after it (each holds a connected socket)."""
+def make_notifier() -> Iterator[Callable[[dict[str, str]], Notifier]]:
+    """``make_notifier(environ)``: a Notifier, closed after the test (each holds a connected socket)."""
     made: list[Notifier] = []
-    yield made
+
+    def make(environ: dict[str, str]) -> Notifier:
+        made.append(Notifier(environ))
+        return made[-1]
+
+    yield make
     for notifier in made:
         notifier.close()
-
-
-def notifier_for(notifiers: list[Notifier], environ: dict[str, str]) -> Notifier:
-    notifiers.append(Notifier(environ))
-    return notifiers[-1]
 
 
 @pytest.fixture
@@ -41,9 +41,9 @@ def messages(sock: socket.socket, count: int) -> list[str]:
     return [sock.recv(4096).decode() for _ in range(count)]
 
 
-def test_ready_status_and_stopping(notify_socket, notifiers: list[Notifier]) -> None:
+def test_ready_status_and_stopping(notify_socket, make_notifier: Callable[[dict[str, str]], Notifier]) -> None:
     path, sock = notify_socket
-    notifier = notifier_for(notifiers, {"NOTIFY_SOCKET": path})
+    notifier = make_notifier({"NOTIFY_SOCKET": path})
     assert notifier.enabled
     notifier.ready("listening on 127.0.0.1:8080")
     notifier.status("3 jobs")
@@ -54,23 +54,23 @@ def test_ready_status_and_stopping(notify_socket, notifiers: list[Notifier]) -> 
     assert stopping.splitlines() == ["STOPPING=1", "STATUS=bye"]
 
 
-def test_abstract_socket_address(tmp_path: Path, notifiers: list[Notifier]) -> None:
+def test_abstract_socket_address(tmp_path: Path, make_notifier: Callable[[dict[str, str]], Notifier]) -> None:
     name = f"machina-test-{os.getpid()}-{time.monotonic_ns()}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + name)
     sock.settimeout(5)
     try:
-        notifier_for(notifiers, {"NOTIFY_SOCKET": "@" + name}).ready()
+        make_notifier({"NOTIFY_SOCKET": "@" + name}).ready()
         assert sock.recv(4096).decode().startswith("READY=1")
     finally:
         sock.close()
 
 
-def test_watchdog_pings_at_half_the_timeout_while_healthy(notify_socket, notifiers: list[Notifier]) -> None:
+def test_watchdog_pings_at_half_the_timeout_while_healthy(
+    notify_socket, make_notifier: Callable[[dict[str, str]], Notifier]
+) -> None:
     path, sock = notify_socket
-    notifier = notifier_for(
-        notifiers, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
-    )
+    notifier = make_notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())})
     assert notifier.watchdog_interval == pytest.approx(0.1)
     notifier.start_watchdog(lambda: True)
     try:
@@ -79,9 +79,9 @@ def test_watchdog_pings_at_half_the_timeout_while_healthy(notify_socket, notifie
         notifier.stop_watchdog()
 
 
-def test_no_ping_while_unhealthy(notify_socket, notifiers: list[Notifier]) -> None:
+def test_no_ping_while_unhealthy(notify_socket, make_notifier: Callable[[dict[str, str]], Notifier]) -> None:
     path, sock = notify_socket
-    notifier = notifier_for(notifiers, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
+    notifier = make_notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
     notifier.start_watchdog(lambda: False)
     sock.settimeout(0.5)
     try:
@@ -91,9 +91,11 @@ def test_no_ping_while_unhealthy(notify_socket, notifiers: list[Notifier]) -> No
         notifier.stop_watchdog()
 
 
-def test_watchdog_meant_for_another_pid_is_ignored(notify_socket, notifiers: list[Notifier]) -> None:
+def test_watchdog_meant_for_another_pid_is_ignored(
+    notify_socket, make_notifier: Callable[[dict[str, str]], Notifier]
+) -> None:
     path, _ = notify_socket
-    notifier = notifier_for(notifiers, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
+    notifier = make_notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
     assert notifier.watchdog_interval is None
 
 
