@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,11 +35,14 @@ from machina.clock import Clock
 from machina.fsutil import ensure_dir
 from machina.queue.errors import QueueError, WorkerIdInUse
 from machina.queue.wal import check_crc, encode
+from machina.up.pidfiles import pid_alive
 
 log = logging.getLogger(__name__)
 
 WORKER_ID_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 _READ_TRIES = 5
+#: how long taking a worker id waits out a lock that no live owner holds (another process probing it)
+PROBE_WAIT_S = 2.0
 
 
 def boot_id() -> str:
@@ -129,12 +133,10 @@ class ClaimRegistry:
         ensure_dir(claims_dir)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_owner_fd(self._fd)
+            _lock_id(self._fd, worker_id)
+        except BaseException:
             os.close(self._fd)
-            pid = f" (pid {holder.pid})" if holder else ""
-            raise WorkerIdInUse(f"worker id {worker_id!r} is in use by another live process{pid}") from None
+            raise
         previous = read_owner_fd(self._fd)
         #: what the previous (dead) holder of this worker id still had claimed
         self.orphans: list[str] = sorted(previous.claims) if previous else []
@@ -181,6 +183,24 @@ class ClaimRegistry:
         self.owner.heartbeat_boot_ms = int(self.clock.boottime() * 1000)
         data = encode(self.owner.as_dict(), crc=True)
         os.pwrite(self._fd, data, 0)
+
+
+def _lock_id(fd: int, worker_id: str) -> None:
+    """Take the id's lock, or raise WorkerIdInUse when a live owner holds it.  A recovery sweep in another
+    process probes every registry by taking its lock for a moment (:func:`foreign_registry`): a lock held
+    while the registry names no live owner is waited out, up to :data:`PROBE_WAIT_S`."""
+    deadline = time.monotonic() + PROBE_WAIT_S  # a kernel lock held by another process: real time
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = read_owner_fd(fd)
+            live = holder is not None and holder.boot_id == BOOT_ID and pid_alive(holder.pid)
+            if live or time.monotonic() >= deadline:
+                pid = f" (pid {holder.pid})" if holder else ""
+                raise WorkerIdInUse(f"worker id {worker_id!r} is in use by another live process{pid}") from None
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +14,12 @@ import pytest
 
 from machina.clock import FakeClock
 from machina.queue import FileQueue, QueueConfig, QueuedNotDurable, QueueNotWritable, faults
-from machina.queue.claims import BOOT_ID, Owner, foreign_registry
+from machina.queue.claims import BOOT_ID, PROBE_WAIT_S, ClaimRegistry, Owner, foreign_registry
 from machina.queue.dedup import DedupTable, Reservation
 from machina.queue.durable import GroupCommit
-from machina.queue.errors import DedupPending
+from machina.queue.errors import DedupPending, WorkerIdInUse
+
+WAIT_S = 10.0
 
 
 @pytest.fixture
@@ -255,3 +258,45 @@ def test_d16_a_waiting_copy_wakes_when_the_first_copy_ends(end: str) -> None:
         assert not isinstance(answer, Reservation) and answer.name == "p5000_rq_y.json"
     else:
         assert isinstance(answer, Reservation), "the first copy gave up: the copy queues the request itself"
+
+
+# --- a worker starting while a sweep in another process probes its registry ---------------------------------
+
+
+def test_taking_a_worker_id_waits_out_a_probe_of_its_registry(machina_root: Path) -> None:
+    """A recovery sweep takes every registry's lock for a moment to see whether its owner is alive.  A worker
+    taking that id just then found the lock held and failed to start (WorkerIdInUse, seen as a thread error in
+    the contract test of concurrent workers)."""
+    claims_dir = machina_root / "state" / "claims"
+    claims_dir.mkdir(parents=True, exist_ok=True)
+    path = claims_dir / "w7.json"
+    path.touch()  # a worker has just created it, and written nothing yet
+    probing = threading.Event()
+    done_probing = threading.Event()
+
+    def probe() -> None:
+        with foreign_registry(str(path)) as (owner, dead, _fd):
+            assert owner is None and dead, "the probe holds the lock of a registry that names no owner"
+            probing.set()
+            done_probing.wait(WAIT_S)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    assert probing.wait(WAIT_S)
+    threading.Timer(0.2, done_probing.set).start()  # the probe ends while the worker waits for the lock
+    registry = ClaimRegistry(str(claims_dir), "w7", FakeClock())
+    prober.join(WAIT_S)
+    assert registry.owner.pid == os.getpid()
+    registry.close()
+
+
+def test_a_live_owner_still_keeps_its_worker_id(machina_root: Path) -> None:
+    claims_dir = str(machina_root / "state" / "claims")
+    first = ClaimRegistry(claims_dir, "w8", FakeClock())
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerIdInUse, match=rf"pid {os.getpid()}"):
+            ClaimRegistry(claims_dir, "w8", FakeClock())
+        assert time.monotonic() - started < PROBE_WAIT_S, "a live owner is refused at once, not waited for"
+    finally:
+        first.close()
