@@ -262,10 +262,11 @@ class QueueCore(BaseQueue):
             raise QueueNotWritable(what, exc) from exc
         raise exc
 
-    def _write_tmp(self, data: bytes, what: str, *, durable: bool = True) -> str:
+    def _write_tmp(self, data: bytes, what: str, *, durable: bool = True, unique: str = "") -> str:
         """A new file in tmp/ holding ``data``; with ``durable`` and MACHINA_WAL_FSYNC=1 fsynced (shared with
-        concurrent writers) before it is returned."""
-        tmp = os.path.join(self.dirs["tmp"], f"{os.getpid()}_{secrets.token_hex(6)}.tmp")
+        concurrent writers) before it is returned.  ``unique``: a name no other file of this process will
+        have at the same time (a new job's stem), spared drawing a random one."""
+        tmp = f"{self.dirs['tmp']}/{os.getpid()}_{unique or secrets.token_hex(6)}.tmp"
         try:
             fd = create_new(tmp, data)
         except OSError as exc:

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from machina.fsutil import fsync_dir, write_atomic
 from machina.queue.faults import point as fault_point
 from machina.queue.wal import (
     BadRecord,
+    Fed,
     SegmentRecords,
     WalWriter,
     check_crc,
@@ -127,9 +128,18 @@ class WalIndex:
             ident = self._stat_checkpoint()
             if not self.loaded or ident != self._checkpoint_id:
                 self._reload(ident)
+            fed = self._take_fed()  # before the segments are looked at: each fed record is in its file by then
             for name in list_segments(self.wal_dir):
-                self._catch_up(name, repair)
+                self._catch_up(name, repair, fed.get(name, ()))
             self.loaded = True
+
+    def _take_fed(self) -> dict[str, list[Fed]]:
+        """This process's own records since the last refresh, by segment (see WalWriter.take_fed)."""
+        by_segment: dict[str, list[Fed]] = {}
+        if self.writer is not None:
+            for entry in self.writer.take_fed():
+                by_segment.setdefault(entry[0], []).append(entry)
+        return by_segment
 
     def _stat_checkpoint(self) -> tuple[int, int, int] | None:
         try:
@@ -170,11 +180,14 @@ class WalIndex:
         self._checkpoint_id = self._stat_checkpoint()
         self._record({"t": "CKPT_BAD", "ts": self._now(), "reason": reason})
 
-    def _catch_up(self, name: str, repair: bool) -> None:
+    def _catch_up(self, name: str, repair: bool, fed: Sequence[Fed] = ()) -> None:
         path = os.path.join(self.wal_dir, name)
         start = self.offsets.get(name, 0)
         try:
-            if os.stat(path).st_size <= start:
+            size = os.stat(path).st_size
+            if fed:
+                start = self.offsets[name] = self._apply_fed(start, fed)
+            if size <= start:
                 return
             scan = scan_segment(path, start)
         except FileNotFoundError:
@@ -185,6 +198,19 @@ class WalIndex:
         self.offsets[name] = scan.end
         if scan.bad_offset is not None:
             self._bad_tail(name, path, scan.bad_offset, scan.reason, scan.size, repair)
+
+    def _apply_fed(self, start: int, fed: Sequence[Fed]) -> int:
+        """Apply the fed records that continue the segment from ``start``; the offset after the last one.
+        Those before ``start`` were read already (from the file, or a checkpoint covered them); at a gap
+        (records dropped, or appended without a record) the rest is left to be read from the file."""
+        for _, begin, end, record in fed:
+            if end <= start:
+                continue
+            if begin != start:
+                break
+            self._apply(record)
+            start = end
+        return start
 
     def _bad_tail(self, name: str, path: str, offset: int, reason: str, size: int, repair: bool) -> None:
         if name in self._own_segments() and name == self._current_segment():
