@@ -8,6 +8,7 @@ status) are classes of their own modules on top of this one; :class:`FileQueue` 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ from machina.queue.rebuild import rebuild_missing
 from machina.queue.wal import WalWriter
 from machina.queue.walindex import WalIndex
 from machina.root import Root
+from machina.up.pidfiles import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class QueueCore(BaseQueue):
         self._registries: dict[str, ClaimRegistry] = {}
         self._registry_lock = threading.Lock()
         self._names = JobNamer(self.clock, self._rng)
+        self._name_tmp_files()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self._maintain_lock = threading.Lock()
@@ -158,6 +161,7 @@ class QueueCore(BaseQueue):
         self._inbox.after_fork_in_child()
         self._commit.after_fork_in_child()
         self._maintenance = None
+        self._name_tmp_files()  # the parent goes on with the same names
         self._stop.set()
 
     def _registry_for(self, claim: Claim) -> ClaimRegistry:
@@ -262,11 +266,17 @@ class QueueCore(BaseQueue):
             raise QueueNotWritable(what, exc) from exc
         raise exc
 
-    def _write_tmp(self, data: bytes, what: str, *, durable: bool = True, unique: str = "") -> str:
+    def _name_tmp_files(self) -> None:
+        """Temporary files are named ``{pid}_{token}_{n}.tmp``: the pid for :meth:`_clean_tmp`, a token drawn
+        once per process (a reused pid's leftovers cannot collide), then a count, not a random draw per
+        file (a ``getrandom`` call was 4 % of a worker's samples)."""
+        self._tmp_prefix = f"{self.dirs['tmp']}/{os.getpid()}_{secrets.token_hex(4)}_"
+        self._tmp_count = itertools.count()
+
+    def _write_tmp(self, data: bytes, what: str, *, durable: bool = True) -> str:
         """A new file in tmp/ holding ``data``; with ``durable`` and MACHINA_WAL_FSYNC=1 fsynced (shared with
-        concurrent writers) before it is returned.  ``unique``: a name no other file of this process will
-        have at the same time (a new job's stem), spared drawing a random one."""
-        tmp = f"{self.dirs['tmp']}/{os.getpid()}_{unique or secrets.token_hex(6)}.tmp"
+        concurrent writers) before it is returned."""
+        tmp = f"{self._tmp_prefix}{next(self._tmp_count):x}.tmp"
         try:
             fd = create_new(tmp, data)
         except OSError as exc:
@@ -294,7 +304,7 @@ class QueueCore(BaseQueue):
             for entry in entries:
                 pid_text = entry.name.split("_", 1)[0]
                 try:
-                    stale = not _pid_alive(int(pid_text)) or now - entry.stat().st_mtime > TMP_MAX_AGE_S
+                    stale = not pid_alive(int(pid_text)) or now - entry.stat().st_mtime > TMP_MAX_AGE_S
                 except (ValueError, FileNotFoundError):
                     continue
                 if stale and int(pid_text) != os.getpid():
@@ -332,13 +342,3 @@ class QueueCore(BaseQueue):
                 os.unlink(tmp)
             self._reraise("write result", exc)
         return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

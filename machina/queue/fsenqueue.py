@@ -226,7 +226,7 @@ class EnqueueOps(QueueCore):
 
     def _place_job(self, ref: JobRef, data: bytes, rid: str | None) -> None:
         """The inbox file of a committed job: written in tmp/ and moved in (never replacing), no fsync."""
-        tmp = self._write_tmp(data, "write job", durable=False, unique=ref.stem)
+        tmp = self._write_tmp(data, "write job", durable=False)
         fault_point("enqueue.tmp_written")
         try:
             place(tmp, f"{self.dirs['inbox']}/{ref.file}")
