@@ -49,3 +49,7 @@ class CentroidSelector:
             self.client.record_success(aid, goal_text)
         except (MachinaError, OSError) as exc:
             log.warning("could not teach the centroid of %s: %s", aid, exc)
+
+    def close(self) -> None:
+        """Close the connection to machina-embed (a later call would open a new one)."""
+        self.client.close()

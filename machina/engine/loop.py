@@ -148,6 +148,13 @@ class Engine:
             on_success=on_success,
         )
 
+    def close(self) -> None:
+        """Let go of what the selector holds open (GPU_CENTROID's connection to machina-embed).  The tool
+        client is the caller's: it is not closed here."""
+        close = getattr(self.selector, "close", None)
+        if close is not None:
+            close()
+
     def default_mode(self) -> ControlMode:
         return ControlMode.BLENDED if self.driver else ControlMode.FALLBACK_ONLY
 

@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = _start(conn)
         if engine is None:
             return ExitCode.UNAVAILABLE
-        _serve(conn, engine)
+        try:
+            _serve(conn, engine)
+        finally:
+            engine.close()
     except (EOFError, BrokenPipeError, ConnectionResetError, protocol.ProtocolViolation):
         pass  # the worker went away or closed the pipe: nothing left to do
     return ExitCode.OK

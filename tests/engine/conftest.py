@@ -38,13 +38,18 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_engine(root: Path, double: ToolhostDouble, clock: FakeClock) -> Callable[..., Engine]:
-    """``make_engine(MACHINA_X="...")``: an engine over the double, configured like the environment would."""
+def make_engine(root: Path, double: ToolhostDouble, clock: FakeClock) -> Iterator[Callable[..., Engine]]:
+    """``make_engine(MACHINA_X="...")``: an engine over the double, configured like the environment would;
+    closed at the end of the test."""
+    made: list[Engine] = []
 
     def factory(**env: str) -> Engine:
-        return Engine.from_config(load_cfg(root, **env), Root(str(root)), double, clock=clock)
+        made.append(Engine.from_config(load_cfg(root, **env), Root(str(root)), double, clock=clock))
+        return made[-1]
 
-    return factory
+    yield factory
+    for engine in made:
+        engine.close()
 
 
 @pytest.fixture

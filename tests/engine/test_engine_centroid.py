@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -56,3 +57,23 @@ def test_gpu_centroid_without_the_service_defers_to_the_heuristic(make_engine) -
     result = make_engine(MACHINA_SELECTOR="GPU_CENTROID").run(ERROR_SCAN)
     assert result.status == "done"  # a run never fails because machina-embed is down
     assert {s["source"] for s in events(result.log_path, "selection")} == {"HEURISTIC"}
+
+
+def test_closing_the_engine_closes_its_connection_to_machina_embed(make_engine, embed_service: Path) -> None:
+    engine = make_engine(MACHINA_SELECTOR="GPU_CENTROID")
+    before = open_sockets()
+    assert engine.run(ERROR_SCAN).status == "done"
+    assert open_sockets() == before + 1  # the selector's connection, kept for the next run
+    engine.close()
+    assert open_sockets() == before
+
+
+def open_sockets() -> int:
+    """Sockets this process has open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+    return count

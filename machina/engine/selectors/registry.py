@@ -60,6 +60,12 @@ class CentroidAdapter:
         if learn is not None:
             learn(aid, goal_text)
 
+    def close(self) -> None:
+        """Let go of what the chooser holds open (machina-embed's connection)."""
+        close = getattr(self.chooser, "close", None)
+        if close is not None:
+            close()
+
 
 def _heuristic(cfg: Config, root: Root) -> Selector:
     return HeuristicSelector()
