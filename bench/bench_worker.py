@@ -3,11 +3,17 @@ time on an idle suite.
 
     python bench/bench_worker.py [--jobs N] [--quick] [--profile DIR]
 
-Throughput: N jobs are queued first, then the workers (``bin/machina-worker``, the default concurrency)
-start; jobs/s counts the jobs finished after every worker said READY, over the time until the last one
-(``finished_ms`` of each out/ envelope).  Sustained (``--sustained N``, 12,000 by default): one long
-ERROR_SCAN run, its first third's rate against its last third's, so a cost that grows with the jobs done
-shows (a short run never fills the toolhost's idempotency table).  Latency: with the workers idle, one job is enqueued
+Throughput: the workers (``bin/machina-worker``, the default concurrency) start on an empty queue; once
+every worker said READY and all its job children have started (its pool keeps one per slot and a spare,
+and the spare may still be starting at READY), N jobs are queued in batches.  Jobs/s and CPU per job count
+the jobs finished after that, over the time until the last one (``finished_ms`` of each out/ envelope).
+A child's start-up (imports, engine) is measured on its own while the pools settle, and its share per job
+in a long run (one start per ``MACHINA_WORKER_CHILD_MAX_JOBS`` jobs) is added to the CPU per job: a short
+run would otherwise charge whole start-ups to a few hundred jobs, or none at all.
+
+Sustained (``--sustained N``, 12,000 by default): one long ERROR_SCAN run, its first third's rate against
+its last third's, so a cost that grows with the jobs done shows (a short run never fills the toolhost's
+idempotency table).  Latency: with the workers idle (their children started), one job is enqueued
 (``FileQueue.enqueue``, durable when it returns) and waited for before the next; enqueue->start is the run
 log's ``start`` event, enqueue->done the envelope's ``finished_ms``.
 
@@ -48,7 +54,7 @@ sys.path.insert(0, str(CHECKOUT))
 from machina import config  # noqa: E402
 from machina.engine import Engine  # noqa: E402
 from machina.engine.toolhost_link import connect_toolhost  # noqa: E402
-from machina.queue import FileQueue, QueueConfig  # noqa: E402
+from machina.queue import FileQueue, QueueConfig, validate_request  # noqa: E402
 from machina.root import Root, init_root  # noqa: E402
 from machina.worker.orphans import child_pids  # noqa: E402
 
@@ -145,6 +151,22 @@ class Workers:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
+    def wait_settled(self, per_worker: int, timeout: float = 60) -> float:
+        """Wait (the queue empty) until every worker has ``per_worker`` job children and their CPU time has
+        stopped rising: all started, none busy.  The CPU seconds one child took to start, on average."""
+        deadline = time.monotonic() + timeout
+        last, still = -1.0, 0
+        while True:
+            kids = [child_pids(pid) for pid in self.pids()]
+            cpu = sum(_stat_cpu(kid) for some in kids for kid in some)
+            still = still + 1 if all(len(some) >= per_worker for some in kids) and cpu == last else 0
+            if still >= 3:  # 0.3 s without a tick of CPU
+                return cpu / sum(len(some) for some in kids)
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the workers' job children did not settle in {timeout:g} s")
+            last = cpu
+            time.sleep(0.1)
+
     def stop(self) -> None:
         for proc in self.procs:
             proc.send_signal(signal.SIGTERM)
@@ -156,6 +178,18 @@ class Workers:
                 proc.wait()
         for sock in self.sockets:
             sock.close()
+
+
+def children_per_worker(env: dict[str, str]) -> int:
+    """Job children a worker's pool keeps: one per slot and a spare."""
+    return int(config.load(environ=env)["MACHINA_WORKER_CONCURRENCY"]) + 1
+
+
+def fill_batches(queue: FileQueue, request: dict[str, Any], count: int, batch: int = 250) -> None:
+    """``count`` copies of ``request`` queued a batch (one group commit) at a time: quick enough that the
+    workers, already running, still find most of them queued."""
+    for start in range(0, count, batch):
+        queue.enqueue_batch([validate_request(dict(request)) for _ in range(min(batch, count - start))])
 
 
 def fill(root: Path, request: dict[str, Any], count: int, fsync: bool) -> FileQueue:
@@ -185,8 +219,20 @@ def wait_done(root: Path, count: int, timeout: float = 600) -> None:
 class Run:
     """One throughput run: jobs/s, and CPU seconds per job of the workers, their children and the toolhost."""
 
-    def __init__(self, rate: float, cpu: dict[str, float], jobs: int, thirds: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(
+        self,
+        rate: float,
+        cpu: dict[str, float],
+        jobs: int,
+        thirds: tuple[float, float] = (0.0, 0.0),
+        child_start_s: float = 0.0,
+        child_max_jobs: int = 0,
+    ) -> None:
         self.rate = rate
+        #: CPU one job child took to start, and its share of a job where children are replaced after
+        #: ``child_max_jobs`` (MACHINA_WORKER_CHILD_MAX_JOBS; 0: never, no share)
+        self.child_start_ms = child_start_s * 1000
+        self.recycle_ms = self.child_start_ms / child_max_jobs if child_max_jobs else 0.0
         #: jobs/s over the first and the last third of the jobs counted: a last third much slower than the
         #: first means a cost that grows with the jobs done (as the toolhost's idempotency table did)
         self.thirds = thirds
@@ -198,17 +244,20 @@ class Run:
     @property
     def capacity(self) -> float:
         """Jobs/s the measured CPU per job allows on this machine's CPUs were nothing else running."""
-        return (os.cpu_count() or 1) * 1000 / max(sum(self.cpu_ms.values()), 1e-9)
+        return (os.cpu_count() or 1) * 1000 / max(sum(self.cpu_ms.values()) + self.recycle_ms, 1e-9)
 
 
 def throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, profile: Path | None = None) -> Run:
     root = new_root(base, f"tp-{goal}-{workers}-{int(fsync)}")
     env = env_for(root, fsync)
-    fill(root, GOALS[goal], jobs, fsync).close()
+    queue = FileQueue(str(root), QueueConfig(fsync=fsync, dedup_ttl_ms=0))
     with toolhost(root, env) as toolhost_pid:
         suite = Workers(root, env, workers)
         try:
-            ready = suite.wait_ready()
+            suite.wait_ready()
+            child_start_s = suite.wait_settled(children_per_worker(env))
+            fill_batches(queue, GOALS[goal], jobs)
+            ready = time.time()
             before = cpu_seconds(suite.pids(), toolhost_pid)
             spies = _start_profiler(profile, suite.pids()[0]) if profile else []
             wait_done(root, jobs)
@@ -216,14 +265,17 @@ def throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, prof
             _stop_profiler(spies)
         finally:
             suite.stop()
+            queue.close()
     finished = sorted(e["finished_ms"] / 1000 for e in envelopes(root) if e["status"] == "done")
     counted = [t for t in finished if t >= ready]
     if len(finished) != jobs:
         raise SystemExit(f"{jobs - len(finished)} jobs did not finish done")
     if len(counted) < jobs // 4:
-        raise SystemExit(f"only {len(counted)} jobs ran after every worker was ready: use more --jobs")
+        raise SystemExit(f"only {len(counted)} jobs ran after the queue was filled: use more --jobs")
     cpu = {k: after[k] - before[k] for k in after}
-    return Run(len(counted) / max(counted[-1] - ready, 1e-9), cpu, len(counted), _thirds(counted))
+    rate = len(counted) / max(counted[-1] - ready, 1e-9)
+    max_jobs = int(config.load(environ=env)["MACHINA_WORKER_CHILD_MAX_JOBS"])
+    return Run(rate, cpu, len(counted), _thirds(counted), child_start_s, max_jobs)
 
 
 def _thirds(finished: list[float]) -> tuple[float, float]:
@@ -294,6 +346,7 @@ def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float],
         suite = Workers(root, env, 1)
         try:
             suite.wait_ready()
+            suite.wait_settled(children_per_worker(env))  # no child starting beside the jobs timed
             for i in range(jobs + 5):
                 before = time.time()
                 name = queue.enqueue(dict(GOALS[goal])).name
@@ -405,11 +458,13 @@ def main() -> int:
                           f"{'met' if two.rate >= TARGETS[goal] else 'NOT met'}")  # fmt: skip
                     print(ceiling_line("no-op job x8", disk, two.rate, TARGETS[goal], " jobs/s"))
                 if goal == "noop" and fsync:
-                    total_cpu = sum(cpu.values())
+                    total_cpu = sum(cpu.values()) + two.recycle_ms
                     met = "met" if total_cpu <= TARGET_NOOP_CPU_MS else "NOT met"
                     print(
                         f"  target CPU per no-op job <= {TARGET_NOOP_CPU_MS} ms: {total_cpu:.2f} ms, {met} "
-                        f"(in the kernel: {two.kernel_ms:.2f} ms; in user space: {total_cpu - two.kernel_ms:.2f} ms)"
+                        f"(in the kernel: {two.kernel_ms:.2f} ms; in user space: {total_cpu - two.kernel_ms:.2f} ms;"
+                        f" with {two.recycle_ms:.2f} ms for replacing children: a child's start-up,"
+                        f" {two.child_start_ms:.0f} ms, per MACHINA_WORKER_CHILD_MAX_JOBS jobs)"
                     )
                     floor = disk["cpu_ms"]
                     print(f"    of which the file-system work alone (the replay's CPU per job, kernel mostly): "
