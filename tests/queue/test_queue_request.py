@@ -50,6 +50,7 @@ def test_unknown_top_level_keys_are_kept() -> None:
         (b"", "not JSON"),
         (b"{", "not JSON"),
         (b"\xff\xfe", "not UTF-8"),
+        ("\ufeff".encode() + b'{"goal_id":"g"}', "Unexpected UTF-8 BOM"),
         (b'{"goal_id":"g","goal_id":"h"}', "duplicate key 'goal_id'"),
         (b'{"goal_id":"g","n":NaN}', "NaN is not valid JSON"),
         (b'{"goal_id":"g","n":Infinity}', "Infinity is not valid JSON"),
