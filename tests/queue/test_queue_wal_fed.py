@@ -27,8 +27,21 @@ def wal_dir(tmp_path: Path) -> Iterator[str]:
     faults.hook = None
 
 
-def make_writer(wal_dir: str, clock: FakeClock) -> WalWriter:
-    return WalWriter(wal_dir, crc=True, fsync=False, clock=clock)
+class Fed:
+    """A writer and its process's index, which has refreshed once (so the writer keeps what it appends)."""
+
+    def __init__(self, wal_dir: str) -> None:
+        self.clock = FakeClock()
+        self.writer = WalWriter(wal_dir, crc=True, fsync=False, clock=self.clock)
+        self.index = make_index(wal_dir, self.clock, self.writer)
+        self.index.refresh()
+
+
+@pytest.fixture
+def fed(wal_dir: str) -> Iterator[Fed]:
+    made = Fed(wal_dir)
+    yield made
+    made.writer.close()
 
 
 def make_index(wal_dir: str, clock: FakeClock, writer: WalWriter | None) -> WalIndex:
@@ -55,11 +68,8 @@ def from_the_files(wal_dir: str, clock: FakeClock) -> tuple[Any, ...]:
     return known(make_index(wal_dir, clock, None))
 
 
-def test_fed_records_give_what_reading_the_files_gives(wal_dir: str) -> None:
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()  # from here on the writer keeps what it appends for the index
+def test_fed_records_give_what_reading_the_files_gives(fed: Fed, wal_dir: str) -> None:
+    clock, writer, index = fed.clock, fed.writer, fed.index
     names = [enq(writer, clock, i, rid=f"r{i}" if i % 2 else None) for i in range(20)]
     writer.append({"t": "UNENQ", "ts": 1, "name": names[3], "rid": "r3"})
     writer.append({"t": "PURGE", "ts": 2, "n": 2, "names": [names[4], names[5]]})
@@ -68,16 +78,12 @@ def test_fed_records_give_what_reading_the_files_gives(wal_dir: str) -> None:
     assert ours == from_the_files(wal_dir, clock)
     assert "r1" in ours[0] and "r3" not in ours[0]
     assert ours[1] == {"ENQ": 20, "UNENQ": 1, "PURGE": 2, "DONE": 1}
-    writer.close()
 
 
-def test_fed_records_are_not_read_back(wal_dir: str) -> None:
+def test_fed_records_are_not_read_back(fed: Fed, wal_dir: str) -> None:
     """What shows the file is not read: a record rewritten in the file after the append (same length) is
     still known as it was appended."""
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()
+    clock, writer, index = fed.clock, fed.writer, fed.index
     enq(writer, clock, 1, rid="aaaa")
     (segment,) = list_segments(wal_dir)
     path = os.path.join(wal_dir, segment)
@@ -85,14 +91,10 @@ def test_fed_records_are_not_read_back(wal_dir: str) -> None:
     Path(path).write_bytes(data.replace(b'"rid":"aaaa"', b'"rid":"bbbb"'))
     index.refresh()
     assert set(index.entries) == {"aaaa"}
-    writer.close()
 
 
-def test_a_record_that_could_not_be_written_is_not_fed(wal_dir: str) -> None:
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()
+def test_a_record_that_could_not_be_written_is_not_fed(fed: Fed, wal_dir: str) -> None:
+    clock, writer, index = fed.clock, fed.writer, fed.index
     enq(writer, clock, 1, rid="kept")
 
     def full_disk(name: str, context: dict[str, Any]) -> None:
@@ -107,15 +109,11 @@ def test_a_record_that_could_not_be_written_is_not_fed(wal_dir: str) -> None:
     ours = known(index)
     assert set(ours[0]) == {"kept", "after"}
     assert ours == from_the_files(wal_dir, clock)
-    writer.close()
 
 
-def test_past_fed_max_the_index_reads_the_rest_from_the_file(wal_dir: str, monkeypatch: Any) -> None:
+def test_past_fed_max_the_index_reads_the_rest_from_the_file(fed: Fed, wal_dir: str, monkeypatch: Any) -> None:
     monkeypatch.setattr(wal, "FED_MAX", 5)
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()
+    clock, writer, index = fed.clock, fed.writer, fed.index
     for i in range(12):  # more than FED_MAX between two refreshes: dropped, and not kept until the next
         enq(writer, clock, i, rid=f"r{i}")
     assert len(known(index)[0]) == 12
@@ -126,33 +124,13 @@ def test_past_fed_max_the_index_reads_the_rest_from_the_file(wal_dir: str, monke
     ours = known(index)
     assert len(ours[0]) == 16
     assert ours == from_the_files(wal_dir, clock)
-    writer.close()
 
 
-def test_a_checkpoint_of_another_process_ahead_of_the_feed_counts_nothing_twice(wal_dir: str) -> None:
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()
-    for i in range(4):
-        enq(writer, clock, i, rid=f"r{i}")
-    other = make_index(wal_dir, clock, None)  # another process reads our records and checkpoints them
-    assert other.checkpoint()
-    for i in range(4, 6):
-        enq(writer, clock, i, rid=f"r{i}")
-    ours = known(index)  # reloads from that checkpoint; the four fed records before it are skipped
-    assert ours[1]["ENQ"] == 6
-    assert ours == from_the_files(wal_dir, clock)
-    writer.close()
-
-
-def test_fed_records_the_index_has_read_already_are_skipped_not_a_reason_to_read_the_file(wal_dir: str) -> None:
-    """Another process's checkpoint covers the first fed records; the ones after it are still taken from the
-    feed (what shows it: the file rewritten after the append is not what the index knows)."""
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()
+def test_fed_records_a_checkpoint_covered_are_skipped_and_the_rest_still_taken(fed: Fed, wal_dir: str) -> None:
+    """Another process's checkpoint covers the first fed records: they are not counted twice, and the ones
+    after it are still taken from the feed (what shows it: the file rewritten after the append is not what
+    the index knows)."""
+    clock, writer, index = fed.clock, fed.writer, fed.index
     for i in range(4):
         enq(writer, clock, i, rid=f"r{i}")
     assert make_index(wal_dir, clock, None).checkpoint()
@@ -163,15 +141,11 @@ def test_fed_records_the_index_has_read_already_are_skipped_not_a_reason_to_read
     index.refresh()
     assert set(index.entries) == {"r0", "r1", "r2", "r3", "r4"}
     assert index.counts["ENQ"] == 5
-    writer.close()
 
 
-def test_a_rotation_feeds_each_segment_its_own_records(wal_dir: str, monkeypatch: Any) -> None:
+def test_a_rotation_feeds_each_segment_its_own_records(fed: Fed, wal_dir: str, monkeypatch: Any) -> None:
     monkeypatch.setattr(wal, "SEGMENT_BYTES", 600)
-    clock = FakeClock()
-    writer = make_writer(wal_dir, clock)
-    index = make_index(wal_dir, clock, writer)
-    index.refresh()
+    clock, writer, index = fed.clock, fed.writer, fed.index
     for i in range(10):
         clock.advance(0.01)
         enq(writer, clock, i, rid=f"r{i}")
@@ -179,4 +153,3 @@ def test_a_rotation_feeds_each_segment_its_own_records(wal_dir: str, monkeypatch
     ours = known(index)
     assert len(ours[0]) == 10
     assert ours == from_the_files(wal_dir, clock)
-    writer.close()
