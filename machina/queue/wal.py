@@ -79,7 +79,7 @@ SEGMENT_RE = re.compile(r"seg_\d{13}_\d+_[0-9a-f]{6}\.wal")
 _CRC_OPEN = b',"crc":"'
 #: At most this many records a writer keeps for its process's WalIndex between two of its refreshes (see
 #: :meth:`WalWriter.take_fed`); past it they are dropped and the index reads them back from the file.
-FED_MAX = 8192
+FED_MAX = 4096  # 27k records a second at the dedup refresh (MACHINA_SERVE_SCAN_MS=150); about 3 MB at most
 _CRC_SUFFIX_LEN = len(_CRC_OPEN) + 8 + 2  # ,"crc":"xxxxxxxx"}
 #: made once: ``json.dumps`` with arguments builds an encoder per call, a third of a record's encoding
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
