@@ -1,8 +1,10 @@
 """What the WAL knows, folded: the dedup table and the transition counters, plus checkpoints.
 
 State = ``checkpoint.json`` + every segment's records after the offset the checkpoint covers.  A process
-keeps per-segment read offsets and catches up by reading only new bytes; when the checkpoint changes
-(another process wrote one and may have deleted segments) it reloads from scratch.
+keeps per-segment read offsets and catches up by reading only new bytes; the records its own writer
+appended it takes from the writer instead (:meth:`WalWriter.take_fed`: not read back, not decoded again).
+When the checkpoint changes (another process wrote one and may have deleted segments) it reloads from
+scratch.
 
 ``checkpoint.json``::
 
