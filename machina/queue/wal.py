@@ -266,6 +266,8 @@ class WalWriter:
         self._feeding = False
 
     def append(self, record: dict[str, Any]) -> bool:
+        """Write ``record`` now (synced by the next :meth:`sync`); False when it could not be written.  The
+        dict is kept as given for :meth:`take_fed`: callers build it for the call and do not change it."""
         line = encode(record, self.crc)
         with self._lock:
             try:
@@ -277,7 +279,7 @@ class WalWriter:
             except OSError as exc:
                 self._fail("append", exc)
                 return False
-            self._keep(dict(record), len(line))
+            self._keep(record, len(line))
             self._size += len(line)
             self._dirty = True
             if self._size >= SEGMENT_BYTES:
