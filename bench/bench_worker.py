@@ -180,9 +180,9 @@ class Workers:
             sock.close()
 
 
-def children_per_worker(env: dict[str, str]) -> int:
+def children_per_worker(cfg: config.Config) -> int:
     """Job children a worker's pool keeps: one per slot and a spare."""
-    return int(config.load(environ=env)["MACHINA_WORKER_CONCURRENCY"]) + 1
+    return int(cfg["MACHINA_WORKER_CONCURRENCY"]) + 1
 
 
 def fill_batches(queue: FileQueue, request: dict[str, Any], count: int, batch: int = 250) -> None:
@@ -250,12 +250,13 @@ class Run:
 def throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, profile: Path | None = None) -> Run:
     root = new_root(base, f"tp-{goal}-{workers}-{int(fsync)}")
     env = env_for(root, fsync)
+    cfg = config.load(environ=env)
     queue = FileQueue(str(root), QueueConfig(fsync=fsync, dedup_ttl_ms=0))
     with toolhost(root, env) as toolhost_pid:
         suite = Workers(root, env, workers)
         try:
             suite.wait_ready()
-            child_start_s = suite.wait_settled(children_per_worker(env))
+            child_start_s = suite.wait_settled(children_per_worker(cfg))
             fill_batches(queue, GOALS[goal], jobs)
             ready = time.time()
             before = cpu_seconds(suite.pids(), toolhost_pid)
@@ -274,8 +275,7 @@ def throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, prof
         raise SystemExit(f"only {len(counted)} jobs ran after the queue was filled: use more --jobs")
     cpu = {k: after[k] - before[k] for k in after}
     rate = len(counted) / max(counted[-1] - ready, 1e-9)
-    max_jobs = int(config.load(environ=env)["MACHINA_WORKER_CHILD_MAX_JOBS"])
-    return Run(rate, cpu, len(counted), _thirds(counted), child_start_s, max_jobs)
+    return Run(rate, cpu, len(counted), _thirds(counted), child_start_s, int(cfg["MACHINA_WORKER_CHILD_MAX_JOBS"]))
 
 
 def _thirds(finished: list[float]) -> tuple[float, float]:
@@ -346,7 +346,7 @@ def latency(base: Path, goal: str, fsync: bool, jobs: int) -> tuple[list[float],
         suite = Workers(root, env, 1)
         try:
             suite.wait_ready()
-            suite.wait_settled(children_per_worker(env))  # no child starting beside the jobs timed
+            suite.wait_settled(children_per_worker(config.load(environ=env)))  # no child starting beside the jobs timed
             for i in range(jobs + 5):
                 before = time.time()
                 name = queue.enqueue(dict(GOALS[goal])).name
