@@ -140,8 +140,13 @@ def test_after_a_sigkill_the_next_up_sweeps_what_the_killed_one_left(up_factory,
     first.wait_state()
     wait_for_path(run_dir / "toolhost.sock")
     first.stop(signal.SIGKILL)  # its children get SIGTERM from PR_SET_PDEATHSIG and stop cleanly
+    # Every child it had started, not only those of its first state file: a worker still stopping when the
+    # second one sweeps keeps its pid file (its process runs), and the second may stop before its own worker.
+    first.wait_state()
+    first.seen |= {int(p.read_text()) for p in run_dir.glob("*.pid") if p.name != "machina-up.pid"}
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and [p for p in first.seen if alive(p)]:
+    while [p for p in first.seen if alive(p)]:
+        assert time.monotonic() < deadline, f"children of the killed machina up still alive: {first.seen}"
         time.sleep(0.1)
     left = set(os.listdir(run_dir))
     assert {"machina-up.pid", "machina-up.json", "machina-up.lock", "machina-up.notify"} <= left

@@ -9,7 +9,8 @@ the child does to itself before the engine sees the job:
                the pid file, and sleep forever
 ``garbage``    answer with a message that is not JSON
 ``exit``       exit with status 3
-``slow``       sleep ``fault_s`` seconds (default 1), then run the job normally
+``slow``       write its pid to the same file as ``pause`` (the job has reached the child), sleep
+               ``fault_s`` seconds (default 1), then run the job normally
 ``leave``      start the same two sleepers as ``hang``, record the pids, then run the job normally (and
                leave them behind when the child retires)
 """
@@ -70,6 +71,7 @@ def fault(message: dict[str, Any]) -> None:
     elif kind == "exit":
         os._exit(3)
     elif kind == "slow":
+        _record(message, [os.getpid()])
         time.sleep(float(message["request"].get("fault_s", 1)))
 
 
