@@ -37,6 +37,7 @@ import jsonschema
 
 from machina.manifests import goals as goalmod
 from machina.manifests.goals import MISSING, GoalSpec, goal_from_doc
+from machina.manifests.schemacheck import check_schema
 from machina.manifests.tools import TOOLPACK_SCHEMA, ToolSpec, builtin_toolpack, read_toolpack
 
 DESCRIPTIONS = {
@@ -184,7 +185,7 @@ def _toolpack_problems(path: str, doc: Any) -> list[Problem]:
     for tool in doc["tools"]:
         for field, code in (("inputs_schema", "CTS101"), ("outputs_schema", "CTS102")):
             try:
-                jsonschema.Draft202012Validator.check_schema(tool.get(field, {}))
+                check_schema(tool.get(field, {}))
             except jsonschema.SchemaError as exc:
                 problems.append(
                     Problem(path, code, f"{tool['aid']}: {field} is not a valid JSON Schema: {exc.message}")

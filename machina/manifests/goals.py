@@ -33,6 +33,7 @@ import jsonschema
 
 from machina.audit.canonical import digest
 from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
+from machina.manifests.schemacheck import check_schema
 from machina.manifests.tools import AID_PATTERN, TAG_PATTERN
 
 GOAL_ID_PATTERN = r"^goal\.[A-Z0-9_]+(\.[A-Z0-9_]+)*\.v[0-9]+$"
@@ -223,7 +224,7 @@ def schema_problems(doc: Any) -> list[tuple[str, str]]:
         return problems
     for goal in doc["goals"]:
         try:
-            jsonschema.Draft202012Validator.check_schema(goal.get("inputs_schema", {}))
+            check_schema(goal.get("inputs_schema", {}))
         except jsonschema.SchemaError as exc:
             problems.append(
                 (GOAL_INPUTS_SCHEMA, f"{goal['goal_id']}: inputs_schema is not a valid JSON Schema: {exc.message}")

@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 
 from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
+from machina.manifests.schemacheck import check_schema
 
 EFFECT_TIERS: dict[str, int] = {
     "none": 0,
@@ -145,7 +146,7 @@ def read_toolpack(path: str) -> list[ToolSpec]:
     specs = []
     for tool in doc["tools"]:
         try:
-            jsonschema.Draft202012Validator.check_schema(tool["inputs_schema"])
+            check_schema(tool["inputs_schema"])
         except jsonschema.SchemaError as exc:
             raise ManifestError(
                 f"{path}: {tool['aid']}: inputs_schema is not a valid JSON Schema: {exc.message}"

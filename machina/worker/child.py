@@ -29,6 +29,7 @@ from machina.engine import Engine
 from machina.engine.toolhost_link import connect_toolhost
 from machina.exitcodes import ExitCode, MachinaError
 from machina.hardening import make_undumpable
+from machina.manifests.schemacheck import trust_checked
 from machina.root import open_root
 from machina.worker import protocol
 from machina.worker.results import summarize
@@ -69,6 +70,13 @@ def _start(conn: protocol.Channel) -> Engine | None:
     message = conn.receive()
     if message.get("op") != protocol.INIT or not isinstance(message.get("config"), dict):
         raise protocol.ProtocolViolation("expected an init message")
+    checked = message.get("schemas_checked", [])
+    if not isinstance(checked, list):
+        raise protocol.ProtocolViolation("init: schemas_checked is not a list")
+    try:
+        trust_checked(checked)
+    except ValueError as exc:
+        raise protocol.ProtocolViolation(f"init: schemas_checked: {exc}") from None
     try:
         make_undumpable()  # the configuration below holds the secrets; exec made this process dumpable again
         cfg = config.load(environ={}, overrides={str(k): str(v) for k, v in message["config"].items()})

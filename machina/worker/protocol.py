@@ -3,7 +3,7 @@
 The two ends of a ``socketpair`` carry length-prefixed JSON messages (:class:`Channel`; never pickle:
 the parent treats what a child sends as untrusted data).  One exchange at a time::
 
-    parent -> child   {"op": "init", "worker_id": "1", "config": {NAME: raw value, ...}}
+    parent -> child   {"op": "init", "worker_id": "1", "config": {NAME: raw value, ...}, "schemas_checked": [...]}
     child  -> parent  {"op": "ready", "pid": 1234}  |  {"op": "error", "error": "...", "exit_code": 69}
     parent -> child   {"op": "run", "job": NAME, "attempt": 1, "run_id": ID, "request": {...}}
     child  -> parent  {"op": "result", "result": {...}}  |  {"op": "error", "error": "...", "fatal": true}
@@ -13,6 +13,8 @@ The configuration travels in the ``init`` message as the raw text of every varia
 default, so the child resolves exactly what the parent did without reading the environment or the env
 file.  Secrets stay behind except ``MACHINA_AUDIT_KEY``, which keys the run-log chain: it reaches the
 child over the pipe, never through its environment (``/proc/<pid>/environ``) or its command line.
+``schemas_checked`` lists the digests of the manifest schemas the worker found valid, so the child does not
+check them again (:mod:`machina.manifests.schemacheck`).
 """
 
 from __future__ import annotations

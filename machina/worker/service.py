@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from machina.config import Config
 from machina.engine import Catalog
 from machina.exitcodes import ExitCode, MachinaError
+from machina.manifests.schemacheck import checked_digests
 from machina.manifests.tools import ManifestError
 from machina.metrics.figures import FiguresWriter, metrics_dir
 from machina.notify import Notifier
@@ -101,6 +102,7 @@ class WorkerService:
             "op": protocol.INIT,
             "worker_id": self.worker_id,
             "config": protocol.child_config(self.cfg, root.runtime_dir),
+            "schemas_checked": checked_digests(),  # by _check_catalog above: the child skips them
         }
         command = self.child_command
         self.pool = ChildPool(lambda: JobChild.spawn(init, command), self.settings.pool_size, self.notifier.status)

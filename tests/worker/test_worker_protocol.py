@@ -134,3 +134,36 @@ def test_an_end_that_closes_with_our_message_unread_is_told_apart_from_one_that_
         writer.receive()
     assert not isinstance(caught.value, protocol.Unread)
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("checked", "ready"),
+    [(None, True), ([], True), ("digests", True), (["not-a-digest"], False), ("0" * 64, False), ([["x"]], False)],
+)
+def test_a_child_takes_its_workers_schema_digests_or_refuses_the_init(machina_root, checked, ready) -> None:
+    from machina.engine import Catalog
+    from machina.manifests.schemacheck import checked_digests
+    from machina.root import open_root
+    from machina.worker.children import ChildStartError, JobChild
+
+    cfg = config.load(environ={"MACHINA_ROOT": str(machina_root), "MACHINA_ENV_FILE": "/dev/null"})
+    root = open_root(cfg)
+    Catalog.load(root)
+    os.makedirs(root.runtime_dir, exist_ok=True)
+    open(root.socket_path("toolhost"), "w").close()  # the child only looks for it before a job
+    init: dict[str, object] = {
+        "op": protocol.INIT,
+        "worker_id": "t",
+        "config": protocol.child_config(cfg, root.runtime_dir),
+    }
+    if checked is not None:
+        init["schemas_checked"] = checked_digests() if checked == "digests" else checked
+    child = JobChild.spawn(init)
+    try:
+        if ready:
+            child.wait_ready(timeout=60)
+        else:
+            with pytest.raises(ChildStartError, match="ended before it was ready"):
+                child.wait_ready(timeout=60)
+    finally:
+        child.kill()

@@ -3,12 +3,15 @@ running jobs finished or given back, claims taken over after a kill -9, one live
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 from workerkit import ERROR_SCAN, NOOP, NotifySocket, Suite, pid_alive, wait_for
 
+from machina.manifests.tools import builtin_toolpack
 from machina.worker.orphans import child_pids
 
 
@@ -176,3 +179,20 @@ def test_per_tool_figures_are_kept_across_restarts(suite: Suite) -> None:
     figures = suite.figures()
     assert figures["jobs"] == {"processed": 4, "ok": 3, "fail": 1}
     assert figures["tools"]["AID.ERROR_SCAN.v1"]["ok"] == 3
+
+
+def test_a_child_checks_a_manifest_schema_edited_since_its_worker_checked_them(suite: Suite) -> None:
+    # The worker hands its job children the digests of the schemas it checked at start; a tool manifest
+    # broken afterwards is not among them, so a child started since checks it and refuses to start.
+    worker = suite.start_worker(MACHINA_WORKER_CHILD_MAX_JOBS="1")
+    suite.wait_state(suite.enqueue(NOOP), "done")
+    builtin = json.loads(Path(builtin_toolpack()).read_text())
+    tool = dict(builtin["tools"][0], aid="AID.TEST.BROKEN_SCHEMA.v1", inputs_schema={"type": 5})
+    pack = suite.root / "toolpacks" / "broken" / "manifest.json"
+    pack.parent.mkdir(parents=True)
+    pack.write_text(json.dumps({"pack": "broken", "version": 1, "tools": [tool]}))
+    for _ in range(6):  # more jobs than the children started before the edit (one job each)
+        suite.enqueue(NOOP)
+    wait_for(lambda: "cannot start a job child" in worker.text(), 60, "a child to refuse the broken manifest")
+    assert "AID.TEST.BROKEN_SCHEMA.v1: inputs_schema is not a valid JSON Schema" in worker.text()
+    assert worker.stop() == 0
