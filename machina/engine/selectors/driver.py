@@ -39,12 +39,12 @@ from machina.audit.canonical import canonical
 from machina.fsutil import PRIVATE_FILE
 from machina.owned import scratch_dir
 from machina.proc import Rlimits
-from machina.sandbox.launch import python_paths
-from machina.sandbox.policy import SandboxPolicy, SandboxUnavailable, resolve_policy, verify
-from machina.sandbox.run import sandboxed_run
 
+# The sandbox's modules (bubblewrap, seccomp, /etc views: a tenth of a job child's imports) are imported
+# where a driver is configured or run: most children never run one, and each pays for its imports at start.
 if TYPE_CHECKING:
     from machina.config import Config
+    from machina.sandbox.policy import SandboxPolicy
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class DriverSettings:
         argv = cfg["MACHINA_POLICY_CMD"]
         if not argv:
             return None
+        from machina.sandbox.policy import resolve_policy, verify
+
         return cls(
             argv=tuple(argv),
             timeout_s=cfg["MACHINA_POLICY_TIMEOUT_MS"] / 1000,
@@ -163,6 +165,8 @@ class PolicyDriver:
 
     def _visible(self, exe: str, private: str) -> list[str]:
         """What the sandbox shows read-only: scripts, the interpreter's installation, Machina, the payload."""
+        from machina.sandbox.launch import python_paths
+
         scripts = os.path.realpath(self.settings.script_root)
         paths = [scripts, *python_paths(), private]
         installation = os.path.dirname(os.path.dirname(exe))  # /opt/python3.12/bin/python3 -> /opt/python3.12
@@ -183,6 +187,9 @@ class PolicyDriver:
 
     def run(self, payload: dict[str, Any]) -> str:
         """The driver's stdout for ``payload``; PolicyFailure for every way it can fail."""
+        from machina.sandbox.policy import SandboxUnavailable
+        from machina.sandbox.run import sandboxed_run
+
         argv = self.resolve()
         sandbox = self.settings.sandbox
         # 0711: the driver's uid (after a drop) may pass through to its own 0700 directory, not list others
