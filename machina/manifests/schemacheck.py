@@ -26,11 +26,15 @@ _checked: set[str] = set()
 
 def check_schema(schema: Any) -> None:
     """``jsonschema.Draft202012Validator.check_schema``, once per distinct schema; raises SchemaError."""
-    key = digest(schema)
-    if key in _checked:
+    try:
+        key: str | None = digest(schema)
+    except (TypeError, ValueError):  # NaN or infinity (json.load reads them): checked, never remembered
+        key = None
+    if key is not None and key in _checked:
         return
     jsonschema.Draft202012Validator.check_schema(schema)
-    _checked.add(key)
+    if key is not None:
+        _checked.add(key)
 
 
 def checked_digests() -> list[str]:

@@ -51,3 +51,12 @@ def test_what_is_not_a_digest_is_refused_whole(bad: list[object]) -> None:
     with pytest.raises(ValueError, match="not a schema digest"):
         schemacheck.trust_checked(["0" * 64, *bad])
     assert schemacheck.checked_digests() == before
+
+
+def test_a_schema_without_a_canonical_form_is_checked_and_not_remembered() -> None:
+    # json.load reads NaN, which canonical JSON refuses: such a schema is checked every time, as before.
+    before = schemacheck.checked_digests()
+    schemacheck.check_schema({"type": "number", "maximum": float("nan")})
+    with pytest.raises(SchemaError):
+        schemacheck.check_schema({"type": 5, "maximum": float("nan")})
+    assert schemacheck.checked_digests() == before
