@@ -11,7 +11,6 @@ Nothing else is skipped: each pack is still validated against its pack schema, i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
@@ -42,10 +41,12 @@ def checked_digests() -> list[str]:
     return sorted(_checked)
 
 
-def trust_checked(digests: Iterable[str]) -> None:
-    """Take the digests a worker found valid (its child's ``init``); ValueError for one that is not a digest."""
-    keys = list(digests)
-    bad = [key for key in keys if not isinstance(key, str) or not _DIGEST.fullmatch(key)]
+def trust_checked(digests: Any) -> None:
+    """Take the digests a worker found valid (its child's ``init``, so untrusted in shape): ValueError, and
+    nothing taken, unless ``digests`` is a list of hex SHA-256 digests."""
+    if not isinstance(digests, list):
+        raise ValueError(f"not a list of schema digests: {type(digests).__name__}")
+    bad = [key for key in digests if not isinstance(key, str) or not _DIGEST.fullmatch(key)]
     if bad:
         raise ValueError(f"not a schema digest: {str(bad[0])[:80]!r}")
-    _checked.update(keys)
+    _checked.update(digests)

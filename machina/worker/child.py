@@ -70,11 +70,8 @@ def _start(conn: protocol.Channel) -> Engine | None:
     message = conn.receive()
     if message.get("op") != protocol.INIT or not isinstance(message.get("config"), dict):
         raise protocol.ProtocolViolation("expected an init message")
-    checked = message.get("schemas_checked", [])
-    if not isinstance(checked, list):
-        raise protocol.ProtocolViolation("init: schemas_checked is not a list")
     try:
-        trust_checked(checked)
+        trust_checked(message.get("schemas_checked", []))
     except ValueError as exc:
         raise protocol.ProtocolViolation(f"init: schemas_checked: {exc}") from None
     try:

@@ -53,6 +53,14 @@ def test_what_is_not_a_digest_is_refused_whole(bad: list[object]) -> None:
     assert schemacheck.checked_digests() == before
 
 
+@pytest.mark.parametrize("bad", ["0" * 64, ("0" * 64,), {"0" * 64: 1}, None])
+def test_what_is_not_a_list_is_refused(bad: object) -> None:
+    before = schemacheck.checked_digests()
+    with pytest.raises(ValueError, match="not a list of schema digests"):
+        schemacheck.trust_checked(bad)
+    assert schemacheck.checked_digests() == before
+
+
 def test_a_schema_without_a_canonical_form_is_checked_and_not_remembered() -> None:
     # json.load reads NaN, which canonical JSON refuses: such a schema is checked every time, as before.
     before = schemacheck.checked_digests()
