@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from machina.exitcodes import ExitCode, MachinaError
+from machina.proctree import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +68,6 @@ def temp_root() -> str:
     """
     configured = os.environ.get("TMPDIR", "")
     return configured if os.path.isabs(configured) else "/tmp"  # noqa: S108 - the documented default
-
-
-def pid_running(pid: int) -> bool:
-    """True when ``pid`` exists (a zombie counts as gone).  Another user's process counts as running."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2 :][:1] not in ("Z", "X", "")
 
 
 @dataclass
@@ -135,7 +118,7 @@ def _owner_alive(path: str, pid: int) -> bool:
     try:
         fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return pid_running(pid)  # killed between mkdir and lock: the pid alone decides
+        return pid_alive(pid)  # killed between mkdir and lock: the pid alone decides
     except OSError:
         return True  # unreadable lock: assume an owner
     try:
@@ -144,7 +127,7 @@ def _owner_alive(path: str, pid: int) -> bool:
         return True
     finally:
         os.close(fd)
-    return pid_running(pid)  # lock free, but never remove what a running pid still names
+    return pid_alive(pid)  # lock free, but never remove what a running pid still names
 
 
 class OwnedDir:
@@ -208,7 +191,7 @@ def sweep_temps(directory: str) -> list[str]:
     me = os.geteuid()
     for name in names:
         match = _PID_TEMP.fullmatch(name)
-        if match is None or pid_running(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         path = os.path.join(directory, name)
         with contextlib.suppress(FileNotFoundError):

@@ -1,4 +1,5 @@
-"""Process trees and process groups: the one place Machina lists a process's children and signals groups.
+"""Process trees and process groups: the one place Machina lists a process's children, signals groups and
+asks whether a pid is alive.
 
 A group is signalled through the process that leads it.  :func:`kill_group` does so only while that
 leader has not been collected: until then its pid, and so the group id, cannot belong to anybody else;
@@ -48,6 +49,31 @@ def child_pids(pid: int) -> list[int]:
     return found if listed else [p for p, ppid in _parents() if ppid == pid]
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie.  Another user's process counts as alive.
+
+    The one liveness test for pid files, claim registries and owned temporary directories.  Where the
+    process exists but its state cannot be read (an unreadable /proc), it counts as alive: every caller
+    acts on "gone" by taking over what the process holds (its claims, its directory), and taking over
+    from a live process does harm that waiting never does.
+    """
+    if pid <= 0:
+        return False  # kill(0) and kill(-1) would ask about process groups, never about one process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        fields = _read_stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return False  # it ended between the two calls
+    except OSError:
+        return True
+    return bool(fields) and fields[0] not in (b"Z", b"X")
+
+
 def process_group(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[2]) if fields else None
@@ -76,9 +102,13 @@ def _parents() -> list[tuple[int, int]]:
 def _stat(pid: int) -> list[bytes] | None:
     """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...), or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
+        return _read_stat(pid)
     except OSError:
         return None
+
+
+def _read_stat(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        stat = handle.read()
     # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ")".
     return stat[stat.rfind(b")") + 2 :].split()

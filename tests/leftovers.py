@@ -20,7 +20,8 @@ import re
 import tempfile
 from dataclasses import dataclass
 
-from machina.owned import LOCK_NAME, OwnedDir, pid_running
+from machina.owned import LOCK_NAME, OwnedDir
+from machina.proctree import pid_alive
 
 PRIVATE_PREFIX = "machina-tests"
 SHARED_PLACES = ("/tmp", "/dev/shm")  # watched, never written to
@@ -52,7 +53,7 @@ class Guard:
         for place, before in sorted(self.before.items()):
             for name in sorted(_entries(place) - before):
                 match = _OURS.fullmatch(name)
-                if match and not pid_running(int(match.group(1))):
+                if match and not pid_alive(int(match.group(1))):
                     found.append(os.path.join(place, name))
         return found
 

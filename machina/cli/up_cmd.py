@@ -21,7 +21,8 @@ from machina.cli.common import bootstrap, echo_json, overrides_from, root_option
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir
 from machina.hardening import make_undumpable
-from machina.owned import cannot_create, pid_running, sweep_temps
+from machina.owned import cannot_create, sweep_temps
+from machina.proctree import pid_alive
 from machina.root import Root, open_root
 from machina.signals import ShutdownSignal
 from machina.up import health
@@ -224,7 +225,7 @@ def _sweep_runtime_dir(runtime_dir: str) -> None:
             continue
         path = os.path.join(runtime_dir, name)
         pid = read_pidfile(path)
-        if pid is None or not pid_running(pid):
+        if pid is None or not pid_alive(pid):
             remove_pidfile(path)
             log.info("removed stale pid file %s", path)
     if health.read_up_state(runtime_dir) is None:  # we hold the lock: any state file is a dead supervisor's

@@ -25,10 +25,11 @@ from machina.config import Config
 from machina.exitcodes import ExitCode, MachinaError
 from machina.fsutil import ensure_dir, write_atomic
 from machina.ops.paths import configured_root, ops_dir
+from machina.proctree import pid_alive
 from machina.root import Root
 from machina.up import health
 from machina.up.components import AGENTS, SERVERS, locate
-from machina.up.pidfiles import PIDFILE_SUFFIX, pid_alive, pid_matches, read_pidfile, remove_pidfile
+from machina.up.pidfiles import PIDFILE_SUFFIX, pid_matches, read_pidfile, remove_pidfile
 from machina.up.supervisor import SUPERVISOR_PIDFILE
 
 F = TypeVar("F", bound=Callable[..., Any])

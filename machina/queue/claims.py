@@ -33,9 +33,9 @@ from typing import Any
 
 from machina.clock import Clock
 from machina.fsutil import ensure_dir
+from machina.proctree import pid_alive
 from machina.queue.errors import QueueError, WorkerIdInUse
 from machina.queue.wal import check_crc, encode
-from machina.up.pidfiles import pid_alive
 
 log = logging.getLogger(__name__)
 

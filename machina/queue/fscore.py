@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
+from machina.proctree import pid_alive
 from machina.queue.base import (
     STATES,
     BaseQueue,
@@ -48,7 +49,6 @@ from machina.queue.rebuild import rebuild_missing
 from machina.queue.wal import WalWriter
 from machina.queue.walindex import WalIndex
 from machina.root import Root
-from machina.up.pidfiles import pid_alive
 
 log = logging.getLogger(__name__)
 

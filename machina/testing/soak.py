@@ -25,10 +25,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from machina.owned import pid_running
+from machina.proctree import child_pids, pid_alive
 from machina.root import init_root
 from machina.up.notifysock import NotifySocket
-from machina.worker.orphans import child_pids
 
 TOKEN = "soak-token-0123456789abcdef"  # noqa: S105 - a loopback test token, not a secret
 READY_TIMEOUT_S = 90.0
@@ -194,9 +193,9 @@ class Soak:
             proc.kill()
             code = proc.wait()
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and any(pid_running(p) for p in descendants):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in descendants):
             time.sleep(0.1)
-        survivors = [pid for pid in descendants if pid_running(pid)]
+        survivors = [pid for pid in descendants if pid_alive(pid)]
         for pid in survivors:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -11,6 +11,7 @@ import contextlib
 import os
 
 from machina.fsutil import write_atomic
+from machina.proctree import pid_alive
 
 PIDFILE_SUFFIX = ".pid"
 
@@ -50,30 +51,9 @@ def cmdline(pid: int) -> list[str] | None:
     return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return _state(pid) not in ("Z", "X", None)
-
-
 def pid_matches(pid: int, executable: str) -> bool:
     """True when ``pid`` is alive and its argv names ``executable`` (its basename, or a ``-m`` module run)."""
     argv = cmdline(pid)
     if not argv or not pid_alive(pid):
         return False
     return any(os.path.basename(part) == executable or part == executable for part in argv[:4])
-
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "pid (comm) S ...": comm may contain spaces and parentheses, so split after the last ')'.
-    rest = stat[stat.rfind(")") + 2 :]
-    return rest[:1] or None

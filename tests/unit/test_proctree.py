@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
-from machina.proctree import child_pids, kill_group, process_group
+import pytest
+
+from machina.proctree import child_pids, kill_group, pid_alive, process_group
 
 
 def sleeper() -> subprocess.Popen[bytes]:
@@ -48,3 +51,29 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_pid_alive_for_a_running_process_a_zombie_and_a_collected_one() -> None:
+    assert pid_alive(os.getpid())
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        assert pid_alive(child.pid)
+    finally:
+        child.kill()
+    deadline = time.monotonic() + 10
+    while not _zombie(child.pid):  # killed and not yet collected: a zombie, which counts as gone
+        assert time.monotonic() < deadline, "the killed child never became a zombie"
+        time.sleep(0.01)
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)  # collected (its pid is free until the kernel hands it out again)
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_pid_alive_never_asks_about_a_process_group(pid: int) -> None:
+    assert not pid_alive(pid)  # kill(0, 0) and kill(-1, 0) succeed: they name groups, not a process
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] == "Z"

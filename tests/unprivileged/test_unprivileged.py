@@ -136,3 +136,17 @@ def test_d5_the_toolhost_as_the_units_uid_serves_its_peers_and_refuses_others(sc
         issue = {"op": "_lease.issue", "aid": "AID.SHELL.EXEC.v1", "tier": 3, "ttl_ms": 60000}
         assert request(sock, issue, uid=PEER)["status"] == "forbidden", "a peer is not an administrator"
         assert request(sock, issue)["status"] == "ok", "a configured administrator is"
+
+
+def test_a_root_process_counts_as_alive_for_the_units_uid() -> None:
+    """kill(0) on another uid's process answers EPERM: it exists.  Claims, pid files and owned directories
+    of a live process must never look abandoned to the units' uid (machina.proctree.pid_alive)."""
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        probe = "import sys; from machina.proctree import pid_alive; print(pid_alive(int(sys.argv[1])))"
+        done = run_as([PYTHON, "-I", "-c", probe, str(sleeper.pid)], env=base_env())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
