@@ -1,19 +1,26 @@
-"""Run every benchmark (bench/bench_*.py) in turn and print their figures.
+"""Run every benchmark (bench/bench_*.py) in turn and print their figures, then every verdict in one place.
 
 Each benchmark is a standalone script that prints its own table and ratios against a baseline measured in
-the same run; this runner only sequences them.  ``make bench BENCH=queue`` runs the ones whose name
-contains "queue".  Benchmarks target loopback only and clean up what they start.
+the same run; this runner only sequences them, passes their output through as it comes, and at the end
+repeats each target's verdict line ("met" / "NOT met") and each disk-ceiling line ("the disk allows the
+target" / "the DISK ALONE STOPS the target") under the name of the benchmark that printed it, so that one
+screen shows where every target of the issues stands in this run.  ``make bench BENCH=queue`` runs the ones
+whose name contains "queue".  Benchmarks target loopback only and clean up what they start.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+#: A target's verdict ("... met", "... NOT met", "...: met (...)") or a disk ceiling's.
+VERDICT = re.compile(r"\b(?:NOT )?met\b|the disk allows the target|the DISK ALONE STOPS the target")
 
 
 def main() -> int:
@@ -23,17 +30,56 @@ def main() -> int:
         print(f"no benchmarks match {only!r}", file=sys.stderr)
         return 1
     env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    failed = []
+    env["PYTHONUNBUFFERED"] = "1"  # their lines come through as they print them
+    failed: list[str] = []
+    verdicts: list[tuple[str, str]] = []
     for script in scripts:
         print(f"\n=== {script.stem} ===", flush=True)
         started = time.monotonic()
-        rc = subprocess.call([sys.executable, str(script)], env=env, cwd=HERE.parent)
+        rc = run(script, env, verdicts)
         print(f"--- {script.stem}: exit {rc}, {time.monotonic() - started:.1f}s", flush=True)
         if rc:
             failed.append(script.stem)
+    print(summary(verdicts))
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0
+
+
+def run(script: Path, env: dict[str, str], verdicts: list[tuple[str, str]]) -> int:
+    """Run one benchmark, echoing its output; its verdict lines are added to ``verdicts``."""
+    with subprocess.Popen(
+        [sys.executable, str(script)], env=env, cwd=HERE.parent, stdout=subprocess.PIPE, text=True, bufsize=1
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if VERDICT.search(line):
+                verdicts.append((script.stem, line.strip()))
+        return proc.wait()
+
+
+def summary(verdicts: list[tuple[str, str]]) -> str:
+    """Every verdict line again, by benchmark; then how many targets were met, and how many of those not
+    met had a disk ceiling (printed right after the target's line) that is itself under the target."""
+    met = missed = stopped = 0
+    last_missed = False
+    for _, text in verdicts:
+        if "disk ceiling" in text:
+            stopped += last_missed and "DISK ALONE STOPS" in text
+            last_missed = False  # one ceiling per target
+            continue
+        last_missed = bool(re.search(r"\bNOT met\b", text))
+        met += not last_missed
+        missed += last_missed
+    lines = ["", "=== every target in this run (the lines above, again) ==="]
+    lines += [f"{name:<14} {text}" for name, text in verdicts]
+    lines.append(
+        f"{met} of {met + missed} targets met; of the {missed} not met, {stopped} had a disk ceiling under the "
+        "target (the same file-system work replayed alone, right after the row)"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
