@@ -154,3 +154,33 @@ def test_a_combiner_always_takes_its_own_item_even_behind_a_full_batch() -> None
     assert combiner.submit(4) == 40
     assert process.batches == [[1, 4]]
     assert [slot.item for slot in combiner._waiting] == [2, 3], "the others wait for the next combiner"
+
+
+def test_a_promoted_waiter_that_is_interrupted_hands_the_role_on() -> None:
+    """The role goes to the first caller still waiting; if that caller is interrupted before it combines,
+    the next one gets it, and with nobody left the combiner is free: no caller waits forever."""
+    process = _Recorder()
+    process.release.set()
+    combiner: Combiner[int, int] = Combiner(process)
+    first, second = _Slot(1), _Slot(2)
+    combiner._waiting.extend([first, second])
+    combiner._busy = True
+    combiner._hand_over()  # a batch ended: the first in line is woken to combine
+    assert first.promoted and first.wake.acquire(blocking=False)
+    combiner._withdraw(first)  # ... and interrupted before it did
+    assert second.promoted and second.wake.acquire(blocking=False), "the next caller was not woken"
+    assert combiner._waiting == [second]
+    combiner._withdraw(second)
+    assert combiner._waiting == [] and not combiner._busy
+    assert combiner.submit(3) == 30 and process.batches == [[3]]
+
+
+def test_callers_of_a_batch_are_woken_by_their_own_answer_not_by_each_other() -> None:
+    """Each waiting caller returns once its item is done, and only the first still waiting is promoted."""
+    process = _Recorder()
+    combiner: Combiner[int, int] = Combiner(process, max_batch=2)
+    first_answer, answers = _behind_a_held_batch(process, combiner, [1, 2, 3, 4, 5])
+    assert first_answer == {0: 0} and answers == {n: n * 10 for n in range(1, 6)}
+    assert [len(batch) for batch in process.batches] == [1, 2, 2, 1]
+    for caller, batch in zip(process.callers, process.batches, strict=True):
+        assert int(caller.removeprefix("caller-")) == batch[0], "a batch was run by a caller not first in line"
