@@ -21,6 +21,14 @@
    process, per operation): **the ceiling of the matching target** — no implementation of the same durable
    work on this disk can beat it — and the CPU floor under "CPU per job".
 
+3. Creating files where many were just deleted: the CPU of an empty file's creation in a directory, then in
+   the same directory a few seconds after ``--deleted`` files there were deleted.  ext4 *without a journal*
+   (this machine's root: ``/sys/fs/ext4/<dev>/journal_task`` is ``<none>``) skips, in ``find_inode_bit``,
+   every free inode whose deletion time is within the last 60 s (300 s while its inode-table block is
+   dirty): ``recently_deleted()`` reads each one's table block.  After a mass deletion every creation in that
+   block group scans them (perf: ``recently_deleted`` and ``find_get_block_common`` under ``ext4_create``):
+   the slow phases of this disk, which the benchmarks' own clean-ups cause.  A journaled ext4 does not check.
+
 The directory defaults to a fresh temporary directory (the benchmarks' roots live there too); ``--dir`` puts
 it elsewhere (a real MACHINA_ROOT's file system).  Everything it creates is removed.  ``--json`` writes the
 figures for the other benchmarks (``ceilings()`` computes them in-process for them).
@@ -55,6 +63,25 @@ RUN_LOG_LINE = b'{"chain_hash":"' + b"0" * 64 + b'","event":"step","request_id":
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+#: Set (``make bench`` sets it): a directory on the benchmarks' file system where they move what they are done
+#: with instead of deleting it, emptied when every benchmark has run.  On ext4 without a journal a mass
+#: deletion slows every file creation near it for minutes (section 3 above), so a row that deleted its files
+#: would slow the rows after it: the benchmark would measure its own clean-up.
+TRASH_ENV = "MACHINA_BENCH_TRASH"
+
+
+def discard(path: str | Path) -> None:
+    """Remove a benchmark's scratch directory, or move it to the trash when :data:`TRASH_ENV` names one."""
+    trash = os.environ.get(TRASH_ENV)
+    if trash:
+        try:
+            os.rename(path, os.path.join(trash, f"{secrets.token_hex(6)}-{os.path.basename(path)}"))
+            return
+        except OSError:
+            pass  # on another file system (a tmpfs): deleting there slows nothing later
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _timed(n: int, setup: Callable[[int], Any], op: Callable[[int, Any], None]) -> list[float]:
@@ -109,7 +136,7 @@ def primitives(base: Path, n: int) -> dict[str, list[float]]:
     finally:
         os.close(wal)
         os.close(dir_fd)
-        shutil.rmtree(d, ignore_errors=True)
+        discard(d)
     return figures
 
 
@@ -240,7 +267,7 @@ def replay(name: str, seconds: float = 2.0, directory: str | None = None) -> dic
         create_ms = statistics.median(_timed(50, lambda i: None, probe))
     finally:
         rep.close()
-        shutil.rmtree(base, ignore_errors=True)
+        discard(base)
     return {"rate": rate, "cpu_ms": cpu, "n": n, "create_ms": create_ms}
 
 
@@ -250,7 +277,7 @@ def ceilings(directory: str | None = None, n: int = 200, seconds: float = 2.0) -
     try:
         prim = primitives(base, n)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        discard(base)
     return {
         "primitives": {k: {"p50": statistics.median(v), "p90": percentile(v, 90)} for k, v in prim.items()},
         "replays": {name: replay(name, seconds, directory) for name in REPLAYS},
@@ -266,6 +293,52 @@ def ceiling_line(name: str, figures: dict[str, float], measured: float, target: 
             f"{figures['cpu_ms']:.3f} ms CPU each (a new file {figures['create_ms']:.3f} ms); measured "
             f"{measured:.0f}{unit} = {measured / ceiling:.2f} x "
             f"ceiling; target {target:.0f}{unit} = {target / ceiling:.2f} x ceiling: {verdict}")  # fmt: skip
+
+
+def reuse_after_deletes(directory: str | None, deleted: int, probe: int = 1000) -> dict[str, float]:
+    """CPU microseconds per empty-file creation in a fresh directory, then in the same directory 2 s after
+    ``deleted`` files there were deleted (a deletion time in the current second does not count as recent)."""
+    base = Path(tempfile.mkdtemp(prefix="bench-disk-reuse-", dir=directory))
+
+    def create(prefix: str, count: int) -> float:
+        started = time.process_time()
+        for i in range(count):
+            os.close(os.open(base / f"{prefix}{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        return (time.process_time() - started) / count * 1e6
+
+    try:
+        before = create("a", probe)
+        create("b", deleted - probe)
+        for name in os.listdir(base):
+            os.unlink(base / name)
+        time.sleep(2.0)
+        after = create("c", probe)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {"before_us": before, "after_us": after, "deleted": deleted}
+
+
+def journal_of(path: str) -> str:
+    """ "journal", "no journal" (ext4's sysfs says so) or "unknown", for the file system holding ``path``."""
+    device = os.stat(path).st_dev
+    name = f"{os.major(device)}:{os.minor(device)}"
+    for entry in os.listdir("/sys/fs/ext4") if os.path.isdir("/sys/fs/ext4") else []:
+        try:
+            dev = Path(f"/sys/block/{entry}/dev").read_text().strip()
+        except OSError:
+            continue
+        if dev == name:
+            task = Path(f"/sys/fs/ext4/{entry}/journal_task").read_text().strip()
+            return "no journal" if task == "<none>" else "journal"
+    return "unknown"
+
+
+def report_reuse(reuse: dict[str, float], where: str) -> None:
+    print(f"\ncreating a file where {reuse['deleted']:.0f} were deleted 2 s before ({journal_of(where)}): "
+          f"{reuse['after_us']:.0f} us of CPU each, against {reuse['before_us']:.0f} us in that directory before "
+          f"the deletions ({reuse['after_us'] / reuse['before_us']:.1f} x); on ext4 without a journal the inode "
+          "allocator skips inodes freed in the last 60-300 s, so a mass deletion (a benchmark's clean-up, a "
+          "retention sweep) slows every file creation near it for minutes")  # fmt: skip
 
 
 def report(figures: dict[str, Any]) -> None:
@@ -296,11 +369,15 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=300, help="samples per primitive (default 300)")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per replay (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--deleted", type=int, default=10000, help="files deleted before the reuse probe (10000)")
     args = parser.parse_args()
     where = args.dir or tempfile.gettempdir()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; file system of {where}")
     figures = ceilings(args.dir, args.n, args.seconds)
     report(figures)
+    if not os.environ.get(TRASH_ENV):  # under make bench, run_all probes it last (its deletions slow the rest)
+        figures["reuse"] = reuse_after_deletes(args.dir, args.deleted)
+        report_reuse(figures["reuse"], where)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

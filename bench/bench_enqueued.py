@@ -40,7 +40,7 @@ from machina.queue import FileQueue, QueueConfig  # noqa: E402
 from machina.root import init_root  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_disk import ceiling_line, replay  # noqa: E402
+from bench_disk import ceiling_line, discard, replay  # noqa: E402
 
 TOKEN = "bench-token-" + "0123456789abcdef"
 JOB = '{"goal_id":"goal.BENCH.v1","inputs":{"path":"data/app.log","pattern":"ERROR"}}'
@@ -201,7 +201,7 @@ def matrix(work: Path) -> list[dict[str, Any]]:
                     print_row(row)
         finally:
             daemon.stop()
-        shutil.rmtree(daemon.root, ignore_errors=True)
+        discard(daemon.root)
     return rows
 
 
@@ -239,7 +239,7 @@ def main() -> int:
                 print(ceiling_line(row["disk_name"], row["disk"], row["rps"], TARGETS[c], " req/s"))
         print("memory over 200k requests: python bench/bench_enqueued_memory.py (run by make bench too)")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(work)
     return 0
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
+from bench_disk import discard  # noqa: E402
+
 from machina.proctree import child_pids  # noqa: E402
 from machina.root import init_root  # noqa: E402
 
@@ -247,7 +249,7 @@ def main() -> int:
         if args.worker_jobs:
             rc = worker_run(work, args) or rc
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(work)
     return rc
 
 

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from machina.queue.wal import encode
 from machina.root import init_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_disk import ceiling_line
+from bench_disk import ceiling_line, discard
 from bench_disk import replay as disk_replay
 
 SCALE = float(os.environ.get("BENCH_QUEUE_SCALE", "1"))
@@ -293,7 +292,7 @@ def file_create_cost_us(directory: str, count: int = 300) -> float:
     for i in range(count):
         os.close(os.open(os.path.join(probe, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     cost = (time.perf_counter() - started) / count * 1e6
-    shutil.rmtree(probe)
+    discard(probe)
     return cost
 
 
@@ -371,7 +370,7 @@ def main() -> int:
     print("own ceiling is the row above).  Targets (issue 16): every workload >= 1.0x Huey with fsync on and")
     print(">= 0.5x with fsync off; restart with 100k queued < 1 s from a checkpoint.")
     print(f"Run time {time.monotonic() - started:.0f}s.")
-    shutil.rmtree(_RUN_DIR[0], ignore_errors=True)
+    discard(_RUN_DIR[0])
     return 0
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 from typing import Any
 
 import bench_queue as fsbench  # bench/ is the script's directory: the file queue's and Huey's workloads
+from bench_disk import discard
 
 from machina.queue import BaseQueue, FileQueue, QueueConfig
 from machina.queue.pg import PgQueue
@@ -148,7 +148,7 @@ def main() -> int:
     print("Each row's figures come from this run, one after another on the same machine; on a shared machine")
     print(f"rerun before comparing across runs.  Run time {time.monotonic() - started:.0f}s.")
     if fsbench._RUN_DIR:
-        shutil.rmtree(fsbench._RUN_DIR[0], ignore_errors=True)
+        discard(fsbench._RUN_DIR[0])
     return 0
 
 

@@ -59,7 +59,7 @@ from machina.root import Root, init_root  # noqa: E402
 from machina.worker.orphans import child_pids  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_disk import ceiling_line, replay  # noqa: E402
+from bench_disk import ceiling_line, discard, replay  # noqa: E402
 
 NOOP = {"goal_id": "goal.NOOP.v1"}
 ERROR_SCAN = {"goal_id": "goal.ERROR_SCAN.v1", "inputs": {"input_path": "data/app.log"}}
@@ -435,8 +435,8 @@ def main() -> int:
     repeat = 1 if args.quick else max(1, args.repeat)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {jobs} jobs per run, "
           f"median of {repeat} runs; settings: {SETTINGS or 'defaults'}")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
-        base = Path(tmp)
+    base = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    try:
         print(f"\n{'goal':<11} {'fsync':<5} {'bare loop/s':>12} {'1 worker/s':>11} {'2 workers/s':>12} "
               f"{'2w/bare':>8} {'2w/target':>9}  {'2w CPU ms/job: worker+child+toolhost':<36} "
               f"{'idle cap/s':>10}")  # fmt: skip
@@ -489,6 +489,8 @@ def main() -> int:
         if args.profile:
             throughput(base, "noop", 2, True, jobs, profile=args.profile)
             print(f"\nprofile of worker 1 and its children: {args.profile / 'worker.svg'}")
+    finally:
+        discard(base)
     print("\nreference (issue 5): the C++ runtime did ~250 ERROR_SCAN jobs/s with 2 workers, enqueue->pickup 0.5 ms,"
           " enqueue->done 5.8 ms p50; targets: >=500 ERROR_SCAN and >=1000 no-op jobs/s with 2 workers and fsync on,"
           " enqueue->done p50 <= 6 ms.")  # fmt: skip

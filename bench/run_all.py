@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_disk  # noqa: E402  (a sibling script, not a package)
 
 #: A target's verdict ("... met", "... NOT met", "...: met (...)") or a disk ceiling's.
 VERDICT = re.compile(r"\b(?:NOT )?met\b|the disk allows the target|the DISK ALONE STOPS the target")
@@ -31,15 +35,24 @@ def main() -> int:
         return 1
     env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env["PYTHONUNBUFFERED"] = "1"  # their lines come through as they print them
+    (HERE / "out").mkdir(exist_ok=True)
+    trash = tempfile.mkdtemp(prefix="trash-", dir=HERE / "out")  # emptied once, after the last benchmark
+    env[bench_disk.TRASH_ENV] = trash
     failed: list[str] = []
     verdicts: list[tuple[str, str]] = []
-    for script in scripts:
-        print(f"\n=== {script.stem} ===", flush=True)
-        started = time.monotonic()
-        rc = run(script, env, verdicts)
-        print(f"--- {script.stem}: exit {rc}, {time.monotonic() - started:.1f}s", flush=True)
-        if rc:
-            failed.append(script.stem)
+    try:
+        for script in scripts:
+            print(f"\n=== {script.stem} ===", flush=True)
+            started = time.monotonic()
+            rc = run(script, env, verdicts)
+            print(f"--- {script.stem}: exit {rc}, {time.monotonic() - started:.1f}s", flush=True)
+            if rc:
+                failed.append(script.stem)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    if "bench_disk" in (script.stem for script in scripts):  # last: its deletions would slow what follows
+        reuse = bench_disk.reuse_after_deletes(str(HERE / "out"), 10_000)
+        bench_disk.report_reuse(reuse, str(HERE / "out"))
     print(summary(verdicts))
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr)
