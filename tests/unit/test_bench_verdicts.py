@@ -1,4 +1,4 @@
-"""bench/run_all.py's closing summary: every verdict line again, and the count of targets met."""
+"""The benchmarks' verdicts: run_all's closing summary, and bench_enqueued_memory's "flat"."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from tests.conftest import CHECKOUT
 
 
-def _run_all():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("run_all", Path(CHECKOUT) / "bench" / "run_all.py")
+def _bench(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, Path(CHECKOUT) / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -30,10 +30,25 @@ metadata of the run, not a verdict: 12 jobs
 
 
 def test_the_summary_repeats_each_verdict_and_counts_only_targets() -> None:
-    run_all = _run_all()
+    run_all = _bench("run_all")
     verdicts = [("bench_x", line.strip()) for line in OUTPUT.splitlines() if run_all.VERDICT.search(line)]
     assert len(verdicts) == 7  # the header and the last line are not verdicts
     text = run_all.summary(verdicts)
     assert "bench_x        enqueue, 8 threads, fsync on" in text
     # A ceiling under a target that was met anyway is not counted as stopping a missed one.
     assert text.splitlines()[-1].startswith("2 of 4 targets met; of the 2 not met, 1 had a disk ceiling under")
+
+
+# RSS in MiB after each round of 10,000 requests, from two make bench runs (2026-12-06): a saw-tooth as
+# checkpoints settle WAL segments, the same band from 60k requests to 200k.
+PLATEAU_A = [36.4, 36.5, 45.7, 45.7, 45.8, 53.7, 53.7, 53.7, 53.7, 49.6, 49.6, 49.6, 52.6, 52.6, 52.6, 52.6, 52.6]
+PLATEAU_B = [39.1, 39.2, 44.1, 42.1, 42.1, 48.9, 48.9, 55.5, 48.9, 48.9, 59.9, 52.9, 55.9, 54.0, 49.7, 49.7, 55.0]
+
+
+def test_a_saw_tooth_plateau_is_flat_and_a_steady_rise_is_not() -> None:
+    memory = _bench("bench_enqueued_memory")
+    assert memory.verdict(PLATEAU_A)[0] == "flat"  # last sample +15 % over the warm-up's: a tooth, not a leak
+    assert memory.verdict(PLATEAU_B)[0] == "flat"
+    leak = [30 + 0.8 * i for i in range(20)]  # +0.8 MiB every 10,000 requests
+    word, peaks, _, _ = memory.verdict(leak)
+    assert word == "GROWS" and peaks > 0.1
