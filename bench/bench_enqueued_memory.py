@@ -181,7 +181,8 @@ def enqueued_run(work: Path, args: argparse.Namespace) -> int:
           f"{samples[0]:.1f}, after warm-up ({WARMUP_ROUNDS * args.every} requests) "
           f"{samples[WARMUP_ROUNDS - 1]:.1f}, last {samples[-1]:.1f}, max {max(samples):.1f} MiB; growth after "
           f"warm-up {growth * 100:+.1f} % (largest sample {peak * 100:+.1f} %); the later half's peak against the "
-          f"earlier half's {peaks * 100:+.1f} %: {word} (flat = within {GROWTH_LIMIT * 100:.0f} %); after "
+          f"earlier half's {peaks * 100:+.1f} %: {word}, {'met' if word == 'flat' else 'NOT met'} (target: flat, "
+          f"within {GROWTH_LIMIT * 100:.0f} %); after "
           f"{2 * args.every} requests instead: {early * 100:+.1f} % (max {early_peak * 100:+.1f} %)")  # fmt: skip
     return 0
 
