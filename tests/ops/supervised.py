@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machina.proctree import pid_alive as alive
 from tests.conftest import bin_env
 
 HERE = Path(__file__).resolve().parent
@@ -139,16 +140,6 @@ def built(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
-
-
-def alive(pid: int) -> bool:
-    """Exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 # --- the end-to-end job (curl -> machina-enqueued -> worker -> done/), shared by `machina up` and systemd --

@@ -40,17 +40,9 @@ def test_kill_group_reaches_every_member_of_the_group() -> None:
     leader.wait(10)
     leader.stdout.close()
     deadline = time.monotonic() + 10  # killed at once; init collects it when it gets to it
-    while _alive(member):
+    while pid_alive(member):
         assert time.monotonic() < deadline, f"group member {member} survived the group kill"
         time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_pid_alive_for_a_running_process_a_zombie_and_a_collected_one() -> None:
