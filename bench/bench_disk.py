@@ -295,7 +295,11 @@ def ceiling_line(name: str, figures: dict[str, float], measured: float, target: 
             f"ceiling; target {target:.0f}{unit} = {target / ceiling:.2f} x ceiling: {verdict}")  # fmt: skip
 
 
-def reuse_after_deletes(directory: str | None, deleted: int, probe: int = 1000) -> dict[str, float]:
+#: Files deleted before the probe of section 3 (``--deleted``; run_all's probe too).
+REUSE_DELETED = 10_000
+
+
+def reuse_after_deletes(directory: str | None, deleted: int = REUSE_DELETED, probe: int = 1000) -> dict[str, float]:
     """CPU microseconds per empty-file creation in a fresh directory, then in the same directory 2 s after
     ``deleted`` files there were deleted (a deletion time in the current second does not count as recent)."""
     base = Path(tempfile.mkdtemp(prefix="bench-disk-reuse-", dir=directory))
@@ -323,13 +327,13 @@ def journal_of(path: str) -> str:
     device = os.stat(path).st_dev
     name = f"{os.major(device)}:{os.minor(device)}"
     for entry in os.listdir("/sys/fs/ext4") if os.path.isdir("/sys/fs/ext4") else []:
-        try:
-            dev = Path(f"/sys/block/{entry}/dev").read_text().strip()
+        try:  # /sys/class/block names partitions (vda1) as well as whole disks
+            if Path(f"/sys/class/block/{entry}/dev").read_text().strip() != name:
+                continue
+            task = Path(f"/sys/fs/ext4/{entry}/journal_task").read_text().strip()
         except OSError:
             continue
-        if dev == name:
-            task = Path(f"/sys/fs/ext4/{entry}/journal_task").read_text().strip()
-            return "no journal" if task == "<none>" else "journal"
+        return "no journal" if task == "<none>" else "journal"
     return "unknown"
 
 
@@ -369,7 +373,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=300, help="samples per primitive (default 300)")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per replay (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--deleted", type=int, default=10000, help="files deleted before the reuse probe (10000)")
+    parser.add_argument(
+        "--deleted", type=int, default=REUSE_DELETED, help=f"files deleted before the reuse probe ({REUSE_DELETED})"
+    )
     args = parser.parse_args()
     where = args.dir or tempfile.gettempdir()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; file system of {where}")

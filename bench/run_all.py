@@ -51,7 +51,7 @@ def main() -> int:
     finally:
         shutil.rmtree(trash, ignore_errors=True)
     if "bench_disk" in (script.stem for script in scripts):  # last: its deletions would slow what follows
-        reuse = bench_disk.reuse_after_deletes(str(HERE / "out"), 10_000)
+        reuse = bench_disk.reuse_after_deletes(str(HERE / "out"))
         bench_disk.report_reuse(reuse, str(HERE / "out"))
     print(summary(verdicts))
     if failed:
