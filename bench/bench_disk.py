@@ -68,8 +68,9 @@ def percentile(values: list[float], q: float) -> float:
 #: Set (``make bench`` sets it): a directory on the benchmarks' file system where they move what they are done
 #: with instead of deleting it, emptied when every benchmark has run.  On ext4 without a journal a mass
 #: deletion slows every file creation near it for minutes (section 3 above), so a row that deleted its files
-#: would slow the rows after it: the benchmark would measure its own clean-up.
-TRASH_ENV = "MACHINA_BENCH_TRASH"
+#: would slow the rows after it: the benchmark would measure its own clean-up.  Named like BENCH_DIR, not
+#: MACHINA_*: the daemons a benchmark starts inherit it, and warn of every MACHINA_ variable they do not know.
+TRASH_ENV = "BENCH_TRASH"
 
 
 def discard(path: str | Path) -> None:
