@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -41,6 +40,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from machina import wirejson
 from machina.enqueued.auth import Authenticator, AuthFailure, PendingSignature
 from machina.enqueued.batching import JobWriter, WriterClosed
 from machina.enqueued.metrics import Metrics
@@ -105,7 +105,7 @@ class Response:
 
 
 def json_response(status: int, doc: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), headers=headers)
+    return Response(status, wirejson.dumps(doc), headers=headers)
 
 
 class Exchange:

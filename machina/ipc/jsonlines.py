@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import select
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from machina import wirejson
 from machina.audit.canonical import loads_strict
 from machina.exitcodes import ExitCode, MachinaError
 from machina.ipc.peercred import PeerCred, peer_cred
@@ -250,14 +250,14 @@ class JsonLineServer:
 
 
 def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    conn.sendall(wirejson.dumps(obj) + b"\n")
 
 
 def _refuse(conn: socket.socket, obj: dict[str, Any]) -> None:
     """One reply to a fresh connection, without ever blocking the accept loop, then close."""
     try:
         conn.setblocking(False)
-        conn.send(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        conn.send(wirejson.dumps(obj) + b"\n")
     except OSError:
         pass
     finally:
@@ -299,7 +299,7 @@ class JsonLineClient:
         self._sock, self._reader = sock, sock.makefile("rb")
 
     def call(self, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        payload = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+        payload = wirejson.dumps(request) + b"\n"
         if self._sock is not None and _closed_by_peer(self._sock):
             self.close()  # the server went away (restart, idle close) while we were not talking: nothing lost
         for attempt in (1, 2):
@@ -340,7 +340,7 @@ class JsonLineClient:
 
     def _parse(self, line: bytes) -> dict[str, Any]:
         try:
-            reply = json.loads(line)
+            reply = wirejson.loads(line)
         except ValueError:
             self.close()
             raise ProtocolError(f"{self.path}: reply is not JSON") from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from machina import wirejson
 from machina.clock import Clock
 from machina.fsutil import ensure_dir
 from machina.proctree import pid_alive
@@ -96,7 +96,7 @@ def _parse(data: bytes) -> Owner | None:
     if check_crc(line) is not True:
         return None
     try:
-        raw = json.loads(line)
+        raw = wirejson.loads(line)
         return Owner(
             str(raw["worker_id"]),
             int(raw["pid"]),

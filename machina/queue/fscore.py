@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -18,6 +17,7 @@ import threading
 from collections import Counter
 from typing import Any, NoReturn
 
+from machina import wirejson
 from machina.clock import SYSTEM_CLOCK, Clock
 from machina.fsutil import ensure_dir
 from machina.proctree import pid_alive
@@ -324,7 +324,7 @@ class QueueCore(BaseQueue):
 
     def _write_result(self, ref: JobRef, envelope: dict[str, Any], replace: bool = True) -> bool:
         try:
-            data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            data = wirejson.dumps_sorted(envelope) + b"\n"
         except (TypeError, ValueError) as exc:
             raise QueueError(f"result of {ref.name} is not JSON: {exc}") from None
         tmp = self._write_tmp(data, "write result", durable=self._writer is None)

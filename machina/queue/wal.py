@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import re
@@ -47,6 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from machina import wirejson
 from machina.clock import Clock
 from machina.fsutil import ensure_dir, fsync_dir
 from machina.queue.faults import point as fault_point
@@ -81,8 +81,6 @@ _CRC_OPEN = b',"crc":"'
 #: :meth:`WalWriter.take_fed`); past it they are dropped and the index reads them back from the file.
 FED_MAX = 4096  # 27k records a second at the dedup refresh (MACHINA_SERVE_SCAN_MS=150); about 3 MB at most
 _CRC_SUFFIX_LEN = len(_CRC_OPEN) + 8 + 2  # ,"crc":"xxxxxxxx"}
-#: made once: ``json.dumps`` with arguments builds an encoder per call, a third of a record's encoding
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class BadRecord(ValueError):
@@ -96,7 +94,7 @@ Fed = tuple[str, int, int, dict[str, Any]]
 
 def encode(record: dict[str, Any], crc: bool) -> bytes:
     """One line for ``record`` (which must start with ``t`` and ``ts``)."""
-    body = _ENCODER.encode(record).encode("utf-8")
+    body = wirejson.dumps(record)
     if crc:
         body = body[:-1] + b',"crc":"%08x"}' % zlib.crc32(body)
     return body + b"\n"
@@ -105,7 +103,7 @@ def encode(record: dict[str, Any], crc: bool) -> bytes:
 def encode_job(record: dict[str, Any], job: bytes, crc: bool) -> bytes:
     """One line for ``record`` with the job's canonical JSON ``job`` as its last member ``"job"``, embedded
     as it is (it is already one JSON object without spaces or newlines: no second encoding of the body)."""
-    head = _ENCODER.encode(record).encode("utf-8")
+    head = wirejson.dumps(record)
     body = head[:-1] + b',"job":' + job + b"}"
     if crc:
         body = body[:-1] + b',"crc":"%08x"}' % zlib.crc32(body)
@@ -129,8 +127,8 @@ def decode(line: bytes) -> dict[str, Any]:
     if check_crc(line) is False:
         raise BadRecord("crc mismatch")
     try:
-        record = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        record = wirejson.loads(line)
+    except ValueError as exc:
         raise BadRecord(f"not JSON: {exc}") from None
     if not isinstance(record, dict) or record.get("t") not in RECORD_TYPES or not isinstance(record.get("ts"), int):
         raise BadRecord("not a WAL record")

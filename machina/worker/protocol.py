@@ -19,7 +19,6 @@ check them again (:mod:`machina.manifests.schemacheck`).
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
@@ -29,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import machina
+from machina import wirejson
 from machina.config import Config, Source
 
 #: Largest message either side accepts.  Results are summarised by the child to stay far below it.
@@ -68,7 +68,7 @@ class Channel:
         return self.sock.fileno()
 
     def send(self, message: Mapping[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        data = wirejson.dumps(message)
         self.sock.sendall(_HEADER.pack(len(data)) + data)
 
     def poll(self, timeout: float) -> bool:
@@ -85,7 +85,7 @@ class Channel:
             raise ProtocolViolation(f"message of {length} bytes is over the {MESSAGE_MAX} byte limit")
         data = self._read(length, time.monotonic() + BODY_TIMEOUT_S)
         try:
-            message = json.loads(data)
+            message = wirejson.loads(data)
         except ValueError:
             raise ProtocolViolation("message is not JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
