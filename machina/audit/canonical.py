@@ -13,12 +13,32 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+_ORJSON |= orjson.OPT_PASSTHROUGH_DATETIME
+#: where orjson's bytes may not be json's: ``null`` (orjson writes NaN and infinities so, json refuses them),
+#: and the floats under 1e-4 (orjson spells 1e-05 ``0.00001`` and 1e-07 ``1e-7``).  Seen anywhere, even
+#: inside a string, json encodes the value instead: a slower path, never other bytes.
+_ORJSON_DIFFERS = (b"null", b"0.0000", b"e-")
 
 
 def canonical(obj: Any) -> bytes:
-    """``obj`` as canonical JSON bytes; ValueError for NaN/infinity, TypeError for non-JSON values."""
-    return _ENCODER.encode(obj).encode()
+    """``obj`` as canonical JSON bytes; ValueError for NaN/infinity, TypeError for non-JSON values.
+
+    The bytes are json's (``_ENCODER``), the definition the run logs already written were hashed over;
+    orjson computes them in a fifth of the time where it gives the same (tests compare the two).  Enums
+    and UUIDs, which json refuses, orjson writes as their values: no JSON value we build holds them.
+    """
+    try:
+        data = orjson.dumps(obj, option=_ORJSON)
+    except TypeError:  # big integers, non-str keys, subclasses, ...: json's rules, or its error
+        return _ENCODER.encode(obj).encode()
+    for mark in _ORJSON_DIFFERS:
+        if mark in data:
+            return _ENCODER.encode(obj).encode()
+    return data
 
 
 def digest(obj: Any) -> str:
@@ -61,14 +81,28 @@ def finite_float(text: str) -> float:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)  # in C; the loop below runs only for an object that has a duplicate
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
+#: made once: ``json.loads`` with hooks builds a decoder per call (the toolhost parses every request so)
+_STRICT = json.JSONDecoder(parse_constant=_no_constants, parse_float=finite_float, object_pairs_hook=_no_duplicates)
+
+
 def loads_strict(text: str | bytes) -> Any:
-    """Parse JSON refusing NaN/Infinity, numbers out of range and duplicate keys (input we did not write)."""
-    return json.loads(text, parse_constant=_no_constants, parse_float=finite_float, object_pairs_hook=_no_duplicates)
+    """Parse JSON refusing NaN/Infinity, numbers out of range and duplicate keys (input we did not write).
+
+    Bytes are decoded as ``json.loads`` decodes them (UTF-8, -16 or -32, told by their first bytes)."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    elif not isinstance(text, str):
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(text).__name__}")
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _STRICT.decode(text)

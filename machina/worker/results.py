@@ -31,13 +31,13 @@ the state digest, the run log's path, per-tool totals (ok, fail, duration_ms_tot
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 from dataclasses import dataclass
 from typing import Any
 
 from machina import approvals
+from machina.audit.canonical import canonical
 from machina.engine import ASKED, BREAKER, DONE, FAILED, NOOP, RunResult
 from machina.engine.result import tool_totals
 from machina.log import redact
@@ -96,17 +96,14 @@ def summarize(result: RunResult) -> dict[str, Any]:
     }
     if result.approvals:
         summary["approvals"] = result.approvals
-    encoded = {aid: _canonical(value) for aid, value in sorted(result.outputs.items())}
+    # the run log holds the same outputs in canonical form: a value canonical() refuses never gets here
+    encoded = {aid: canonical(value) for aid, value in sorted(result.outputs.items())}
     summary["outputs_summary"] = {
         aid: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for aid, data in encoded.items()
     }
     if sum(len(data) for data in encoded.values()) <= OUTPUTS_INLINE_MAX:
         summary["outputs"] = result.outputs
     return summary
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)
