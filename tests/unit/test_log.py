@@ -110,6 +110,20 @@ def test_lease_tokens_are_redacted_even_when_not_configured(capture) -> None:
     assert "mlease_0123abcd4567ef89_<redacted> here" in stream.getvalue()
 
 
+def test_bot_tokens_in_bot_api_urls_are_redacted_even_when_not_configured() -> None:
+    redact = log.Redactor()
+    url = "GET https://api.telegram.org/bot123456789:AAH-x_yZ0123456789abcdefghij/getUpdates failed"
+    assert redact(url) == "GET https://api.telegram.org/bot<redacted>/getUpdates failed"
+
+
+def test_every_kind_of_token_in_one_text_is_redacted() -> None:
+    redact = log.Redactor(["hunter2"])
+    text = "pw hunter2 Bearer tok.en-1 /bot42:ABCDEFGHIJKLMNOPQRSTUVWX/ mlease_ab12_secretpart end"
+    assert redact(text) == ("pw <redacted> Bearer <redacted> /bot<redacted>/ mlease_ab12_<redacted> end")
+    assert redact("") == ""
+    assert redact("nothing to hide") == "nothing to hide"
+
+
 def test_longer_secret_containing_a_shorter_one_is_fully_hidden() -> None:
     redact = log.Redactor(["abc", "abcdef"])
     assert redact("x abcdef y abc") == "x <redacted> y <redacted>"
