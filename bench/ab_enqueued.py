@@ -15,18 +15,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+# The run's root goes to the trash, not deleted: on this disk (ext4 without a journal) a mass deletion slows
+# every file creation near it for minutes (docs/SPEED.md, seventh round), so the next run would pay for it.
 RUN = """
-import json, shutil, sys, tempfile
+import json, os, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, "bench")
 import bench_enqueued as b
 import machina
-clients, seconds, fsync, where = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] or None
+clients, seconds, fsync = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1"
+where, trash = sys.argv[4], sys.argv[5]
 work = Path(tempfile.mkdtemp(prefix="ab-enqueued-", dir=where))
 try:
     daemon = b.Daemon(work, fsync)
@@ -37,15 +42,15 @@ try:
     finally:
         daemon.stop()
 finally:
-    shutil.rmtree(work, ignore_errors=True)
+    os.rename(work, os.path.join(trash, work.name))
 print(json.dumps({"rps": r["rps"], "errors": r["errors"], "p50_ms": r["p50_us"] / 1000,
                   "p99_ms": r["p99_us"] / 1000, "machina": machina.__file__}))
 """
 
 
-def one(checkout: Path, clients: int, seconds: float, fsync: int, where: str) -> dict[str, object]:
+def one(checkout: Path, clients: int, seconds: float, fsync: int, where: str, trash: str) -> dict[str, object]:
     py = checkout / ".venv" / "bin" / "python3"
-    argv = [str(py), "-c", RUN, str(clients), str(seconds), str(fsync), where]
+    argv = [str(py), "-c", RUN, str(clients), str(seconds), str(fsync), where, trash]
     done = subprocess.run(argv, cwd=checkout, capture_output=True, text=True, timeout=seconds + 120, check=False)
     if done.returncode:
         raise SystemExit(f"the run in {checkout} failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -73,11 +78,17 @@ def main() -> int:
     where = f" under {args.dir}" if args.dir else ""
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {args.clients} clients, fsync {args.fsync}{where}")
     ratios = []
-    for pair in range(args.pairs):
-        a = one(args.a, args.clients, args.seconds, args.fsync, args.dir)
-        b = one(args.b, args.clients, args.seconds, args.fsync, args.dir)
-        ratios.append(float(b["rps"]) / float(a["rps"]))  # type: ignore[arg-type]
-        print(f"pair {pair + 1}: A {show(a)}   B {show(b)}   B/A x{ratios[-1]:.2f}", flush=True)
+    scratch = tempfile.mkdtemp(prefix="ab-enqueued-", dir=args.dir or None)
+    trash = os.path.join(scratch, "trash")  # emptied once, after the last pair
+    os.mkdir(trash)
+    try:
+        for pair in range(args.pairs):
+            a = one(args.a, args.clients, args.seconds, args.fsync, scratch, trash)
+            b = one(args.b, args.clients, args.seconds, args.fsync, scratch, trash)
+            ratios.append(float(b["rps"]) / float(a["rps"]))  # type: ignore[arg-type]
+            print(f"pair {pair + 1}: A {show(a)}   B {show(b)}   B/A x{ratios[-1]:.2f}", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"B/A req/s: median x{statistics.median(ratios):.2f} (min x{min(ratios):.2f}, max x{max(ratios):.2f})")
     return 0
 
