@@ -56,10 +56,13 @@ def dumps_sorted(obj: Any) -> bytes:
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON one of our processes wrote; ValueError (a ``json.JSONDecodeError``) when it is not JSON."""
     if isinstance(data, str):
-        if _LONG_DIGITS_TEXT.search(data):
-            return json.loads(data)
-        return orjson.loads(data)
+        return _json_loads(data) if _LONG_DIGITS_TEXT.search(data) else orjson.loads(data)
     raw = data if isinstance(data, bytes) else bytes(data)
-    if _LONG_DIGITS.search(raw):
-        return json.loads(raw)
-    return orjson.loads(raw)
+    return _json_loads(raw) if _LONG_DIGITS.search(raw) else orjson.loads(raw)
+
+
+def _json_loads(data: bytes | str) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:  # orjson says ValueError past 1,024 levels; json runs out of stack
+        raise json.JSONDecodeError("nested too deeply", data if isinstance(data, str) else "", 0) from None

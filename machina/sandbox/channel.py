@@ -8,11 +8,12 @@ before reading a byte of the body: a compromised executor cannot make the toolho
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
 from typing import Any
+
+from machina import wirejson
 
 HEADER = struct.Struct(">I")
 MAX_FDS = 4
@@ -24,7 +25,7 @@ class ChannelError(Exception):
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    body = wirejson.dumps(message)
     frame = HEADER.pack(len(body)) + body
     try:
         sent = socket.send_fds(sock, [frame], list(fds)) if fds else sock.send(frame)
@@ -42,7 +43,7 @@ def recv(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[dict[
         if length > max_frame:
             raise ChannelError(f"frame of {length} bytes exceeds the {max_frame}-byte limit")
         body = _recv_exact(sock, length)
-        message = json.loads(body)
+        message = wirejson.loads(body)  # an executor may be compromised: orjson is the stricter parser
         if not isinstance(message, dict):
             raise ChannelError("frame is not a JSON object")
         return message, fds

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import array
 import base64
-import json
 import math
 import os
 import resource
@@ -34,7 +33,7 @@ from typing import IO, Any
 
 import prctl
 
-from machina import toolapi
+from machina import toolapi, wirejson
 from machina.sandbox import bpf, channel
 from machina.tools.base import ToolContext, ToolFailure, adopt
 
@@ -99,7 +98,7 @@ def run_call(message: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
             from machina import tools
 
             output = tools.load(message["tool"])(message["inputs"], ctx)
-        json.dumps(output)  # must travel as JSON: fail here, with a clear error, if it cannot
+        wirejson.dumps(output)  # must travel as JSON: fail here, with a clear error, if it cannot
         return {"t": "done", "ok": True, "status": toolapi.OK, "output": output}
     except ToolFailure as exc:
         return {"t": "done", "ok": False, "status": exc.status, "output": exc.output, "error": str(exc)}

@@ -109,3 +109,12 @@ def test_a_float_reads_back_to_the_same_number() -> None:
     for number in (1e-05, 4.8578219439683805e-08, 1e16, 1.5e300, 5e-324, -0.0, 0.1, 1796601517.665956):
         back = wirejson.loads(wirejson.dumps([number]))[0]
         assert back == number and math.copysign(1, back) == math.copysign(1, number)
+
+
+@pytest.mark.parametrize("number", ["1", "1234567890123456789012"])
+def test_nesting_too_deep_is_a_value_error_on_either_path(number: str) -> None:
+    deep = "[" * 100_000 + number + "]" * 100_000
+    with pytest.raises(ValueError):
+        wirejson.loads(deep)
+    with pytest.raises(ValueError):
+        wirejson.loads(deep.encode())
