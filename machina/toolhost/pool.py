@@ -225,7 +225,12 @@ class ExecutorPool:
         self._idle: collections.deque[Executor] = collections.deque()
         self._starting = 0
         self._busy = 0
-        self._cond = threading.Condition()
+        # Two conditions on one lock: a release wakes one caller waiting for an executor, never the spawner
+        # too (which woke on every call only to find the pool full, a thread switch per tool call); a
+        # retirement wakes the spawner.
+        lock = threading.Lock()
+        self._available = threading.Condition(lock)  # an idle executor, a start failure, or closing
+        self._vacancy = threading.Condition(lock)  # room for the spawner to start one, or closing
         self._closing = False
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._spawner, name=f"pool-{name}", daemon=True)
@@ -238,7 +243,7 @@ class ExecutorPool:
     def acquire(self, timeout: float = READY_TIMEOUT_S) -> Executor:
         """An idle executor, waiting for the spawner if none is; SandboxUnavailable if none can start."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._available:
             while not self._idle:
                 if self._closing:
                     raise SandboxUnavailable("the toolhost is shutting down")
@@ -247,48 +252,49 @@ class ExecutorPool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SandboxUnavailable(f"no {self.name} executor became ready within {timeout:g}s")
-                self._cond.wait(remaining)  # woken by a release or by the spawner; waiters never wake each other
+                self._available.wait(remaining)  # woken by a release or by the spawner
             executor = self._idle.popleft()
             self._busy += 1
             return executor
 
     def release(self, executor: Executor, healthy: bool) -> None:
         """Give an executor back after a call; a failed or worn-out one is retired instead."""
-        with self._cond:
+        with self._available:
             self._busy -= 1
             keep = healthy and not self._closing and executor.calls < self.recycle_after
             keep = keep and executor.proc.poll() is None
             if keep:
                 self._idle.append(executor)
+                self._available.notify()  # one waiting caller takes it
             else:
                 self.retired_total += 1
-            self._cond.notify_all()  # a waiting caller takes it, or the spawner replaces a retired one
+                self._vacancy.notify()  # the spawner replaces it
         if not keep:
             executor.kill()
 
     def _spawner(self) -> None:
         backoff = Backoff(first=0.1, cap=5.0)
         while True:
-            with self._cond:
+            with self._vacancy:
                 while not self._closing and len(self._idle) + self._starting + self._busy >= self.size:
-                    self._cond.wait()
+                    self._vacancy.wait()
                 if self._closing:
                     return
                 self._starting += 1
             try:
                 executor = self.factory()
             except (ExecutorFailed, SandboxUnavailable, OSError) as exc:
-                with self._cond:
+                with self._available:
                     self._starting -= 1
                     self._last_error = str(exc)
-                    self._cond.notify_all()
+                    self._available.notify_all()  # every waiting caller gets the error
                 log.error("cannot start a %s executor: %s", self.name, exc)
                 delay = backoff.delay()
-                with self._cond:
-                    self._cond.wait_for(lambda: self._closing, delay)
+                with self._vacancy:
+                    self._vacancy.wait_for(lambda: self._closing, delay)
                 continue
             backoff.reset()
-            with self._cond:
+            with self._available:
                 self._starting -= 1
                 self._last_error = None
                 self.started_total += 1
@@ -296,10 +302,10 @@ class ExecutorPool:
                     executor.kill()
                     return
                 self._idle.append(executor)
-                self._cond.notify_all()
+                self._available.notify()
 
     def stats(self) -> dict[str, int]:
-        with self._cond:
+        with self._available:
             return {
                 "idle": len(self._idle),
                 "busy": self._busy,
@@ -308,11 +314,12 @@ class ExecutorPool:
             }
 
     def close(self) -> None:
-        with self._cond:
+        with self._available:
             self._closing = True
             idle = list(self._idle)
             self._idle.clear()
-            self._cond.notify_all()
+            self._available.notify_all()
+            self._vacancy.notify_all()
         for executor in idle:
             executor.kill()
         # An executor still starting is killed by the spawner when it is ready, or with this process
