@@ -121,7 +121,7 @@ class InboxIndex:
             if name not in self._present:
                 self._present.add(name)
                 heapq.heappush(self._heap, name)
-            self._cond.notify_all()
+            self._cond.notify()  # one name: one claimer (a claimer pops before it waits, so none is missed)
 
     def mark_stale(self) -> None:
         with self._cond:
@@ -158,24 +158,31 @@ class InboxIndex:
         self.scans += 1
 
     def _apply(self, events: list[tuple[int, int, str]], inbox_wd: int, retry_wd: int) -> None:
+        added, everyone = 0, False
         with self._cond:
             for wd, mask, name in events:
                 if mask & _RESCAN:
                     self._stale = True
-                    self.retry_changed = True
+                    self.retry_changed = everyone = True
                 elif wd == retry_wd:
-                    self.retry_changed = True
+                    self.retry_changed = everyone = True  # whichever claimer wakes runs the maintenance
                 elif wd == inbox_wd and is_candidate(name):
                     if mask & _ADDED:
                         if name not in self._present:
                             self._present.add(name)
                             heapq.heappush(self._heap, name)
+                            added += 1
                     else:
                         self._present.discard(name)
             if len(self._heap) > 2 * len(self._present) + 1024:
                 # Names claimed by others linger in the heap until popped: compact while this worker is busy.
                 self._heap = sorted(self._present)
-            self._cond.notify_all()
+            # As many claimers as there are new names, not every idle one for each (nor any for the names
+            # other workers took away): a claimer pops before it waits, so a name is never left unseen.
+            if everyone:
+                self._cond.notify_all()
+            elif added:
+                self._cond.notify(added)
 
 
 class _Watcher(threading.Thread):
