@@ -93,20 +93,21 @@ def test_a_worn_out_executor_is_replaced(make_pool) -> None:
     pool.release(second, healthy=True)
 
 
+def acquire_into(pool: ExecutorPool, errors: list[BaseException]) -> None:
+    """A caller whose acquire fails: the error is kept for the test."""
+    try:
+        pool.acquire(10)
+    except SandboxUnavailable as exc:
+        errors.append(exc)
+
+
 def test_a_start_failure_reaches_the_waiting_callers(make_pool) -> None:
     def failing() -> Executor:
         raise ExecutorFailed("bwrap: no permission")
 
     pool = make_pool(size=1, factory=failing)
     errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            pool.acquire(10)
-        except SandboxUnavailable as exc:
-            errors.append(exc)
-
-    callers = [threading.Thread(target=call) for _ in range(3)]
+    callers = [threading.Thread(target=acquire_into, args=(pool, errors)) for _ in range(3)]
     for caller in callers:
         caller.start()
     for caller in callers:
@@ -118,14 +119,7 @@ def test_closing_wakes_a_waiting_caller_and_the_spawner(make_pool) -> None:
     pool = make_pool(size=1)
     held = pool.acquire(10)
     errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            pool.acquire(10)
-        except SandboxUnavailable as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=call)
+    waiter = threading.Thread(target=acquire_into, args=(pool, errors))
     waiter.start()
     waiter.join(0.2)
     pool.close()
