@@ -36,6 +36,7 @@ from machina.proc import Rlimits
 from machina.root import Root, open_root
 from machina.sandbox import etcview, launch
 from machina.sandbox.policy import SandboxPolicy, resolve_policy, verify
+from machina.signals import SignalRelay
 from machina.toolhost import permissions as perm
 from machina.toolhost import protocol
 from machina.toolhost.broker import Broker, CallContext, ServiceEmbedder, process_metrics
@@ -133,7 +134,7 @@ class Toolhost:
         self.etc_view: etcview.EtcView | None = None
         self._previous_view: etcview.EtcView | None = None
         self.mcp: McpBridge | None = None
-        self._previous_hup: Any = None  # the SIGHUP handler before ours (restored at close)
+        self._hangup: SignalRelay | None = None  # SIGHUP -> reload, on a thread of its own (restored at close)
         autonomic = (int(u) for u in cfg["MACHINA_AUTONOMIC_UIDS"])  # the engine's own uid calls tools too
         self.allowed_uids = {0, os.geteuid(), *(int(u) for u in cfg["MACHINA_TOOLHOST_ALLOWED_UIDS"]), *autonomic}
         self.admin_uids = {0, *(int(u) for u in cfg["MACHINA_TOOLHOST_ADMIN_UIDS"])}
@@ -212,7 +213,8 @@ class Toolhost:
         self.mcp.reload()  # each server connects on a thread of its own; the socket serves meanwhile
         self.catalog.refresh()
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._previous_hup = signal.signal(signal.SIGHUP, self._on_hangup)
+            # A reload reads files, takes locks and restarts servers: never inside the handler itself.
+            self._hangup = SignalRelay((signal.SIGHUP,), lambda _: self.reload(), "sighup-reload").__enter__()
         for file, reason in self.catalog.refused:
             log.warning("plugin %s refused: %s", file, reason)
 
@@ -231,10 +233,6 @@ class Toolhost:
     def serve(self, stop: threading.Event) -> None:
         assert self.server is not None
         self.server.serve(stop)
-
-    def _on_hangup(self, signum: int, frame: object) -> None:
-        # A reload reads files, takes locks and restarts servers: never inside the handler itself.
-        threading.Thread(target=self.reload, name="sighup-reload", daemon=True).start()
 
     def reload(self) -> None:
         """SIGHUP (systemctl reload): read mcp_servers.json again and restart its servers; look at plugins/
@@ -255,9 +253,9 @@ class Toolhost:
         return f"{len(self.catalog.manifests)} built-in tools; sandbox: {sandbox}, {seccomp}"
 
     def close(self) -> None:
-        if self._previous_hup is not None:
-            signal.signal(signal.SIGHUP, self._previous_hup)
-            self._previous_hup = None
+        if self._hangup is not None:
+            self._hangup.__exit__(None, None, None)
+            self._hangup = None
         if self.server is not None:
             self.server.close()
         if self.runner is not None:

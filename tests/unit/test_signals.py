@@ -1,5 +1,6 @@
-"""ShutdownSignal: a signal sets the stop event without the handler taking a lock, even when it arrives
-while the main thread holds the event's own lock (inside ``Event.wait``)."""
+"""machina.signals: a handler takes no lock.  ShutdownSignal sets the stop event, even when the signal
+arrives while the main thread holds the event's own lock (inside ``Event.wait``); SignalRelay runs its
+work on a thread of its own, in order, past a failure."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 
 import pytest
 
-from machina.signals import ShutdownSignal
+from machina.signals import ShutdownSignal, SignalRelay
 
 
 def test_sigterm_sets_the_event_and_is_recorded() -> None:
@@ -45,7 +46,7 @@ def test_a_signal_while_the_main_thread_holds_the_events_lock_does_not_hang() ->
     script = textwrap.dedent(
         """
         import signal, sys
-        from machina.signals import ShutdownSignal
+        from machina.signals import ShutdownSignal, SignalRelay
         with ShutdownSignal() as stop:
             with stop._cond:  # as inside Event.wait, between taking the lock and waiting
                 signal.raise_signal(signal.SIGTERM)
@@ -57,3 +58,37 @@ def test_a_signal_while_the_main_thread_holds_the_events_lock_does_not_hang() ->
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=30, check=False)
     assert done.returncode == 0
+
+
+def test_a_relayed_signal_is_handled_on_the_relay_thread_in_order() -> None:
+    seen: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def deliver(signum: int) -> None:
+        seen.append((signum, threading.current_thread().name))
+        if len(seen) == 3:
+            done.set()
+
+    with SignalRelay((signal.SIGHUP, signal.SIGUSR1), deliver, "test-relay"):
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGHUP):
+            signal.raise_signal(sig)
+        assert done.wait(5)
+    assert seen == [(signal.SIGHUP, "test-relay"), (signal.SIGUSR1, "test-relay"), (signal.SIGHUP, "test-relay")]
+
+
+def test_a_failing_delivery_does_not_stop_the_relay(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    second = threading.Event()
+
+    def deliver(signum: int) -> None:
+        calls.append(signum)
+        if len(calls) == 1:
+            raise RuntimeError("reload failed")
+        second.set()
+
+    with SignalRelay((signal.SIGHUP,), deliver, "test-relay"):
+        signal.raise_signal(signal.SIGHUP)
+        signal.raise_signal(signal.SIGHUP)
+        assert second.wait(5)
+    assert calls == [signal.SIGHUP, signal.SIGHUP]
+    assert "handling SIGHUP failed" in caplog.text
