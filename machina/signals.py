@@ -37,17 +37,25 @@ class SignalRelay:
         self._relay: threading.Thread | None = None
 
     def __enter__(self) -> SignalRelay:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the relay thread and install the handlers (from the main thread)."""
         self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self._write_fd, False)  # the handler never blocks (a full pipe drops the byte)
         self._relay = threading.Thread(target=self._relay_signals, name=self.name, daemon=True)
         self._relay.start()
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def stop(self) -> None:
+        """Put the previous handlers back and end the relay thread (after a delivery under way)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
@@ -92,7 +100,7 @@ class ShutdownSignal(SignalRelay):
         self.received: signal.Signals | None = None
 
     def __enter__(self) -> threading.Event:  # type: ignore[override]
-        super().__enter__()
+        self.start()
         return self.event
 
     def on_signal(self, signum: int) -> None:

@@ -214,7 +214,8 @@ class Toolhost:
         self.catalog.refresh()
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
             # A reload reads files, takes locks and restarts servers: never inside the handler itself.
-            self._hangup = SignalRelay((signal.SIGHUP,), lambda _: self.reload(), "sighup-reload").__enter__()
+            self._hangup = SignalRelay((signal.SIGHUP,), lambda _: self.reload(), "sighup-reload")
+            self._hangup.start()
         for file, reason in self.catalog.refused:
             log.warning("plugin %s refused: %s", file, reason)
 
@@ -254,7 +255,7 @@ class Toolhost:
 
     def close(self) -> None:
         if self._hangup is not None:
-            self._hangup.__exit__(None, None, None)
+            self._hangup.stop()
             self._hangup = None
         if self.server is not None:
             self.server.close()
