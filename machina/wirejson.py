@@ -34,8 +34,6 @@ _COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, so
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 
-JSONDecodeError = json.JSONDecodeError  # orjson.JSONDecodeError is a subclass: catch this (or ValueError)
-
 
 def dumps(obj: Any) -> bytes:
     """``obj`` as compact UTF-8 JSON (no spaces, non-ASCII as is); TypeError for what JSON cannot hold."""
@@ -54,7 +52,8 @@ def dumps_sorted(obj: Any) -> bytes:
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON one of our processes wrote; ValueError (a ``json.JSONDecodeError``) when it is not JSON."""
+    """Parse JSON one of our processes wrote; ValueError (a ``json.JSONDecodeError``, which orjson's error
+    subclasses) when it is not JSON."""
     if isinstance(data, str):
         return _json_loads(data) if _LONG_DIGITS_TEXT.search(data) else orjson.loads(data)
     raw = data if isinstance(data, bytes) else bytes(data)
