@@ -55,32 +55,45 @@ def test_a_released_executor_is_the_next_one_handed_out(make_pool) -> None:
     assert pool.started_total == 2  # the spawner filled the pool once and started nothing more
 
 
+class Caller(threading.Thread):
+    """A caller of ``pool.acquire`` on a thread of its own: what it got, or the error it got instead."""
+
+    def __init__(self, pool: ExecutorPool) -> None:
+        super().__init__()
+        self.pool = pool
+        self.got: Executor | None = None
+        self.error: SandboxUnavailable | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.got = self.pool.acquire(10)
+        except SandboxUnavailable as exc:
+            self.error = exc
+
+
 def test_a_caller_waiting_gets_the_executor_another_releases(make_pool) -> None:
     pool = make_pool(size=1)
     held = pool.acquire(10)
-    got: list[Executor] = []
-    waiter = threading.Thread(target=lambda: got.append(pool.acquire(10)))
-    waiter.start()
+    waiter = Caller(pool)
     waiter.join(0.2)
     assert waiter.is_alive()  # none idle: it waits
     pool.release(held, healthy=True)
     waiter.join(10)
-    assert got == [held]
+    assert waiter.got is held
     pool.release(held, healthy=True)
 
 
 def test_a_retired_executor_is_replaced_for_the_caller_waiting(make_pool) -> None:
     pool = make_pool(size=1)
     broken = pool.acquire(10)
-    got: list[Executor] = []
-    waiter = threading.Thread(target=lambda: got.append(pool.acquire(10)))
-    waiter.start()
+    waiter = Caller(pool)
     pool.release(broken, healthy=False)
     waiter.join(10)
-    assert got and got[0] is not broken
+    assert waiter.got is not None and waiter.got is not broken
     assert broken.proc.poll() is not None  # killed
     assert (pool.stats()["retired"], pool.started_total) == (1, 2)
-    pool.release(got[0], healthy=True)
+    pool.release(waiter.got, healthy=True)
 
 
 def test_a_worn_out_executor_is_replaced(make_pool) -> None:
@@ -93,37 +106,25 @@ def test_a_worn_out_executor_is_replaced(make_pool) -> None:
     pool.release(second, healthy=True)
 
 
-def acquire_into(pool: ExecutorPool, errors: list[BaseException]) -> None:
-    """A caller whose acquire fails: the error is kept for the test."""
-    try:
-        pool.acquire(10)
-    except SandboxUnavailable as exc:
-        errors.append(exc)
-
-
 def test_a_start_failure_reaches_the_waiting_callers(make_pool) -> None:
     def failing() -> Executor:
         raise ExecutorFailed("bwrap: no permission")
 
     pool = make_pool(size=1, factory=failing)
-    errors: list[BaseException] = []
-    callers = [threading.Thread(target=acquire_into, args=(pool, errors)) for _ in range(3)]
-    for caller in callers:
-        caller.start()
+    callers = [Caller(pool) for _ in range(3)]
     for caller in callers:
         caller.join(10)
+    errors = [caller.error for caller in callers if caller.error is not None]
     assert len(errors) == 3 and all("bwrap: no permission" in str(e) for e in errors)
 
 
 def test_closing_wakes_a_waiting_caller_and_the_spawner(make_pool) -> None:
     pool = make_pool(size=1)
     held = pool.acquire(10)
-    errors: list[BaseException] = []
-    waiter = threading.Thread(target=acquire_into, args=(pool, errors))
-    waiter.start()
+    waiter = Caller(pool)
     waiter.join(0.2)
     pool.close()
     waiter.join(5)
-    assert not waiter.is_alive() and errors and "shutting down" in str(errors[0])
+    assert not waiter.is_alive() and waiter.error is not None and "shutting down" in str(waiter.error)
     assert not pool._thread.is_alive()  # the spawner left its wait too
     held.kill()
