@@ -8,10 +8,7 @@ would flag, so a broken goalpack stops a worker at start instead of failing its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-import jsonschema
+from dataclasses import dataclass
 
 from machina.engine.cts import goal_problems
 from machina.manifests.goals import GoalSpec, goalpack_manifests, load_goals
@@ -23,7 +20,6 @@ from machina.root import Root
 class Catalog:
     tools: dict[str, ToolSpec]
     goals: dict[str, GoalSpec]
-    _validators: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, root: Root | None = None) -> Catalog:
@@ -33,21 +29,3 @@ class Catalog:
         if problems:
             raise ManifestError("; ".join(f"{p.source}: {p.code} {p.message}" for p in problems))
         return cls(tools, goals)
-
-    def tool_input_errors(self, tool: ToolSpec, inputs: Any) -> list[str]:
-        """``tool.input_errors(inputs)``, with the common case (valid) checked by a cached validator."""
-        if self._validator("tool", tool.aid, tool.inputs_schema).is_valid(inputs):
-            return []
-        return tool.input_errors(inputs)
-
-    def goal_input_errors(self, goal: GoalSpec, inputs: Any) -> list[str]:
-        if self._validator("goal", goal.goal_id, goal.inputs_schema).is_valid(inputs):
-            return []
-        return goal.input_errors(inputs)
-
-    def _validator(self, kind: str, name: str, schema: dict[str, Any]) -> Any:
-        key = (kind, name)
-        validator = self._validators.get(key)
-        if validator is None:
-            validator = self._validators[key] = jsonschema.Draft202012Validator(schema)
-        return validator

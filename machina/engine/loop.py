@@ -250,7 +250,7 @@ class _Run:
         goal = self.engine.catalog.goals.get(request.goal_id)
         if goal is None:
             return self._finish(_End(rs.FAILED, "unknown_goal", f"no goal {request.goal_id}"), request.goal_id)
-        errors = self.engine.catalog.goal_input_errors(goal, request.inputs)
+        errors = goal.input_errors(request.inputs)
         if errors:
             return self._finish(_End(rs.FAILED, "invalid_inputs", "; ".join(errors)), request.goal_id)
         self.state = RunState.initial(request.inputs)
@@ -323,7 +323,7 @@ class _Run:
             inputs = apply_patch(self._inputs(ctx, entry), selection.patch)
         except (NotReady, ValueError) as exc:
             return self._invalid(ctx, str(exc), entry.aid)
-        errors = self.engine.catalog.tool_input_errors(entry.tool, inputs)
+        errors = entry.tool.input_errors(inputs)
         if errors:
             return self._invalid(ctx, "inputs do not match the inputs_schema: " + "; ".join(errors), entry.aid)
         key = (self.state.digest, entry.aid, digest(inputs))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -199,11 +200,14 @@ class GoalSpec:
         return " ".join(filter(None, (self.description or self.name, *self.candidate_tags)))
 
     def input_errors(self, inputs: Any) -> list[str]:
-        if not self.inputs_schema:
+        if not self.inputs_schema or self._inputs_validator.is_valid(inputs):
             return []
-        validator = jsonschema.Draft202012Validator(self.inputs_schema)
-        errors = sorted(validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
+        errors = sorted(self._inputs_validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
         return [describe(e, "inputs") for e in errors]
+
+    @cached_property
+    def _inputs_validator(self) -> Any:
+        return jsonschema.Draft202012Validator(self.inputs_schema)  # once per spec (see ToolSpec's)
 
 
 def describe(error: jsonschema.ValidationError, top: str = "manifest") -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -114,9 +115,16 @@ class ToolSpec:
 
     def input_errors(self, inputs: Any) -> list[str]:
         """Every way ``inputs`` breaks the inputs_schema, as short readable lines (empty when valid)."""
-        validator = jsonschema.Draft202012Validator(self.inputs_schema)
-        errors = sorted(validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
+        if self._inputs_validator.is_valid(inputs):
+            return []  # the common case, without collecting and sorting errors
+        errors = sorted(self._inputs_validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
         return [_describe(e) for e in errors]
+
+    @cached_property
+    def _inputs_validator(self) -> Any:
+        # Built once per spec: building one per call was most of a call's validation (the toolhost checks
+        # every call's inputs).  A validator is immutable, so the toolhost's threads share it.
+        return jsonschema.Draft202012Validator(self.inputs_schema)
 
 
 def tier_of(side_effects: Iterable[str]) -> int:
