@@ -18,10 +18,11 @@ import orjson
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
 _ORJSON |= orjson.OPT_PASSTHROUGH_DATETIME
-#: where orjson's bytes may not be json's: ``null`` (orjson writes NaN and infinities so, json refuses them),
-#: and the floats under 1e-4 (orjson spells 1e-05 ``0.00001`` and 1e-07 ``1e-7``).  Seen anywhere, even
-#: inside a string, json encodes the value instead: a slower path, never other bytes.
-_ORJSON_DIFFERS = (b"null", b"0.0000", b"e-")
+#: where orjson's bytes may not be json's: the floats under 1e-4 (orjson spells 1e-05 ``0.00001`` and 1e-07
+#: ``1e-7``).  Seen anywhere, even inside a string, json encodes the value instead: a slower path, never
+#: other bytes.  (``null`` is the third: see :func:`_non_finite`.)
+_ORJSON_DIFFERS = (b"0.0000", b"e-")
+_INFINITIES = (math.inf, -math.inf)
 
 
 def canonical(obj: Any) -> bytes:
@@ -38,7 +39,32 @@ def canonical(obj: Any) -> bytes:
     for mark in _ORJSON_DIFFERS:
         if mark in data:
             return _ENCODER.encode(obj).encode()
+    if b"null" in data and _non_finite(obj):
+        return _ENCODER.encode(obj).encode()  # raises ValueError, as json always did
     return data
+
+
+def _non_finite(value: Any) -> bool:
+    """True when ``value`` holds a NaN or an infinity, which orjson writes as ``null`` and json refuses.
+
+    Looked for only when the bytes hold a ``null``: most run-log events do (a field not set), and a walk
+    of the value costs a third of encoding it again with json.  Only dicts, lists and tuples are walked:
+    orjson refused every other container (a subclass included) before this is reached."""
+    kind = type(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is float:
+        return value != value or value in _INFINITIES
+    elif kind is not list and kind is not tuple:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is float:
+            if item != item or item in _INFINITIES:
+                return True
+        elif (kind is dict or kind is list or kind is tuple) and _non_finite(item):
+            return True
+    return False
 
 
 def digest(obj: Any) -> str:
