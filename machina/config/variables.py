@@ -261,7 +261,7 @@ _var(
 _var(
     "MACHINA_WORKER_CHILD_MAX_JOBS",
     Int(0, 10**9, "jobs"),
-    1000,
+    10000,  # a start costs 125-200 ms of CPU; a child's RSS stays flat over 10,000 jobs (docs/SPEED.md)
     "a job child is replaced by a fresh one after this many jobs (0 = only when it dies or misbehaves)",
 )
 _var(
@@ -567,7 +567,7 @@ _var(
 _var(
     "MACHINA_TOOLHOST_POOL_RECYCLE",
     Int(1, 1_000_000),
-    500,
+    5000,  # a start costs 60-90 ms of CPU; an executor's RSS stays flat over 5,000 calls (docs/SPEED.md)
     "calls after which a pre-started executor is replaced (it is replaced at once after any failure)",
 )
 _var("MACHINA_SANDBOX_TMP_MB", Int(1, 1 << 20, "MiB"), 64, "size of each sandbox's private /tmp (a tmpfs)")

@@ -17,7 +17,7 @@ HEARTBEAT_MAX_S = 30.0
 @dataclass(frozen=True)
 class WorkerSettings:
     concurrency: int = 4  #: MACHINA_WORKER_CONCURRENCY: job slots, each with its own child
-    child_max_jobs: int = 1000  #: MACHINA_WORKER_CHILD_MAX_JOBS: recycle a child after this many (0 = never)
+    child_max_jobs: int = 10000  #: MACHINA_WORKER_CHILD_MAX_JOBS: recycle a child after this many (0 = never)
     job_timeout_ms: int = 300000  #: MACHINA_JOB_TIMEOUT_MS
     stop_grace_ms: int = 30000  #: MACHINA_WORKER_STOP_GRACE_MS
     claim_timeout_ms: int = 600000  #: MACHINA_CLAIM_TIMEOUT_MS
