@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from machina.backoff import retry_delay_ms
+from machina.fsutil import read_file
 from machina.log import fields
 from machina.queue.base import (
     Claim,
@@ -77,9 +78,7 @@ class ClaimOps(MaintenanceOps, EnqueueOps):
     def _open_claim(self, registry: ClaimRegistry, ref: JobRef) -> Claim | None:
         path = os.path.join(self.dirs["processing"], ref.file)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            req = load_request(data)
+            req = load_request(read_file(path))
         except FileNotFoundError:
             registry.remove(ref.file)
             return None
