@@ -54,6 +54,7 @@ sys.path.insert(0, str(CHECKOUT))
 from machina import config  # noqa: E402
 from machina.engine import Engine  # noqa: E402
 from machina.engine.toolhost_link import connect_toolhost  # noqa: E402
+from machina.proctree import descendant_pids  # noqa: E402
 from machina.queue import FileQueue, QueueConfig, validate_request  # noqa: E402
 from machina.root import Root, init_root  # noqa: E402
 from machina.worker.orphans import child_pids  # noqa: E402
@@ -305,14 +306,17 @@ def _stat_cpu(pid: int, kernel_only: bool = False) -> float:
 
 
 def cpu_seconds(workers: list[int], toolhost_pid: int) -> dict[str, float]:
-    """CPU used so far by the worker processes, their live job children, and the toolhost (with the sandbox
-    processes it collected).  A child that exited is counted in its worker's figure (cutime)."""
+    """CPU used so far by the worker processes, their live job children, and the toolhost with every live
+    process below it (a pooled executor is the tool's interpreter under two bwrap processes: counting only
+    the toolhost's children missed a live executor's CPU, and an ERROR_SCAN job's tool work with it).  A
+    process that exited is counted in the parent that collected it (cutime), so differences hold."""
+    below_toolhost = descendant_pids(toolhost_pid)
+    children = [child for pid in workers for child in descendant_pids(pid)]
     return {
         "worker": sum(_stat_cpu(pid) for pid in workers),
-        "children": sum(_stat_cpu(child) for pid in workers for child in child_pids(pid)),
-        "toolhost": _stat_cpu(toolhost_pid) + sum(_stat_cpu(child) for child in child_pids(toolhost_pid)),
-        "kernel": sum(_stat_cpu(pid, True) for pid in [*workers, toolhost_pid])
-        + sum(_stat_cpu(child, True) for pid in [*workers, toolhost_pid] for child in child_pids(pid)),
+        "children": sum(_stat_cpu(child) for child in children),
+        "toolhost": _stat_cpu(toolhost_pid) + sum(_stat_cpu(pid) for pid in below_toolhost),
+        "kernel": sum(_stat_cpu(pid, True) for pid in [*workers, toolhost_pid, *children, *below_toolhost]),
     }
 
 

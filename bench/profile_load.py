@@ -41,7 +41,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from machina.proctree import child_pids  # noqa: E402
+from machina.proctree import descendant_pids  # noqa: E402
 from machina.root import init_root  # noqa: E402
 
 TOKEN = "bench-token-" + "0123456789abcdef"
@@ -81,7 +81,7 @@ def sys_s(pid: int) -> float:
 def tree_cpu_s(pid: int) -> tuple[float, float]:
     """(CPU, of which kernel) of ``pid`` and every live descendant, each with what it collected: a descendant
     that exits inside a window moves from its own figure to its parent's cutime, so differences hold."""
-    pids = (pid, *descendants(pid))
+    pids = (pid, *descendant_pids(pid))
     return sum(cpu_s(p) or 0.0 for p in pids), sum(sys_s(p) for p in pids)
 
 
@@ -90,15 +90,6 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return "?"
-
-
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        for child in child_pids(todo.pop()):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 class Suite:
@@ -157,7 +148,7 @@ class Suite:
         found: dict[str, int] = {}
         for name, proc in self.procs.items():
             found[name] = proc.pid
-            for i, pid in enumerate(descendants(proc.pid), 1):
+            for i, pid in enumerate(descendant_pids(proc.pid), 1):
                 try:
                     exe = os.readlink(f"/proc/{pid}/exe")
                 except OSError:

@@ -49,6 +49,18 @@ def child_pids(pid: int) -> list[int]:
     return found if listed else [p for p, ppid in _parents() if ppid == pid]
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """Every live descendant of process ``pid``: its children, theirs, and so on (a sandboxed tool runs
+    two or three processes below the toolhost: bwrap, bwrap's init, the tool)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        children = child_pids(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie.  Another user's process counts as alive.
 

@@ -18,6 +18,21 @@ from machina import fsutil
 from ..conftest import CHECKOUT
 
 
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 300_000])
+def test_read_file_reads_the_whole_file(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert fsutil.read_file(str(tmp_path / "f")) == data
+    assert fsutil.read_file(str(tmp_path / "f"), chunk=7) == data
+
+
+def test_read_file_of_a_missing_file_or_a_directory_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        fsutil.read_file(str(tmp_path / "missing"))
+    with pytest.raises(IsADirectoryError):
+        fsutil.read_file(str(tmp_path))
+
+
 def test_write_atomic_creates_and_replaces_with_private_mode(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
     fsutil.write_atomic(str(target), b"one", fsync=True)

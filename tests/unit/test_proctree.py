@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from machina.proctree import child_pids, kill_group, pid_alive, process_group
+from machina.proctree import child_pids, descendant_pids, kill_group, pid_alive, process_group
 
 
 def sleeper() -> subprocess.Popen[bytes]:
@@ -69,3 +69,20 @@ def test_pid_alive_never_asks_about_a_process_group(pid: int) -> None:
 def _zombie(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_descendant_pids_reach_below_the_children() -> None:
+    # A pooled tool runs as bwrap -> bwrap's init -> the interpreter: CPU figures must reach the last one.
+    script = "sh -c 'sleep 300 & echo $!; wait' & wait"
+    top = subprocess.Popen(["sh", "-c", script], start_new_session=True, stdout=subprocess.PIPE)
+    try:
+        assert top.stdout is not None
+        grandchild = int(top.stdout.readline())
+        below = descendant_pids(top.pid)
+        assert grandchild in below
+        assert grandchild not in child_pids(top.pid)
+        assert len(below) == 2  # the middle shell and the sleep
+        assert descendant_pids(grandchild) == []
+    finally:
+        kill_group(top)
+        top.wait()
