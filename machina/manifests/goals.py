@@ -35,7 +35,7 @@ import jsonschema
 from machina.audit.canonical import digest
 from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
 from machina.manifests.schemacheck import check_schema
-from machina.manifests.tools import AID_PATTERN, TAG_PATTERN
+from machina.manifests.tools import AID_PATTERN, TAG_PATTERN, schema_errors
 
 GOAL_ID_PATTERN = r"^goal\.[A-Z0-9_]+(\.[A-Z0-9_]+)*\.v[0-9]+$"
 POINTER_PATTERN = r"^/(inputs|outputs)(/.*)?$"
@@ -200,10 +200,9 @@ class GoalSpec:
         return " ".join(filter(None, (self.description or self.name, *self.candidate_tags)))
 
     def input_errors(self, inputs: Any) -> list[str]:
-        if not self.inputs_schema or self._inputs_validator.is_valid(inputs):
+        if not self.inputs_schema:
             return []
-        errors = sorted(self._inputs_validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
-        return [describe(e, "inputs") for e in errors]
+        return schema_errors(self._inputs_validator, inputs)
 
     @cached_property
     def _inputs_validator(self) -> Any:

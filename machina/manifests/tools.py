@@ -115,10 +115,7 @@ class ToolSpec:
 
     def input_errors(self, inputs: Any) -> list[str]:
         """Every way ``inputs`` breaks the inputs_schema, as short readable lines (empty when valid)."""
-        if self._inputs_validator.is_valid(inputs):
-            return []  # the common case, without collecting and sorting errors
-        errors = sorted(self._inputs_validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))
-        return [_describe(e) for e in errors]
+        return schema_errors(self._inputs_validator, inputs)
 
     @cached_property
     def _inputs_validator(self) -> Any:
@@ -129,6 +126,15 @@ class ToolSpec:
 
 def tier_of(side_effects: Iterable[str]) -> int:
     return max((EFFECT_TIERS[e] for e in side_effects), default=0)
+
+
+def schema_errors(validator: Any, inputs: Any) -> list[str]:
+    """Every way ``inputs`` breaks ``validator``'s schema, as ``path: message`` lines in path order (a tool's
+    and a goal's inputs alike); empty when valid, which is checked first: the common case collects and
+    sorts nothing."""
+    if validator.is_valid(inputs):
+        return []
+    return [_describe(e) for e in sorted(validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))]
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
