@@ -18,6 +18,8 @@ from machina import wirejson
 HEADER = struct.Struct(">I")
 MAX_FDS = 4
 DEFAULT_MAX_FRAME = 96 * 1024 * 1024
+#: a plain int: ``socket.MSG_CTRUNC`` is an enum.Flag, whose ``&`` runs Python code (1 us, every frame)
+_CTRUNC = int(socket.MSG_CTRUNC)
 
 
 class ChannelError(Exception):
@@ -59,7 +61,7 @@ def _recv_header(sock: socket.socket) -> tuple[bytes, list[int]]:
         for fd in fds:
             os.close(fd)
         raise ChannelError("peer closed the channel")
-    if flags & socket.MSG_CTRUNC:
+    if flags & _CTRUNC:
         for fd in fds:
             os.close(fd)
         raise ChannelError("too many descriptors in one frame")
