@@ -7,6 +7,7 @@ per message, and nobody is there to approve: every approval is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -265,7 +266,10 @@ class ChatApp:
             raise KeyboardInterrupt
         self._interrupted = True
         self.session.cancel()
-        sys.stderr.write("\n[cancelling this turn; Ctrl-C again to quit]\n")
+        # Straight to the descriptor: the handler runs between two bytecodes of the main thread, which may be
+        # in the middle of a write to sys.stderr itself (its buffer refuses a reentrant call).
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), b"\n[cancelling this turn; Ctrl-C again to quit]\n")
 
     def ask(self, request: ApprovalRequest) -> None:
         """Put the request to the person at the terminal; no terminal, no answer in time, or Ctrl-C is a no."""

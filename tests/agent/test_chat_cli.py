@@ -212,6 +212,7 @@ def test_chat_on_a_terminal_asks_for_approval_and_ctrl_c_cancels_a_turn(
         term.send("tell me a long story\r")
         term.expect("Once upon")
         term.send("\x03")  # Ctrl-C
+        term.expect("[cancelling this turn; Ctrl-C again to quit]")  # written by the handler itself
         term.expect("[stopped] cancelled")
         term.send("are you still there?\r")
         term.expect("Yes, still here.")
