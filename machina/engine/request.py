@@ -14,8 +14,8 @@ from typing import Any
 
 import jsonschema
 
-from machina.manifests.goals import GOAL_ID_PATTERN, describe
-from machina.manifests.tools import TAG_PATTERN
+from machina.manifests.goals import GOAL_ID_PATTERN
+from machina.manifests.tools import TAG_PATTERN, describe
 from machina.toolhost.permissions import pattern_matches  # the one AID-pattern rule (toolhost overrides too)
 
 CAPABILITY_PATTERN = r"^(\*|AID\.[A-Za-z0-9_.]*\*?)$"

@@ -35,7 +35,7 @@ import jsonschema
 from machina.audit.canonical import digest
 from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
 from machina.manifests.schemacheck import check_schema
-from machina.manifests.tools import AID_PATTERN, TAG_PATTERN, schema_errors
+from machina.manifests.tools import AID_PATTERN, TAG_PATTERN, describe, schema_errors
 
 GOAL_ID_PATTERN = r"^goal\.[A-Z0-9_]+(\.[A-Z0-9_]+)*\.v[0-9]+$"
 POINTER_PATTERN = r"^/(inputs|outputs)(/.*)?$"
@@ -207,11 +207,6 @@ class GoalSpec:
     @cached_property
     def _inputs_validator(self) -> Any:
         return jsonschema.Draft202012Validator(self.inputs_schema)  # once per spec (see ToolSpec's)
-
-
-def describe(error: jsonschema.ValidationError, top: str = "manifest") -> str:
-    where = "/".join(str(p) for p in error.absolute_path) or top
-    return f"{where}: {error.message}"
 
 
 # Stable problem codes (``machina cts`` prints them; see machina.engine.cts for the rest).

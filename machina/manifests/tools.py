@@ -134,11 +134,12 @@ def schema_errors(validator: Any, inputs: Any) -> list[str]:
     sorts nothing."""
     if validator.is_valid(inputs):
         return []
-    return [_describe(e) for e in sorted(validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))]
+    return [describe(e, "inputs") for e in sorted(validator.iter_errors(inputs), key=lambda e: list(e.absolute_path))]
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = "/".join(str(p) for p in error.absolute_path) or "inputs"
+def describe(error: jsonschema.ValidationError, top: str = "manifest") -> str:
+    """One schema error as ``where: what``; ``top`` names the document when the error is about all of it."""
+    where = "/".join(str(p) for p in error.absolute_path) or top
     return f"{where}: {error.message}"
 
 
@@ -154,7 +155,7 @@ def toolpack_manifests(root_toolpacks: str | None) -> list[str]:
 
 def read_toolpack(path: str) -> list[ToolSpec]:
     doc = read_manifest_json(path)
-    problems = [_describe(e) for e in jsonschema.Draft202012Validator(TOOLPACK_SCHEMA).iter_errors(doc)]
+    problems = [describe(e) for e in jsonschema.Draft202012Validator(TOOLPACK_SCHEMA).iter_errors(doc)]
     if problems:
         raise ManifestError(f"{path}: " + "; ".join(problems))
     specs = []

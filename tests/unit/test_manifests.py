@@ -121,3 +121,10 @@ def test_unreadable_manifest(tmp_path: Path) -> None:
     bad.write_text("{")
     with pytest.raises(ManifestError, match="cannot read manifest"):
         load_tools([str(bad)])
+
+
+def test_an_error_about_the_whole_manifest_names_the_manifest(tmp_path: Path) -> None:
+    path = write_pack(tmp_path / "nameless", {"tools": [TOOL]})  # no "pack": the error is the document's own
+    with pytest.raises(ManifestError) as excinfo:
+        load_tools([path])
+    assert f"{path}: manifest: 'pack' is a required property" in str(excinfo.value)
