@@ -82,7 +82,7 @@ class EnqueueService:
         self.nonces.load(self.root.state)
         self.executor = ThreadPoolExecutor(max_workers=s.threads, thread_name_prefix="enqueue")
         if self.queue.commits_batches:
-            self.writer = JobWriter(self.queue)
+            self.writer = JobWriter(self.queue, alone=self._one_connection)
         else:  # one job at a time, as many at once as the pool allows (PostgreSQL: one transaction each)
             self.writer = JobWriter(self.queue, committers=s.threads, max_batch=1)
         self.writer.start()
@@ -119,6 +119,11 @@ class EnqueueService:
         self._thread = threading.Thread(target=self._run_http, name="http", daemon=True)
         self._thread.start()
         self._wait_started()
+
+    def _one_connection(self) -> bool:
+        """On the HTTP thread: whether a single connection is open (the writer's inline path)."""
+        server = self._server
+        return server is not None and len(server.server_state.connections) <= 1
 
     def _wait_started(self) -> None:
         assert self._server is not None and self._thread is not None
