@@ -16,10 +16,12 @@ MACHINA_API_THREADS committers taking one request each instead, which is the ear
 
 One client alone: when the server says a single connection is open (``alone``), no committer is busy and
 nothing waits, the event loop writes the request itself.  Handing it to a committer and the answer back
-costs two thread wake-ups, about 0.1 ms of a 0.6 ms request on a 2-core machine (x1.2 req/s at 1 client,
+costs two thread wake-ups, about 0.1 ms of a 0.6 ms request on a 2-core machine (x1.4 req/s at 1 client,
 bench/ab_enqueued.py); with no other connection open there is nobody the loop could serve meanwhile.
-Only while the disk answers quickly (the last write took under :data:`INLINE_MAX_S`): a disk that
-stalls must stall the committers, not the loop, which answers ``/health`` and keeps the watchdog fed.
+Only while the disk answers quickly (the last write took under :data:`INLINE_MAX_S`): once a write
+shows the disk slow, requests go to the committers again, so a stall holds the loop (which answers
+``/health`` and keeps the watchdog fed) for that one write, not longer.  A request that finds a
+committer at work waits for the next batch, however long the stall lasts, as before.
 
 Stopping: :meth:`close` lets the committers write everything already submitted, then joins them; a submit
 after that is refused with :class:`WriterClosed`.
