@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,50 +40,38 @@ def queued_body(root: Path, result: EnqueueResult) -> dict:  # type: ignore[type
     return json.loads((root / "queue" / "inbox" / result.name).read_text())
 
 
-def test_a_lone_client_is_written_by_the_event_loop(queue: FileQueue, tmp_path: Path) -> None:
-    writer = JobWriter(queue, alone=lambda: True)
+@contextmanager
+def running(queue: FileQueue, alone: bool) -> Iterator[JobWriter]:
+    writer = JobWriter(queue, alone=lambda: alone)
     writer.start()
     try:
-        (rid, result), by_loop = submit(writer)
+        yield writer
     finally:
         writer.close()
-    assert by_loop
+
+
+@pytest.mark.parametrize(("alone", "by_loop"), [(True, True), (False, False)], ids=["one-connection", "several"])
+def test_who_writes_depends_on_the_connections(queue: FileQueue, tmp_path: Path, alone: bool, by_loop: bool) -> None:
+    with running(queue, alone) as writer:
+        (rid, result), written_by_loop = submit(writer)
+    assert written_by_loop is by_loop
     assert rid is None and isinstance(result, EnqueueResult)
     assert queued_body(tmp_path, result)["inputs"] == {"n": 1}
 
 
-def test_with_other_connections_open_the_committers_write(queue: FileQueue, tmp_path: Path) -> None:
-    writer = JobWriter(queue, alone=lambda: False)
-    writer.start()
-    try:
-        (_, result), by_loop = submit(writer)
-    finally:
-        writer.close()
-    assert not by_loop
-    assert isinstance(result, EnqueueResult) and queued_body(tmp_path, result)["inputs"] == {"n": 1}
-
-
 def test_after_a_slow_write_a_lone_client_goes_to_the_committers(queue: FileQueue) -> None:
-    writer = JobWriter(queue, alone=lambda: True)
-    writer.start()
-    try:
+    with running(queue, alone=True) as writer:
         assert submit(writer)[1]  # quick: the loop writes it
         writer._last_write_s = batching.INLINE_MAX_S  # as a stalling disk leaves it
         assert not submit(writer)[1], "a slow disk must stall a committer, not the event loop"
         assert submit(writer)[1]  # that write was quick again: back to the loop
-    finally:
-        writer.close()
 
 
 def test_a_bad_body_written_inline_is_answered_as_by_a_committer(queue: FileQueue) -> None:
     answers = []
     for alone in (True, False):
-        writer = JobWriter(queue, alone=lambda alone=alone: alone)  # type: ignore[misc]
-        writer.start()
-        try:
+        with running(queue, alone) as writer:
             answers.append(submit(writer, b'{"goal_id": 5}')[0])
-        finally:
-            writer.close()
     for rid, result in answers:
         assert rid is None and isinstance(result, InvalidRequest)
     assert str(answers[0][1]) == str(answers[1][1])
