@@ -8,7 +8,9 @@ the SHELL capability start neither programs nor processes), says ``ready`` and t
 
 Messages (JSON frames):
 
-    toolhost -> executor   {"t": "call", "tool": NAME, "inputs": {...}, "params": {...}}
+    toolhost -> executor   {"t": "call", "tool": NAME, "inputs": {...}, "params": {...},
+                            "opened": [{"path": P, "size": N}, ...]}   (+ one fd per entry: files the
+                                                                       tool will read, opened ahead)
                            {"t": "plugin", "name": NAME, "source": TEXT, "inputs": {...}, "params": {...}}
                            {"t": "answer", "ok": BOOL, "result": {...}, "error": TEXT, "status": TEXT} (+ fds)
     executor -> toolhost   {"t": "ready", "pid": N, "uid": N, "gid": N}
@@ -41,11 +43,33 @@ HEAVY_TOOLS = ("http_get",)  # imported only by executors of the net profile
 
 
 class ExecutorContext:
-    """The ToolContext of one call: every request goes to the toolhost over the channel."""
+    """The ToolContext of one call: every request goes to the toolhost over the channel.
 
-    def __init__(self, sock: socket.socket, params: dict[str, Any]) -> None:
+    ``opened`` and ``fds`` are the files the toolhost opened for reading before the call (the entries of the
+    call's ``"opened"`` list and the descriptors that came with it, in the same order): ``open_read`` of
+    one of those paths takes its descriptor instead of asking.  What the tool did not take is closed by
+    :meth:`close`."""
+
+    def __init__(
+        self, sock: socket.socket, params: dict[str, Any], opened: object = None, fds: list[int] | None = None
+    ) -> None:
         self.sock = sock
         self.params = params
+        self._opened: dict[str, tuple[int, dict[str, Any]]] = {}
+        fds = fds or []
+        entries = opened if isinstance(opened, list) and len(opened) == len(fds) else []
+        for entry, fd in zip(entries, fds, strict=False):
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"] not in self._opened:
+                self._opened[entry["path"]] = (fd, {"size": entry.get("size")})
+            else:
+                os.close(fd)
+        for fd in fds[len(entries) :]:  # descriptors that match no entry
+            os.close(fd)
+
+    def close(self) -> None:
+        for fd, _ in self._opened.values():
+            os.close(fd)
+        self._opened.clear()
 
     def host(self, op: str, **args: Any) -> tuple[dict[str, Any], list[int]]:
         channel.send(self.sock, {"t": "host", "op": op, "args": args})
@@ -57,6 +81,9 @@ class ExecutorContext:
         return answer.get("result") or {}, fds
 
     def open_read(self, path: str) -> tuple[IO[bytes], dict[str, Any]]:
+        ahead = self._opened.pop(path, None)
+        if ahead is not None:
+            return adopt(ahead[0], "rb"), ahead[1]
         result, fds = self.host("open_read", path=path)
         return adopt(fds[0], "rb"), result
 
@@ -66,6 +93,13 @@ class ExecutorContext:
 
     def commit(self, handle: str) -> dict[str, Any]:
         return self.host("commit", token=handle)[0]
+
+    def write_file(self, path: str, data: bytes, *, overwrite: bool, mkdirs: bool) -> dict[str, Any]:
+        try:
+            payload = {"text": data.decode("utf-8")}
+        except UnicodeDecodeError:
+            payload = {"base64": base64.b64encode(data).decode("ascii")}
+        return self.host("write_file", path=path, overwrite=overwrite, mkdirs=mkdirs, **payload)[0]
 
     def open_stream(self, stream: str, mode: str) -> IO[bytes] | None:
         _, fds = self.host("open_stream", stream=stream, mode=mode)
@@ -165,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
             message, fds = channel.recv(sock)
         except channel.ChannelError:
             return 0  # the toolhost closed the channel: retire
-        for fd in fds:
-            os.close(fd)
         if message.get("t") not in ("call", "plugin"):
+            for fd in fds:
+                os.close(fd)
             return 2
         _limit_cpu(args.cpu_per_call)
-        ctx = ExecutorContext(sock, message.get("params") or {})
-        channel.send(sock, run_call(message, ctx))
+        ctx = ExecutorContext(sock, message.get("params") or {}, message.get("opened"), fds)
+        try:
+            done = run_call(message, ctx)
+        finally:
+            ctx.close()
+        channel.send(sock, done)
         if args.one_shot:
             return 0
 

@@ -8,6 +8,8 @@ tool's manifest, or from a plugin's allowed capabilities), never anything the to
     open_read      fs_read        a read-only descriptor of a file under the root (machina.toolhost.confine)
     list_dir       fs_read        the entries below a directory, as data (never a directory descriptor)
     create_file    fs_write       a write descriptor of a new temporary file beside the target
+    write_file     fs_write       up to INLINE_WRITE_MAX bytes (``text``, or ``base64``) written to such a file,
+                                  fsynced and committed: create_file, a write and commit in one request
     open_append    fs_write       an append-only descriptor of a file under the root
     delete         fs_write       the file moved to state/trash/ (recoverable by the operator)
     commit         fs_write       the temporary file renamed into place, the old one kept as .bak
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import array
 import base64
+import binascii
 import contextlib
 import fcntl
 import logging
@@ -44,7 +47,7 @@ from typing import Any
 from machina import toolapi
 from machina.exitcodes import MachinaError
 from machina.toolhost.confine import ConfinedRoot, PendingWrite
-from machina.tools.base import ToolFailure
+from machina.tools.base import INLINE_WRITE_MAX, ToolFailure
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ OP_GRANTS = {
     "open_append": "fs_write",
     "delete": "fs_write",
     "commit": "fs_write",
+    "write_file": "fs_write",
     "embed": "embed",
     "memory_search": "memory_read",
     "run_log": "fs_read",
@@ -64,6 +68,7 @@ OP_GRANTS = {
 MAX_EMBED_TEXTS = 100_000
 MAX_LIST_DEPTH = 32
 MAX_CHECKED_LOG_BYTES = 64 * 1024 * 1024
+MAX_PREOPENED = 2  # files opened ahead of a call (the channel carries at most 4 descriptors a frame)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,26 @@ class CallScope:
         self._require(required, op)
         return getattr(self, "_op_" + op)(args)
 
+    def preopen(self, inputs: dict[str, Any], names: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[int]]:
+        """What ``open_read`` would answer for each input in ``names``, asked before the call: the entries
+        (``{"path", "size"}``) and their descriptors, in the same order.  A path that cannot be opened (or a
+        call without the grant) is left out, so the tool asks for it itself and gets the refusal then."""
+        opened: list[dict[str, Any]] = []
+        fds: list[int] = []
+        if "fs_read" not in self.grants:
+            return opened, fds
+        for name in names[:MAX_PREOPENED]:
+            path = inputs.get(name)
+            if not isinstance(path, str) or any(entry["path"] == path for entry in opened):
+                continue
+            try:
+                fd, size = self.broker.root.open_read(path)
+            except (ToolFailure, OSError):
+                continue
+            opened.append({"path": path, "size": size})
+            fds.append(fd)
+        return opened, fds
+
     def _require(self, grant: str, op: str) -> None:
         if grant not in self.grants:
             raise ToolFailure(f"{op} is not granted to this tool (needs {grant})", status=toolapi.DENIED)
@@ -164,6 +189,21 @@ class CallScope:
         pending = self.pending.pop(str(args["token"]), None)
         if pending is None:
             raise ToolFailure("commit of an unknown or already committed file")
+        return self.broker.root.commit(pending, fsync=True), []
+
+    def _op_write_file(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        data = _inline_data(args)
+        pending, fd = self.broker.root.create_pending(
+            args["path"], overwrite=bool(args.get("overwrite")), mkdirs=bool(args.get("mkdirs"))
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            self.broker.root.discard(pending)
+            raise
         return self.broker.root.commit(pending, fsync=True), []
 
     def _op_embed(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -229,6 +269,22 @@ class CallScope:
         for pending in self.pending.values():
             self.broker.root.discard(pending)
         self.pending.clear()
+
+
+def _inline_data(args: dict[str, Any]) -> bytes:
+    """The bytes of a ``write_file`` request: ``text`` (UTF-8) or ``base64``, at most INLINE_WRITE_MAX."""
+    if isinstance(args.get("text"), str):
+        data = args["text"].encode("utf-8")
+    elif isinstance(args.get("base64"), str):
+        try:
+            data = base64.b64decode(args["base64"], validate=True)
+        except binascii.Error:
+            raise ToolFailure("write_file: base64 is not valid base64") from None
+    else:
+        raise ToolFailure("write_file needs text or base64")
+    if len(data) > INLINE_WRITE_MAX:
+        raise ToolFailure(f"write_file takes at most {INLINE_WRITE_MAX} bytes (create_file and commit take more)")
+    return data
 
 
 def _locked(fd: int) -> bool:

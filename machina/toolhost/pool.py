@@ -73,10 +73,17 @@ class Executor:
         self.calls = 0
         self.uid = -1
 
-    def call(self, message: dict[str, Any], scope: CallScope, deadline: float) -> dict[str, Any]:
-        """Send a call and serve its broker requests until ``done``; ExecutorFailed on anything else."""
+    def call(
+        self, message: dict[str, Any], scope: CallScope, deadline: float, fds: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Send a call (with ``fds``, which are closed here) and serve its broker requests until ``done``;
+        ExecutorFailed on anything else."""
         self.calls += 1
-        self._send(message)
+        try:
+            self._send(message, fds or ())
+        finally:
+            for fd in fds or ():
+                os.close(fd)
         while True:
             reply = self._recv(deadline)
             kind = reply.get("t")

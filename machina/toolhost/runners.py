@@ -89,10 +89,13 @@ class Runner:
     gpu: bool = False
     exec_allowed: bool = False  # plugins with SHELL only
     network_input: str = ""  # an input that, when true, asks for the net profile: such a call needs a lease
+    #: inputs naming a file the tool opens for reading: opened before the call and sent with it (a round trip
+    #: to the broker saved; the tool asks as before when one could not be opened)
+    reads: tuple[str, ...] = ()
 
 
-def _pool(tool: str, *grants: str, network: bool = False) -> Runner:
-    return Runner(tool, POOL, frozenset(grants), network=network)
+def _pool(tool: str, *grants: str, network: bool = False, reads: tuple[str, ...] = ()) -> Runner:
+    return Runner(tool, POOL, frozenset(grants), network=network, reads=reads)
 
 
 BUILTIN_RUNNERS: dict[str, Runner] = {
@@ -110,15 +113,15 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.GENESIS.LOAD_PLUGIN.v1": Runner("load", GENESIS),
     "AID.NET.HTTP_GET.v1": _pool("http_get", network=True),
     "AID.NET.WEB_SEARCH.v1": _pool("web_search", network=True),
-    "AID.FILE.READ.v1": _pool("file_read", "fs_read"),
+    "AID.FILE.READ.v1": _pool("file_read", "fs_read", reads=("path",)),
     "AID.FILE.WRITE.v1": _pool("file_write", "fs_write"),
     "AID.FILE.LIST.v1": _pool("file_list", "fs_read"),
     "AID.FILE.SEARCH.v1": _pool("file_search", "fs_read"),
     "AID.FILE.DIFF.v1": _pool("file_diff", "fs_read"),
-    "AID.FILE.EDIT.v1": _pool("file_edit", "fs_read", "fs_write"),
+    "AID.FILE.EDIT.v1": _pool("file_edit", "fs_read", "fs_write", reads=("path",)),
     "AID.FILE.APPEND.v1": _pool("file_append", "fs_write"),
     "AID.FILE.DELETE.v1": _pool("file_delete", "fs_write"),
-    "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read"),
+    "AID.ERROR_SCAN.v1": _pool("error_scan", "fs_read", reads=("input_path",)),
     "AID.REPORT_SUMMARY.v1": _pool("report_summary", "fs_write"),
     "AID.RUN.LOG.SUMMARY.v1": _pool("run_log_summary", "fs_read"),
     "AID.MEMORY.APPEND.v1": _pool("memory_append", "memory_write"),
@@ -311,7 +314,11 @@ class ToolRunner:
         scope = self.broker.scope(runner.grants, context)
         deadline = time.monotonic() + self._timeout_s(runner)
         try:
-            done = executor.call(message, scope, deadline)
+            if runner.reads and message["t"] == "call":
+                message["opened"], fds = scope.preopen(message["inputs"], runner.reads)
+                done = executor.call(message, scope, deadline, fds)
+            else:
+                done = executor.call(message, scope, deadline)
         except ExecutorTimedOut:
             executor.kill()
             return Outcome(

@@ -11,7 +11,7 @@ import base64
 import os
 from typing import Any
 
-from machina.tools.base import ToolContext, cap
+from machina.tools.base import INLINE_WRITE_MAX, ToolContext, cap
 
 
 def file_read(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -50,7 +50,12 @@ def file_write(inputs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def write_file(ctx: ToolContext, path: str, data: bytes, *, overwrite: bool, mkdirs: bool) -> dict[str, Any]:
-    """Write ``data`` to a temporary file the toolhost made beside ``path``, fsync it, have it renamed in."""
+    """Write ``data`` to a temporary file the toolhost made beside ``path``, fsync it, have it renamed in.
+
+    Up to INLINE_WRITE_MAX bytes the toolhost does all three on one request; more is written here, through
+    the descriptor of the temporary file (under this process's RLIMIT_FSIZE)."""
+    if len(data) <= INLINE_WRITE_MAX:
+        return ctx.write_file(path, data, overwrite=overwrite, mkdirs=mkdirs)
     handle, token = ctx.create_file(path, overwrite=overwrite, mkdirs=mkdirs)
     with handle:
         handle.write(data)

@@ -183,7 +183,7 @@ def test_a_plugin_gains_nothing_beyond_its_capabilities(toolhost: Start, machina
     reply = toolhost().client.call("AID.PLUGIN.LIAR.v1", {"root": str(machina_root)})
     assert reply.ok, reply
     assert reply.output["read"] == "for FILE_READ only"
-    assert reply.output["write"] == "refused: create_file is not granted to this tool (needs fs_write)"
+    assert reply.output["write"] == "refused: write_file is not granted to this tool (needs fs_write)"
     assert reply.output["memory"] == "refused: open_stream is not granted to this tool (needs memory_write)"
     assert reply.output["direct"] == "refused: No such file or directory"
     assert reply.output["exec"] == "refused: Operation not permitted"

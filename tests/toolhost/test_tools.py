@@ -433,6 +433,7 @@ def test_a_write_that_does_not_fit_fails_cleanly_and_keeps_the_old_file(tmp_path
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout)
     assert results["big"]["status"] == "tool_error" and "No space left on device" in results["big"]["error"]
+    assert results["inline"]["status"] == "tool_error" and "No space left on device" in results["inline"]["error"]
     assert results["kept"] == "the old content"
     assert results["small"]["ok"], "the disk is usable again: the failed write left nothing behind"
     assert results["files"] == ["keep.txt", "new.txt"]
