@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -165,3 +166,12 @@ class BatsItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"bats: {self.name}"
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Both ends of a real socketpair (the channel tests and the broker's), closed afterwards."""
+    left, right = socket.socketpair()
+    yield left, right
+    left.close()
+    right.close()

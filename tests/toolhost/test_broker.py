@@ -122,14 +122,6 @@ class FakeToolhost:
                 os.close(fd)
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    yield ours, theirs
-    ours.close()
-    theirs.close()
-
-
 def test_the_executor_takes_a_file_opened_ahead_without_asking(
     broker: Broker, pair: tuple[socket.socket, socket.socket]
 ) -> None:
