@@ -117,7 +117,7 @@ BUILTIN_RUNNERS: dict[str, Runner] = {
     "AID.FILE.WRITE.v1": _pool("file_write", "fs_write"),
     "AID.FILE.LIST.v1": _pool("file_list", "fs_read"),
     "AID.FILE.SEARCH.v1": _pool("file_search", "fs_read"),
-    "AID.FILE.DIFF.v1": _pool("file_diff", "fs_read"),
+    "AID.FILE.DIFF.v1": _pool("file_diff", "fs_read", reads=("path", "other_path")),
     "AID.FILE.EDIT.v1": _pool("file_edit", "fs_read", "fs_write", reads=("path",)),
     "AID.FILE.APPEND.v1": _pool("file_append", "fs_write"),
     "AID.FILE.DELETE.v1": _pool("file_delete", "fs_write"),

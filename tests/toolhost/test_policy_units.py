@@ -384,3 +384,14 @@ def test_every_builtin_has_an_implementation_and_grants_that_follow_its_manifest
         if runner.path == POOL:
             assert not ({"shell", "process", "privileged", "code"} & effects), aid
     assert set(EFFECT_TIERS) >= {e for spec in manifests.values() for e in spec.side_effects}
+
+
+def test_the_inputs_opened_ahead_are_string_paths_of_a_reading_tool() -> None:
+    manifests = load_tools(toolpack_manifests(None))
+    declared = {aid: runner.reads for aid, runner in BUILTIN_RUNNERS.items() if runner.reads}
+    assert {"AID.ERROR_SCAN.v1", "AID.FILE.READ.v1", "AID.FILE.DIFF.v1"} <= set(declared)
+    for aid, names in declared.items():
+        assert "fs_read" in BUILTIN_RUNNERS[aid].grants and BUILTIN_RUNNERS[aid].path == POOL, aid
+        properties = manifests[aid].inputs_schema["properties"]
+        for name in names:
+            assert properties[name]["type"] == "string", (aid, name)
