@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,15 +74,15 @@ class Executor:
         self.uid = -1
 
     def call(
-        self, message: dict[str, Any], scope: CallScope, deadline: float, fds: list[int] | None = None
+        self, message: dict[str, Any], scope: CallScope, deadline: float, fds: Sequence[int] = ()
     ) -> dict[str, Any]:
         """Send a call (with ``fds``, which are closed here) and serve its broker requests until ``done``;
         ExecutorFailed on anything else."""
         self.calls += 1
         try:
-            self._send(message, fds or ())
+            self._send(message, fds)
         finally:
-            for fd in fds or ():
+            for fd in fds:
                 os.close(fd)
         while True:
             reply = self._recv(deadline)

@@ -314,11 +314,10 @@ class ToolRunner:
         scope = self.broker.scope(runner.grants, context)
         deadline = time.monotonic() + self._timeout_s(runner)
         try:
+            fds: list[int] = []
             if runner.reads and message["t"] == "call":
                 message["opened"], fds = scope.preopen(message["inputs"], runner.reads)
-                done = executor.call(message, scope, deadline, fds)
-            else:
-                done = executor.call(message, scope, deadline)
+            done = executor.call(message, scope, deadline, fds)
         except ExecutorTimedOut:
             executor.kill()
             return Outcome(
