@@ -74,3 +74,8 @@ def describe(paths: list[str]) -> str:
     shown = "\n  ".join(paths[:50])
     more = f"\n  ... and {len(paths) - 50} more" if len(paths) > 50 else ""
     return f"the test run left {len(paths)} entr{'y' if len(paths) == 1 else 'ies'} behind:\n  {shown}{more}"
+
+
+def open_fds() -> set[int]:
+    """This process's open descriptors: compared before and after, what a test left open."""
+    return {int(name) for name in os.listdir("/proc/self/fd")}

@@ -7,10 +7,7 @@ import os
 import pytest
 
 from machina.sandbox import channel
-
-
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+from tests.leftovers import open_fds
 
 
 def test_a_frame_and_its_descriptors_arrive_together(pair, tmp_path) -> None:  # type: ignore[no-untyped-def]

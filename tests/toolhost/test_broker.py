@@ -25,6 +25,7 @@ from machina.toolhost.broker import Broker, CallContext, CallScope, process_metr
 from machina.toolhost.confine import ConfinedRoot
 from machina.tools.base import INLINE_WRITE_MAX, ToolFailure
 from machina.tools.files import write_file
+from tests.leftovers import open_fds
 
 
 @pytest.fixture
@@ -52,10 +53,6 @@ def broker(root: Path) -> Iterator[Broker]:
 
 def scope(broker: Broker, *grants: str) -> CallScope:
     return broker.scope(frozenset(grants), CallContext())
-
-
-def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 # --- files opened ahead of a call ---------------------------------------------------------------------------
