@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 
 from machina.exitcodes import MachinaError
 from machina.owned import NO_ROOM, OwnedDir, cannot_create, temp_root
+from machina.sandbox.policy import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,12 @@ class EtcView:
         self._signature: tuple[tuple[str, int, int], ...] = ()
         self._checked = 0.0
         self._generation = 0
+        self._closed = False
 
     def open(self) -> str:
         """Make the owner directory now (sweeping dead predecessors'); MachinaError, exit 73, if it cannot."""
         with self._lock:
+            self._closed = False
             return self.owner.create()
 
     def path(self, mountpoints: Iterable[str] = ()) -> str:
@@ -81,6 +84,10 @@ class EtcView:
         read-only.  Only empty mount points are added, never content.
         """
         with self._lock:
+            if self._closed:
+                # A sandbox still being prepared while its process stops (a pool's spawner thread outliving
+                # the toolhost's close): a new copy would recreate the directory close() just removed.
+                raise SandboxUnavailable(f"the sandbox's /etc copy in {self.owner.parent} is closed: stopping")
             now = time.monotonic()
             if self._path is None or now - self._checked >= self.check_every:
                 self._checked = now
@@ -124,6 +131,7 @@ class EtcView:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self.owner.close()  # every generation with it
             self._old = self._path = None
             self._signature = ()

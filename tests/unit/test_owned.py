@@ -13,6 +13,7 @@ import pytest
 from machina.exitcodes import ExitCode, MachinaError
 from machina.owned import LOCK_NAME, OwnedDir, creating, sweep, sweep_temps, temp_name
 from machina.sandbox.etcview import EtcView
+from machina.sandbox.policy import SandboxUnavailable
 
 
 def dead_pid() -> int:
@@ -139,6 +140,19 @@ def test_the_etc_view_lives_under_its_parent_and_close_removes_every_generation(
     second = view.path()
     assert second != first
     view.close()
+    assert os.listdir(tmp_path / "run") == []
+
+
+def test_a_closed_etc_view_refuses_a_new_copy_instead_of_making_its_directory_again(tmp_path: Path) -> None:
+    # A pool's spawner thread may prepare a sandbox after the toolhost closed its view: nothing may be left.
+    source = tmp_path / "etc"
+    source.mkdir()
+    (source / "hosts").write_text("127.0.0.1 localhost\n")
+    view = EtcView(str(tmp_path / "run"), source=str(source), entries=("hosts",), check_every=0)
+    view.open()
+    view.close()
+    with pytest.raises(SandboxUnavailable, match="closed"):
+        view.path()
     assert os.listdir(tmp_path / "run") == []
 
 
