@@ -10,7 +10,8 @@
    around it, the fsyncs shared the way :class:`machina.queue.durable.GroupCommit` shares them:
 
    * ``enqueue``: WAL append, group-committed ``fdatasync``, the job file created in tmp/ and
-     ``renameat2``-ed into inbox/, at 1, 8 and 32 threads (and at 1 without the fdatasync);
+     ``renameat2``-ed into inbox/, at 1, 8 and 32 threads (and at 1 and 8 without the fdatasync; the 8
+     also from 8 processes, :func:`replay_in_processes`, to tell the disk's limit from the GIL's);
    * ``claim+complete``: the claim (rename into processing/, WAL append, read), the result (create in
      tmp/, rename into out/), the DONE record and its group-committed ``fdatasync``, the move into done/,
      at 4 threads (``bench_queue``'s 2 processes x 2 threads);
@@ -235,6 +236,7 @@ REPLAYS: dict[str, tuple[str, int, bool]] = {
     "enqueue x8": ("enqueue", 8, True),  # bench_queue 8 threads
     "enqueue x32": ("enqueue", 32, True),  # bench_enqueued 32 clients
     "enqueue x1 no fsync": ("enqueue", 1, False),
+    "enqueue x8 no fsync": ("enqueue", 8, False),  # bench_queue 8 threads, fsync off
     "claim+complete x4": ("cycle", 4, True),  # bench_queue's 2 processes x 2 threads, after the enqueue
     "no-op job x8": ("job", 8, True),  # bench_worker: 2 workers x 4 slots, run log included
 }
@@ -272,6 +274,53 @@ def replay(name: str, seconds: float = 2.0, directory: str | None = None) -> dic
     return {"rate": rate, "cpu_ms": cpu, "n": n, "create_ms": create_ms}
 
 
+def replay_in_processes(name: str, seconds: float = 2.0, directory: str | None = None) -> dict[str, float]:
+    """An ``enqueue`` replay of :data:`REPLAYS` without fsync, its threads made processes (forked, one
+    thread each, the same tree and WAL): the same system calls with no GIL between them.  Where this is far
+    above the threaded replay, what stops the threaded workload is its threads' GIL hand-offs (each system
+    call releases the GIL, and a waiting thread takes it), not the disk."""
+    kind, count, fsync = REPLAYS[name]
+    if kind != "enqueue" or fsync:  # a group commit shares one fdatasync between threads, not processes
+        raise ValueError(f"{name}: only the enqueue replays without fsync run in processes")
+    base = Path(tempfile.mkdtemp(prefix="bench-disk-", dir=directory))
+    rep = _Replay(base, "r", fsync)
+    done, cpu = 0, 0.0
+    try:
+        start = time.monotonic() + 0.2  # every process starts together, after the forks
+        children = []
+        for _ in range(count):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child reports through the pipe and exits
+                os.close(read_end)
+                os._exit(_replay_child(rep, start, seconds, write_end))
+            os.close(write_end)
+            children.append((pid, read_end))
+        for pid, read_end in children:
+            with os.fdopen(read_end, "rb") as report:
+                figures = report.read().split()
+            os.waitpid(pid, 0)
+            if len(figures) == 2:
+                done, cpu = done + int(figures[0]), cpu + float(figures[1])
+    finally:
+        rep.close()
+        discard(base)
+    return {"rate": done / seconds, "cpu_ms": cpu / max(done, 1) * 1000, "n": done}
+
+
+def _replay_child(rep: _Replay, start: float, seconds: float, report_fd: int) -> int:
+    try:
+        time.sleep(max(0.0, start - time.monotonic()))
+        done, cpu0, stop = 0, time.process_time(), start + seconds
+        while time.monotonic() < stop:
+            rep.enqueue()
+            done += 1
+        os.write(report_fd, f"{done} {time.process_time() - cpu0}".encode())
+        return 0
+    except BaseException:
+        return 1
+
+
 def ceilings(directory: str | None = None, n: int = 200, seconds: float = 2.0) -> dict[str, Any]:
     """The figures of this module, measured now."""
     base = Path(tempfile.mkdtemp(prefix="bench-disk-", dir=directory))
@@ -283,6 +332,25 @@ def ceilings(directory: str | None = None, n: int = 200, seconds: float = 2.0) -
         "primitives": {k: {"p50": statistics.median(v), "p90": percentile(v, 90)} for k, v in prim.items()},
         "replays": {name: replay(name, seconds, directory) for name in REPLAYS},
     }
+
+
+def threads_line(
+    name: str, threads: dict[str, float], processes: dict[str, float], measured: float, target: float
+) -> str:
+    """One line for a threaded target: what the file-system work alone allows from that many threads of one
+    process (a :func:`replay`) and from as many processes (:func:`replay_in_processes`); the threads "stop"
+    the target when their figure is under it and the processes' is not: the GIL, not the disk."""
+    ceiling, free = threads["rate"], processes["rate"]
+    if ceiling >= target:
+        verdict = "the threads of one process allow the target"
+    elif free >= target:
+        verdict = "THREADS OF ONE PROCESS ALONE STOP the target (the GIL's hand-offs, not the disk)"
+    else:
+        verdict = "the DISK ALONE STOPS the target"
+    return (f"    threads ceiling ({name}: the same file-system work from threads of one process, nothing else): "
+            f"{ceiling:.0f}/s, {threads['cpu_ms']:.3f} ms CPU each; from as many processes {free:.0f}/s "
+            f"({processes['cpu_ms']:.3f} ms each); measured {measured:.0f}/s = {measured / ceiling:.2f} x "
+            f"ceiling; target {target:.0f}/s = {target / ceiling:.2f} x ceiling: {verdict}")  # fmt: skip
 
 
 def ceiling_line(name: str, figures: dict[str, float], measured: float, target: float, unit: str = "/s") -> str:

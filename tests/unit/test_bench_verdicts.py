@@ -25,6 +25,8 @@ enqueue, 8 threads, fsync on                       1137/s      2948/s   0.39x   
   target >= 4000 req/s with 0 errors: 1.02 x, met
     disk ceiling (enqueue x32: ...): the DISK ALONE STOPS the target
   target >= 10,000/s batched: met (22,545/s)
+enqueue, 8 threads, fsync off                      5915/s     25732/s   0.23x   0.5x NOT met
+    threads ceiling (enqueue x8 no fsync: ...): THREADS OF ONE PROCESS ALONE STOP the target (the GIL's ...)
 metadata of the run, not a verdict: 12 jobs
 """
 
@@ -32,11 +34,25 @@ metadata of the run, not a verdict: 12 jobs
 def test_the_summary_repeats_each_verdict_and_counts_only_targets() -> None:
     run_all = _bench("run_all")
     verdicts = [("bench_x", line.strip()) for line in OUTPUT.splitlines() if run_all.VERDICT.search(line)]
-    assert len(verdicts) == 7  # the header and the last line are not verdicts
+    assert len(verdicts) == 9  # the header and the last line are not verdicts
     text = run_all.summary(verdicts)
     assert "bench_x        enqueue, 8 threads, fsync on" in text
     # A ceiling under a target that was met anyway is not counted as stopping a missed one.
-    assert text.splitlines()[-1].startswith("2 of 4 targets met; of the 2 not met, 1 had a disk ceiling under")
+    assert text.splitlines()[-1].startswith("2 of 5 targets met; of the 3 not met, 2 had a ceiling under")
+
+
+def test_threads_stop_a_target_only_when_processes_doing_the_same_work_would_meet_it() -> None:
+    bench_disk = _bench("bench_disk")
+
+    def line(threads: float, processes: float) -> str:
+        figures = ({"rate": threads, "cpu_ms": 0.2}, {"rate": processes, "cpu_ms": 0.07})
+        return bench_disk.threads_line("enqueue x8 no fsync", *figures, measured=5915, target=12866)
+
+    assert line(7209, 30176).endswith(
+        "THREADS OF ONE PROCESS ALONE STOP the target (the GIL's hand-offs, not the disk)"
+    )
+    assert line(7209, 9000).endswith("the DISK ALONE STOPS the target")  # no process count would meet it either
+    assert line(14000, 30176).endswith("the threads of one process allow the target")
 
 
 # RSS in MiB after each round of 10,000 requests, from two make bench runs (2026-12-06): a saw-tooth as
