@@ -32,7 +32,7 @@ from machina.engine import result as rs
 from machina.engine.bindings import NotReady, apply_patch, bound_inputs
 from machina.engine.catalog import Catalog
 from machina.engine.completion import is_complete
-from machina.engine.menu import Menu, MenuEntry, build_menu
+from machina.engine.menu import Menu, MenuEntry, Menus
 from machina.engine.request import Capabilities, ControlMode, RequestError, RunRequest, parse_request
 from machina.engine.result import RunResult
 from machina.engine.selectors import ASK_SUP, NOOP, Selector, StepContext
@@ -116,6 +116,7 @@ class Engine:
         self.clock = clock
         self.on_success = on_success
         self.chooser = ModeChooser(selector, driver, self.breaker)
+        self.menus = Menus()
 
     @classmethod
     def from_config(
@@ -284,7 +285,7 @@ class _Run:
     def _loop(self, request: RunRequest, goal: GoalSpec) -> _End:
         self._start(request, goal)
         tags = tuple(dict.fromkeys(goal.candidate_tags + request.candidate_tags))
-        self.menu = build_menu(self.engine.catalog.tools, tags, request.capabilities)
+        self.menu = self.engine.menus.get(self.engine.catalog.tools, tags, request.capabilities)
         self.log.emit("menu", **self.menu.log_fields())
         mode = request.control_mode or self.engine.default_mode()
         tools = self.engine.catalog.tools

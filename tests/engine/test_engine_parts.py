@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from machina.clock import FakeClock
 from machina.engine import Catalog
-from machina.engine.menu import build_menu
+from machina.engine.menu import Menus, build_menu
 from machina.engine.request import RequestError, parse_request
 from machina.engine.selectors import ASK_SUP, NOOP, PICK, Selection, StepContext
 from machina.engine.selectors.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
@@ -78,6 +78,18 @@ def test_sids_are_opaque_sequential_and_in_aid_order() -> None:
     assert [e.sid for e in menu.entries] == ["SID0001", "SID0002", "SID0003", "SID0004"]
     assert menu.by_sid("SID0003").aid == "AID.FILE.WRITE.v1"
     assert menu.by_sid("SID0009") is None
+
+
+def test_an_engine_builds_a_menu_once_per_tags_and_capabilities_and_again_for_a_new_catalog() -> None:
+    menus, caps = Menus(kept=2), parse_request({"goal_id": "goal.X.v1"}).capabilities
+    only_read = parse_request({"goal_id": "goal.X.v1", "_capabilities": {"allowed_tools": ["AID.FILE.READ.v1"]}})
+    first = menus.get(CATALOG.tools, TAGS, caps)
+    assert menus.get(CATALOG.tools, TAGS, caps) is first
+    assert menus.get(CATALOG.tools, TAGS, only_read.capabilities).entries[0].aid == "AID.FILE.READ.v1"
+    assert [e.aid for e in menus.get(CATALOG.tools, ("tag.log",), caps).entries] == ["AID.ERROR_SCAN.v1"]
+    assert menus.get(CATALOG.tools, TAGS, caps) is not first  # a third pair with 2 kept: built again
+    fewer = {aid: spec for aid, spec in CATALOG.tools.items() if aid != "AID.FILE.WRITE.v1"}
+    assert [e.aid for e in menus.get(fewer, TAGS, caps).entries] == [a for a in ALL if "WRITE" not in a]
 
 
 # --- state -----------------------------------------------------------------------------------------------
