@@ -6,11 +6,18 @@ repeats each target's verdict line ("met" / "NOT met") and each disk-ceiling lin
 target" / "the DISK ALONE STOPS the target") under the name of the benchmark that printed it, so that one
 screen shows where every target of the issues stands in this run.  ``make bench BENCH=queue`` runs the ones
 whose name contains "queue".  Benchmarks target loopback only and clean up what they start.
+
+The first line names the interpreter: every process a benchmark starts (daemons, job children, tool
+executors) runs on the checkout's ``.venv``, and its build moves every figure.  On the 2-core machine of
+docs/SPEED.md, Debian's ``/usr/bin/python3`` (built with profile-guided optimisation) ran a no-op job on
+0.84 x the CPU of a pyenv build without it; ``make setup PYTHON=/usr/bin/python3`` makes the ``.venv`` from
+Debian's, as a fresh Debian machine's ``make setup`` does.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -36,6 +43,7 @@ def main() -> int:
     if not scripts:
         print(f"no benchmarks match {only!r}", file=sys.stderr)
         return 1
+    print(interpreter(), flush=True)
     env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env["PYTHONUNBUFFERED"] = "1"  # their lines come through as they print them
     (HERE / "out").mkdir(exist_ok=True)
@@ -60,6 +68,16 @@ def main() -> int:
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0
+
+
+def interpreter() -> str:
+    """Which Python runs the benchmarks, and whether its core is a shared library (a build detail that
+    moves every figure; Debian's python3 links it in, a default pyenv build loads libpython.so)."""
+    with open("/proc/self/maps") as maps:
+        shared = sorted({line.split()[-1] for line in maps if "/libpython" in line})
+    core = f"its core from {shared[0]}" if shared else "its core linked into the executable"
+    return (f"interpreter: {sys.executable} -> {os.path.realpath(sys.executable)}, Python "
+            f"{platform.python_version()}, {core}")  # fmt: skip
 
 
 def run(script: Path, env: dict[str, str], verdicts: list[tuple[str, str]]) -> int:
