@@ -28,13 +28,21 @@ from machina.testing.soak import DAEMONS, Soak, usage
 SHARED_TMP = "/tmp"  # measured (other people's files come and go there too), never written
 
 
-def named_after(place: str, pids: set[int]) -> list[str]:
-    """Entries of ``place`` whose name ends in ``.<pid>`` of a process this soak started (ours, for sure)."""
+def named_after(place: str, pids: set[int], existing: set[str]) -> list[str]:
+    """Entries of ``place`` whose name ends in ``.<pid>`` of a process this soak started, leaving out the
+    ``existing`` ones (listed before the soak began: a pid is reused, and an older file can carry it)."""
     try:
-        names = os.listdir(place)
+        names = set(os.listdir(place)) - existing
     except OSError:
         return []
     return sorted(name for name in names if name.rpartition(".")[2].isdigit() and int(name.rpartition(".")[2]) in pids)
+
+
+def listing(place: str) -> set[str]:
+    try:
+        return set(os.listdir(place))
+    except OSError:
+        return set()
 
 
 def main() -> int:
@@ -49,6 +57,7 @@ def main() -> int:
     bad: list[str] = []
     try:
         before = {"run/": usage(soak.run_dir), "$TMPDIR": usage(soak.tmpdir), SHARED_TMP: usage(SHARED_TMP)}
+        existing = listing(SHARED_TMP)
         print(f"root {soak.root}; {args.cycles} rounds per daemon (half SIGTERM, half SIGKILL + fresh start)")
         for daemon in args.daemons.split(","):
             report = soak.cycle(daemon, args.cycles, progress=lambda line: print("  ..", line, flush=True))
@@ -62,7 +71,7 @@ def main() -> int:
         after = {"run/": usage(soak.run_dir), "$TMPDIR": usage(soak.tmpdir), SHARED_TMP: usage(SHARED_TMP)}
         for place in before:
             print(f"disk {place:8} before: {before[place]!s:28} after: {after[place]}")
-        ours = named_after(SHARED_TMP, soak.started)
+        ours = named_after(SHARED_TMP, soak.started, existing)
         print(f"entries in {SHARED_TMP} named after a pid this soak started: {len(ours)} {ours[:5]}")
         if os.listdir(soak.run_dir) or os.listdir(soak.tmpdir) or ours:
             bad.append(f"left behind: run/ {os.listdir(soak.run_dir)}, $TMPDIR {os.listdir(soak.tmpdir)}")

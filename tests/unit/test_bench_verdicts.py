@@ -68,3 +68,12 @@ def test_a_saw_tooth_plateau_is_flat_and_a_steady_rise_is_not() -> None:
     leak = [30 + 0.8 * i for i in range(20)]  # +0.8 MiB every 10,000 requests
     word, peaks, _, _ = memory.verdict(leak)
     assert word == "GROWS" and peaks > 0.1
+
+
+def test_the_restart_soak_counts_as_left_behind_only_entries_made_after_it_began(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    soak = _bench("bench_restart_soak")
+    (tmp_path / "fr.8675").write_text("an older file whose pid a soak process got again")
+    existing = soak.listing(str(tmp_path))
+    (tmp_path / "machina-etc.8675").mkdir()
+    (tmp_path / "other.99").write_text("")
+    assert soak.named_after(str(tmp_path), {8675}, existing) == ["machina-etc.8675"]
