@@ -14,7 +14,7 @@
      also from 8 processes, :func:`replay_in_processes`, to tell the disk's limit from the GIL's);
    * ``claim+complete``: the claim (rename into processing/, WAL append, read), the result (create in
      tmp/, rename into out/), the DONE record and its group-committed ``fdatasync``, the move into done/,
-     at 4 threads (``bench_queue``'s 2 processes x 2 threads);
+     at 4 threads (``bench_queue``'s 2 processes x 2 threads), with and without the ``fdatasync``;
    * ``no-op job``: the same plus the job child's run log (create, 4 appends, ``fsync``, ``fsync`` of
      logs/), at 8 threads (``bench_worker``'s 2 workers x 4 slots).
 
@@ -238,6 +238,7 @@ REPLAYS: dict[str, tuple[str, int, bool]] = {
     "enqueue x1 no fsync": ("enqueue", 1, False),
     "enqueue x8 no fsync": ("enqueue", 8, False),  # bench_queue 8 threads, fsync off
     "claim+complete x4": ("cycle", 4, True),  # bench_queue's 2 processes x 2 threads, after the enqueue
+    "claim+complete x4 no fsync": ("cycle", 4, False),
     "no-op job x8": ("job", 8, True),  # bench_worker: 2 workers x 4 slots, run log included
 }
 

@@ -347,7 +347,7 @@ def main() -> int:
             f"enqueue+claim+complete, {WORKER_PROCS}x{WORKER_THREADS} workers, {tag}",
             full_cycle("machina", fsync, n(2000)),
             full_cycle("huey", fsync, n(2000)),
-            "claim+complete x4" if fsync else None,
+            "claim+complete x4" if fsync else "claim+complete x4 no fsync",
         )
     print()
     print(f"{'restart (fresh process)':44} {'wall':>8} {'import':>8} {'replay':>8} {'claim#1':>8} {'queue':>8}")
