@@ -68,8 +68,8 @@ GOALS = {"noop": NOOP, "error_scan": ERROR_SCAN}
 TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync on (issues 5 and 16)
 #: Issue 16: CPU per no-op job over worker, job child and toolhost (ms), idle no-op enqueue->done p50 (ms).
 TARGET_NOOP_CPU_MS = 1.5
-FILL_TRIES = 3  # runs of one throughput figure before giving up on a fill the workers keep outrunning
 TARGET_NOOP_DONE_P50_MS = 3.0
+FILL_TRIES = 3  # runs of one throughput figure before giving up on a fill the workers keep outrunning
 C_RUNTIME = {"error_scan": 250.0}  # the earlier C++ runtime, 2 workers, on this machine
 
 
