@@ -10,8 +10,8 @@ whose name contains "queue".  Benchmarks target loopback only and clean up what 
 The first line names the interpreter: every process a benchmark starts (daemons, job children, tool
 executors) runs on the checkout's ``.venv``, and its build moves every figure.  On the 2-core machine of
 docs/SPEED.md, Debian's ``/usr/bin/python3`` ran a no-op job on 0.84 x the CPU of a default pyenv build
-(no ``--enable-optimizations``, its core in libpython.so); ``make setup PYTHON=/usr/bin/python3`` makes the
-``.venv`` from Debian's, as a fresh Debian machine's ``make setup`` does.
+(no ``--enable-optimizations``, its core in libpython.so); ``make clean && make setup PYTHON=/usr/bin/python3``
+makes the ``.venv`` from Debian's, as a fresh Debian machine's ``make setup`` does.
 """
 
 from __future__ import annotations
