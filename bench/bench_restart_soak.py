@@ -31,10 +31,7 @@ SHARED_TMP = "/tmp"  # measured (other people's files come and go there too), ne
 def named_after(place: str, pids: set[int], existing: set[str]) -> list[str]:
     """Entries of ``place`` whose name ends in ``.<pid>`` of a process this soak started, leaving out the
     ``existing`` ones (listed before the soak began: a pid is reused, and an older file can carry it)."""
-    try:
-        names = set(os.listdir(place)) - existing
-    except OSError:
-        return []
+    names = listing(place) - existing
     return sorted(name for name in names if name.rpartition(".")[2].isdigit() and int(name.rpartition(".")[2]) in pids)
 
 
