@@ -285,7 +285,7 @@ def replay_in_processes(name: str, seconds: float = 2.0, directory: str | None =
         raise ValueError(f"{name}: only the enqueue replays without fsync run in processes")
     base = Path(tempfile.mkdtemp(prefix="bench-disk-", dir=directory))
     rep = _Replay(base, "r", fsync)
-    done, cpu = 0, 0.0
+    done, cpu, failed = 0, 0.0, 0
     try:
         start = time.monotonic() + 0.2  # every process starts together, after the forks
         children = []
@@ -300,12 +300,16 @@ def replay_in_processes(name: str, seconds: float = 2.0, directory: str | None =
         for pid, read_end in children:
             with os.fdopen(read_end, "rb") as report:
                 figures = report.read().split()
-            os.waitpid(pid, 0)
-            if len(figures) == 2:
-                done, cpu = done + int(figures[0]), cpu + float(figures[1])
+            _, status = os.waitpid(pid, 0)
+            if status != 0 or len(figures) != 2:
+                failed += 1
+                continue
+            done, cpu = done + int(figures[0]), cpu + float(figures[1])
     finally:
         rep.close()
         discard(base)
+    if failed:  # a rate from fewer processes than named would pass for the disk's
+        raise RuntimeError(f"{name}: {failed} of {count} replay processes failed")
     return {"rate": done / seconds, "cpu_ms": cpu / max(done, 1) * 1000, "n": done}
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import CHECKOUT
 
@@ -77,3 +80,15 @@ def test_the_restart_soak_counts_as_left_behind_only_entries_made_after_it_began
     (tmp_path / "machina-etc.8675").mkdir()
     (tmp_path / "other.99").write_text("")
     assert soak.named_after(str(tmp_path), {8675}, existing) == ["machina-etc.8675"]
+
+
+def test_a_process_replay_with_a_failed_process_raises_instead_of_printing_a_lower_ceiling(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bench_disk = _bench("bench_disk")  # a fresh module: the failure below stays in it
+
+    def fails(self) -> None:  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    bench_disk._Replay.enqueue = fails
+    with pytest.raises(RuntimeError, match="8 of 8 replay processes failed"):
+        bench_disk.replay_in_processes("enqueue x8 no fsync", 0.2, str(tmp_path))
+    assert os.listdir(tmp_path) == []  # its tree is removed all the same
