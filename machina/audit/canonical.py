@@ -20,7 +20,7 @@ _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PA
 _ORJSON |= orjson.OPT_PASSTHROUGH_DATETIME
 #: where orjson's bytes may not be json's: the floats under 1e-4 (orjson spells 1e-05 ``0.00001`` and 1e-07
 #: ``1e-7``).  Seen anywhere, even inside a string, json encodes the value instead: a slower path, never
-#: other bytes.  (``null`` is the third: see :func:`_non_finite`.)
+#: other bytes.  (``null`` is the third: see :func:`non_finite`.)
 _ORJSON_DIFFERS = (b"0.0000", b"e-")
 _INFINITIES = (math.inf, -math.inf)
 
@@ -39,12 +39,12 @@ def canonical(obj: Any) -> bytes:
     for mark in _ORJSON_DIFFERS:
         if mark in data:
             return _ENCODER.encode(obj).encode()
-    if b"null" in data and _non_finite(obj):
+    if b"null" in data and non_finite(obj):
         return _ENCODER.encode(obj).encode()  # raises ValueError, as json always did
     return data
 
 
-def _non_finite(value: Any) -> bool:
+def non_finite(value: Any) -> bool:
     """True when ``value`` holds a NaN or an infinity, which orjson writes as ``null`` and json refuses.
 
     Looked for only when the bytes hold a ``null``: most run-log events do (a field not set), and a walk
@@ -62,7 +62,7 @@ def _non_finite(value: Any) -> bool:
         if kind is float:
             if item != item or item in _INFINITIES:
                 return True
-        elif (kind is dict or kind is list or kind is tuple) and _non_finite(item):
+        elif (kind is dict or kind is list or kind is tuple) and non_finite(item):
             return True
     return False
 

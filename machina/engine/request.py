@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from machina.manifests.goals import GOAL_ID_PATTERN
+from machina.manifests.plainschema import SchemaValidator
 from machina.manifests.tools import TAG_PATTERN, describe
 from machina.toolhost.permissions import pattern_matches  # the one AID-pattern rule (toolhost overrides too)
 
@@ -50,7 +49,7 @@ REQUEST_SCHEMA: dict[str, Any] = {
         },
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(REQUEST_SCHEMA)
+_VALIDATOR = SchemaValidator(REQUEST_SCHEMA)
 
 
 class RequestError(ValueError):
@@ -87,8 +86,8 @@ class RunRequest:
 
 def parse_request(raw: Any) -> RunRequest:
     """A RunRequest from a decoded JSON request; RequestError naming every problem otherwise."""
-    errors = sorted(_VALIDATOR.iter_errors(raw), key=lambda e: list(e.absolute_path))
-    if errors:
+    if not _VALIDATOR.is_valid(raw):
+        errors = sorted(_VALIDATOR.iter_errors(raw), key=lambda e: list(e.absolute_path))
         raise RequestError("; ".join(describe(e, "request") for e in errors))
     caps = raw.get("_capabilities", {})
     mode = raw.get("control_mode")

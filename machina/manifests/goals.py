@@ -34,6 +34,7 @@ import jsonschema
 
 from machina.audit.canonical import digest
 from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
+from machina.manifests.plainschema import SchemaValidator
 from machina.manifests.schemacheck import check_schema
 from machina.manifests.tools import AID_PATTERN, TAG_PATTERN, describe, schema_errors
 
@@ -206,7 +207,7 @@ class GoalSpec:
 
     @cached_property
     def _inputs_validator(self) -> Any:
-        return jsonschema.Draft202012Validator(self.inputs_schema)  # once per spec (see ToolSpec's)
+        return SchemaValidator(self.inputs_schema)  # once per spec (see ToolSpec's)
 
 
 # Stable problem codes (``machina cts`` prints them; see machina.engine.cts for the rest).

@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 
 from machina.manifests.packs import ManifestError, index_unique, pack_manifests, read_manifest_json
+from machina.manifests.plainschema import SchemaValidator
 from machina.manifests.schemacheck import check_schema
 
 EFFECT_TIERS: dict[str, int] = {
@@ -121,7 +122,7 @@ class ToolSpec:
     def _inputs_validator(self) -> Any:
         # Built once per spec: building one per call was most of a call's validation (the toolhost checks
         # every call's inputs).  A validator is immutable, so the toolhost's threads share it.
-        return jsonschema.Draft202012Validator(self.inputs_schema)
+        return SchemaValidator(self.inputs_schema)
 
 
 def tier_of(side_effects: Iterable[str]) -> int:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from machina.audit.canonical import canonical, digest, loads_strict
+from machina.tools.report import _indented
 
 JSON_S = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -107,3 +108,15 @@ def test_loads_strict_names_the_duplicate_key() -> None:
 def test_loads_strict_takes_text_or_bytes_only() -> None:
     with pytest.raises(TypeError):
         loads_strict(123)  # type: ignore[arg-type]
+
+
+ODD_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, 1e-07])
+REPORT_VALUES = st.recursive(
+    SCALARS | ODD_FLOATS, lambda inner: st.lists(inner) | st.dictionaries(TEXT, inner), max_leaves=30
+)
+
+
+@given(REPORT_VALUES)
+def test_a_reports_json_block_is_the_standard_librarys_indented_form(value: object) -> None:
+    """REPORT_SUMMARY writes its findings with orjson where the bytes are json's ``indent=2`` form."""
+    assert _indented(value) == json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
