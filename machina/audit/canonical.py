@@ -117,6 +117,29 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+NOT_COMPACT = object()
+
+
+def compact_value(data: bytes | bytearray) -> Any:
+    """The value of ``data`` when ``data`` is exactly orjson's compact form of it (one trailing newline
+    aside), else ``NOT_COMPACT``: the strict parsers' shortcut for what our own processes and most clients
+    send (``loads_strict``: 12.7 us for a 470-byte toolhost request, this 3-4 us).
+
+    Such text breaks none of the strict rules, and reads as the same value with either parser: a duplicate
+    key would be written back one member shorter; NaN, ``Infinity`` and ``1e400`` orjson refuses; an
+    integer beyond 64 bits it reads as a float and writes back in another spelling; a lone surrogate or
+    invalid UTF-8 it refuses; both parsers round a number to the nearest double.  Everything else (spaces,
+    escapes, a BOM, UTF-16) is written back differently and goes to the strict parser, as before."""
+    body = data[:-1] if data.endswith(b"\n") else data
+    try:
+        value = orjson.loads(body)
+        if orjson.dumps(value) == body:
+            return value
+    except (orjson.JSONDecodeError, TypeError):
+        pass
+    return NOT_COMPACT
+
+
 #: made once: ``json.loads`` with hooks builds a decoder per call (the toolhost parses every request so)
 _STRICT = json.JSONDecoder(parse_constant=_no_constants, parse_float=finite_float, object_pairs_hook=_no_duplicates)
 
@@ -126,6 +149,9 @@ def loads_strict(text: str | bytes) -> Any:
 
     Bytes are decoded as ``json.loads`` decodes them (UTF-8, -16 or -32, told by their first bytes)."""
     if isinstance(text, bytes | bytearray):
+        value = compact_value(text)
+        if value is not NOT_COMPACT:
+            return value
         text = text.decode(json.detect_encoding(text), "surrogatepass")
     elif not isinstance(text, str):
         raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(text).__name__}")

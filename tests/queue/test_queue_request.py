@@ -52,6 +52,7 @@ def test_unknown_top_level_keys_are_kept() -> None:
         (b"\xff\xfe", "not UTF-8"),
         ("\ufeff".encode() + b'{"goal_id":"g"}', "Unexpected UTF-8 BOM"),
         (b'{"goal_id":"g","goal_id":"h"}', "duplicate key 'goal_id'"),
+        (b'{"goal_id":"g","goal_id":"g"}', "duplicate key 'goal_id'"),  # compact, and one value twice
         (b'{"goal_id":"g","n":NaN}', "NaN is not valid JSON"),
         (b'{"goal_id":"g","n":Infinity}', "Infinity is not valid JSON"),
         (b'{"goal_id":"g","n":1e400}', "number 1e400 is out of range"),  # D9
@@ -64,6 +65,11 @@ def test_malformed_bodies_are_refused_with_a_reason(raw: bytes, reason: str) -> 
     with pytest.raises(InvalidRequest) as caught:
         load_request(raw)
     assert reason in caught.value.reason
+
+
+def test_a_compact_body_keeps_an_integer_beyond_64_bits() -> None:
+    body = load_request(b'{"goal_id":"goal.NOOP.v1","inputs":{"n":123456789012345678901234}}').body
+    assert body["inputs"]["n"] == 123456789012345678901234
 
 
 def test_request_id_argument_is_written_into_the_body() -> None:
