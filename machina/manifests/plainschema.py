@@ -58,7 +58,7 @@ def compile_check(schema: Any) -> Check | None:
     keyword this module leaves to jsonschema."""
     try:
         return _compile(schema)
-    except Unsupported:
+    except (Unsupported, RecursionError):
         return None
 
 
@@ -94,7 +94,7 @@ def _compile(schema: Any) -> Check:
         return _any
     if schema is False:
         return _none
-    if type(schema) is not dict:
+    if type(schema) is not dict or not all(type(key) is str for key in schema):
         raise Unsupported("a schema that is not an object or a boolean")
     known = [key for key in schema if key.startswith("$") or key in _JSONSCHEMA_KEYWORDS]
     if any(key not in _SUPPORTED for key in known):

@@ -181,6 +181,8 @@ def test_decides_every_plain_json_value_as_jsonschema_does(schema: Any, value: A
         {"minLength": 1.0},
         {"pattern": "("},
         {"$schema": "http://json-schema.org/draft-07/schema#", "type": "string"},
+        {1: "not a keyword"},
+        {"properties": {"a": {"required": "a"}}},
     ],
 )
 def test_leaves_other_keywords_and_odd_values_to_jsonschema(schema: dict[str, Any]) -> None:
