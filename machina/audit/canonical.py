@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PA
 _ORJSON |= orjson.OPT_PASSTHROUGH_DATETIME
 #: where orjson's bytes may not be json's: the floats under 1e-4 (orjson spells 1e-05 ``0.00001`` and 1e-07
 #: ``1e-7``).  Seen anywhere, even inside a string, json encodes the value instead: a slower path, never
-#: other bytes.  (``null`` is the third: see :func:`non_finite`.)
+#: other bytes.  (``null`` is the third: see :func:`_non_finite`.)
 _ORJSON_DIFFERS = (b"0.0000", b"e-")
 _INFINITIES = (math.inf, -math.inf)
 
@@ -32,19 +33,25 @@ def canonical(obj: Any) -> bytes:
     orjson computes them in a fifth of the time where it gives the same (tests compare the two).  Enums
     and UUIDs, which json refuses, orjson writes as their values: no JSON value we build holds them.
     """
+    return json_bytes(obj, _ORJSON, _ENCODER.encode)
+
+
+def json_bytes(obj: Any, option: int, encode: Callable[[Any], str]) -> bytes:
+    """``encode(obj)`` as UTF-8 (a json encoding with options matching orjson's ``option``), computed by
+    orjson wherever orjson gives the same bytes; ``encode`` does the rest, and raises what it raises."""
     try:
-        data = orjson.dumps(obj, option=_ORJSON)
+        data = orjson.dumps(obj, option=option)
     except TypeError:  # big integers, non-str keys, subclasses, ...: json's rules, or its error
-        return _ENCODER.encode(obj).encode()
+        return encode(obj).encode()
     for mark in _ORJSON_DIFFERS:
         if mark in data:
-            return _ENCODER.encode(obj).encode()
-    if b"null" in data and non_finite(obj):
-        return _ENCODER.encode(obj).encode()  # raises ValueError, as json always did
+            return encode(obj).encode()
+    if b"null" in data and _non_finite(obj):
+        return encode(obj).encode()  # json writes NaN (or, with allow_nan=False, raises ValueError)
     return data
 
 
-def non_finite(value: Any) -> bool:
+def _non_finite(value: Any) -> bool:
     """True when ``value`` holds a NaN or an infinity, which orjson writes as ``null`` and json refuses.
 
     Looked for only when the bytes hold a ``null``: most run-log events do (a field not set), and a walk
@@ -62,7 +69,7 @@ def non_finite(value: Any) -> bool:
         if kind is float:
             if item != item or item in _INFINITIES:
                 return True
-        elif (kind is dict or kind is list or kind is tuple) and non_finite(item):
+        elif (kind is dict or kind is list or kind is tuple) and _non_finite(item):
             return True
     return False
 

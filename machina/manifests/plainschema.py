@@ -67,7 +67,6 @@ class SchemaValidator:
     of ``is_valid``.  Immutable once built, so threads share it."""
 
     def __init__(self, schema: Any) -> None:
-        self.schema = schema
         self.full = jsonschema.Draft202012Validator(schema)
         self._certain = compile_check(schema)
 
@@ -151,8 +150,11 @@ def _enum_check(members: Any, allowed: frozenset[type], strings: Check | None) -
     return check
 
 
-def _count(schema: Mapping[str, Any], key: str, default: int) -> int:
-    value = schema.get(key, default)
+def _count(schema: Mapping[str, Any], key: str) -> int | None:
+    """A length or size bound (None when absent); a float or a negative one is left to jsonschema."""
+    if key not in schema:
+        return None
+    value = schema[key]
     if type(value) is not int or value < 0:
         raise Unsupported(f"{key} {value!r}")
     return value
@@ -166,9 +168,7 @@ def _bound(schema: Mapping[str, Any], key: str) -> int | float | None:
 
 
 def _string_check(schema: Mapping[str, Any]) -> Check:
-    low, high = _count(schema, "minLength", 0), schema.get("maxLength")
-    if high is not None:
-        high = _count(schema, "maxLength", 0)
+    low, high = _count(schema, "minLength") or 0, _count(schema, "maxLength")
     search = None
     if "pattern" in schema:
         try:
@@ -210,9 +210,7 @@ def _object_check(schema: Mapping[str, Any]) -> Check:
     checks = {key: _compile(sub) for key, sub in properties.items()}
     others: Check | None = _compile(schema.get("additionalProperties", True))
     others = None if others is _any else others
-    fewest, most = _count(schema, "minProperties", 0), schema.get("maxProperties")
-    if most is not None:
-        most = _count(schema, "maxProperties", 0)
+    fewest, most = _count(schema, "minProperties") or 0, _count(schema, "maxProperties")
 
     def check(value: dict[Any, Any]) -> bool:
         if len(value) < fewest or (most is not None and len(value) > most):
@@ -236,9 +234,7 @@ def _object_check(schema: Mapping[str, Any]) -> Check:
 
 def _array_check(schema: Mapping[str, Any]) -> Check:
     each = _compile(schema.get("items", True))
-    fewest, most = _count(schema, "minItems", 0), schema.get("maxItems")
-    if most is not None:
-        most = _count(schema, "maxItems", 0)
+    fewest, most = _count(schema, "minItems") or 0, _count(schema, "maxItems")
 
     def check(value: list[Any]) -> bool:
         if len(value) < fewest or (most is not None and len(value) > most):
