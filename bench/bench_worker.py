@@ -43,10 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
@@ -69,6 +69,11 @@ TARGETS = {"noop": 1000.0, "error_scan": 500.0}  # jobs/s with 2 workers, fsync 
 #: Issue 16: CPU per no-op job over worker, job child and toolhost (ms), idle no-op enqueue->done p50 (ms).
 TARGET_NOOP_CPU_MS = 1.5
 TARGET_NOOP_DONE_P50_MS = 3.0
+#: the sustained run holds while its last third runs at this share of its first third's rate or more
+SUSTAINED_HOLDS = 0.8
+#: a fall with the CPU per job grown by this factor or more is a cost of the jobs done, not of the machine
+CPU_GROWS = 1.2
+T = TypeVar("T")
 FILL_TRIES = 3  # runs of one throughput figure before giving up on a fill the workers keep outrunning
 C_RUNTIME = {"error_scan": 250.0}  # the earlier C++ runtime, 2 workers, on this machine
 
@@ -206,12 +211,23 @@ def envelopes(root: Path) -> list[dict[str, Any]]:
     return [json.loads((out / name).read_text()) for name in os.listdir(out)]
 
 
-def wait_done(root: Path, count: int, timeout: float = 600) -> None:
+def wait_done(
+    root: Path, count: int, timeout: float = 600, marks: tuple[int, ...] = (), sample: Callable[[], T] | None = None
+) -> list[tuple[int, T]]:
+    """Wait until ``count`` jobs are done; on the way, ``sample()`` as the done count first reaches each of
+    ``marks``, kept with the count it was taken at."""
     done = root / "queue" / "done"
     deadline = time.monotonic() + timeout
-    while len(os.listdir(done)) < count:
+    pending, taken = sorted(marks), []
+    while True:
+        finished = len(os.listdir(done))
+        while pending and sample is not None and finished >= pending[0]:
+            taken.append((finished, sample()))
+            pending.pop(0)
+        if finished >= count:
+            return taken
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {len(os.listdir(done))} of {count} jobs done after {timeout:g} s")
+            raise SystemExit(f"only {finished} of {count} jobs done after {timeout:g} s")
         time.sleep(0.05)
 
 
@@ -229,8 +245,12 @@ class Run:
         thirds: tuple[float, float] = (0.0, 0.0),
         child_start_s: float = 0.0,
         child_max_jobs: int = 0,
+        cpu_thirds: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.rate = rate
+        #: CPU ms per job (all processes) over about the first and the last third: what tells a cost that
+        #: grows with the jobs done (more work per job) from a machine that slowed (more waiting); 0: unknown
+        self.cpu_thirds = cpu_thirds
         #: CPU one job child took to start, and its share of a job where children are replaced after
         #: ``child_max_jobs`` (MACHINA_WORKER_CHILD_MAX_JOBS; 0: never, no share)
         self.child_start_ms = child_start_s * 1000
@@ -280,8 +300,10 @@ def _throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, pro
             fill_batches(queue, GOALS[goal], jobs)
             ready = time.time()
             before = cpu_seconds(suite.pids(), toolhost_pid)
+            done_before = len(os.listdir(root / "queue" / "done"))
             spies = _start_profiler(profile, suite.pids()[0]) if profile else []
-            wait_done(root, jobs)
+            marks = (jobs // 3, jobs - jobs // 3)
+            samples = wait_done(root, jobs, marks=marks, sample=lambda: cpu_seconds(suite.pids(), toolhost_pid))
             after = cpu_seconds(suite.pids(), toolhost_pid)
             _stop_profiler(spies)
         finally:
@@ -295,7 +317,26 @@ def _throughput(base: Path, goal: str, workers: int, fsync: bool, jobs: int, pro
         raise TooFewCounted(f"only {len(counted)} of {jobs} jobs ran after the queue was filled")
     cpu = {k: after[k] - before[k] for k in after}
     rate = len(counted) / max(counted[-1] - ready, 1e-9)
-    return Run(rate, cpu, len(counted), _thirds(counted), child_start_s, int(cfg["MACHINA_WORKER_CHILD_MAX_JOBS"]))
+    max_jobs = int(cfg["MACHINA_WORKER_CHILD_MAX_JOBS"])
+    cpu_thirds = _cpu_thirds((done_before, before), samples, (jobs, after))
+    return Run(rate, cpu, len(counted), _thirds(counted), child_start_s, max_jobs, cpu_thirds)
+
+
+def _cpu_thirds(
+    start: tuple[int, dict[str, float]], samples: list[tuple[int, dict[str, float]]], end: tuple[int, dict[str, float]]
+) -> tuple[float, float]:
+    """CPU ms per job from ``start`` to the first sample and from the second sample to ``end``, each a (jobs
+    done, :func:`cpu_seconds`) pair; (0, 0) when the samples are missing or the queue drained before them."""
+    if len(samples) != 2:
+        return (0.0, 0.0)
+
+    def per_job(a: tuple[int, dict[str, float]], b: tuple[int, dict[str, float]]) -> float:
+        jobs = b[0] - a[0]
+        spent = sum(v for k, v in b[1].items() if k != "kernel") - sum(v for k, v in a[1].items() if k != "kernel")
+        return spent / jobs * 1000 if jobs > 0 else 0.0
+
+    first, last = per_job(start, samples[0]), per_job(samples[1], end)
+    return (first, last) if first and last else (0.0, 0.0)
 
 
 def _thirds(finished: list[float]) -> tuple[float, float]:
@@ -422,11 +463,23 @@ def _print_sustained(run: Run, jobs: int) -> None:
     """A run long enough for every bounded table to fill (the toolhost keeps 10,000 idempotency entries:
     5,000 ERROR_SCAN jobs): the rate must hold from the first third to the last."""
     first, last = run.thirds
-    ratio = last / first if first else 0.0
-    verdict = "holds" if ratio >= 0.8 else "FALLS: a cost grows with the jobs done"
+    cpu_first, cpu_last = run.cpu_thirds
     print(f"\nsustained: error_scan, fsync on, 2 workers, {jobs} jobs: {run.rate:.0f} jobs/s, "
           f"CPU {sum(run.cpu_ms.values()):.2f} ms/job; first third {first:.0f} jobs/s, last third {last:.0f} "
-          f"jobs/s = {ratio:.2f} x: {verdict}", flush=True)  # fmt: skip
+          f"jobs/s = {last / first if first else 0.0:.2f} x; CPU per job {cpu_first:.2f} -> {cpu_last:.2f} ms: "
+          f"{sustained_verdict(run.thirds, run.cpu_thirds)}", flush=True)  # fmt: skip
+
+
+def sustained_verdict(rates: tuple[float, float], cpu_ms: tuple[float, float]) -> str:
+    """Whether the rate holds from the first third to the last and, when it falls, whether the CPU per job
+    grew with it (a cost of the jobs done) or stayed flat (the jobs waited longer: the disk or the host)."""
+    ratio = rates[1] / rates[0] if rates[0] else 0.0
+    if ratio >= SUSTAINED_HOLDS:
+        return "holds"
+    if not cpu_ms[0] or cpu_ms[1] / cpu_ms[0] >= CPU_GROWS:
+        return "FALLS: a cost grows with the jobs done"
+    return ("FALLS with the CPU per job flat: the jobs waited longer, they did not work more "
+            "(the disk or the host slowed; a cost that grows with the jobs shows in their CPU)")  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -92,3 +92,29 @@ def test_a_process_replay_with_a_failed_process_raises_instead_of_printing_a_low
     with pytest.raises(RuntimeError, match="8 of 8 replay processes failed"):
         bench_disk.replay_in_processes("enqueue x8 no fsync", 0.2, str(tmp_path))
     assert os.listdir(tmp_path) == []  # its tree is removed all the same
+
+
+def test_a_sustained_fall_is_called_a_growing_cost_only_when_the_cpu_per_job_grew_with_it() -> None:
+    bench_worker = _bench("bench_worker")
+    verdict = bench_worker.sustained_verdict
+
+    assert verdict((300.0, 250.0), (4.8, 9.0)) == "holds"  # 0.83x: within the bound, whatever the CPU did
+    assert verdict((300.0, 180.0), (4.8, 6.0)) == "FALLS: a cost grows with the jobs done"  # CPU x1.25
+    assert verdict((300.0, 180.0), (0.0, 0.0)) == "FALLS: a cost grows with the jobs done"  # CPU not known
+    assert verdict((300.0, 180.0), (4.8, 5.0)).startswith("FALLS with the CPU per job flat")
+
+
+def test_the_cpu_per_job_of_each_third_counts_every_process_and_leaves_out_the_kernel_share() -> None:
+    bench_worker = _bench("bench_worker")
+
+    def cpu(worker: float, child: float, kernel: float) -> dict[str, float]:
+        return {"worker": worker, "child": child, "kernel": kernel}
+
+    start = (100, cpu(1.0, 2.0, 0.5))
+    samples = [(1100, cpu(3.0, 6.0, 1.5)), (2100, cpu(5.0, 10.0, 2.5))]
+    end = (3000, cpu(8.0, 15.0, 4.0))
+    # first: (9 - 3) s over 1,000 jobs; last: (23 - 15) s over 900 jobs; the kernel's share is in those already
+    first, last = bench_worker._cpu_thirds(start, samples, end)
+    assert first == pytest.approx(6.0) and last == pytest.approx(8000 / 900)
+    assert bench_worker._cpu_thirds(start, samples[:1], end) == (0.0, 0.0)  # a mark never reached
+    assert bench_worker._cpu_thirds((1200, start[1]), samples, end) == (0.0, 0.0)  # drained before the first
