@@ -13,9 +13,10 @@ run would otherwise charge whole start-ups to a few hundred jobs, or none at all
 
 Sustained (``--sustained N``, 12,000 by default): one long ERROR_SCAN run, its first third's rate against
 its last third's, so a cost that grows with the jobs done shows (a short run never fills the toolhost's
-idempotency table).  Latency: with the workers idle (their children started), one job is enqueued
-(``FileQueue.enqueue``, durable when it returns) and waited for before the next; enqueue->start is the run
-log's ``start`` event, enqueue->done the envelope's ``finished_ms``.
+idempotency table); the CPU per job of each third beside them tells such a cost (the CPU grows) from a
+disk or a host that slowed (the CPU stays flat).  Latency: with the workers idle (their children
+started), one job is enqueued (``FileQueue.enqueue``, durable when it returns) and waited for before the
+next; enqueue->start is the run log's ``start`` event, enqueue->done the envelope's ``finished_ms``.
 
 Baseline, measured in the same run: a bare loop in one process — claim, ``Engine.run`` against the same
 toolhost, complete — with no job children, no pool, no pipe: what the isolation costs is the ratio.
