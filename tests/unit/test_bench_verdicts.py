@@ -1,13 +1,19 @@
-"""The benchmarks' verdicts: run_all's closing summary, and bench_enqueued_memory's "flat"."""
+"""The benchmarks' verdicts (run_all's closing summary, bench_enqueued_memory's "flat", bench_worker's sustained
+run) and profile_queue's stage timers."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from machina.queue import fscore, fsenqueue
+from machina.queue.names import JobNamer
+from machina.queue.wal import WalWriter
+from machina.root import init_root
 from tests.conftest import CHECKOUT
 
 
@@ -118,3 +124,27 @@ def test_the_cpu_per_job_of_each_third_counts_every_process_and_leaves_out_the_k
     assert first == pytest.approx(6.0) and last == pytest.approx(8000 / 900)
     assert bench_worker._cpu_thirds(start, samples[:1], end) == (0.0, 0.0)  # a mark never reached
     assert bench_worker._cpu_thirds((1200, start[1]), samples, end) == (0.0, 0.0)  # drained before the first
+
+
+def test_each_stage_is_timed_and_the_originals_are_put_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile_queue = _bench("profile_queue")
+    before = {name: getattr(owner, name) for _, owner, name in profile_queue.STAGES if owner is not None}
+    named, appended = vars(JobNamer)["next"], vars(WalWriter)["commit_append"]
+    root = tmp_path / "root"
+    init_root(str(root))
+
+    assert profile_queue.stages(str(root), fsync=False, jobs=50, replay_s=0.2) == 0
+
+    out = capsys.readouterr().out
+    for label, _, _ in profile_queue.STAGES:
+        line = next(line for line in out.splitlines() if label in line)
+        assert float(re.findall(r"([0-9.]+) us wall", line)[0]) > 0, line  # the stage ran, and was timed
+    assert re.search(r"CPU per enqueue +[0-9.]+ us", out)
+    assert "replayed alone" in out
+    for _, owner, name in profile_queue.STAGES:
+        if owner is not None:
+            assert getattr(owner, name) is before[name]
+    assert vars(JobNamer)["next"] is named and vars(WalWriter)["commit_append"] is appended
+    # _write_tmp is QueueCore's: the wrapper put on EnqueueOps is taken away, not left there as a copy.
+    assert "_write_tmp" not in vars(fsenqueue.EnqueueOps)
+    assert fsenqueue.EnqueueOps._write_tmp is fscore.QueueCore._write_tmp
