@@ -1,4 +1,4 @@
-"""Named crash points for the kill -9 tests: a no-op in production.
+"""Named fault points for the kill -9 and race tests: a no-op in production.
 
 The queue calls ``point("enqueue.placed")`` and the like at each step of a state change.  A test's child
 process installs a hook (``faults.hook = ...``) that sends itself SIGKILL at the point it wants to test, so
@@ -31,6 +31,7 @@ POINTS = (
     "wal.append",  # context: fd, line; a hook may write part of the line, then die (torn tail)
     "wal.sync",  # the WAL's fdatasync begins, appends not locked out (a hook raising OSError: a failed sync)
     "checkpoint.written",  # new checkpoint in place, covered segments not yet deleted
+    "status.retry_scanned",  # context: job (its name); job_status has looked in retry/, not yet in the other places
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from machina.approvals import LEASES_KEY, without_tokens
 from machina.log import fields
+from machina.queue import faults
 from machina.queue.base import (
     FINAL_STATES,
     STATES,
@@ -36,6 +37,9 @@ from machina.queue.names import (
 from machina.queue.request import load_request, validate_request
 
 log = logging.getLogger(__name__)
+
+#: How many times job_status looks for a job that is moving between two places before calling it unknown.
+LOOKUP_PASSES = 3
 
 
 class StatusOps(QueueCore):
@@ -158,20 +162,14 @@ class StatusOps(QueueCore):
         ref = parse_name(name)
         if ref is None:
             return None
-        retry = self._find_retry(ref)
-        located: tuple[str, str, JobRef, int | None] | None = None
-        for attempt in range(1, MAX_ATTEMPT + 1):
-            current = ref.with_attempt(attempt)
-            state = self._locate(current)
-            if state is not None:
-                located = (state, current.file, current, None)
+        # Each look is a separate stat, so a job renamed between two of them (processing/ to retry/, asked/
+        # to inbox/) is seen in neither. Every move is one atomic rename, so the job is always in exactly one
+        # place: a pass that finds nothing is looked again before the job is called unknown.
+        for _ in range(LOOKUP_PASSES):
+            located = self._lookup(ref)
+            if located is not None:
                 break
-            if retry is not None and retry[1].attempt == attempt:
-                located = ("retry", retry[2], retry[1], retry[0])
-                break
-            if not self._result_exists(current) and not self._result_exists(current.next_attempt()):
-                return None
-        if located is None:
+        else:
             return None
         state, file, current, due = located
         status = JobStatus(ref.name, state, file, current.attempt, ref.priority, ref.epoch_ms, due)
@@ -183,6 +181,21 @@ class StatusOps(QueueCore):
                 body = json.loads(handle.read())
                 status.request = without_tokens(body) if isinstance(body, dict) else body
         return status
+
+    def _lookup(self, ref: JobRef) -> tuple[str, str, JobRef, int | None] | None:
+        """One pass over the job's places: (state, file, ref at that attempt, retry due) or None."""
+        retry = self._find_retry(ref)
+        faults.point("status.retry_scanned", job=ref.name)
+        for attempt in range(1, MAX_ATTEMPT + 1):
+            current = ref.with_attempt(attempt)
+            state = self._locate(current)
+            if state is not None:
+                return state, current.file, current, None
+            if retry is not None and retry[1].attempt == attempt:
+                return "retry", retry[2], retry[1], retry[0]
+            if not self._result_exists(current) and not self._result_exists(current.next_attempt()):
+                return None
+        return None
 
     def _locate(self, ref: JobRef) -> str | None:
         for state in ("inbox", "processing", "asked", "done", "failed", "dlq"):

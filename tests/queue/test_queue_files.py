@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from machina.clock import FakeClock
-from machina.queue import FileQueue, QueueConfig, load_request
+from machina.queue import FileQueue, QueueConfig, faults, load_request
 from machina.queue import inbox as inbox_module
 from machina.queue.claims import BOOT_ID
 from machina.queue.wal import decode, encode, list_segments
@@ -79,6 +79,30 @@ def test_results_land_in_out_per_attempt(make_queue: Any, machina_root: Path) ->
     assert os.listdir(qdir(machina_root, "done")) == [f"{stem}.a2.json"]
     second = json.loads((qdir(machina_root, "out") / f"{stem}.attempt2.result.json").read_text())
     assert second["status"] == "done" and second["result"] == {"n": 2} and second["worker_id"] == "w1"
+
+
+def test_status_finds_a_job_that_moves_to_retry_while_it_is_looked_for(make_queue: Any) -> None:
+    """job_status looks in retry/ first, then the other places one by one: a job that fails over to retry/
+    in between was once reported as an unknown job (seen in CI, a worker test polling a crashing job)."""
+    worker = make_queue(retry_min_ms=60_000, retry_max_ms=60_000)
+    name = worker.enqueue({"goal_id": "g"}).name
+    claim = worker.claim("w1")
+    assert claim is not None
+    moved: list[str] = []
+
+    def fail_over_once(point: str, context: dict[str, Any]) -> None:
+        if point == "status.retry_scanned" and context["job"] == name and not moved:
+            moved.append(worker.fail(claim, "crashed"))
+
+    faults.hook = fail_over_once
+    try:
+        status = make_queue().job_status(name)
+    finally:
+        faults.hook = None
+    assert moved, "the job was never moved during the lookup: the test tested nothing"
+    assert status is not None, "a job that moved during the lookup was reported unknown"
+    assert (status.state, status.attempt) == ("retry", 2)
+    assert [r["status"] for r in status.results] == ["retry"]
 
 
 def test_wal_records_every_transition(make_queue: Any, machina_root: Path) -> None:
