@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import shutil
 import stat
 import threading
@@ -46,6 +47,11 @@ ETC_ENTRIES = (
     "services",
     "ssl/certs",
 )
+#: The name-service modules that work inside a sandbox: the copied files, and DNS over the network namespace
+#: of a ``net`` tool.  Every other module (systemd, resolve, mdns, sss, ldap, db) asks a daemon through a
+#: socket or reads a database the sandbox does not have; glibc would still load its library (and the
+#: systemd module libcap and libm with it) on the first lookup, which setpriv makes in every sandbox.
+NSS_MODULES = ("files", "dns")
 CHECK_EVERY_S = 2.0
 VIEW_PREFIX = "machina-etc"
 
@@ -167,9 +173,35 @@ def _copy(src: str, dst: str) -> None:
     if stat.S_ISDIR(info.st_mode):
         shutil.copytree(src, dst, symlinks=True)
         os.chmod(dst, 0o755)  # noqa: S103 - as above
+    elif os.path.basename(src) == "nsswitch.conf":
+        with open(src, encoding="utf-8", errors="surrogateescape") as source:
+            text = sandbox_nsswitch(source.read())
+        with open(dst, "w", encoding="utf-8", errors="surrogateescape") as target:
+            target.write(text)
+        os.chmod(dst, 0o644)
     else:
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o644)
+
+
+def sandbox_nsswitch(text: str) -> str:
+    """The host's nsswitch.conf with only the modules of :data:`NSS_MODULES` left on each database line,
+    each with the ``[STATUS=action]`` items that follow it; a line left with none says ``files``."""
+    lines = []
+    for line in text.splitlines():
+        database, colon, sources = line.partition(":")
+        if not colon or line.lstrip().startswith("#"):
+            lines.append(line)
+            continue
+        kept: list[str] = []
+        keeping = False
+        for token in re.findall(r"\[[^\]]*\]|[^\s\[]+", sources.split("#", 1)[0]):
+            if not token.startswith("["):
+                keeping = token in NSS_MODULES
+            if keeping:
+                kept.append(token)
+        lines.append(f"{database}: {' '.join(kept) or 'files'}")
+    return "\n".join(lines) + "\n"
 
 
 _default: EtcView | None = None
