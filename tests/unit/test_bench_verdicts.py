@@ -1,5 +1,5 @@
 """The benchmarks' verdicts (run_all's closing summary, bench_enqueued_memory's "flat", bench_worker's sustained
-run) and profile_queue's stage timers."""
+run), profile_queue's stage timers and sandbox_parts' variants."""
 
 from __future__ import annotations
 
@@ -148,3 +148,25 @@ def test_each_stage_is_timed_and_the_originals_are_put_back(tmp_path: Path, caps
     # _write_tmp is QueueCore's: the wrapper put on EnqueueOps is taken away, not left there as a copy.
     assert "_write_tmp" not in vars(fsenqueue.EnqueueOps)
     assert fsenqueue.EnqueueOps._write_tmp is fscore.QueueCore._write_tmp
+
+
+def test_each_sandbox_variant_leaves_out_its_part_and_nothing_else(tmp_path: Path) -> None:
+    parts = _bench("sandbox_parts")
+    argv = [
+        "/usr/bin/bwrap", "--unshare-pid", "--unshare-net", "--ro-bind", "/usr", "/usr",
+        "--ro-bind", "/run/view/1", "/etc", "--add-seccomp-fd", "3", "--add-seccomp-fd", "4", "--",
+        parts.PRLIMIT, "--cpu=10", "--", parts.SETPRIV, "--reuid=65534", "--", "/usr/bin/true",
+    ]  # fmt: skip
+    changed = {name: change(argv) for name, change in parts.variants(str(tmp_path)).items() if "nsswitch" not in name}
+    removed = {name: [a for a in argv if a not in new] for name, new in changed.items()}
+    assert removed == {
+        "whole launch": [],
+        "without the network namespace": ["--unshare-net"],
+        "without prlimit": [parts.PRLIMIT, "--cpu=10"],
+        "without setpriv": [parts.SETPRIV, "--reuid=65534"],
+        "without seccomp": ["--add-seccomp-fd", "3", "--add-seccomp-fd", "4"],
+    }
+    for name, new in changed.items():
+        helpers_left = argv.count("--") - (name in {"without prlimit", "without setpriv"})
+        assert new[-1] == "/usr/bin/true" and new.count("--") == helpers_left, name
+    assert parts.with_etc(argv, "/elsewhere")[6:9] == ["--ro-bind", "/elsewhere", "/etc"]
