@@ -24,6 +24,7 @@ no fork bomb, nothing left behind in a pre-started executor.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -90,6 +91,7 @@ class SeccompUnavailable(RuntimeError):
 
 def _allowlist(profile: str) -> sc.SyscallFilter:
     filt = sc.SyscallFilter(sc.ERRNO(errno.EPERM))
+    _as_tree(filt)
     names = _ALLOWED + (_NET_ONLY if profile == "net" else [])
     for name in names:
         _add(filt, sc.ALLOW, name)
@@ -105,6 +107,18 @@ def _allowlist(profile: str) -> sc.SyscallFilter:
     for value in _PERSONALITIES:
         _add(filt, sc.ALLOW, "personality", sc.Arg(0, sc.EQ, value))
     return filt
+
+
+#: libseccomp's binary tree of syscall numbers (SCMP_FLTATR_CTL_OPTIMIZE=2, libseccomp 2.5+) instead of one
+#: comparison after another.  The kernel runs a new filter once per syscall number when it is loaded, to
+#: cache the ones it allows whatever their arguments: through the 306-instruction chain that took 0.77 ms
+#: in every sandbox's start, through the tree 0.41 (bench/sandbox_parts.py has the whole launch).
+_TREE = 2
+
+
+def _as_tree(filt: sc.SyscallFilter) -> None:
+    with contextlib.suppress(OSError):  # an older libseccomp: the same filter as a chain
+        filt.set_attr(sc.Attr.CTL_OPTIMIZE, _TREE)
 
 
 def _ioctl_guard() -> sc.SyscallFilter:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 
+import pyseccomp as sc
 import pytest
 
 from machina.proc import Rlimits
@@ -131,3 +133,84 @@ def test_session_guard_keeps_processes_in_their_group() -> None:
     result = _guarded("session_guard_filter", "print(outcome(os.setsid), outcome(lambda: os.setpgid(0, 0)))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["EPERM", "EPERM"]
+
+
+# --- the allowlist as libseccomp's binary tree answers every syscall as the chain did ----------------------
+
+_AUDIT_ARCH_X86_64, _AUDIT_ARCH_I386 = 0xC000003E, 0x40000003
+_X32_BIT = 0x40000000
+
+
+def run_bpf(program: bytes, nr: int, arch: int, args: tuple[int, ...]) -> int:
+    """Classic BPF over a struct seccomp_data, as the kernel runs a filter: the value it returns."""
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *(list(args) + [0] * 6)[:6])
+    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    acc = index = 0
+    memory = [0] * 16
+    pc = 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == 0x20:  # ld [k]
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x06:  # ret k
+            return k
+        elif code == 0x16:  # ret a
+            return acc
+        elif code == 0x05:  # ja k
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):  # jeq / jgt / jge / jset k
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        elif code == 0x54:  # and k
+            acc &= k
+        elif code == 0x00:  # ld k
+            acc = k
+        elif code == 0x02:  # st M[k]
+            memory[k] = acc
+        elif code == 0x60:  # ld M[k]
+            acc = memory[k]
+        elif code == 0x07:  # tax
+            index = acc
+        elif code == 0x87:  # txa
+            acc = index
+        else:
+            raise AssertionError(f"BPF opcode {code:#x} at {pc - 1} is not interpreted here: add it")
+
+
+def _argument_cases() -> list[tuple[int, ...]]:
+    """Arguments that reach every argument rule: clone's flags, socket families and protocols, ioctl
+    requests with high bits set, personality values; each also with a high word in the compared argument."""
+    values = [0, 1, 2, 10, 16, 17, 0x10000000, 0x40000000, 0x00010000, 0x5412, 0x541C, 0x8, 0x20008, 0xFFFFFFFF]
+    cases = [(0,) * 6]
+    for position in range(3):
+        for value in values + [v | (1 << 32) for v in values]:
+            args = [0] * 6
+            args[position] = value
+            cases.append(tuple(args))
+    cases.append((16, 3, 0, 0, 0, 0))  # netlink, protocol 0 (route) in argument 2
+    cases.append((16, 3, 9, 0, 0, 0))  # netlink audit
+    return cases
+
+
+@pytest.mark.parametrize("profile", seccomp.PROFILES)
+def test_the_allowlist_tree_answers_every_syscall_as_the_chain(profile: str) -> None:
+    tree = seccomp.bpf_programs(profile)[0]
+    chain_filter = seccomp.filters(profile)[0]
+    chain_filter.set_attr(sc.Attr.CTL_OPTIMIZE, 1)  # libseccomp's default: one comparison after another
+    chain = seccomp._export(chain_filter)
+    assert tree != chain, "the exported allowlist is not libseccomp's tree: the test compares a program to itself"
+    arches = [(_AUDIT_ARCH_X86_64, 0), (_AUDIT_ARCH_X86_64, _X32_BIT), (_AUDIT_ARCH_I386, 0)]
+    cases = _argument_cases()
+    differ = [
+        (hex(arch), nr | bit, args)
+        for arch, bit in arches
+        for nr in range(512)
+        for args in (cases if nr in _WITH_ARGUMENT_RULES else cases[:1])
+        if run_bpf(tree, nr | bit, arch, args) != run_bpf(chain, nr | bit, arch, args)
+    ]
+    assert differ == []
+
+
+#: x86_64 numbers of the syscalls with argument rules: ioctl, socket, socketpair, clone, personality.
+_WITH_ARGUMENT_RULES = {16, 41, 53, 56, 135}
