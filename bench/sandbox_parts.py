@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from machina import config
 from machina.proc import Rlimits
-from machina.sandbox import resolve_policy
+from machina.sandbox import SandboxPolicy, resolve_policy
 from machina.sandbox.launch import PRLIMIT, SETPRIV, prepare
 
 #: The limits of a shell tool's call (their values do not change the cost; their presence adds prlimit).
@@ -54,11 +54,15 @@ def without_helper(argv: list[str], helper: str) -> list[str]:
     return argv[:start] + argv[argv.index("--", start) + 1 :]
 
 
+def etc_source_at(argv: list[str]) -> int:
+    """Where in ``argv`` the host directory bound as the sandbox's /etc (the view) is named."""
+    return next(i + 1 for i in range(len(argv) - 2) if argv[i] == "--ro-bind" and argv[i + 2] == "/etc")
+
+
 def with_etc(argv: list[str], etc: str) -> list[str]:
     """``argv`` binding ``etc`` as the sandbox's /etc instead of the view."""
     out = list(argv)
-    at = next(i for i in range(len(out) - 2) if out[i] == "--ro-bind" and out[i + 2] == "/etc")
-    out[at + 1] = etc
+    out[etc_source_at(out)] = etc
     return out
 
 
@@ -74,7 +78,7 @@ def variants(scratch: str) -> dict[str, Callable[[list[str]], list[str]]]:
 
     def host_nsswitch(argv: list[str]) -> list[str]:
         if not host_etc:
-            view = argv[argv.index("/etc") - 1]
+            view = argv[etc_source_at(argv)]
             host_etc.append(host_nsswitch_etc(view, os.path.join(scratch, "etc")))
         return with_etc(argv, host_etc[0])
 
@@ -88,7 +92,7 @@ def variants(scratch: str) -> dict[str, Callable[[list[str]], list[str]]]:
     }
 
 
-def time_one(policy, change: Callable[[list[str]], list[str]]) -> float:  # type: ignore[no-untyped-def]
+def time_one(policy: SandboxPolicy, change: Callable[[list[str]], list[str]]) -> float:
     launch = prepare(policy, PROGRAM, rlimits=LIMITS)  # the seccomp memfds are read once: a new launch per call
     try:
         argv = change(launch.argv)
@@ -112,7 +116,7 @@ def main() -> int:
     print(f"uid {os.geteuid()}, load {os.getloadavg()[0]:.2f}; {args.rounds} rounds of {args.calls} calls each")
     with tempfile.TemporaryDirectory(prefix="machina-sandbox-parts-") as scratch:
         chosen = variants(scratch)
-        if SETPRIV not in prepare(policy, PROGRAM, rlimits=LIMITS).argv:
+        if not policy.drops_privileges:
             del chosen["without setpriv"]  # not root: no drop to the tool uid, no setpriv
         samples: dict[str, list[float]] = {name: [] for name in chosen}
         for _ in range(args.rounds):
